@@ -1,0 +1,43 @@
+# The project's commands.  Every target sets up its own environment on first use, so a fresh
+# clone needs only Python 3.11+ and make.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Re-install whenever the declared dependencies change.
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: help venv test lint typecheck unit vectors bench clean
+
+help:
+	@echo "make test    - set up and run every check: ruff, mypy --strict on e2e/, the test suite"
+	@echo "make bench   - protocol-core benchmark side by side with the peer libraries"
+	@echo "make vectors - check every vector file with python -m e2e.vectors"
+	@echo "make clean   - remove the environment and caches"
+
+$(STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check e2e server client tests benchmarks
+	$(BIN)/ruff format --check e2e
+
+typecheck: $(STAMP)
+	$(BIN)/mypy e2e
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q --cov=e2e --cov=server --cov=client --cov-report=term:skip-covered
+
+vectors: $(STAMP)
+	$(BIN)/python -m e2e.vectors check tests/vectors/*.json
+
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov *.egg-info

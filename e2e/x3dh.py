@@ -1,0 +1,167 @@
+"""X3DH key agreement with libsignal v3's constants (Signal's X3DH specification, revision 1).
+
+What this module owns
+---------------------
+* :class:`PreKeyBundle`: what Bob publishes through the relay (X3DH §3.2): his identity key
+  ``IK_B``, signed prekey ``SPK_B`` with its signature ``Sig(IK_B, Encode(SPK_B))``, and maybe
+  one one-time prekey ``OPK_B``.  libsignal's registration and device ids travel with it.
+* :class:`InitialMessage`: the X3DH header Alice sends with her first messages (X3DH §3.3):
+  ``IK_A``, her ephemeral ("base") key ``EK_A`` and the ids of the prekeys she used.
+* :class:`SharedSecret`: ``SK`` as libsignal v3 splits it, a :class:`~e2e.kdf.RootKey` and a
+  :class:`~e2e.kdf.ChainKey`, with the associated data ``AD = Encode(IK_A) ‖ Encode(IK_B)``.
+* :func:`initiate` (Alice, X3DH §3.3) and :func:`respond` (Bob, X3DH §3.4).  Each returns what
+  its side needs and nothing more: the handshake hands the secret to the ratchet, which never
+  sees a prekey.
+
+The computation
+---------------
+::
+
+    DH1 = DH(IK_A, SPK_B)    DH2 = DH(EK_A, IK_B)    DH3 = DH(EK_A, SPK_B)    DH4 = DH(EK_A, OPK_B)
+    RK ‖ CK = HKDF(salt = 0×32, 0xFF×32 ‖ DH1 ‖ DH2 ‖ DH3 [‖ DH4], "WhisperText", 64)
+
+Invariants
+----------
+* Alice verifies the signed prekey's signature before any Diffie-Hellman (X3DH §3.3); a bad
+  signature raises :class:`~e2e.errors.InvalidSignatureError`.
+* An all-zero DH output (a low-order key) raises :class:`~e2e.errors.InvalidKeyError`.
+* Encoding: every public key is libsignal's ``0x05 ‖ u`` (X3DH §2.5 ``Encode``).
+
+What it does not know
+---------------------
+Where the prekeys are stored, or that a one-time prekey must be deleted after use: the caller
+looks up Bob's keys by the ids in :class:`InitialMessage` and deletes the one-time prekey once the
+first message has decrypted.  Randomness (Alice's base key) comes from the ``rng`` argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from e2e.errors import InvalidKeyError
+from e2e.explain import Trace, emit
+from e2e.kdf import ChainKey, RootKey, kdf_x3dh
+from e2e.keys import KeyPair, PublicKey, Rng
+
+__all__ = ["PreKeyBundle", "InitialMessage", "SharedSecret", "initiate", "respond"]
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeyBundle:
+    """Bob's published keys, as Alice receives them (X3DH §3.2)."""
+
+    registration_id: int
+    device_id: int
+    identity_key: PublicKey
+    signed_pre_key_id: int
+    signed_pre_key: PublicKey
+    signed_pre_key_signature: bytes
+    pre_key_id: int | None = None
+    pre_key: PublicKey | None = None
+
+    def __post_init__(self) -> None:
+        if (self.pre_key_id is None) != (self.pre_key is None):
+            raise InvalidKeyError("a one-time prekey needs both its id and its key")
+
+    def verify(self) -> None:
+        """Check ``Sig(IK_B, Encode(SPK_B))``; raises :class:`~e2e.errors.InvalidSignatureError`."""
+        self.identity_key.verify(self.signed_pre_key.serialize(), self.signed_pre_key_signature)
+
+
+@dataclass(frozen=True, slots=True)
+class InitialMessage:
+    """The X3DH fields of Alice's initial message (X3DH §3.3), as a PreKeySignalMessage carries them."""
+
+    identity_key: PublicKey
+    base_key: PublicKey
+    signed_pre_key_id: int
+    pre_key_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSecret:
+    """``SK`` split as libsignal v3 does, and ``AD = Encode(IK_A) ‖ Encode(IK_B)`` (X3DH §3.3)."""
+
+    root_key: RootKey
+    chain_key: ChainKey
+    associated_data: bytes
+
+    def __repr__(self) -> str:
+        return "SharedSecret(<redacted>)"
+
+
+def _derive(dh_outputs: list[bytes], alice: PublicKey, bob: PublicKey, trace: Trace | None) -> SharedSecret:
+    for number, output in enumerate(dh_outputs, start=1):
+        emit(trace, "x3dh.dh", {"name": f"DH{number}"}, {"output": output})
+    root_key, chain_key = kdf_x3dh(b"".join(dh_outputs))
+    emit(
+        trace,
+        "x3dh.kdf",
+        {"inputs": len(dh_outputs), "info": "WhisperText"},
+        {"root_key": root_key.key, "chain_key": chain_key.key},
+    )
+    return SharedSecret(root_key, chain_key, alice.serialize() + bob.serialize())
+
+
+def initiate(
+    our_identity_key: KeyPair,
+    their_bundle: PreKeyBundle,
+    rng: Rng,
+    trace: Trace | None = None,
+) -> tuple[InitialMessage, SharedSecret]:
+    """Alice's side (X3DH §3.3): verify the bundle, draw ``EK_A`` from ``rng``, compute ``SK``.
+
+    Returns the header to send and the shared secret for the ratchet.
+    """
+    their_bundle.verify()
+    emit(
+        trace,
+        "x3dh.bundle_verified",
+        {
+            "identity_key": their_bundle.identity_key.fingerprint(),
+            "signed_pre_key": their_bundle.signed_pre_key.fingerprint(),
+            "signed_pre_key_id": their_bundle.signed_pre_key_id,
+            "one_time_pre_key": their_bundle.pre_key.fingerprint() if their_bundle.pre_key else "none",
+        },
+    )
+    our_base_key = KeyPair.generate(rng)
+    emit(trace, "x3dh.base_key", {"base_key": our_base_key.public_key.fingerprint()})
+    dh_outputs = [
+        our_identity_key.agree(their_bundle.signed_pre_key),
+        our_base_key.agree(their_bundle.identity_key),
+        our_base_key.agree(their_bundle.signed_pre_key),
+    ]
+    if their_bundle.pre_key is not None:
+        dh_outputs.append(our_base_key.agree(their_bundle.pre_key))
+    secret = _derive(dh_outputs, our_identity_key.public_key, their_bundle.identity_key, trace)
+    message = InitialMessage(
+        identity_key=our_identity_key.public_key,
+        base_key=our_base_key.public_key,
+        signed_pre_key_id=their_bundle.signed_pre_key_id,
+        pre_key_id=their_bundle.pre_key_id,
+    )
+    return message, secret
+
+
+def respond(
+    our_identity_key: KeyPair,
+    our_signed_pre_key: KeyPair,
+    our_one_time_pre_key: KeyPair | None,
+    message: InitialMessage,
+    trace: Trace | None = None,
+) -> SharedSecret:
+    """Bob's side (X3DH §3.4): the same four DH values from his private keys.
+
+    The caller has looked up ``our_signed_pre_key`` and ``our_one_time_pre_key`` by the ids in
+    ``message``; passing ``None`` for a message that names a one-time prekey is an error.
+    """
+    if (message.pre_key_id is None) != (our_one_time_pre_key is None):
+        raise InvalidKeyError("the one-time prekey does not match the initial message")
+    dh_outputs = [
+        our_signed_pre_key.agree(message.identity_key),
+        our_identity_key.agree(message.base_key),
+        our_signed_pre_key.agree(message.base_key),
+    ]
+    if our_one_time_pre_key is not None:
+        dh_outputs.append(our_one_time_pre_key.agree(message.base_key))
+    return _derive(dh_outputs, message.identity_key, our_identity_key.public_key, trace)
