@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv test lint typecheck unit vectors bench clean
+.PHONY: help venv demo test lint typecheck unit vectors bench clean
 
 help:
+	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
 	@echo "make test    - set up and run every check: ruff, mypy --strict on e2e/, the test suite"
 	@echo "make bench   - protocol-core benchmark side by side with the peer libraries"
 	@echo "make vectors - check every vector file with python -m e2e.vectors"
@@ -23,6 +24,10 @@ $(STAMP):
 	touch $@
 
 venv: $(STAMP)
+
+# The README's first command: a scripted conversation through a real relay, shown side by side.
+demo: $(STAMP)
+	$(BIN)/python -m client.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check e2e server client tests benchmarks
