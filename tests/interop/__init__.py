@@ -1,0 +1,1 @@
+"""Interoperability tests: our protocol core against an independent libsignal v3 implementation."""
