@@ -25,6 +25,7 @@ __all__ = [
     "NoSessionError",
     "UntrustedIdentityError",
     "FingerprintMismatchError",
+    "FingerprintVersionMismatchError",
     "DowngradeError",
 ]
 
@@ -71,6 +72,15 @@ class UntrustedIdentityError(E2EError):
 
 class FingerprintMismatchError(E2EError):
     """Two safety numbers (or scanned fingerprints) that do not match."""
+
+
+class FingerprintVersionMismatchError(FingerprintMismatchError):
+    """A scanned fingerprint of another version than ours: the two clients cannot compare."""
+
+    def __init__(self, theirs: int, ours: int) -> None:
+        super().__init__(f"the scanned fingerprint has version {theirs}, ours is {ours}")
+        self.theirs = theirs
+        self.ours = ours
 
 
 class DowngradeError(E2EError):
