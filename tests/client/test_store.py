@@ -1,0 +1,136 @@
+"""The client's SQLite store: atomic transactions, schema versioning, every table's round trip."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from client.store import SCHEMA_VERSION, Store, StoreError, StoreFormatError
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(tmp_path / "client.db")
+    yield store
+    store.close()
+
+
+def test_a_transaction_commits_everything_or_nothing(tmp_path, store):
+    store.create_account("alice", 1, b"identity-record")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.put_session("bob", 1, b"session-v1")
+        store.add_message("in", "bob", 1, "m1", 5, b"hello")
+        store.mark_processed("bob", 1, "m1", 5)
+        raise RuntimeError("crash before commit")
+    assert store.session("bob", 1) is None
+    assert store.history() == []
+    assert not store.is_processed("bob", 1, "m1")
+
+    with store.transaction():
+        store.put_session("bob", 1, b"session-v1")
+        store.add_message("in", "bob", 1, "m1", 5, b"hello")
+        store.mark_processed("bob", 1, "m1", 5)
+    store.close()
+    reopened = Store(tmp_path / "client.db")
+    assert reopened.session("bob", 1) == b"session-v1"
+    assert [m.body for m in reopened.history("bob")] == [b"hello"]
+    assert reopened.is_processed("bob", 1, "m1")
+    assert reopened.account().name == "alice"
+    reopened.close()
+
+
+def test_nested_transactions_join_the_outer_one(store):
+    with pytest.raises(ValueError), store.transaction():
+        with store.transaction():
+            store.put_session("bob", 1, b"inner")
+        raise ValueError
+    assert store.session("bob", 1) is None
+
+
+def test_the_account_is_created_once(store):
+    store.create_account("alice", 1, b"x")
+    with pytest.raises(StoreError):
+        store.create_account("mallory", 2, b"y")
+    assert store.account().name == "alice"
+    assert "x" not in repr(store.account()).replace("alice", "")
+
+
+def test_a_file_of_another_schema_version_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+    with pytest.raises(StoreFormatError):
+        Store(path)
+
+
+def test_a_foreign_database_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreFormatError):
+        Store(path)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreFormatError):
+        Store(garbage)
+
+
+def test_prekeys_and_signed_prekeys(store):
+    assert [store.next_id("pre_key") for _ in range(3)] == [1, 2, 3]
+    store.add_pre_keys([(1, b"a"), (2, b"b")])
+    assert store.pending_pre_keys() == [(1, b"a"), (2, b"b")]
+    store.mark_pre_keys_uploaded([1])
+    assert store.pending_pre_keys() == [(2, b"b")]
+    assert store.pre_key(1) == b"a"
+    store.remove_pre_key(1)
+    assert store.pre_key(1) is None
+    assert store.count_pre_keys() == 1
+
+    store.add_signed_pre_key(1, b"s1", created_at=100)
+    store.mark_signed_pre_key_uploaded(1, now=100)
+    store.add_signed_pre_key(2, b"s2", created_at=200)
+    # Until the relay accepted the new one, the old one stays current.
+    assert store.current_signed_pre_key()[0] == 2
+    store.mark_signed_pre_key_uploaded(2, now=200)
+    assert store.current_signed_pre_key() == (2, b"s2", 200, True)
+    assert store.signed_pre_key(1) == b"s1"
+    assert store.remove_signed_pre_keys_retired_before(150) == 0
+    assert store.remove_signed_pre_keys_retired_before(201) == 1
+    assert store.signed_pre_key(1) is None
+    assert store.signed_pre_key_ids() == [2]
+
+
+def test_contacts_outbox_held_and_history(store):
+    store.add_contact("bob", 1, b"\x05" + b"k" * 32, now=1)
+    store.set_verified("bob", 1, True)
+    store.record_changed_identity("bob", 1, b"\x05" + b"n" * 32)
+    contact = store.contact("bob", 1)
+    assert contact.verified and contact.changed_identity_key == b"\x05" + b"n" * 32
+    store.replace_identity("bob", 1, b"\x05" + b"n" * 32, now=2)
+    contact = store.contact("bob", 1)
+    assert not contact.verified and contact.changed_identity_key is None
+    assert contact.identity_key == b"\x05" + b"n" * 32
+    assert store.contacts() == [contact]
+
+    store.add_outbox("bob", 1, "m1", 3, b"c1", 10)
+    store.add_outbox("bob", 1, "m2", 2, b"c2", 11)
+    assert [e.message_id for e in store.outbox()] == ["m1", "m2"]
+    store.remove_outbox("m1")
+    assert [e.message_id for e in store.outbox()] == ["m2"]
+
+    store.hold("undecryptable", "bob", 1, "m9", 5, 2, b"junk", "DecodeError", 6)
+    (held,) = store.held("undecryptable")
+    assert held.body == b"junk" and held.sender == "bob"
+    store.release_held(held.seq)
+    assert store.held() == []
+
+    for i in range(5):
+        store.add_message("out", "bob" if i % 2 else "carol", 1, f"h{i}", i, b"%d" % i)
+    assert [m.message_id for m in store.history("carol")] == ["h0", "h2", "h4"]
+    assert [m.message_id for m in store.history(limit=2)] == ["h3", "h4"]
+    assert store.forget_processed_before(10) == 0
