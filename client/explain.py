@@ -1,0 +1,146 @@
+"""Explain mode's text: turns the core's :class:`e2e.explain.Event` objects into lines a student can read.
+
+What this module owns
+---------------------
+:func:`render` (one event → one line of text), :class:`Explainer` (a ready-made
+:data:`e2e.explain.Trace` callback that renders and writes each event), the table of human titles
+for the steps the core emits, and the warning shown when private values are revealed.
+
+Invariants
+----------
+* Public values (``Event.public``: public-key prefixes, counters, ids, sizes) are shown as they are.
+* Secret values (``Event.secret``: DH outputs, root, chain and message keys) are shown only as
+  :func:`e2e.explain.fingerprint` digests: enough to see that Alice and Bob derived the same value,
+  useless to anyone who reads the screen.  The single exception is ``show_secrets=True``, the
+  teaching switch behind ``--show-secrets``; front ends that set it print :data:`SHOW_SECRETS_WARNING`
+  first, and this module prefixes every revealed value with ``SECRET`` so it cannot be mistaken.
+* Unknown steps still render (name, public values, fingerprints), so a new event in the core shows
+  up in every front end without a change here.
+
+What it does not know
+---------------------
+Where the text goes (the caller passes ``write``), which side of the conversation it is on beyond
+the label it was given, or anything about the protocol's state: it only formats events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from e2e.explain import Event, fingerprint
+
+__all__ = ["SHOW_SECRETS_WARNING", "STEP_TITLES", "Explainer", "render"]
+
+SHOW_SECRETS_WARNING = (
+    "!!! --show-secrets: PRIVATE KEY MATERIAL WILL BE PRINTED IN FULL !!!\n"
+    "!!! DH outputs, root, chain and message keys appear below in hex. Anyone who sees this   !!!\n"
+    "!!! screen or its log can read these messages. Use it to learn, never with real secrets. !!!"
+)
+"""The banner a front end prints before it renders anything with ``show_secrets=True``."""
+
+# The spec's formula for each X3DH Diffie-Hellman value (X3DH §3.3).  Both sides compute the same
+# values from opposite halves of each key pair, so the formula names the keys, not the side.
+_X3DH_FORMULAS = {
+    "DH1": "DH(IK_A, SPK_B)",
+    "DH2": "DH(EK_A, IK_B)",
+    "DH3": "DH(EK_A, SPK_B)",
+    "DH4": "DH(EK_A, OPK_B)",
+}
+
+STEP_TITLES: Mapping[str, str] = {
+    # X3DH (Signal's X3DH specification §3).
+    "x3dh.bundle_verified": "X3DH: prekey bundle signature Sig(IK_B, Encode(SPK_B)) verified",
+    "x3dh.base_key": "X3DH: fresh ephemeral key EK_A",
+    "x3dh.dh": "X3DH:",
+    "x3dh.kdf": "X3DH: KDF(DH1 ‖ DH2 ‖ DH3 [‖ DH4]) → root key RK, chain key CK",
+    # PQXDH (Signal's PQXDH specification §3), where the core emits it.
+    "pqxdh.kem": "PQXDH: ML-KEM shared secret SS",
+    "pqxdh.kdf": "PQXDH: KDF(DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS) → RK, CK",
+    # Double Ratchet (Signal's Double Ratchet specification §3).
+    "ratchet.init": "Ratchet: initialised",
+    "ratchet.dh_step": "Ratchet: DH ratchet step (new ratchet key, KDF_RK)",
+    "ratchet.kdf_rk": "Ratchet: KDF_RK(RK, DH(DHs, DHr)) → new RK, chain key",
+    "ratchet.new_ratchet_key": "Ratchet: new sending ratchet key DHs",
+    "ratchet.root_step": "Ratchet: root key update KDF_RK",
+    "ratchet.sending_chain": "Ratchet: new sending chain CKs",
+    "ratchet.receiving_chain": "Ratchet: new receiving chain CKr",
+    "ratchet.chain_step": "Ratchet: symmetric step KDF_CK",
+    "ratchet.kdf_ck": "Ratchet: KDF_CK(CK) → next chain key, message key",
+    "ratchet.message_keys": "Ratchet: message keys (AES-256 key, HMAC key, IV)",
+    "ratchet.encrypt": "Ratchet: encrypt",
+    "ratchet.decrypt": "Ratchet: decrypt",
+    "ratchet.skipped_key_stored": "Ratchet: skipped message key stored (MKSKIPPED)",
+    "ratchet.skipped_keys_stored": "Ratchet: skipped message keys stored (MKSKIPPED)",
+    "ratchet.skipped_key_used": "Ratchet: stored skipped message key used and deleted",
+    "ratchet.skipped_key_evicted": "Ratchet: oldest stored skipped key evicted",
+    "ratchet.mac_verified": "MAC check passed (HMAC-SHA256, 8 bytes, constant time)",
+    "ratchet.mac_ok": "MAC check passed (HMAC-SHA256, 8 bytes, constant time)",
+    "ratchet.mac_failed": "MAC check FAILED: message rejected, state unchanged",
+    "session.initiate": "Session: started from a prekey bundle",
+    "session.respond": "Session: created from a PreKeySignalMessage",
+    "session.archived": "Session: previous state archived",
+    "session.promoted": "Session: archived state promoted to current",
+}
+"""Human titles for the steps the core emits; anything else renders under its own name."""
+
+
+def _format_public(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _format_secret(value: bytes, show_secrets: bool) -> str:
+    if show_secrets:
+        return f"SECRET {value.hex()}"
+    return fingerprint(value)
+
+
+def render(event: Event, show_secrets: bool = False) -> str:
+    """One line describing ``event``: its title, then ``name=value`` for public and secret values.
+
+    Secret values appear as fingerprints (``#1a2b3c4d``) unless ``show_secrets`` is true.
+    """
+    public = dict(event.public)
+    title = STEP_TITLES.get(event.step, event.step)
+    if event.step == "x3dh.dh":
+        # "X3DH: DH2 = DH(EK_A, IK_B) = #1a2b3c4d" reads better than a list of fields.
+        name = str(public.pop("name", "DH?"))
+        title = f"X3DH: {name} = {_X3DH_FORMULAS.get(name, name)}"
+        output = event.secret.get("output")
+        if output is not None and len(event.secret) == 1:
+            return f"{title} = {_format_secret(output, show_secrets)}"
+    fields = [f"{key}={_format_public(value)}" for key, value in public.items()]
+    fields += [f"{key}={_format_secret(value, show_secrets)}" for key, value in event.secret.items()]
+    if not fields:
+        return title
+    return f"{title}: " + ", ".join(fields)
+
+
+class Explainer:
+    """A trace callback that renders each event and hands the text to ``write``.
+
+    ``label`` ("Alice", "Bob") starts every line when given.  Turn it on and off with ``enabled``
+    (the chat client's ``/explain``); a disabled explainer drops events.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[str], None],
+        label: str | None = None,
+        show_secrets: bool = False,
+        enabled: bool = True,
+    ) -> None:
+        self._write = write
+        self.label = label
+        self.show_secrets = show_secrets
+        self.enabled = enabled
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        text = render(event, show_secrets=self.show_secrets)
+        self._write(f"{self.label}: {text}" if self.label else text)
+
+    def __repr__(self) -> str:
+        return f"Explainer(label={self.label!r}, show_secrets={self.show_secrets}, enabled={self.enabled})"
