@@ -1,0 +1,62 @@
+"""What a running client reports to its application.
+
+What this module owns
+---------------------
+The event types yielded by :meth:`client.Client.events`:
+
+* :class:`Message`: a decrypted message, already committed to the local history;
+* :class:`Undecryptable`: a ciphertext that could not be decrypted (malformed, forged, no session),
+  kept in the store's quarantine; the session with its sender is untouched;
+* :class:`client.errors.IdentityChanged` (an exception type that is also an event): a contact's
+  identity key changed; its messages wait until the user accepts the new key.
+
+Invariants
+----------
+An event is emitted only after the change it reports is committed to the local store, so an
+application that lost an event in a crash finds the same facts in ``Client.history`` and
+``Client.quarantined``.  ``repr`` of a :class:`Message` does not show its body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from client.errors import IdentityChanged
+
+__all__ = ["Message", "Undecryptable", "Event", "IdentityChanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decrypted message.
+
+    ``message_id`` is the sender's id for it (unique per sender device; the key duplicates are
+    removed by), ``timestamp`` the sender's clock when it was written (milliseconds since the epoch,
+    authenticated with the message), ``relay_timestamp`` when the relay accepted it.
+    """
+
+    sender: str
+    sender_device: int
+    message_id: str
+    timestamp: int
+    relay_timestamp: int
+    body: bytes = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (replacing what does not decode)."""
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Undecryptable:
+    """A message from ``sender`` that was refused; ``error`` names the typed error that refused it."""
+
+    sender: str
+    sender_device: int
+    message_id: str
+    error: str
+
+
+Event = Message | Undecryptable | IdentityChanged
+"""Everything :meth:`client.Client.events` yields."""
