@@ -1,0 +1,111 @@
+"""What the user types into e2e-chat: slash commands and messages, parsed into values.
+
+What this module owns
+---------------------
+:func:`parse`, which turns one input line into a :class:`Command` or a :class:`Say` (text to send
+to the current contact), the table of commands with their help text (:data:`COMMANDS`), and
+:func:`help_text`.  Parsing is pure, so it is tested without a terminal.
+
+Invariants
+----------
+* A line that starts with ``/`` is always a command; ``//`` escapes a message that starts with a
+  slash.  An unknown command or wrong arguments raise :class:`UsageError` with the usage line, and
+  nothing is sent.
+* Blank lines parse to ``None`` (nothing to do).
+
+What it does not know
+---------------------
+What the commands do: the chat application carries them out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["COMMANDS", "Command", "Say", "UsageError", "help_text", "parse"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """One command: its name, argument names (``?`` marks optional ones) and one line of help."""
+
+    name: str
+    arguments: tuple[str, ...]
+    help: str
+
+    @property
+    def usage(self) -> str:
+        shown = [f"[{a.rstrip('?')}]" if a.endswith("?") else f"<{a}>" for a in self.arguments]
+        return " ".join([f"/{self.name}", *shown])
+
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec("help", (), "show this list"),
+    CommandSpec("add", ("name",), "add a contact by name and start talking to them"),
+    CommandSpec("to", ("name",), "talk to another contact"),
+    CommandSpec("contacts", (), "list contacts, their verification and identity state"),
+    CommandSpec("history", ("count?",), "show the last messages with the current contact (default 20)"),
+    CommandSpec("verify", ("name?",), "show the safety number and its QR code (default: current contact)"),
+    CommandSpec("verified", ("name?",), "mark a contact verified after comparing safety numbers"),
+    CommandSpec("accept", ("name",), "accept a contact's new identity key after it changed"),
+    CommandSpec("explain", (), "turn the protocol-step explanations on or off"),
+    CommandSpec("clear", (), "clear the screen"),
+    CommandSpec("whoami", (), "show your name, relay, state file and identity key"),
+    CommandSpec("quit", (), "leave (messages keep queueing at the relay)"),
+)
+"""Every command, in the order /help lists them."""
+
+_BY_NAME = {spec.name: spec for spec in COMMANDS}
+_ALIASES = {"exit": "quit", "q": "quit", "?": "help"}
+
+
+class UsageError(ValueError):
+    """A line that looks like a command but is not a valid one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A parsed slash command and its arguments."""
+
+    name: str
+    arguments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Text to send to the current contact."""
+
+    text: str
+
+
+def parse(line: str) -> Command | Say | None:
+    """Parse one line of input; raises :class:`UsageError` for a malformed command."""
+    stripped = line.strip()
+    if not stripped:
+        return None
+    if stripped.startswith("//"):
+        return Say(stripped[1:])
+    if not stripped.startswith("/"):
+        return Say(stripped)
+    words = stripped[1:].split()
+    if not words:
+        raise UsageError("type /help for the list of commands")
+    name = _ALIASES.get(words[0].lower(), words[0].lower())
+    spec = _BY_NAME.get(name)
+    if spec is None:
+        raise UsageError(f"unknown command /{words[0]}; type /help for the list")
+    arguments = tuple(words[1:])
+    required = sum(1 for argument in spec.arguments if not argument.endswith("?"))
+    if not required <= len(arguments) <= len(spec.arguments):
+        raise UsageError(f"usage: {spec.usage}")
+    if name == "history" and arguments and not (arguments[0].isdigit() and int(arguments[0]) > 0):
+        raise UsageError(f"usage: {spec.usage} (a positive number)")
+    return Command(name, arguments)
+
+
+def help_text() -> str:
+    """The text /help prints."""
+    width = max(len(spec.usage) for spec in COMMANDS)
+    lines = [f"  {spec.usage.ljust(width)}  {spec.help}" for spec in COMMANDS]
+    lines.append("  anything else is sent to the current contact (start with // to send a leading /)")
+    return "\n".join(["commands:", *lines])

@@ -1,0 +1,74 @@
+"""e2e-chat's pure parts: command parsing, the safety number layout, the QR code of the scannable form."""
+
+from __future__ import annotations
+
+import pytest
+import segno
+
+from client.chat.commands import COMMANDS, Command, Say, UsageError, help_text, parse
+from client.chat.verify import format_safety_number, render_qr
+from e2e.fingerprint import Fingerprint
+from e2e.keys import KeyPair
+
+
+def test_lines_parse_into_messages_and_commands() -> None:
+    assert parse("   ") is None
+    assert parse("hello there") == Say("hello there")
+    assert parse("//slash at the start") == Say("/slash at the start")
+    assert parse("/add bob") == Command("add", ("bob",))
+    assert parse("/VERIFY") == Command("verify", ())
+    assert parse("/history 5") == Command("history", ("5",))
+    assert parse("/exit") == Command("quit", ())
+
+
+@pytest.mark.parametrize("line", ["/", "/nonsense", "/add", "/add a b", "/history zero", "/history 0", "/to"])
+def test_malformed_commands_raise_usage_errors(line: str) -> None:
+    with pytest.raises(UsageError):
+        parse(line)
+
+
+def test_help_lists_every_command() -> None:
+    text = help_text()
+    for spec in COMMANDS:
+        assert spec.usage in text
+
+
+def test_both_sides_see_the_same_grouped_safety_number(rng) -> None:
+    alice, bob = KeyPair.generate(rng).public_key, KeyPair.generate(rng).public_key
+    alice_view = Fingerprint.create(b"alice", alice, b"bob", bob, iterations=2)
+    bob_view = Fingerprint.create(b"bob", bob, b"alice", alice, iterations=2)
+    shown = format_safety_number(str(alice_view.displayable))
+    assert shown == format_safety_number(str(bob_view.displayable))
+    rows = shown.splitlines()
+    assert len(rows) == 3
+    assert all(len(group) == 5 and group.isdigit() for row in rows for group in row.split())
+    assert shown.replace("\n", "").replace(" ", "") == str(alice_view.displayable)
+
+
+def _modules_from_half_blocks(text: str) -> list[list[bool]]:
+    """Read a compact terminal QR code back into rows of light (True) / dark (False) modules."""
+    upper = {"█": True, "▀": True, "▄": False, " ": False}
+    lower = {"█": True, "▀": False, "▄": True, " ": False}
+    rows: list[list[bool]] = []
+    for line in text.splitlines():
+        rows.append([upper[c] for c in line])
+        rows.append([lower[c] for c in line])
+    return rows
+
+
+def test_the_qr_code_carries_the_scannable_bytes(rng) -> None:
+    alice, bob = KeyPair.generate(rng).public_key, KeyPair.generate(rng).public_key
+    scannable = Fingerprint.create(b"alice", alice, b"bob", bob, iterations=2).scannable.serialize()
+    drawn = _modules_from_half_blocks(render_qr(scannable))
+    expected = segno.make(scannable, micro=False, mode="byte", error="m")
+    border = 2
+    size = len(expected.matrix)
+    # Dark modules are drawn as blanks (the code is meant for a dark terminal background).
+    inner = [row[border : border + size] for row in drawn[border : border + size]]
+    assert inner == [[not bit for bit in row] for row in expected.matrix]
+
+
+def test_without_block_characters_the_scannable_bytes_are_printed_as_base64() -> None:
+    text = render_qr(bytes(range(74)), encoding="ascii")
+    assert text.isascii()
+    assert "AAECAwQFBgcICQoL" in text
