@@ -40,7 +40,7 @@ class Backoff:
     def ceiling(self) -> float:
         """The largest delay the next call to :meth:`next_delay` may return."""
         # Bound the exponent so that a long outage cannot overflow the float.
-        return min(self.cap, self.base * 2 ** min(self.failures, 64))
+        return min(self.cap, self.base * float(2 ** min(self.failures, 64)))
 
     def next_delay(self) -> float:
         """The delay before the next attempt; counts one more failure."""

@@ -8,7 +8,7 @@ must not forget:
 * its account (name, device id) and its identity key pair with its registration id;
 * its one-time prekeys and signed prekeys (current and recently retired);
 * one session record per remote device;
-* its contacts: the identity key first seen for each remote device, whether the user verified it
+* its contacts: the identity key first seen for each remote account, whether the user verified it
   by safety number, and an identity key that changed and waits for the user's decision;
 * the message history (plaintexts, in and out) and the ids of processed incoming messages;
 * the outbox: encrypted messages committed but not yet acknowledged by the relay;
@@ -90,13 +90,11 @@ CREATE TABLE sessions (
     PRIMARY KEY (name, device_id)
 );
 CREATE TABLE contacts (
-    name TEXT NOT NULL,
-    device_id INTEGER NOT NULL,
+    name TEXT PRIMARY KEY,
     identity_key BLOB NOT NULL,
     verified INTEGER NOT NULL DEFAULT 0,
     first_seen INTEGER NOT NULL,
-    changed_identity_key BLOB,
-    PRIMARY KEY (name, device_id)
+    changed_identity_key BLOB
 );
 CREATE TABLE messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -138,6 +136,8 @@ CREATE TABLE held (
 );
 """
 
+_SELECT_CONTACTS = "SELECT name, identity_key, verified, first_seen, changed_identity_key FROM contacts"
+
 
 class StoreError(Exception):
     """A local-store operation that cannot be carried out (the file, not the protocol, is at fault)."""
@@ -162,10 +162,12 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Contact:
-    """A remote device and the identity key we trust for it (libsignal's ``0x05 ‖ u`` encoding)."""
+    """A remote account and the identity key we trust for it (libsignal's ``0x05 ‖ u`` encoding).
+
+    All devices of an account share its identity key (the relay binds an account to one key).
+    """
 
     name: str
-    device_id: int
     identity_key: bytes
     verified: bool
     first_seen: int
@@ -403,47 +405,34 @@ class Store:
 
     # -- contacts ------------------------------------------------------------------------------
 
-    def contact(self, name: str, device_id: int) -> Contact | None:
-        row = self._db.execute(
-            "SELECT name, device_id, identity_key, verified, first_seen, changed_identity_key "
-            "FROM contacts WHERE name = ? AND device_id = ?",
-            (name, device_id),
-        ).fetchone()
+    def contact(self, name: str) -> Contact | None:
+        row = self._db.execute(_SELECT_CONTACTS + " WHERE name = ?", (name,)).fetchone()
         return None if row is None else _contact(row)
 
     def contacts(self) -> list[Contact]:
-        rows = self._db.execute(
-            "SELECT name, device_id, identity_key, verified, first_seen, changed_identity_key "
-            "FROM contacts ORDER BY name, device_id"
-        ).fetchall()
+        rows = self._db.execute(_SELECT_CONTACTS + " ORDER BY name").fetchall()
         return [_contact(row) for row in rows]
 
-    def add_contact(self, name: str, device_id: int, identity_key: bytes, now: int) -> None:
-        """Trust ``identity_key`` for a device seen for the first time (trust on first use)."""
+    def add_contact(self, name: str, identity_key: bytes, now: int) -> None:
+        """Trust ``identity_key`` for an account seen for the first time (trust on first use)."""
         self._write(
-            "INSERT INTO contacts (name, device_id, identity_key, first_seen) VALUES (?, ?, ?, ?)",
-            (name, device_id, identity_key, now),
+            "INSERT INTO contacts (name, identity_key, first_seen) VALUES (?, ?, ?)",
+            (name, identity_key, now),
         )
 
-    def set_verified(self, name: str, device_id: int, verified: bool) -> None:
-        self._write(
-            "UPDATE contacts SET verified = ? WHERE name = ? AND device_id = ?",
-            (int(verified), name, device_id),
-        )
+    def set_verified(self, name: str, verified: bool) -> None:
+        self._write("UPDATE contacts SET verified = ? WHERE name = ?", (int(verified), name))
 
-    def record_changed_identity(self, name: str, device_id: int, identity_key: bytes) -> None:
+    def record_changed_identity(self, name: str, identity_key: bytes) -> None:
         """Remember a new identity key seen for a known contact, awaiting the user's decision."""
-        self._write(
-            "UPDATE contacts SET changed_identity_key = ? WHERE name = ? AND device_id = ?",
-            (identity_key, name, device_id),
-        )
+        self._write("UPDATE contacts SET changed_identity_key = ? WHERE name = ?", (identity_key, name))
 
-    def replace_identity(self, name: str, device_id: int, identity_key: bytes, now: int) -> None:
+    def replace_identity(self, name: str, identity_key: bytes, now: int) -> None:
         """Trust a new identity key for a contact; it starts out unverified."""
         self._write(
             "UPDATE contacts SET identity_key = ?, verified = 0, first_seen = ?, changed_identity_key = NULL "
-            "WHERE name = ? AND device_id = ?",
-            (identity_key, now, name, device_id),
+            "WHERE name = ?",
+            (identity_key, now, name),
         )
 
     # -- history and processed ids -------------------------------------------------------------
@@ -555,7 +544,7 @@ class Store:
 
 
 def _contact(row: tuple[object, ...]) -> Contact:
-    name, device_id, identity_key, verified, first_seen, changed = row
-    assert isinstance(name, str) and isinstance(device_id, int) and isinstance(first_seen, int)
+    name, identity_key, verified, first_seen, changed = row
+    assert isinstance(name, str) and isinstance(first_seen, int)
     assert isinstance(identity_key, bytes) and (changed is None or isinstance(changed, bytes))
-    return Contact(name, device_id, identity_key, bool(verified), first_seen, changed)
+    return Contact(name, identity_key, bool(verified), first_seen, changed)

@@ -106,13 +106,13 @@ def test_prekeys_and_signed_prekeys(store):
 
 
 def test_contacts_outbox_held_and_history(store):
-    store.add_contact("bob", 1, b"\x05" + b"k" * 32, now=1)
-    store.set_verified("bob", 1, True)
-    store.record_changed_identity("bob", 1, b"\x05" + b"n" * 32)
-    contact = store.contact("bob", 1)
+    store.add_contact("bob", b"\x05" + b"k" * 32, now=1)
+    store.set_verified("bob", True)
+    store.record_changed_identity("bob", b"\x05" + b"n" * 32)
+    contact = store.contact("bob")
     assert contact.verified and contact.changed_identity_key == b"\x05" + b"n" * 32
-    store.replace_identity("bob", 1, b"\x05" + b"n" * 32, now=2)
-    contact = store.contact("bob", 1)
+    store.replace_identity("bob", b"\x05" + b"n" * 32, now=2)
+    contact = store.contact("bob")
     assert not contact.verified and contact.changed_identity_key is None
     assert contact.identity_key == b"\x05" + b"n" * 32
     assert store.contacts() == [contact]
