@@ -1,0 +1,13 @@
+"""The asyncio client library: a device's local state, its relay connection, and its conversations.
+
+What this package owns
+----------------------
+* :mod:`client.client`: :class:`~client.client.Client`, the one object an application uses.
+* :mod:`client.store`: the device's own SQLite file (keys, sessions, contacts, history, outbox).
+* :mod:`client.transport`: the relay protocol's client half (framing, authentication, requests).
+* :mod:`client.envelope`, :mod:`client.events`, :mod:`client.errors`, :mod:`client.backoff`: the
+  plaintext format inside each message, what the client reports, how it fails, how it reconnects.
+
+The protocol itself lives in :mod:`e2e`; this package is where it meets files, sockets and clocks.
+See ``docs/client.md``.
+"""
