@@ -25,6 +25,19 @@ $(STAMP):
 
 venv: $(STAMP)
 
+# The benchmark's peer libraries (the bench extra), installed once per pyproject.toml version.
+BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	rm -f $(VENV)/.bench-installed-*
+	touch $@
+
+# The protocol core side by side with python-axolotl, Syndace's libraries and vodozemac; about a
+# minute.  BENCH_ARGS="--profile" profiles this project's side instead (docs/performance.md).
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/core_bench.py $(BENCH_ARGS)
+
 # The README's first command: a scripted conversation through a real relay, shown side by side.
 demo: $(STAMP)
 	$(BIN)/python -m client.demo $(DEMO_ARGS)
