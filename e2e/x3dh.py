@@ -12,6 +12,13 @@ What this module owns
 * :func:`initiate` (Alice, X3DH §3.3) and :func:`respond` (Bob, X3DH §3.4).  Each returns what
   its side needs and nothing more: the handshake hands the secret to the ratchet, which never
   sees a prekey.
+* :func:`initiator_dh` and :func:`responder_dh`: the Diffie-Hellman half of each side, which
+  :mod:`e2e.pqxdh` shares (PQXDH §3.3 and §3.4 compute the same DH1..DH4).
+
+The bundle and the initial message also carry PQXDH's optional fields (a signed ML-KEM-1024
+prekey; a KEM ciphertext and the KEM prekey's id).  X3DH refuses both: a bundle that advertises a
+KEM prekey must be used with PQXDH, and using it with X3DH raises
+:class:`~e2e.errors.DowngradeError`, as does responding with X3DH to a PQXDH initial message.
 
 The computation
 ---------------
@@ -22,8 +29,9 @@ The computation
 
 Invariants
 ----------
-* Alice verifies the signed prekey's signature before any Diffie-Hellman (X3DH §3.3); a bad
-  signature raises :class:`~e2e.errors.InvalidSignatureError`.
+* Alice verifies the signed prekey's signature before any Diffie-Hellman (X3DH §3.3), and the
+  KEM prekey's when the bundle has one (PQXDH §3.3); a bad or missing signature raises
+  :class:`~e2e.errors.InvalidSignatureError`.
 * An all-zero DH output (a low-order key) raises :class:`~e2e.errors.InvalidKeyError`.
 * Encoding: every public key is libsignal's ``0x05 ‖ u`` (X3DH §2.5 ``Encode``).
 
@@ -38,17 +46,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from e2e.errors import InvalidKeyError
+from e2e.errors import DowngradeError, InvalidKeyError, InvalidSignatureError
 from e2e.explain import Trace, emit
 from e2e.kdf import ChainKey, RootKey, kdf_x3dh
+from e2e.kem import KemCiphertext, KemPublicKey
 from e2e.keys import KeyPair, PublicKey, Rng
 
-__all__ = ["PreKeyBundle", "InitialMessage", "SharedSecret", "initiate", "respond"]
+__all__ = [
+    "PreKeyBundle",
+    "InitialMessage",
+    "SharedSecret",
+    "initiate",
+    "respond",
+    "initiator_dh",
+    "responder_dh",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class PreKeyBundle:
-    """Bob's published keys, as Alice receives them (X3DH §3.2)."""
+    """Bob's published keys, as Alice receives them (X3DH §3.2, PQXDH §3.2).
+
+    The ``kem_`` fields are PQXDH's signed ML-KEM-1024 prekey ``PQPK_B``: a one-time KEM prekey
+    when the relay had one, otherwise Bob's last-resort KEM prekey (Alice cannot tell which, and
+    need not).  Its signature is ``Sig(IK_B, EncodeKEM(PQPK_B))``, XEdDSA over the key's
+    ``0x0A``-prefixed encoding.
+    """
 
     registration_id: int
     device_id: int
@@ -58,24 +81,45 @@ class PreKeyBundle:
     signed_pre_key_signature: bytes
     pre_key_id: int | None = None
     pre_key: PublicKey | None = None
+    kem_pre_key_id: int | None = None
+    kem_pre_key: KemPublicKey | None = None
+    kem_pre_key_signature: bytes | None = None
 
     def __post_init__(self) -> None:
         if (self.pre_key_id is None) != (self.pre_key is None):
             raise InvalidKeyError("a one-time prekey needs both its id and its key")
+        if (self.kem_pre_key_id is None) != (self.kem_pre_key is None):
+            raise InvalidKeyError("a KEM prekey needs both its id and its key")
+        if self.kem_pre_key is None and self.kem_pre_key_signature is not None:
+            raise InvalidKeyError("a KEM prekey signature without a KEM prekey")
 
     def verify(self) -> None:
-        """Check ``Sig(IK_B, Encode(SPK_B))``; raises :class:`~e2e.errors.InvalidSignatureError`."""
+        """Check ``Sig(IK_B, Encode(SPK_B))`` and, if there is a KEM prekey,
+        ``Sig(IK_B, EncodeKEM(PQPK_B))``; raises :class:`~e2e.errors.InvalidSignatureError`.
+        """
         self.identity_key.verify(self.signed_pre_key.serialize(), self.signed_pre_key_signature)
+        if self.kem_pre_key is not None:
+            if self.kem_pre_key_signature is None:
+                raise InvalidSignatureError("the KEM prekey carries no signature")
+            self.identity_key.verify(self.kem_pre_key.serialize(), self.kem_pre_key_signature)
 
 
 @dataclass(frozen=True, slots=True)
 class InitialMessage:
-    """The X3DH fields of Alice's initial message (X3DH §3.3), as a PreKeySignalMessage carries them."""
+    """The key-agreement fields of Alice's initial message (X3DH §3.3, PQXDH §3.3), as a
+    PreKeySignalMessage carries them.  The ``kem_`` fields are present exactly when PQXDH made it.
+    """
 
     identity_key: PublicKey
     base_key: PublicKey
     signed_pre_key_id: int
     pre_key_id: int | None = None
+    kem_pre_key_id: int | None = None
+    kem_ciphertext: KemCiphertext | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kem_pre_key_id is None) != (self.kem_ciphertext is None):
+            raise InvalidKeyError("a KEM ciphertext needs the id of the KEM prekey it was made for")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +135,6 @@ class SharedSecret:
 
 
 def _derive(dh_outputs: list[bytes], alice: PublicKey, bob: PublicKey, trace: Trace | None) -> SharedSecret:
-    for number, output in enumerate(dh_outputs, start=1):
-        emit(trace, "x3dh.dh", {"name": f"DH{number}"}, {"output": output})
     root_key, chain_key = kdf_x3dh(b"".join(dh_outputs))
     emit(
         trace,
@@ -103,15 +145,16 @@ def _derive(dh_outputs: list[bytes], alice: PublicKey, bob: PublicKey, trace: Tr
     return SharedSecret(root_key, chain_key, alice.serialize() + bob.serialize())
 
 
-def initiate(
+def initiator_dh(
     our_identity_key: KeyPair,
     their_bundle: PreKeyBundle,
     rng: Rng,
     trace: Trace | None = None,
-) -> tuple[InitialMessage, SharedSecret]:
-    """Alice's side (X3DH §3.3): verify the bundle, draw ``EK_A`` from ``rng``, compute ``SK``.
+) -> tuple[KeyPair, list[bytes]]:
+    """Alice's common first half of X3DH and PQXDH (§3.3 of both): verify every signature in the
+    bundle, draw ``EK_A`` from ``rng`` and compute ``[DH1, DH2, DH3]`` (``+ [DH4]``).
 
-    Returns the header to send and the shared secret for the ratchet.
+    Returns her base key pair and the DH outputs in order.
     """
     their_bundle.verify()
     emit(
@@ -122,6 +165,7 @@ def initiate(
             "signed_pre_key": their_bundle.signed_pre_key.fingerprint(),
             "signed_pre_key_id": their_bundle.signed_pre_key_id,
             "one_time_pre_key": their_bundle.pre_key.fingerprint() if their_bundle.pre_key else "none",
+            "kem_pre_key": their_bundle.kem_pre_key.fingerprint() if their_bundle.kem_pre_key else "none",
         },
     )
     our_base_key = KeyPair.generate(rng)
@@ -133,6 +177,53 @@ def initiate(
     ]
     if their_bundle.pre_key is not None:
         dh_outputs.append(our_base_key.agree(their_bundle.pre_key))
+    _emit_dh(dh_outputs, trace)
+    return our_base_key, dh_outputs
+
+
+def responder_dh(
+    our_identity_key: KeyPair,
+    our_signed_pre_key: KeyPair,
+    our_one_time_pre_key: KeyPair | None,
+    message: InitialMessage,
+    trace: Trace | None = None,
+) -> list[bytes]:
+    """Bob's common first half of X3DH and PQXDH (§3.4 of both): the same DH values from his
+    private keys.  A one-time prekey that the message names but the caller could not supply
+    (or the reverse) raises :class:`~e2e.errors.InvalidKeyError`.
+    """
+    if (message.pre_key_id is None) != (our_one_time_pre_key is None):
+        raise InvalidKeyError("the one-time prekey does not match the initial message")
+    dh_outputs = [
+        our_signed_pre_key.agree(message.identity_key),
+        our_identity_key.agree(message.base_key),
+        our_signed_pre_key.agree(message.base_key),
+    ]
+    if our_one_time_pre_key is not None:
+        dh_outputs.append(our_one_time_pre_key.agree(message.base_key))
+    _emit_dh(dh_outputs, trace)
+    return dh_outputs
+
+
+def _emit_dh(dh_outputs: list[bytes], trace: Trace | None) -> None:
+    for number, output in enumerate(dh_outputs, start=1):
+        emit(trace, "x3dh.dh", {"name": f"DH{number}"}, {"output": output})
+
+
+def initiate(
+    our_identity_key: KeyPair,
+    their_bundle: PreKeyBundle,
+    rng: Rng,
+    trace: Trace | None = None,
+) -> tuple[InitialMessage, SharedSecret]:
+    """Alice's side (X3DH §3.3): verify the bundle, draw ``EK_A`` from ``rng``, compute ``SK``.
+
+    Returns the header to send and the shared secret for the ratchet.  A bundle with a KEM
+    prekey raises :class:`~e2e.errors.DowngradeError`: Bob asked for PQXDH (:mod:`e2e.pqxdh`).
+    """
+    if their_bundle.kem_pre_key is not None:
+        raise DowngradeError("the bundle advertises a KEM prekey: start this session with PQXDH, not X3DH")
+    our_base_key, dh_outputs = initiator_dh(our_identity_key, their_bundle, rng, trace)
     secret = _derive(dh_outputs, our_identity_key.public_key, their_bundle.identity_key, trace)
     message = InitialMessage(
         identity_key=our_identity_key.public_key,
@@ -153,15 +244,11 @@ def respond(
     """Bob's side (X3DH §3.4): the same four DH values from his private keys.
 
     The caller has looked up ``our_signed_pre_key`` and ``our_one_time_pre_key`` by the ids in
-    ``message``; passing ``None`` for a message that names a one-time prekey is an error.
+    ``message``; passing ``None`` for a message that names a one-time prekey is an error.  A
+    message that carries a KEM ciphertext was made with PQXDH and raises
+    :class:`~e2e.errors.DowngradeError` here (use :func:`e2e.pqxdh.respond`).
     """
-    if (message.pre_key_id is None) != (our_one_time_pre_key is None):
-        raise InvalidKeyError("the one-time prekey does not match the initial message")
-    dh_outputs = [
-        our_signed_pre_key.agree(message.identity_key),
-        our_identity_key.agree(message.base_key),
-        our_signed_pre_key.agree(message.base_key),
-    ]
-    if our_one_time_pre_key is not None:
-        dh_outputs.append(our_one_time_pre_key.agree(message.base_key))
+    if message.kem_ciphertext is not None:
+        raise DowngradeError("the initial message was made with PQXDH: respond with PQXDH, not X3DH")
+    dh_outputs = responder_dh(our_identity_key, our_signed_pre_key, our_one_time_pre_key, message, trace)
     return _derive(dh_outputs, message.identity_key, our_identity_key.public_key, trace)
