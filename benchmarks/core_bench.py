@@ -1,0 +1,259 @@
+"""Protocol-core benchmark: this project side by side with other implementations.
+
+Run ``make bench`` (or ``python benchmarks/core_bench.py``).  One run prints one table:
+
+* rows: session setups per second, 64-byte one-way burst (messages/s), 64-byte ping-pong
+  (messages/s, a DH ratchet step per message), 64 KiB messages (MB/s, 1 MB = 10**6 bytes), then the
+  floor rows, the bare primitives everything is built from;
+* columns: the peers of :mod:`core_peers` (this project, python-axolotl, Syndace's libraries in
+  two configurations, vodozemac).
+
+Each peer runs in its own subprocess (``--peer NAME``), so that one peer's imports, caches and
+garbage cannot slow another down, and so that a peer that fails to import or crashes shows up
+as ``n/a (reason)`` in its column instead of ending the run.
+
+Each figure is the median of several timed rounds, each long enough (``--round-seconds``) for
+the timer to be irrelevant; the number of operations per round is calibrated first.  The
+machine's other load shows up as noise: compare columns of one run, not runs of different days.
+
+``--profile`` runs this project's peer under cProfile instead and prints where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import json
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from core_peers import PEERS, PLAINTEXT_64, Batch, Peer
+
+LARGE = 64 * 1024
+
+# (key, label, unit) of every row, in table order.
+PROTOCOL_ROWS = [
+    ("setup", "session setups/s", "1/s"),
+    ("burst_64", "64 B burst, msg/s", "1/s"),
+    ("ping_pong_64", "64 B ping-pong, msg/s", "1/s"),
+    ("burst_64k", "64 KiB messages, MB/s", "MB/s"),
+]
+FLOOR_ROWS = [
+    ("dh", "floor: X25519 DH/s", "1/s"),
+    ("keygen", "floor: key pair generations/s", "1/s"),
+    ("sign", "floor: XEdDSA signatures/s", "1/s"),
+    ("verify", "floor: XEdDSA verifications/s", "1/s"),
+    ("message_crypto_64", "floor: 64 B message crypto, msg/s", "1/s"),
+    ("message_crypto_64k", "floor: 64 KiB message crypto, MB/s", "MB/s"),
+]
+# Columns in table order; the floor rows of this project come from a peer of their own.
+COLUMNS = ["ours", "axolotl", "syndace", "oldmemo", "vodozemac"]
+FLOOR_PEER = {"ours": "ours-primitives"}
+
+
+def measure(batch: Batch, round_seconds: float, rounds: int, units_per_operation: float = 1.0) -> float:
+    """Operations (times ``units_per_operation``) per second: the median of ``rounds`` timed rounds."""
+    n = 1
+    while True:
+        start = time.perf_counter()
+        batch(n)
+        elapsed = time.perf_counter() - start
+        if elapsed >= round_seconds / 8:
+            break
+        n *= 4 if elapsed < round_seconds / 64 else 2
+    n = max(1, round(n * round_seconds / elapsed))
+    rates = []
+    for _ in range(rounds):
+        gc.collect()
+        start = time.perf_counter()
+        batch(n)
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates) * units_per_operation
+
+
+def _reason(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".splitlines()[0]
+    return text[:90]
+
+
+def run_peer(name: str, round_seconds: float, rounds: int) -> dict[str, float | str]:
+    """Every row one peer can fill, measured in this process; a failing row holds its reason."""
+    results: dict[str, float | str] = {}
+    try:
+        peer: Peer = PEERS[name]()
+    except Exception as error:
+        return {"error": _reason(error)}
+
+    def attempt(key: str, make: Callable[[], float]) -> None:
+        try:
+            results[key] = make()
+        except NotImplementedError:
+            pass
+        except Exception as error:
+            results[key] = "n/a (" + _reason(error) + ")"
+
+    megabytes = LARGE / 1e6
+    if type(peer).setups is not Peer.setups:
+        attempt("setup", lambda: measure(peer.setups, round_seconds, rounds))
+        try:
+            peer.start()
+        except Exception as error:
+            results["burst_64"] = "n/a (" + _reason(error) + ")"
+        else:
+            attempt("burst_64", lambda: measure(lambda n: peer.burst(n, PLAINTEXT_64), round_seconds, rounds))
+            attempt(
+                "ping_pong_64",
+                lambda: measure(lambda n: peer.ping_pong(n, PLAINTEXT_64), round_seconds, rounds),
+            )
+            payload = os.urandom(LARGE)
+            attempt(
+                "burst_64k",
+                lambda: measure(lambda n: peer.burst(n, payload), round_seconds, rounds, megabytes),
+            )
+    try:
+        primitives = peer.primitives()
+    except Exception as error:
+        results["dh"] = "n/a (" + _reason(error) + ")"
+        primitives = {}
+    for key, batch in primitives.items():
+        units = megabytes if key.endswith("64k") else 1.0
+        attempt(key, lambda batch=batch, units=units: measure(batch, round_seconds, rounds, units))  # type: ignore[misc]
+    return results
+
+
+def run_in_subprocess(name: str, round_seconds: float, rounds: int, timeout: float) -> dict[str, float | str]:
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--peer",
+        name,
+        "--round-seconds",
+        str(round_seconds),
+        "--rounds",
+        str(rounds),
+    ]
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if completed.returncode != 0:
+        lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
+        return {"error": (lines[-1] if lines else f"exit status {completed.returncode}")[:90]}
+    result: dict[str, float | str] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _format(value: float | str | None, column_error: str | None) -> str:
+    if column_error is not None:
+        return f"n/a ({column_error})"
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+def table(results: dict[str, dict[str, float | str]]) -> str:
+    """The results as a Markdown table (rows = measurements, columns = peers)."""
+    labels = {name: PEERS[name].label for name in COLUMNS}
+    lines = [
+        "| | " + " | ".join(labels[name] for name in COLUMNS) + " |",
+        "|---|" + "---:|" * len(COLUMNS),
+    ]
+    for key, label, _unit in PROTOCOL_ROWS + FLOOR_ROWS:
+        cells = []
+        for name in COLUMNS:
+            column = results.get(name, {})
+            floor = results.get(FLOOR_PEER.get(name, name), {})
+            source = floor if key in dict.fromkeys(k for k, _, _ in FLOOR_ROWS) else column
+            error = source.get("error")
+            cells.append(_format(source.get(key), str(error) if error is not None else None))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def profile_ours(round_seconds: float) -> None:
+    """cProfile this project's peer on each protocol row and print the top functions."""
+    peer = PEERS["ours"]()
+    peer.start()
+    payload = os.urandom(LARGE)
+    cases: list[tuple[str, Batch]] = [
+        ("setup", peer.setups),
+        ("64 B burst", lambda n: peer.burst(n, PLAINTEXT_64)),
+        ("64 B ping-pong", lambda n: peer.ping_pong(n, PLAINTEXT_64)),
+        ("64 KiB burst", lambda n: peer.burst(n, payload)),
+    ]
+    for title, batch in cases:
+        rate = measure(batch, round_seconds, 1)
+        n = max(1, round(rate * round_seconds))
+        profiler = cProfile.Profile()
+        profiler.enable()
+        batch(n)
+        profiler.disable()
+        print(f"\n=== {title}: {n} operations, tottime order ===")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--peer", help="measure one peer in this process and print JSON")
+    parser.add_argument("--only", help="comma-separated peers to run (default: all)")
+    parser.add_argument("--round-seconds", type=float, default=0.3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per peer")
+    parser.add_argument("--json", type=Path, help="also write the raw results to this file")
+    parser.add_argument("--profile", action="store_true", help="profile this project's peer instead")
+    arguments = parser.parse_args()
+
+    if arguments.profile:
+        profile_ours(arguments.round_seconds * 3)
+        return
+    if arguments.peer:
+        print(json.dumps(run_peer(arguments.peer, arguments.round_seconds, arguments.rounds)))
+        return
+
+    names = list(PEERS) if not arguments.only else arguments.only.split(",")
+    started = time.perf_counter()
+    results: dict[str, dict[str, float | str]] = {}
+    for name in names:
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        results[name] = run_in_subprocess(name, arguments.round_seconds, arguments.rounds, arguments.timeout)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(
+        f"{now}; {_cpu_model()} ({os.cpu_count()} logical CPUs); Python {platform.python_version()}; "
+        f"median of {arguments.rounds} rounds of {arguments.round_seconds} s; "
+        f"run took {time.perf_counter() - started:.0f} s\n"
+    )
+    print(table(results))
+    if arguments.json:
+        arguments.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,549 @@
+"""The implementations the core benchmark compares, each behind the same small interface.
+
+Every column of the table is one :class:`Peer`.  A peer runs *batches*: ``setups(n)`` builds ``n``
+fresh sessions, and after :meth:`Peer.start` has built one conversation, ``burst(n, plaintext)``
+and ``ping_pong(n, plaintext)`` push ``n`` messages through it.  A batch is the unit the harness
+times, so that a peer whose API is asynchronous (Syndace's) runs a whole batch inside one event
+loop call instead of paying for the loop on every message.
+
+What each operation includes, for every peer alike:
+
+* ``setups``: fresh identity keys for Alice and Bob; Bob's bundle (a signed prekey with its
+  signature and one one-time prekey); Alice verifying it and encrypting a 64-byte first message;
+  Bob decrypting that message.
+* ``burst``: Alice encrypts, Bob decrypts, ``n`` times; no replies, so no DH ratchet step.
+* ``ping_pong``: the direction alternates, so every message starts a new sending chain (a DH
+  ratchet step with a fresh key pair and two Diffie-Hellman operations).
+* Messages are checked to decrypt to what was sent.  Where a peer has a wire format, its bytes are
+  produced and parsed (ours, python-axolotl, oldmemo's configuration, vodozemac); Syndace's generic
+  configuration has none of its own and passes its message objects directly.
+
+The floor peers (:class:`OurPrimitives` and the primitive layers of the others) time the single
+operations everything above is built from.  Each peer module is imported only when its peer is
+asked for, so a peer that does not import is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+PLAINTEXT_64 = bytes(range(64))
+
+Batch = Callable[[int], None]
+
+
+class Peer:
+    """One implementation under test.  Subclasses fill in the four operations they support."""
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+
+    def setups(self, n: int) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Build the one conversation that :meth:`burst` and :meth:`ping_pong` use."""
+        raise NotImplementedError
+
+    def burst(self, n: int, plaintext: bytes) -> None:
+        raise NotImplementedError
+
+    def ping_pong(self, n: int, plaintext: bytes) -> None:
+        raise NotImplementedError
+
+    def primitives(self) -> dict[str, Batch]:
+        """Floor rows this peer's own primitive layer can fill (row name → batch)."""
+        return {}
+
+
+class SyncPeer(Peer):
+    """A peer with a synchronous API: everything follows from a conversation's two directions."""
+
+    def new_conversation(self) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
+        """Set up one session (including Bob decrypting Alice's first message); return the
+        functions that send one message from Alice to Bob and from Bob to Alice."""
+        raise NotImplementedError
+
+    def setups(self, n: int) -> None:
+        for _ in range(n):
+            self.new_conversation()
+
+    def start(self) -> None:
+        self._a_to_b, self._b_to_a = self.new_conversation()
+        # One reply, so that Alice's messages are ordinary ones and not first-message types.
+        self._b_to_a(PLAINTEXT_64)
+        self._a_to_b(PLAINTEXT_64)
+
+    def burst(self, n: int, plaintext: bytes) -> None:
+        a_to_b = self._a_to_b
+        for _ in range(n):
+            a_to_b(plaintext)
+
+    def ping_pong(self, n: int, plaintext: bytes) -> None:
+        a_to_b, b_to_a = self._a_to_b, self._b_to_a
+        for _ in range(n // 2):
+            b_to_a(plaintext)
+            a_to_b(plaintext)
+        if n % 2:
+            b_to_a(plaintext)
+
+
+def _repeat(operation: Callable[[], object]) -> Batch:
+    """A batch that calls ``operation`` ``n`` times."""
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            operation()
+
+    return run
+
+
+def _check(received: bytes, sent: bytes) -> None:
+    if received != sent:
+        raise AssertionError("a message decrypted to something else")
+
+
+# --------------------------------------------------------------------------------------------
+# This project
+
+
+class Ours(SyncPeer):
+    name = "ours"
+    label = "this project"
+
+    def __init__(self) -> None:
+        from e2e import keys, session, wire, x3dh
+
+        self._KeyPair = keys.KeyPair
+        self._SessionRecord = session.SessionRecord
+        self._PreKeySignalMessage = wire.PreKeySignalMessage
+        self._PreKeyBundle = x3dh.PreKeyBundle
+        self._PREKEY = wire.MessageType.PREKEY
+
+    def new_conversation(self) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
+        rng = os.urandom
+        key_pair = self._KeyPair.generate
+        bob_identity = key_pair(rng)
+        signed_pre_key = key_pair(rng)
+        one_time_pre_key = key_pair(rng)
+        bundle = self._PreKeyBundle(
+            registration_id=2,
+            device_id=1,
+            identity_key=bob_identity.public_key,
+            signed_pre_key_id=1,
+            signed_pre_key=signed_pre_key.public_key,
+            signed_pre_key_signature=bob_identity.sign(signed_pre_key.public_key.serialize(), rng),
+            pre_key_id=1,
+            pre_key=one_time_pre_key.public_key,
+        )
+        alice_identity = key_pair(rng)
+        alice = self._SessionRecord.initiate(alice_identity, 1, bundle, rng)
+        first = alice.encrypt(PLAINTEXT_64, rng)
+        bob = self._SessionRecord()
+        message = self._PreKeySignalMessage.deserialize(first.body)
+        _check(
+            bob.decrypt_prekey_message(message, bob_identity, signed_pre_key, one_time_pre_key, rng),
+            PLAINTEXT_64,
+        )
+        prekey_type = self._PREKEY
+        deserialize = self._PreKeySignalMessage.deserialize
+
+        def a_to_b(plaintext: bytes) -> None:
+            ciphertext = alice.encrypt(plaintext, rng)
+            if ciphertext.type == prekey_type:
+                received = bob.decrypt_prekey_message(
+                    deserialize(ciphertext.body), bob_identity, signed_pre_key, None, rng
+                )
+            else:
+                received = bob.decrypt(ciphertext.body, rng)
+            _check(received, plaintext)
+
+        def b_to_a(plaintext: bytes) -> None:
+            _check(alice.decrypt(bob.encrypt(plaintext, rng).body, rng), plaintext)
+
+        return a_to_b, b_to_a
+
+
+class OurPrimitives(Peer):
+    """The primitive layer of this project: e2e.keys, e2e.kdf and the ciphers of ``cryptography``."""
+
+    name = "ours-primitives"
+    label = "this project"
+
+    def primitives(self) -> dict[str, Batch]:
+        from e2e.kdf import ChainKey
+        from e2e.keys import KeyPair
+
+        rng = os.urandom
+        ours = KeyPair.generate(rng)
+        theirs = KeyPair.generate(rng).public_key
+        message = theirs.serialize()
+        signature = ours.sign(message, rng)
+
+        chain_key = ChainKey(rng(32), 0)
+        return {
+            "dh": _repeat(lambda: ours.agree(theirs)),
+            # The public key is derived when first asked for.
+            "keygen": _repeat(lambda: KeyPair.generate(rng).public_key),
+            "sign": _repeat(lambda: ours.sign(message, rng)),
+            "verify": _repeat(lambda: ours.public_key.verify(message, signature)),
+            "message_crypto_64": _message_crypto(chain_key, PLAINTEXT_64),
+            "message_crypto_64k": _message_crypto(chain_key, os.urandom(64 * 1024)),
+        }
+
+
+def _message_crypto(chain_key: Any, plaintext: bytes) -> Batch:
+    """Per message, both sides: message keys (HMAC seed + HKDF-80), AES-256-CBC/PKCS#7 encrypt and
+    decrypt, HMAC-SHA256 over the ciphertext computed and checked.  No protocol logic at all."""
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            keys = chain_key.message_keys()
+            padder = padding.PKCS7(128).padder()
+            encryptor = Cipher(algorithms.AES(keys.cipher_key), modes.CBC(keys.iv)).encryptor()
+            ciphertext = encryptor.update(padder.update(plaintext) + padder.finalize()) + encryptor.finalize()
+            mac = hmac.digest(keys.mac_key, ciphertext, "sha256")[:8]
+            keys = chain_key.message_keys()
+            if not hmac.compare_digest(hmac.digest(keys.mac_key, ciphertext, "sha256")[:8], mac):
+                raise AssertionError("MAC mismatch")
+            decryptor = Cipher(algorithms.AES(keys.cipher_key), modes.CBC(keys.iv)).decryptor()
+            unpadder = padding.PKCS7(128).unpadder()
+            padded = decryptor.update(ciphertext) + decryptor.finalize()
+            _check(unpadder.update(padded) + unpadder.finalize(), plaintext)
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# python-axolotl 0.2.3
+
+
+class Axolotl(SyncPeer):
+    name = "axolotl"
+    label = "python-axolotl 0.2.3"
+
+    def __init__(self) -> None:
+        import axolotl  # noqa: F401 - fail early with the real import error
+
+    def new_conversation(self) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
+        from axolotl.protocol.prekeywhispermessage import PreKeyWhisperMessage
+        from axolotl.protocol.whispermessage import WhisperMessage
+        from axolotl.sessionbuilder import SessionBuilder
+        from axolotl.sessioncipher import SessionCipher
+        from axolotl.state.prekeybundle import PreKeyBundle
+        from axolotl.tests.inmemoryaxolotlstore import InMemoryAxolotlStore
+        from axolotl.util.keyhelper import KeyHelper
+
+        # InMemoryAxolotlStore draws a fresh identity key pair and registration id.
+        bob_store, alice_store = InMemoryAxolotlStore(), InMemoryAxolotlStore()
+        signed_pre_key = KeyHelper.generateSignedPreKey(bob_store.getIdentityKeyPair(), 1)
+        pre_key = KeyHelper.generatePreKeys(1, 1)[0]
+        bob_store.storeSignedPreKey(1, signed_pre_key)
+        bob_store.storePreKey(pre_key.getId(), pre_key)
+        bundle = PreKeyBundle(
+            bob_store.getLocalRegistrationId(),
+            1,
+            pre_key.getId(),
+            pre_key.getKeyPair().getPublicKey(),
+            1,
+            signed_pre_key.getKeyPair().getPublicKey(),
+            signed_pre_key.getSignature(),
+            bob_store.getIdentityKeyPair().getPublicKey(),
+        )
+        stores = (alice_store,) * 4
+        SessionBuilder(*stores, "bob", 1).processPreKeyBundle(bundle)
+        alice = SessionCipher(*stores, "bob", 1)
+        bob = SessionCipher(*(bob_store,) * 4, "alice", 1)
+        first = alice.encrypt(PLAINTEXT_64).serialize()
+        _check(bytes(bob.decryptPkmsg(PreKeyWhisperMessage(serialized=first))), PLAINTEXT_64)
+
+        def a_to_b(plaintext: bytes) -> None:
+            message = alice.encrypt(plaintext)
+            if message.getType() == 3:
+                received = bob.decryptPkmsg(PreKeyWhisperMessage(serialized=message.serialize()))
+            else:
+                received = bob.decryptMsg(WhisperMessage(serialized=message.serialize()))
+            _check(bytes(received), plaintext)
+
+        def b_to_a(plaintext: bytes) -> None:
+            body = bob.encrypt(plaintext).serialize()
+            _check(bytes(alice.decryptMsg(WhisperMessage(serialized=body))), plaintext)
+
+        return a_to_b, b_to_a
+
+    def primitives(self) -> dict[str, Batch]:
+        # libsignal's C curve25519 code, as python-axolotl calls it.
+        import axolotl_curve25519 as curve
+
+        ours = curve.generatePrivateKey(os.urandom(32))
+        theirs = curve.generatePublicKey(curve.generatePrivateKey(os.urandom(32)))
+        message = b"\x05" + theirs
+        signature = curve.calculateSignature(os.urandom(64), ours, message)
+        ours_public = curve.generatePublicKey(ours)
+
+        def verify() -> None:
+            if curve.verifySignature(ours_public, message, signature) != 0:
+                raise AssertionError("signature rejected")
+
+        return {
+            "dh": _repeat(lambda: curve.calculateAgreement(ours, theirs)),
+            "keygen": _repeat(lambda: curve.generatePublicKey(curve.generatePrivateKey(os.urandom(32)))),
+            "sign": _repeat(lambda: curve.calculateSignature(os.urandom(64), ours, message)),
+            "verify": _repeat(verify),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Syndace's x3dh + doubleratchet 1.3.0
+
+
+class Syndace(Peer):
+    """x3dh + doubleratchet with the libraries' recommended building blocks (generic configuration)."""
+
+    name = "syndace"
+    label = "Syndace x3dh+doubleratchet 1.3.0"
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._configure()
+
+    def _configure(self) -> None:
+        import x3dh
+        from doubleratchet import DoubleRatchet, Header
+        from doubleratchet.recommended import (
+            aead_aes_hmac,
+            diffie_hellman_ratchet_curve25519,
+            kdf_hkdf,
+            kdf_separate_hmacs,
+        )
+        from doubleratchet.recommended.crypto_provider import HashFunction
+
+        class State(x3dh.BaseState):
+            @staticmethod
+            def _encode_public_key(key_format: x3dh.IdentityKeyFormat, pub: bytes) -> bytes:
+                return b"\x05" + pub
+
+        class RootChainKDF(kdf_hkdf.KDF):
+            @staticmethod
+            def _get_hash_function() -> HashFunction:
+                return HashFunction.SHA_256
+
+            @staticmethod
+            def _get_info() -> bytes:
+                return b"bench root chain"
+
+        class MessageChainKDF(kdf_separate_hmacs.KDF):
+            @staticmethod
+            def _get_hash_function() -> HashFunction:
+                return HashFunction.SHA_256
+
+        class AEAD(aead_aes_hmac.AEAD):
+            @staticmethod
+            def _get_hash_function() -> HashFunction:
+                return HashFunction.SHA_256
+
+            @staticmethod
+            def _get_info() -> bytes:
+                return b"bench message keys"
+
+        class Ratchet(DoubleRatchet):
+            @staticmethod
+            def _build_associated_data(associated_data: bytes, header: Header) -> bytes:
+                return (
+                    associated_data
+                    + header.ratchet_pub
+                    + header.previous_sending_chain_length.to_bytes(8, "big")
+                    + header.sending_chain_length.to_bytes(8, "big")
+                )
+
+        self._state_class = State
+        self._info = b"bench x3dh"
+        self._identity_format = x3dh.IdentityKeyFormat.CURVE_25519
+        self._ratchet_class = Ratchet
+        self._ratchet_arguments = (
+            diffie_hellman_ratchet_curve25519.DiffieHellmanRatchet,
+            RootChainKDF,
+            MessageChainKDF,
+            b"\x02\x01",
+            1000,
+            1000,
+            AEAD,
+        )
+        self._hash = x3dh.HashFunction.SHA_256
+
+    # Hooks for the oldmemo configuration, which carries messages as bytes.
+    def _to_wire(self, message: Any) -> Any:
+        return message
+
+    def _from_wire(self, data: Any) -> Any:
+        return data
+
+    async def _new_conversation(self) -> tuple[Any, Any, bytes]:
+        bob_state = self._state_class.create(self._identity_format, self._hash, self._info)
+        bob_state.generate_pre_keys(1)
+        alice_state = self._state_class.create(self._identity_format, self._hash, self._info)
+        bundle = bob_state.bundle
+        shared_secret, associated_data, header = await alice_state.get_shared_secret_active(bundle)
+        alice, first = await self._ratchet_class.encrypt_initial_message(
+            *self._ratchet_arguments,
+            shared_secret,
+            bundle.signed_pre_key,
+            PLAINTEXT_64,
+            associated_data,
+        )
+        bob_secret, bob_associated_data, signed_pre_key = await bob_state.get_shared_secret_passive(header)
+        bob, received = await self._ratchet_class.decrypt_initial_message(
+            *self._ratchet_arguments,
+            bob_secret,
+            signed_pre_key.priv,
+            self._from_wire(self._to_wire(first)),
+            bob_associated_data,
+        )
+        _check(received, PLAINTEXT_64)
+        return alice, bob, associated_data
+
+    async def _send(self, sender: Any, receiver: Any, associated_data: bytes, plaintext: bytes) -> None:
+        message = self._from_wire(self._to_wire(await sender.encrypt_message(plaintext, associated_data)))
+        _check(await receiver.decrypt_message(message, associated_data), plaintext)
+
+    def setups(self, n: int) -> None:
+        async def run() -> None:
+            for _ in range(n):
+                await self._new_conversation()
+
+        self._loop.run_until_complete(run())
+
+    def start(self) -> None:
+        async def run() -> None:
+            self._alice, self._bob, self._ad = await self._new_conversation()
+            await self._send(self._bob, self._alice, self._ad, PLAINTEXT_64)
+            await self._send(self._alice, self._bob, self._ad, PLAINTEXT_64)
+
+        self._loop.run_until_complete(run())
+
+    def burst(self, n: int, plaintext: bytes) -> None:
+        async def run() -> None:
+            for _ in range(n):
+                await self._send(self._alice, self._bob, self._ad, plaintext)
+
+        self._loop.run_until_complete(run())
+
+    def ping_pong(self, n: int, plaintext: bytes) -> None:
+        async def run() -> None:
+            for index in range(n):
+                if index % 2:
+                    await self._send(self._alice, self._bob, self._ad, plaintext)
+                else:
+                    await self._send(self._bob, self._alice, self._ad, plaintext)
+
+        self._loop.run_until_complete(run())
+
+    def primitives(self) -> dict[str, Batch]:
+        # Syndace's libxeddsa (C, over libsodium): the layer both its libraries call.
+        import xeddsa
+
+        # x3dh signs with the private key forced to Edwards sign bit 0 (spec-literal XEdDSA).
+        ours = xeddsa.priv_force_sign(os.urandom(32), False)
+        theirs = xeddsa.priv_to_curve25519_pub(os.urandom(32))
+        message = b"\x05" + theirs
+        signature = xeddsa.ed25519_priv_sign(ours, message)
+        ours_ed25519 = xeddsa.priv_to_ed25519_pub(ours)
+
+        def verify() -> None:
+            if not xeddsa.ed25519_verify(signature, ours_ed25519, message):
+                raise AssertionError("signature rejected")
+
+        return {
+            "dh": _repeat(lambda: xeddsa.x25519(ours, theirs)),
+            "keygen": _repeat(lambda: xeddsa.priv_to_curve25519_pub(os.urandom(32))),
+            "sign": _repeat(lambda: xeddsa.ed25519_priv_sign(ours, message)),
+            "verify": _repeat(verify),
+        }
+
+
+class SyndaceOldmemo(Syndace):
+    """The same libraries in oldmemo's libsignal-v3 configuration (v3 KDF labels, 8-byte MAC, protobuf)."""
+
+    name = "oldmemo"
+    label = "Syndace, libsignal-v3 config (oldmemo 2.1.0)"
+
+    def _configure(self) -> None:
+        import x3dh
+        from doubleratchet.recommended import diffie_hellman_ratchet_curve25519
+        from oldmemo.oldmemo import (
+            AEADImpl,
+            DoubleRatchetImpl,
+            MessageChainKDFImpl,
+            RootChainKDFImpl,
+            StateImpl,
+        )
+
+        self._state_class = StateImpl  # type: ignore[assignment]
+        self._info = StateImpl.INFO
+        self._identity_format = x3dh.IdentityKeyFormat.CURVE_25519
+        self._ratchet_class = DoubleRatchetImpl  # type: ignore[assignment]
+        self._ratchet_arguments = (  # type: ignore[assignment]
+            diffie_hellman_ratchet_curve25519.DiffieHellmanRatchet,
+            RootChainKDFImpl,
+            MessageChainKDFImpl,
+            DoubleRatchetImpl.MESSAGE_CHAIN_CONSTANT,
+            1000,
+            1000,
+            AEADImpl,
+        )
+        self._hash = x3dh.HashFunction.SHA_256
+
+    def primitives(self) -> dict[str, Batch]:
+        return {}
+
+
+# --------------------------------------------------------------------------------------------
+# vodozemac (Rust Olm)
+
+
+class Vodozemac(SyncPeer):
+    """Olm, not Signal's protocol: a compiled speed reference.  Bob's one-time key is signed by his
+    Ed25519 key and Alice checks it, as Matrix clients do, to stand for the signed prekey."""
+
+    name = "vodozemac"
+    label = "vodozemac 0.10.0 (Rust Olm)"
+
+    def __init__(self) -> None:
+        import vodozemac
+
+        self._vodozemac = vodozemac
+
+    def new_conversation(self) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
+        v = self._vodozemac
+        bob_account, alice_account = v.Account(), v.Account()
+        bob_account.generate_one_time_keys(1)
+        one_time_key = next(iter(bob_account.one_time_keys.values()))
+        signature = bob_account.sign(one_time_key.to_bytes())
+        bob_account.mark_keys_as_published()
+        bob_account.ed25519_key.verify_signature(one_time_key.to_bytes(), signature)
+        alice = alice_account.create_outbound_session(bob_account.curve25519_key, one_time_key)
+        first = alice.encrypt(PLAINTEXT_64)
+        bob, received = bob_account.create_inbound_session(
+            alice_account.curve25519_key, v.AnyOlmMessage.from_parts(*first.to_parts()).to_pre_key()
+        )
+        _check(received, PLAINTEXT_64)
+        from_parts = v.AnyOlmMessage.from_parts
+
+        def a_to_b(plaintext: bytes) -> None:
+            _check(bob.decrypt(from_parts(*alice.encrypt(plaintext).to_parts())), plaintext)
+
+        def b_to_a(plaintext: bytes) -> None:
+            _check(alice.decrypt(from_parts(*bob.encrypt(plaintext).to_parts())), plaintext)
+
+        return a_to_b, b_to_a
+
+
+PEERS: dict[str, type[Peer]] = {
+    peer.name: peer for peer in (Ours, Axolotl, Syndace, SyndaceOldmemo, Vodozemac, OurPrimitives)
+}
