@@ -448,21 +448,24 @@ class Syndace(Peer):
         # Syndace's libxeddsa (C, over libsodium): the layer both its libraries call.
         import xeddsa
 
-        # x3dh signs with the private key forced to Edwards sign bit 0 (spec-literal XEdDSA).
-        ours = xeddsa.priv_force_sign(os.urandom(32), False)
+        # As x3dh does: sign with the private key forced to Edwards sign bit 0 (spec-literal XEdDSA),
+        # verify against the Edwards form of the Montgomery public key with sign bit 0.
+        ours = xeddsa.seed_to_priv(os.urandom(32))
+        signing_key = xeddsa.priv_force_sign(ours, False)
         theirs = xeddsa.priv_to_curve25519_pub(os.urandom(32))
         message = b"\x05" + theirs
-        signature = xeddsa.ed25519_priv_sign(ours, message)
-        ours_ed25519 = xeddsa.priv_to_ed25519_pub(ours)
+        signature = xeddsa.ed25519_priv_sign(signing_key, message)
+        ours_curve25519 = xeddsa.priv_to_curve25519_pub(ours)
 
         def verify() -> None:
+            ours_ed25519 = xeddsa.curve25519_pub_to_ed25519_pub(ours_curve25519, False)
             if not xeddsa.ed25519_verify(signature, ours_ed25519, message):
                 raise AssertionError("signature rejected")
 
         return {
             "dh": _repeat(lambda: xeddsa.x25519(ours, theirs)),
             "keygen": _repeat(lambda: xeddsa.priv_to_curve25519_pub(os.urandom(32))),
-            "sign": _repeat(lambda: xeddsa.ed25519_priv_sign(ours, message)),
+            "sign": _repeat(lambda: xeddsa.ed25519_priv_sign(signing_key, message)),
             "verify": _repeat(verify),
         }
 
