@@ -146,6 +146,11 @@ class AxolotlParty:
         """Whether the one-time prekey is still stored (python-axolotl deletes it after first use)."""
         return bool(self.store.containsPreKey(self.pre_key_id))
 
+    def next_mac_key(self) -> bytes:
+        """The MAC key python-axolotl will use for the next message it encrypts."""
+        state = self.store.loadSession(_REMOTE_NAME, _REMOTE_DEVICE_ID).getSessionState()
+        return bytes(state.getSenderChainKey().getMessageKeys().getMacKey())
+
     def encrypt(self, plaintext: bytes) -> tuple[int, bytes]:
         """Encrypt ``plaintext``; returns libsignal's message type and the wire bytes."""
         message = self.cipher.encrypt(plaintext)
