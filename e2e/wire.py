@@ -1,0 +1,344 @@
+"""libsignal's v3 message formats: SignalMessage and PreKeySignalMessage, byte for byte.
+
+What this module owns
+---------------------
+The two ciphertext messages of libsignal's protocol version 3 (``CiphertextMessage`` types
+``WHISPER`` = 2 and ``PREKEY`` = 3), their encoding, their strict decoding and the MAC of a
+SignalMessage.
+
+SignalMessage (type 2)::
+
+    0x33 ‖ protobuf{1: ratchet_key (0x05 ‖ 32), 2: counter, 3: previous_counter, 4: ciphertext} ‖ MAC[:8]
+    MAC = HMAC-SHA256(mac_key, Encode(IK_sender) ‖ Encode(IK_receiver) ‖ 0x33 ‖ protobuf)
+
+PreKeySignalMessage (type 3), Alice's messages until she hears back (X3DH §3.3)::
+
+    0x33 ‖ protobuf{1: pre_key_id, 2: base_key, 3: identity_key, 4: SignalMessage,
+                    5: registration_id, 6: signed_pre_key_id}
+
+The version byte is ``(message version << 4) | sender's current version``; both are 3 here.
+Fields are written in field-number order, as every protobuf library writes them, so the bytes we
+produce are the bytes libsignal produces for the same values.  The MAC covers the identity keys of
+both parties (the X3DH associated data, X3DH §3.3) and the whole encoded header and ciphertext.
+The PreKeySignalMessage has no MAC of its own: its X3DH fields are authenticated indirectly, since
+a different base or identity key gives a different session and the inner MAC then fails.  Its
+``registration_id`` and prekey ids are *not* authenticated by the format (they do not enter any
+key derivation); a caller that looks keys up by id fails to find a tampered one, and the
+registration id is informational.
+
+Limits (all checked while decoding, before any cryptography)
+-----------------------------------------------------------
+* :data:`MAX_CIPHERTEXT_LENGTH` = 256 KiB of AES ciphertext per message, hence a
+  :data:`MAX_SIGNAL_MESSAGE_LENGTH` and :data:`MAX_PREKEY_MESSAGE_LENGTH` for whole messages;
+* counters, previous counters, ids and the registration id are unsigned 32-bit values;
+* the ciphertext is a non-empty whole number of AES blocks.
+
+Every decoding failure raises :class:`~e2e.errors.DecodeError` with a reason; a message of
+another version names the version it carries.
+
+What this module does not know
+------------------------------
+Keys' meaning or any session state: :mod:`e2e.ratchet` decides which MAC key to check with, and
+the caller decides what a type-3 message's ids refer to.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from dataclasses import dataclass
+from typing import Final
+
+from e2e import protobuf
+from e2e.errors import DecodeError, InvalidMessageError
+from e2e.keys import KEY_LENGTH, PublicKey
+from e2e.primitives import AES_BLOCK_SIZE, HmacKey
+from e2e.x3dh import InitialMessage
+
+__all__ = [
+    "CIPHERTEXT_VERSION",
+    "VERSION_BYTE",
+    "MAC_LENGTH",
+    "MAX_CIPHERTEXT_LENGTH",
+    "MAX_SIGNAL_MESSAGE_LENGTH",
+    "MAX_PREKEY_MESSAGE_LENGTH",
+    "UINT32_MAX",
+    "MessageType",
+    "SignalMessage",
+    "PreKeySignalMessage",
+    "encode_signal_message",
+    "encode_prekey_signal_message",
+]
+
+CIPHERTEXT_VERSION: Final = 3
+"""libsignal's ``CIPHERTEXT_MESSAGE_CURRENT_VERSION``: the only message version we speak."""
+
+VERSION_BYTE: Final = (CIPHERTEXT_VERSION << 4) | CIPHERTEXT_VERSION
+"""``0x33``: message version 3 sent by a peer whose current version is 3."""
+
+MAC_LENGTH: Final = 8
+"""libsignal truncates the SignalMessage's HMAC-SHA256 to its first 8 bytes."""
+
+MAX_CIPHERTEXT_LENGTH: Final = 256 * 1024
+"""The largest AES ciphertext a SignalMessage may carry (256 KiB); longer input is refused unread."""
+
+UINT32_MAX: Final = 0xFFFF_FFFF
+
+_SERIALIZED_KEY_LENGTH: Final = KEY_LENGTH + 1
+# Room for the protobuf framing: tags, lengths and four varints of at most 5 bytes each.
+_SIGNAL_OVERHEAD: Final = 1 + (2 + _SERIALIZED_KEY_LENGTH) + 2 * (1 + 5) + (1 + 5) + MAC_LENGTH
+MAX_SIGNAL_MESSAGE_LENGTH: Final = MAX_CIPHERTEXT_LENGTH + _SIGNAL_OVERHEAD
+"""The longest serialized SignalMessage :meth:`SignalMessage.deserialize` reads."""
+
+MAX_PREKEY_MESSAGE_LENGTH: Final = (
+    1 + 3 * (1 + 5) + 2 * (2 + _SERIALIZED_KEY_LENGTH) + (1 + 5) + MAX_SIGNAL_MESSAGE_LENGTH
+)
+"""The longest serialized PreKeySignalMessage :meth:`PreKeySignalMessage.deserialize` reads."""
+
+_VERSION_PREFIX: Final = bytes((VERSION_BYTE,))
+_RATCHET_KEY_TAG: Final = bytes((1 << 3 | protobuf.LEN, _SERIALIZED_KEY_LENGTH))
+_COUNTER_TAG: Final = bytes((2 << 3 | protobuf.VARINT,))
+_PREVIOUS_COUNTER_TAG: Final = bytes((3 << 3 | protobuf.VARINT,))
+_CIPHERTEXT_TAG: Final = bytes((4 << 3 | protobuf.LEN,))
+
+_SIGNAL_SCHEMA: Final = {
+    1: protobuf.Field(protobuf.LEN),  # ratchet_key
+    2: protobuf.Field(protobuf.VARINT),  # counter
+    3: protobuf.Field(protobuf.VARINT),  # previous_counter
+    4: protobuf.Field(protobuf.LEN),  # ciphertext
+}
+_PREKEY_SCHEMA: Final = {
+    1: protobuf.Field(protobuf.VARINT),  # pre_key_id
+    2: protobuf.Field(protobuf.LEN),  # base_key
+    3: protobuf.Field(protobuf.LEN),  # identity_key
+    4: protobuf.Field(protobuf.LEN),  # message
+    5: protobuf.Field(protobuf.VARINT),  # registration_id
+    6: protobuf.Field(protobuf.VARINT),  # signed_pre_key_id
+}
+
+
+class MessageType(enum.IntEnum):
+    """libsignal's ``CiphertextMessageType`` values for the two v3 messages."""
+
+    WHISPER = 2
+    PREKEY = 3
+
+
+def _check_version(data: bytes, what: str) -> None:
+    if not isinstance(data, bytes):
+        raise DecodeError(f"a {what} is bytes, not {type(data).__name__}")
+    if not data:
+        raise DecodeError(f"an empty {what}")
+    if data[0] != VERSION_BYTE:
+        raise DecodeError(
+            f"unsupported {what} version {data[0] >> 4} (version byte 0x{data[0]:02x}, sender's "
+            f"current version {data[0] & 0x0F}); only version {CIPHERTEXT_VERSION} is supported"
+        )
+
+
+def _public_key(value: bytes, what: str) -> PublicKey:
+    try:
+        return PublicKey.deserialize(value)
+    except DecodeError as error:
+        raise DecodeError(f"{what}: {error}") from None
+
+
+def encode_signal_message(
+    mac_key: bytes,
+    associated_data: bytes,
+    serialized_ratchet_key: bytes,
+    counter: int,
+    previous_counter: int,
+    ciphertext: bytes,
+) -> bytes:
+    """The bytes of a SignalMessage, MAC included, without building any object.
+
+    ``associated_data`` is ``Encode(IK_sender) ‖ Encode(IK_receiver)``; ``serialized_ratchet_key``
+    is the sender's ratchet key as ``0x05 ‖ 32``.  This is the ratchet's hot path;
+    :meth:`SignalMessage.create` is the same with types.
+    """
+    if len(ciphertext) > MAX_CIPHERTEXT_LENGTH:
+        raise ValueError(f"a SignalMessage carries at most {MAX_CIPHERTEXT_LENGTH} bytes of ciphertext")
+    if not (0 <= counter <= UINT32_MAX and 0 <= previous_counter <= UINT32_MAX):
+        raise ValueError("counters are unsigned 32-bit values")
+    body = b"".join(
+        (
+            _VERSION_PREFIX,
+            _RATCHET_KEY_TAG,
+            serialized_ratchet_key,
+            _COUNTER_TAG,
+            protobuf.encode_varint(counter),
+            _PREVIOUS_COUNTER_TAG,
+            protobuf.encode_varint(previous_counter),
+            _CIPHERTEXT_TAG,
+            protobuf.encode_varint(len(ciphertext)),
+            ciphertext,
+        )
+    )
+    mac = HmacKey(mac_key).digest(associated_data, body)
+    return body + mac[:MAC_LENGTH]
+
+
+def encode_prekey_signal_message(
+    registration_id: int,
+    pre_key_id: int | None,
+    signed_pre_key_id: int,
+    serialized_base_key: bytes,
+    serialized_identity_key: bytes,
+    serialized_message: bytes,
+) -> bytes:
+    """The bytes of a PreKeySignalMessage around an already encoded SignalMessage."""
+    for value in (registration_id, signed_pre_key_id, 0 if pre_key_id is None else pre_key_id):
+        if not 0 <= value <= UINT32_MAX:
+            raise ValueError("ids are unsigned 32-bit values")
+    return b"".join(
+        (
+            _VERSION_PREFIX,
+            b"" if pre_key_id is None else protobuf.encode_uint_field(1, pre_key_id),
+            protobuf.encode_bytes_field(2, serialized_base_key),
+            protobuf.encode_bytes_field(3, serialized_identity_key),
+            protobuf.encode_bytes_field(4, serialized_message),
+            protobuf.encode_uint_field(5, registration_id),
+            protobuf.encode_uint_field(6, signed_pre_key_id),
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SignalMessage:
+    """A decoded (or freshly made) SignalMessage; ``serialized`` holds its exact wire bytes."""
+
+    ratchet_key: PublicKey
+    counter: int
+    previous_counter: int
+    ciphertext: bytes
+    serialized: bytes
+
+    @classmethod
+    def create(
+        cls,
+        mac_key: bytes,
+        sender_identity_key: PublicKey,
+        receiver_identity_key: PublicKey,
+        ratchet_key: PublicKey,
+        counter: int,
+        previous_counter: int,
+        ciphertext: bytes,
+    ) -> SignalMessage:
+        """Encode and MAC a SignalMessage (the MAC covers both identity keys, see the module doc)."""
+        serialized = encode_signal_message(
+            mac_key,
+            sender_identity_key.serialize() + receiver_identity_key.serialize(),
+            ratchet_key.serialize(),
+            counter,
+            previous_counter,
+            ciphertext,
+        )
+        return cls(ratchet_key, counter, previous_counter, ciphertext, serialized)
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> SignalMessage:
+        """Decode strictly; anything malformed, oversized or of another version raises DecodeError."""
+        _check_version(data, "SignalMessage")
+        if len(data) > MAX_SIGNAL_MESSAGE_LENGTH:
+            raise DecodeError(f"a SignalMessage is at most {MAX_SIGNAL_MESSAGE_LENGTH} bytes")
+        if len(data) <= 1 + MAC_LENGTH:
+            raise DecodeError("a SignalMessage too short to hold a MAC")
+        fields = protobuf.parse(data[1:-MAC_LENGTH], _SIGNAL_SCHEMA)
+        ratchet_key = _public_key(protobuf.get_bytes(fields, 1, "ratchet key"), "ratchet key")
+        counter = protobuf.get_uint(fields, 2, "counter", UINT32_MAX)
+        previous_counter = protobuf.get_uint(fields, 3, "previous counter", UINT32_MAX)
+        ciphertext = protobuf.get_bytes(fields, 4, "ciphertext")
+        if not ciphertext or len(ciphertext) % AES_BLOCK_SIZE:
+            raise DecodeError("the ciphertext is not a whole number of AES blocks")
+        if len(ciphertext) > MAX_CIPHERTEXT_LENGTH:
+            raise DecodeError(f"a ciphertext is at most {MAX_CIPHERTEXT_LENGTH} bytes")
+        return cls(ratchet_key, counter, previous_counter, ciphertext, data)
+
+    def verify_mac(
+        self, mac_key: bytes, sender_identity_key: PublicKey, receiver_identity_key: PublicKey
+    ) -> None:
+        """Check the truncated MAC in constant time; raises :class:`InvalidMessageError`."""
+        self.verify_mac_with(mac_key, sender_identity_key.serialize() + receiver_identity_key.serialize())
+
+    def verify_mac_with(self, mac_key: bytes, associated_data: bytes) -> None:
+        """:meth:`verify_mac` given ``Encode(IK_sender) ‖ Encode(IK_receiver)`` ready-made."""
+        serialized = self.serialized
+        expected = HmacKey(mac_key).digest(associated_data, memoryview(serialized)[:-MAC_LENGTH])
+        if not hmac.compare_digest(expected[:MAC_LENGTH], serialized[-MAC_LENGTH:]):
+            raise InvalidMessageError("bad MAC")
+
+    def __repr__(self) -> str:
+        return (
+            f"SignalMessage(ratchet_key={self.ratchet_key.fingerprint()}, counter={self.counter}, "
+            f"previous_counter={self.previous_counter}, ciphertext=<{len(self.ciphertext)} bytes>)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeySignalMessage:
+    """A decoded (or freshly made) PreKeySignalMessage; ``serialized`` holds its exact wire bytes."""
+
+    registration_id: int
+    pre_key_id: int | None
+    signed_pre_key_id: int
+    base_key: PublicKey
+    identity_key: PublicKey
+    message: SignalMessage
+    serialized: bytes
+
+    @classmethod
+    def create(
+        cls,
+        registration_id: int,
+        pre_key_id: int | None,
+        signed_pre_key_id: int,
+        base_key: PublicKey,
+        identity_key: PublicKey,
+        message: SignalMessage,
+    ) -> PreKeySignalMessage:
+        """Wrap ``message`` with the X3DH header (Alice's identity and base key, Bob's prekey ids)."""
+        serialized = encode_prekey_signal_message(
+            registration_id,
+            pre_key_id,
+            signed_pre_key_id,
+            base_key.serialize(),
+            identity_key.serialize(),
+            message.serialized,
+        )
+        return cls(
+            registration_id, pre_key_id, signed_pre_key_id, base_key, identity_key, message, serialized
+        )
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> PreKeySignalMessage:
+        """Decode strictly, inner SignalMessage included; failures raise DecodeError."""
+        _check_version(data, "PreKeySignalMessage")
+        if len(data) > MAX_PREKEY_MESSAGE_LENGTH:
+            raise DecodeError(f"a PreKeySignalMessage is at most {MAX_PREKEY_MESSAGE_LENGTH} bytes")
+        fields = protobuf.parse(data[1:], _PREKEY_SCHEMA)
+        pre_key_id = None
+        if 1 in fields:
+            pre_key_id = protobuf.get_uint(fields, 1, "one-time prekey id", UINT32_MAX)
+        base_key = _public_key(protobuf.get_bytes(fields, 2, "base key"), "base key")
+        identity_key = _public_key(protobuf.get_bytes(fields, 3, "identity key"), "identity key")
+        message = SignalMessage.deserialize(protobuf.get_bytes(fields, 4, "inner SignalMessage"))
+        registration_id = protobuf.get_uint(fields, 5, "registration id", UINT32_MAX)
+        signed_pre_key_id = protobuf.get_uint(fields, 6, "signed prekey id", UINT32_MAX)
+        return cls(registration_id, pre_key_id, signed_pre_key_id, base_key, identity_key, message, data)
+
+    def initial_message(self) -> InitialMessage:
+        """The X3DH header as :func:`e2e.x3dh.respond` takes it."""
+        return InitialMessage(
+            identity_key=self.identity_key,
+            base_key=self.base_key,
+            signed_pre_key_id=self.signed_pre_key_id,
+            pre_key_id=self.pre_key_id,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"PreKeySignalMessage(registration_id={self.registration_id}, pre_key_id={self.pre_key_id}, "
+            f"signed_pre_key_id={self.signed_pre_key_id}, base_key={self.base_key.fingerprint()}, "
+            f"identity_key={self.identity_key.fingerprint()}, message={self.message!r})"
+        )
