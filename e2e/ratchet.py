@@ -1,0 +1,671 @@
+"""One Double Ratchet session state, as libsignal's v3 protocol runs it.
+
+What this module owns
+---------------------
+:class:`RatchetState`: the state variables of Signal's Double Ratchet specification (revision 1,
+§3.2) for one session with one remote device, and the operations on them:
+
+=====================  ==============================================================
+spec                   here
+=====================  ==============================================================
+``DHs``                ``sending_ratchet_key`` (public) and its private key
+``DHr``                the ratchet key of the newest receiver chain
+``RK``                 ``root_key``
+``CKs``, ``Ns``        ``sending_chain_key``, ``sending_index``
+``CKr``, ``Nr``        one :class:`ReceiverChain` per remote ratchet key (key, index)
+``PN``                 ``previous_counter``
+``MKSKIPPED``          ``skipped``: ``(DHr, N) → mk``, oldest first
+=====================  ==============================================================
+
+As libsignal does, and unlike the specification's single ``CKr``, the state keeps the receiver
+chains of the last :attr:`Limits.max_receiver_chains` remote ratchet keys.  A late message on an
+older chain is then decrypted by advancing that chain, so ``PN`` is only informational: we write it
+as libsignal does (the last index used on the previous sending chain) and never read it.  The
+stored skipped keys are the specification's ``mk`` (the seed ``HMAC(CK, 0x01)``); the 80 bytes of
+AES key, MAC key and IV are derived from it when the message arrives (libsignal v3's expansion).
+
+Initialization (libsignal's ``RatchetingSession``; specification §3.3 with X3DH's ``SK``)
+-----------------------------------------------------------------------------------------
+* Alice draws her first ratchet key ``DHs``, sets ``RK, CKs = KDF_RK(SK.root, DH(DHs, SPK_B))``
+  and records X3DH's chain key as the receiving chain of ``SPK_B``: Bob's signed prekey is his
+  first ratchet key.
+* Bob's first ``DHs`` *is* his signed prekey, with X3DH's chain key as ``CKs`` and its root key
+  as ``RK``.
+
+Encryption (§3.4, §5.2 of the specification with libsignal v3's constants)
+--------------------------------------------------------------------------
+``mk, CKs = KDF_CK(CKs)``; ``cipher key ‖ MAC key ‖ IV = HKDF(0, mk, "WhisperMessageKeys", 80)``;
+the plaintext is AES-256-CBC/PKCS#7 encrypted and framed as a :class:`~e2e.wire.SignalMessage`.
+
+Decryption, and the no-partial-state invariant
+----------------------------------------------
+:meth:`RatchetState.decrypt` first computes everything a message would change as local values:
+the receiving chain (an existing one advanced, or a new one from a DH ratchet step), the skipped
+message keys on the way, the new root key.  It checks the MAC (in constant time) and decrypts, and
+only then writes those values into the state.  Nothing is copied per message and any exception
+leaves the state exactly as it was.  The new sending ratchet key of a DH step is drawn only after
+the message authenticated, so a forged message costs one Diffie-Hellman and no randomness.
+
+Limits (:class:`Limits`)
+------------------------
+``max_skip`` bounds how far one message may jump ahead in its chain (the specification's
+``MAX_SKIP``); ``max_stored_skipped_keys`` bounds ``MKSKIPPED`` across all chains, evicting the
+oldest; ``max_receiver_chains`` bounds the receiver chains (oldest dropped, its skipped keys stay
+until evicted); ``max_archived_states`` is used by :class:`e2e.session.SessionRecord`.
+
+What this module does not know
+------------------------------
+Prekeys, X3DH, several states for one peer, or storage: :mod:`e2e.session` builds states from
+X3DH's output and keeps several; this module only knows one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from e2e import protobuf
+from e2e.errors import (
+    DecodeError,
+    DuplicateMessageError,
+    InvalidKeyError,
+    InvalidMessageError,
+    StateFormatError,
+    TooManySkippedMessagesError,
+)
+from e2e.explain import Trace, emit
+from e2e.keys import KEY_LENGTH, KeyPair, PrivateKey, PublicKey, Rng
+from e2e.primitives import cbc_decrypt, cbc_encrypt, chain_step, derive_message_keys, root_step
+from e2e.wire import (
+    CIPHERTEXT_VERSION,
+    MAX_CIPHERTEXT_LENGTH,
+    UINT32_MAX,
+    SignalMessage,
+    encode_signal_message,
+)
+from e2e.x3dh import SharedSecret
+
+__all__ = [
+    "Limits",
+    "DEFAULT_LIMITS",
+    "ReceiverChain",
+    "PendingPreKey",
+    "RatchetState",
+    "MAX_PLAINTEXT_LENGTH",
+]
+
+MAX_PLAINTEXT_LENGTH: Final = MAX_CIPHERTEXT_LENGTH - 1
+"""The longest plaintext one message carries: PKCS#7 always adds at least one byte."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a session keeps and accepts (see the module docstring)."""
+
+    max_skip: int = 25_000
+    """The specification's ``MAX_SKIP``: how many message keys one message may make us skip."""
+    max_stored_skipped_keys: int = 2_000
+    """Skipped message keys kept across all chains of a state; the oldest are evicted first."""
+    max_receiver_chains: int = 5
+    """Receiver chains kept per state (libsignal keeps 5)."""
+    max_archived_states: int = 40
+    """Archived states kept per session record (libsignal keeps 40)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_skip", "max_stored_skipped_keys", "max_receiver_chains", "max_archived_states"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"Limits.{name} must be a non-negative integer")
+        if self.max_receiver_chains < 1:
+            raise ValueError("Limits.max_receiver_chains must be at least 1")
+
+
+class ReceiverChain:
+    """A receiving chain: the remote ratchet key ``DHr`` it belongs to, ``CKr`` and ``Nr``."""
+
+    __slots__ = ("ratchet_key", "chain_key", "index")
+
+    def __init__(self, ratchet_key: PublicKey, chain_key: bytes, index: int) -> None:
+        self.ratchet_key = ratchet_key
+        self.chain_key = chain_key
+        self.index = index
+
+    def __repr__(self) -> str:
+        return (
+            f"ReceiverChain(ratchet_key={self.ratchet_key.fingerprint()}, index={self.index}, key=<redacted>)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingPreKey:
+    """What Alice repeats in every message until she hears back: the X3DH header's ids and base key."""
+
+    pre_key_id: int | None
+    signed_pre_key_id: int
+    base_key: PublicKey
+
+
+DEFAULT_LIMITS: Final = Limits()
+"""The limits used when none are given."""
+
+_STATE_SCHEMA: Final = {
+    number: protobuf.Field(protobuf.VARINT if number in (1, 8, 9, 13, 14) else protobuf.LEN)
+    for number in range(1, 16)
+}
+_PENDING_SCHEMA: Final = {
+    1: protobuf.Field(protobuf.VARINT),
+    2: protobuf.Field(protobuf.VARINT),
+    3: protobuf.Field(protobuf.LEN),
+}
+# A receiver chain is packed as ratchet key (32) ‖ chain key (32) ‖ index (4, big-endian); a
+# skipped key as ratchet key (32) ‖ counter (4, big-endian) ‖ mk (32).
+_PACKED_ENTRY: Final = 68
+
+
+class RatchetState:
+    """The Double Ratchet state of one session (specification §3.2), as libsignal's ``SessionState``.
+
+    Build one with :meth:`initialize_alice` or :meth:`initialize_bob`; use :meth:`encrypt` and
+    :meth:`decrypt`; store it with :meth:`serialize`.  ``repr`` shows no secret.
+    """
+
+    __slots__ = (
+        "limits",
+        "session_version",
+        "local_identity_key",
+        "remote_identity_key",
+        "root_key",
+        "sending_ratchet_key",
+        "_sending_ratchet_private",
+        "sending_chain_key",
+        "sending_index",
+        "previous_counter",
+        "receiver_chains",
+        "skipped",
+        "pending_prekey",
+        "local_registration_id",
+        "remote_registration_id",
+        "base_key",
+        "_associated_out",
+        "_associated_in",
+        "_serialized_sending_key",
+    )
+
+    def __init__(
+        self,
+        *,
+        local_identity_key: PublicKey,
+        remote_identity_key: PublicKey,
+        root_key: bytes,
+        sending_ratchet_key: PublicKey,
+        sending_ratchet_private: PrivateKey,
+        sending_chain_key: bytes,
+        sending_index: int,
+        previous_counter: int,
+        receiver_chains: list[ReceiverChain],
+        skipped: dict[tuple[bytes, int], bytes],
+        pending_prekey: PendingPreKey | None,
+        local_registration_id: int,
+        remote_registration_id: int,
+        base_key: PublicKey,
+        limits: Limits,
+    ) -> None:
+        self.limits = limits
+        self.session_version = CIPHERTEXT_VERSION
+        self.local_identity_key = local_identity_key
+        self.remote_identity_key = remote_identity_key
+        self.root_key = root_key
+        self.sending_ratchet_key = sending_ratchet_key
+        self._sending_ratchet_private = sending_ratchet_private
+        self.sending_chain_key = sending_chain_key
+        self.sending_index = sending_index
+        self.previous_counter = previous_counter
+        self.receiver_chains = receiver_chains
+        self.skipped = skipped
+        self.pending_prekey = pending_prekey
+        self.local_registration_id = local_registration_id
+        self.remote_registration_id = remote_registration_id
+        self.base_key = base_key
+        # The MAC's associated data in each direction, Encode(IK_sender) ‖ Encode(IK_receiver).
+        self._associated_out = local_identity_key.serialize() + remote_identity_key.serialize()
+        self._associated_in = remote_identity_key.serialize() + local_identity_key.serialize()
+        self._serialized_sending_key = sending_ratchet_key.serialize()
+
+    # -- initialization -------------------------------------------------------------------------
+
+    @classmethod
+    def initialize_alice(
+        cls,
+        secret: SharedSecret,
+        our_identity_key: PublicKey,
+        their_identity_key: PublicKey,
+        their_signed_pre_key: PublicKey,
+        our_base_key: PublicKey,
+        pending_prekey: PendingPreKey,
+        local_registration_id: int,
+        remote_registration_id: int,
+        rng: Rng,
+        limits: Limits = DEFAULT_LIMITS,
+        trace: Trace | None = None,
+    ) -> RatchetState:
+        """Alice after X3DH (libsignal ``initializeAliceSession``): see the module docstring."""
+        sending = KeyPair.generate(rng)
+        dh_out = sending.agree(their_signed_pre_key)
+        root_key, sending_chain_key = root_step(secret.root_key.key, dh_out)
+        if trace is not None:
+            emit(
+                trace,
+                "ratchet.init",
+                {
+                    "role": "alice",
+                    "our_ratchet_key": sending.public_key.fingerprint(),
+                    "their_ratchet_key": their_signed_pre_key.fingerprint(),
+                },
+                {
+                    "dh": dh_out,
+                    "root_key": root_key,
+                    "sending_chain_key": sending_chain_key,
+                    "receiving_chain_key": secret.chain_key.key,
+                },
+            )
+        return cls(
+            local_identity_key=our_identity_key,
+            remote_identity_key=their_identity_key,
+            root_key=root_key,
+            sending_ratchet_key=sending.public_key,
+            sending_ratchet_private=sending.private_key,
+            sending_chain_key=sending_chain_key,
+            sending_index=0,
+            previous_counter=0,
+            receiver_chains=[ReceiverChain(their_signed_pre_key, secret.chain_key.key, 0)],
+            skipped={},
+            pending_prekey=pending_prekey,
+            local_registration_id=local_registration_id,
+            remote_registration_id=remote_registration_id,
+            base_key=our_base_key,
+            limits=limits,
+        )
+
+    @classmethod
+    def initialize_bob(
+        cls,
+        secret: SharedSecret,
+        our_identity_key: PublicKey,
+        their_identity_key: PublicKey,
+        our_signed_pre_key: KeyPair,
+        their_base_key: PublicKey,
+        local_registration_id: int,
+        remote_registration_id: int,
+        limits: Limits = DEFAULT_LIMITS,
+        trace: Trace | None = None,
+    ) -> RatchetState:
+        """Bob after X3DH (libsignal ``initializeBobSession``): his signed prekey is his first ``DHs``."""
+        if trace is not None:
+            emit(
+                trace,
+                "ratchet.init",
+                {"role": "bob", "our_ratchet_key": our_signed_pre_key.public_key.fingerprint()},
+                {"root_key": secret.root_key.key, "sending_chain_key": secret.chain_key.key},
+            )
+        return cls(
+            local_identity_key=our_identity_key,
+            remote_identity_key=their_identity_key,
+            root_key=secret.root_key.key,
+            sending_ratchet_key=our_signed_pre_key.public_key,
+            sending_ratchet_private=our_signed_pre_key.private_key,
+            sending_chain_key=secret.chain_key.key,
+            sending_index=0,
+            previous_counter=0,
+            receiver_chains=[],
+            skipped={},
+            pending_prekey=None,
+            local_registration_id=local_registration_id,
+            remote_registration_id=remote_registration_id,
+            base_key=their_base_key,
+            limits=limits,
+        )
+
+    # -- the ratchet ----------------------------------------------------------------------------
+
+    def encrypt(self, plaintext: bytes, trace: Trace | None = None) -> bytes:
+        """Encrypt one message on the sending chain (§3.4); returns the SignalMessage's bytes."""
+        if not isinstance(plaintext, bytes):
+            raise TypeError("the plaintext must be bytes")
+        if len(plaintext) > MAX_PLAINTEXT_LENGTH:
+            raise ValueError(f"a message carries at most {MAX_PLAINTEXT_LENGTH} bytes of plaintext")
+        index = self.sending_index
+        if index > UINT32_MAX:
+            raise InvalidMessageError("the sending chain is exhausted (2**32 messages)")
+        seed, next_chain_key = chain_step(self.sending_chain_key)
+        keys = derive_message_keys(seed)
+        ciphertext = cbc_encrypt(keys[:32], keys[64:], plaintext)
+        serialized = encode_signal_message(
+            keys[32:64],
+            self._associated_out,
+            self._serialized_sending_key,
+            index,
+            self.previous_counter,
+            ciphertext,
+        )
+        if trace is not None:
+            emit(
+                trace,
+                "ratchet.chain_step",
+                {"chain": "sending", "index": index, "ratchet_key": self.sending_ratchet_key.fingerprint()},
+                {"chain_key": self.sending_chain_key, "next_chain_key": next_chain_key},
+            )
+            emit(
+                trace,
+                "ratchet.message_key",
+                {"direction": "encrypt", "counter": index},
+                {"message_keys": keys},
+            )
+        self.sending_chain_key = next_chain_key
+        self.sending_index = index + 1
+        return serialized
+
+    def has_receiver_chain(self, ratchet_key: PublicKey) -> bool:
+        """Whether this state has a receiving chain for ``ratchet_key``."""
+        return self._find_chain(ratchet_key.raw) is not None
+
+    def _find_chain(self, raw: bytes) -> ReceiverChain | None:
+        for chain in reversed(self.receiver_chains):
+            if chain.ratchet_key.raw == raw:
+                return chain
+        return None
+
+    def decrypt(self, message: SignalMessage, rng: Rng, trace: Trace | None = None) -> bytes:
+        """Decrypt ``message`` and advance the state; on any error the state is unchanged.
+
+        Raises :class:`~e2e.errors.DuplicateMessageError` for a message whose key was used or
+        dropped, :class:`~e2e.errors.TooManySkippedMessagesError` beyond ``max_skip``, and
+        :class:`~e2e.errors.InvalidMessageError` for a bad MAC, padding or ratchet key.
+        """
+        their_key = message.ratchet_key
+        raw = their_key.raw
+        counter = message.counter
+        skipped_seed = self.skipped.get((raw, counter))
+        if skipped_seed is not None:
+            plaintext = self._open(message, skipped_seed, trace)
+            del self.skipped[(raw, counter)]
+            if trace is not None:
+                emit(
+                    trace,
+                    "ratchet.skipped_key_used",
+                    {"ratchet_key": their_key.fingerprint(), "counter": counter},
+                )
+            self.pending_prekey = None
+            return plaintext
+
+        chain = self._find_chain(raw)
+        new_root_key: bytes | None = None
+        if chain is not None:
+            if counter < chain.index:
+                raise DuplicateMessageError(
+                    f"message {counter} on this chain was already received (or its key was dropped)"
+                )
+            if counter - chain.index > self.limits.max_skip:
+                raise TooManySkippedMessagesError(
+                    f"message {counter} would skip {counter - chain.index} keys "
+                    f"(limit {self.limits.max_skip})"
+                )
+            chain_key = chain.chain_key
+            index = chain.index
+        else:
+            if counter > self.limits.max_skip:
+                raise TooManySkippedMessagesError(
+                    f"message {counter} of a new chain would skip {counter} keys "
+                    f"(limit {self.limits.max_skip})"
+                )
+            # A new remote ratchet key: the receiving half of the DH ratchet step (§3.5 DHRatchet).
+            try:
+                dh_out = self._sending_ratchet_private.agree(their_key)
+            except InvalidKeyError as error:
+                raise InvalidMessageError(f"unusable ratchet key: {error}") from None
+            new_root_key, chain_key = root_step(self.root_key, dh_out)
+            index = 0
+            if trace is not None:
+                emit(
+                    trace,
+                    "ratchet.dh_step",
+                    {
+                        "direction": "receiving",
+                        "their_ratchet_key": their_key.fingerprint(),
+                        "our_ratchet_key": self.sending_ratchet_key.fingerprint(),
+                    },
+                    {"dh": dh_out, "root_key": new_root_key, "chain_key": chain_key},
+                )
+
+        # Walk the chain up to the message, keeping the seeds of the keys we skip.  Only the newest
+        # max_stored_skipped_keys could survive eviction, so older ones are not even kept here.
+        new_skipped: list[tuple[int, bytes]] = []
+        keep_from = counter - self.limits.max_stored_skipped_keys
+        while index < counter:
+            seed, chain_key = chain_step(chain_key)
+            if index >= keep_from:
+                new_skipped.append((index, seed))
+            index += 1
+        seed, next_chain_key = chain_step(chain_key)
+        if trace is not None:
+            emit(
+                trace,
+                "ratchet.chain_step",
+                {
+                    "chain": "receiving",
+                    "index": counter,
+                    "ratchet_key": their_key.fingerprint(),
+                    "skipped": len(new_skipped),
+                },
+                {"chain_key": chain_key, "next_chain_key": next_chain_key},
+            )
+        plaintext = self._open(message, seed, trace)
+
+        # The message is authentic: commit.  Everything below succeeds except key generation for
+        # a DH step, which is done first so that nothing has been written if it failed.
+        if chain is None:
+            assert new_root_key is not None  # Set on the branch that left chain None.
+            self._complete_dh_step(their_key, new_root_key, next_chain_key, counter + 1, rng, trace)
+        else:
+            chain.chain_key = next_chain_key
+            chain.index = counter + 1
+        if new_skipped:
+            self._store_skipped(raw, new_skipped, trace)
+        self.pending_prekey = None
+        return plaintext
+
+    def _open(self, message: SignalMessage, seed: bytes, trace: Trace | None) -> bytes:
+        keys = derive_message_keys(seed)
+        try:
+            message.verify_mac_with(keys[32:64], self._associated_in)
+        except InvalidMessageError:
+            if trace is not None:
+                emit(trace, "ratchet.mac", {"ok": False, "counter": message.counter})
+            raise
+        if trace is not None:
+            emit(trace, "ratchet.mac", {"ok": True, "counter": message.counter})
+            emit(
+                trace,
+                "ratchet.message_key",
+                {"direction": "decrypt", "counter": message.counter},
+                {"message_keys": keys},
+            )
+        return cbc_decrypt(keys[:32], keys[64:], message.ciphertext)
+
+    def _complete_dh_step(
+        self,
+        their_key: PublicKey,
+        receiving_root_key: bytes,
+        receiving_chain_key: bytes,
+        receiving_index: int,
+        rng: Rng,
+        trace: Trace | None,
+    ) -> None:
+        """The sending half of the DH ratchet step, then the commit of both halves."""
+        new_sending = KeyPair.generate(rng)
+        dh_out = new_sending.agree(their_key)
+        root_key, sending_chain_key = root_step(receiving_root_key, dh_out)
+        if trace is not None:
+            emit(
+                trace,
+                "ratchet.dh_step",
+                {
+                    "direction": "sending",
+                    "our_ratchet_key": new_sending.public_key.fingerprint(),
+                    "their_ratchet_key": their_key.fingerprint(),
+                    "previous_counter": max(self.sending_index - 1, 0),
+                },
+                {"dh": dh_out, "root_key": root_key, "chain_key": sending_chain_key},
+            )
+        self.receiver_chains.append(ReceiverChain(their_key, receiving_chain_key, receiving_index))
+        if len(self.receiver_chains) > self.limits.max_receiver_chains:
+            del self.receiver_chains[: len(self.receiver_chains) - self.limits.max_receiver_chains]
+        self.root_key = root_key
+        # libsignal writes PN as the last index used on the old sending chain (0 when none was).
+        self.previous_counter = max(self.sending_index - 1, 0)
+        self.sending_ratchet_key = new_sending.public_key
+        self._sending_ratchet_private = new_sending.private_key
+        self._serialized_sending_key = new_sending.public_key.serialize()
+        self.sending_chain_key = sending_chain_key
+        self.sending_index = 0
+
+    def _store_skipped(self, raw: bytes, seeds: list[tuple[int, bytes]], trace: Trace | None) -> None:
+        skipped = self.skipped
+        for counter, seed in seeds:
+            skipped[(raw, counter)] = seed
+        excess = len(skipped) - self.limits.max_stored_skipped_keys
+        if excess > 0:
+            for key in list(skipped)[:excess]:
+                del skipped[key]
+        if trace is not None:
+            emit(
+                trace,
+                "ratchet.skipped_keys_stored",
+                {"stored": len(seeds), "evicted": max(excess, 0), "total": len(skipped)},
+            )
+
+    # -- storage --------------------------------------------------------------------------------
+
+    def serialize(self) -> bytes:
+        """This state as protobuf-style fields (the layout is documented in :mod:`e2e.session`)."""
+        chains = b"".join(
+            chain.ratchet_key.raw + chain.chain_key + chain.index.to_bytes(4, "big")
+            for chain in self.receiver_chains
+        )
+        skipped = b"".join(
+            raw + counter.to_bytes(4, "big") + seed for (raw, counter), seed in self.skipped.items()
+        )
+        parts = [
+            protobuf.encode_uint_field(1, self.session_version),
+            protobuf.encode_bytes_field(2, self.local_identity_key.serialize()),
+            protobuf.encode_bytes_field(3, self.remote_identity_key.serialize()),
+            protobuf.encode_bytes_field(4, self.root_key),
+            protobuf.encode_bytes_field(5, self._sending_ratchet_private.serialize()),
+            protobuf.encode_bytes_field(6, self._serialized_sending_key),
+            protobuf.encode_bytes_field(7, self.sending_chain_key),
+            protobuf.encode_uint_field(8, self.sending_index),
+            protobuf.encode_uint_field(9, self.previous_counter),
+            protobuf.encode_bytes_field(10, chains),
+            protobuf.encode_bytes_field(11, skipped),
+        ]
+        pending = self.pending_prekey
+        if pending is not None:
+            pending_fields = b"".join(
+                (
+                    b"" if pending.pre_key_id is None else protobuf.encode_uint_field(1, pending.pre_key_id),
+                    protobuf.encode_uint_field(2, pending.signed_pre_key_id),
+                    protobuf.encode_bytes_field(3, pending.base_key.serialize()),
+                )
+            )
+            parts.append(protobuf.encode_bytes_field(12, pending_fields))
+        parts += [
+            protobuf.encode_uint_field(13, self.local_registration_id),
+            protobuf.encode_uint_field(14, self.remote_registration_id),
+            protobuf.encode_bytes_field(15, self.base_key.serialize()),
+        ]
+        return b"".join(parts)
+
+    @classmethod
+    def deserialize(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> RatchetState:
+        """Invert :meth:`serialize`; anything malformed raises :class:`StateFormatError`."""
+        try:
+            return cls._deserialize(data, limits)
+        except StateFormatError:
+            raise
+        except DecodeError as error:
+            raise StateFormatError(f"session state: {error}") from None
+
+    @classmethod
+    def _deserialize(cls, data: bytes, limits: Limits) -> RatchetState:
+        fields = protobuf.parse(data, _STATE_SCHEMA)
+        version = protobuf.get_uint(fields, 1, "session version")
+        if version != CIPHERTEXT_VERSION:
+            raise StateFormatError(f"session version {version} is not supported")
+
+        def key(number: int, what: str) -> PublicKey:
+            return PublicKey.deserialize(protobuf.get_bytes(fields, number, what))
+
+        def secret(number: int, what: str) -> bytes:
+            value = protobuf.get_bytes(fields, number, what)
+            if len(value) != KEY_LENGTH:
+                raise StateFormatError(f"{what} is not {KEY_LENGTH} bytes")
+            return value
+
+        private = PrivateKey(secret(5, "sending ratchet private key"))
+        chains_data = protobuf.get_bytes(fields, 10, "receiver chains")
+        skipped_data = protobuf.get_bytes(fields, 11, "skipped keys")
+        if len(chains_data) % _PACKED_ENTRY or len(skipped_data) % _PACKED_ENTRY:
+            raise StateFormatError("packed receiver chains or skipped keys of the wrong length")
+        chains = [
+            ReceiverChain(
+                PublicKey(chains_data[i : i + 32]),
+                chains_data[i + 32 : i + 64],
+                int.from_bytes(chains_data[i + 64 : i + 68], "big"),
+            )
+            for i in range(0, len(chains_data), _PACKED_ENTRY)
+        ][-limits.max_receiver_chains :]
+        skipped: dict[tuple[bytes, int], bytes] = {}
+        for i in range(0, len(skipped_data), _PACKED_ENTRY):
+            entry = (skipped_data[i : i + 32], int.from_bytes(skipped_data[i + 32 : i + 36], "big"))
+            if entry in skipped:
+                raise StateFormatError("a skipped message key is stored twice")
+            skipped[entry] = skipped_data[i + 36 : i + 68]
+        excess = len(skipped) - limits.max_stored_skipped_keys
+        for entry in list(skipped)[: max(excess, 0)]:
+            del skipped[entry]
+        pending = None
+        if 12 in fields:
+            pending_fields = protobuf.parse(protobuf.get_bytes(fields, 12, "pending prekey"), _PENDING_SCHEMA)
+            pending = PendingPreKey(
+                protobuf.get_uint(pending_fields, 1, "pending one-time prekey id", UINT32_MAX)
+                if 1 in pending_fields
+                else None,
+                protobuf.get_uint(pending_fields, 2, "pending signed prekey id", UINT32_MAX),
+                PublicKey.deserialize(protobuf.get_bytes(pending_fields, 3, "pending base key")),
+            )
+        return cls(
+            local_identity_key=key(2, "local identity key"),
+            remote_identity_key=key(3, "remote identity key"),
+            root_key=secret(4, "root key"),
+            sending_ratchet_key=key(6, "sending ratchet key"),
+            sending_ratchet_private=private,
+            sending_chain_key=secret(7, "sending chain key"),
+            sending_index=protobuf.get_uint(fields, 8, "sending index", UINT32_MAX + 1),
+            previous_counter=protobuf.get_uint(fields, 9, "previous counter", UINT32_MAX),
+            receiver_chains=chains,
+            skipped=skipped,
+            pending_prekey=pending,
+            local_registration_id=protobuf.get_uint(fields, 13, "local registration id", UINT32_MAX),
+            remote_registration_id=protobuf.get_uint(fields, 14, "remote registration id", UINT32_MAX),
+            base_key=key(15, "base key"),
+            limits=limits,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"RatchetState(remote_identity_key={self.remote_identity_key.fingerprint()}, "
+            f"base_key={self.base_key.fingerprint()}, "
+            f"sending_ratchet_key={self.sending_ratchet_key.fingerprint()}, "
+            f"sending_index={self.sending_index}, receiver_chains={len(self.receiver_chains)}, "
+            f"skipped_keys={len(self.skipped)}, pending_prekey={self.pending_prekey is not None}, "
+            "keys=<redacted>)"
+        )

@@ -1,0 +1,280 @@
+"""Versioned storage formats for what a client keeps: identity, prekeys, signed prekeys.
+
+What this module owns
+---------------------
+The two-byte header every stored record starts with, and the formats of the key records:
+
+* ``serialize_identity`` / ``deserialize_identity``: the identity key pair with the local
+  registration id (:class:`IdentityRecord`);
+* :class:`PreKeyRecord`: a one-time prekey and its id;
+* :class:`SignedPreKeyRecord`: a signed prekey, its id, its signature and its creation time.
+
+Session records (:class:`e2e.session.SessionRecord`) use the same header.
+
+Format, version 1
+-----------------
+``kind (1 byte) ‖ version (1 byte) ‖ protobuf-style fields``.  The kinds are ASCII letters, so a
+hex dump says what it is: ``I`` identity, ``P`` prekey, ``K`` signed prekey, ``S`` session record.
+The fields use the same encoding as libsignal's messages (:mod:`e2e.protobuf`): compact, fast to
+read and write in pure Python, and a later version may add fields that this one skips.  A record
+of another kind, or of a version other than :data:`FORMAT_VERSION`, raises
+:class:`~e2e.errors.StateFormatError` naming what it found; so does any malformed content.
+
+=========== ======================================================================================
+record      fields
+=========== ======================================================================================
+identity    1: private key (32 bytes), 2: public key (``0x05 ‖ 32``), 3: registration id
+prekey      1: id, 2: private key (32), 3: public key (``0x05 ‖ 32``)
+signed      1: id, 2: private key (32), 3: public key (``0x05 ‖ 32``), 4: signature (64),
+prekey      5: timestamp (milliseconds since the epoch, as libsignal stores it)
+=========== ======================================================================================
+
+The public key is stored with its private key and checked against it when read, so a corrupted
+record is refused rather than used.
+
+Secrets
+-------
+These records hold private keys; their ``repr`` shows the public parts only.  Nothing here is
+pickled, and nothing here encrypts: protecting the bytes at rest is the storage layer's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from e2e import protobuf
+from e2e.errors import DecodeError, InvalidKeyError, StateFormatError
+from e2e.keys import KEY_LENGTH, SIGNATURE_LENGTH, KeyPair, PrivateKey, PublicKey
+
+__all__ = [
+    "FORMAT_VERSION",
+    "IDENTITY_KIND",
+    "PRE_KEY_KIND",
+    "SIGNED_PRE_KEY_KIND",
+    "SESSION_RECORD_KIND",
+    "header",
+    "check_header",
+    "IdentityRecord",
+    "serialize_identity",
+    "deserialize_identity",
+    "PreKeyRecord",
+    "SignedPreKeyRecord",
+]
+
+FORMAT_VERSION: Final = 1
+"""The storage format version this code writes and the only one it reads."""
+
+IDENTITY_KIND: Final = ord("I")
+PRE_KEY_KIND: Final = ord("P")
+SIGNED_PRE_KEY_KIND: Final = ord("K")
+SESSION_RECORD_KIND: Final = ord("S")
+_KIND_NAMES: Final = {
+    IDENTITY_KIND: "identity",
+    PRE_KEY_KIND: "prekey",
+    SIGNED_PRE_KEY_KIND: "signed prekey",
+    SESSION_RECORD_KIND: "session record",
+}
+_UINT32_MAX: Final = 0xFFFF_FFFF
+_UINT64_MAX: Final = (1 << 64) - 1
+
+
+def header(kind: int) -> bytes:
+    """The two bytes that open a record of ``kind`` in the current format version."""
+    return bytes((kind, FORMAT_VERSION))
+
+
+def check_header(data: bytes, kind: int) -> bytes:
+    """Check that ``data`` is a record of ``kind`` and version 1; return the bytes after the header."""
+    name = _KIND_NAMES[kind]
+    if not isinstance(data, bytes):
+        raise StateFormatError(f"a stored {name} is bytes, not {type(data).__name__}")
+    if len(data) < 2:
+        raise StateFormatError(f"a stored {name} of {len(data)} bytes has no header")
+    if data[0] != kind:
+        found = _KIND_NAMES.get(data[0], f"unknown kind 0x{data[0]:02x}")
+        raise StateFormatError(f"expected a stored {name}, found a {found}")
+    if data[1] != FORMAT_VERSION:
+        raise StateFormatError(
+            f"stored {name} format version {data[1]} is not supported "
+            f"(this code reads version {FORMAT_VERSION})"
+        )
+    return data[2:]
+
+
+_SCHEMAS: Final = {
+    IDENTITY_KIND: {
+        1: protobuf.Field(protobuf.LEN),
+        2: protobuf.Field(protobuf.LEN),
+        3: protobuf.Field(protobuf.VARINT),
+    },
+    PRE_KEY_KIND: {
+        1: protobuf.Field(protobuf.VARINT),
+        2: protobuf.Field(protobuf.LEN),
+        3: protobuf.Field(protobuf.LEN),
+    },
+    SIGNED_PRE_KEY_KIND: {
+        1: protobuf.Field(protobuf.VARINT),
+        2: protobuf.Field(protobuf.LEN),
+        3: protobuf.Field(protobuf.LEN),
+        4: protobuf.Field(protobuf.LEN),
+        5: protobuf.Field(protobuf.VARINT),
+    },
+}
+
+
+def _read(data: bytes, kind: int) -> protobuf.Record:
+    body = check_header(data, kind)
+    try:
+        return protobuf.parse(body, _SCHEMAS[kind])
+    except DecodeError as error:
+        raise StateFormatError(f"stored {_KIND_NAMES[kind]}: {error}") from None
+
+
+def _key_pair(fields: protobuf.Record, private_field: int, public_field: int, what: str) -> KeyPair:
+    try:
+        private = protobuf.get_bytes(fields, private_field, f"{what} private key")
+        public = PublicKey.deserialize(protobuf.get_bytes(fields, public_field, f"{what} public key"))
+        if len(private) != KEY_LENGTH:
+            raise StateFormatError(f"a {what} private key is {KEY_LENGTH} bytes")
+        return KeyPair(PrivateKey(private), public)
+    except StateFormatError:
+        raise
+    except (DecodeError, InvalidKeyError) as error:
+        raise StateFormatError(f"stored {what}: {error}") from None
+
+
+def _uint(fields: protobuf.Record, number: int, what: str, maximum: int) -> int:
+    try:
+        return protobuf.get_uint(fields, number, what, maximum)
+    except DecodeError as error:
+        raise StateFormatError(str(error)) from None
+
+
+def _check_uint(value: int, what: str, maximum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        raise ValueError(f"{what} must be an integer between 0 and {maximum}")
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityRecord:
+    """Our identity key pair and registration id, as stored."""
+
+    key_pair: KeyPair
+    registration_id: int
+
+    def __post_init__(self) -> None:
+        _check_uint(self.registration_id, "a registration id", _UINT32_MAX)
+
+    def serialize(self) -> bytes:
+        """Storage format 1 (module docstring)."""
+        return b"".join(
+            (
+                header(IDENTITY_KIND),
+                protobuf.encode_bytes_field(1, self.key_pair.private_key.serialize()),
+                protobuf.encode_bytes_field(2, self.key_pair.public_key.serialize()),
+                protobuf.encode_uint_field(3, self.registration_id),
+            )
+        )
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> IdentityRecord:
+        """Read storage format 1; anything else raises :class:`StateFormatError`."""
+        fields = _read(data, IDENTITY_KIND)
+        return cls(_key_pair(fields, 1, 2, "identity key"), _uint(fields, 3, "registration id", _UINT32_MAX))
+
+    def __repr__(self) -> str:
+        return (
+            f"IdentityRecord(public_key={self.key_pair.public_key!r}, registration_id={self.registration_id})"
+        )
+
+
+def serialize_identity(key_pair: KeyPair, registration_id: int) -> bytes:
+    """Our identity key pair and registration id in storage format 1."""
+    return IdentityRecord(key_pair, registration_id).serialize()
+
+
+def deserialize_identity(data: bytes) -> tuple[KeyPair, int]:
+    """Invert :func:`serialize_identity`: the key pair and the registration id."""
+    record = IdentityRecord.deserialize(data)
+    return record.key_pair, record.registration_id
+
+
+@dataclass(frozen=True, slots=True)
+class PreKeyRecord:
+    """A one-time prekey (X3DH's ``OPK``) with its id."""
+
+    id: int
+    key_pair: KeyPair
+
+    def __post_init__(self) -> None:
+        _check_uint(self.id, "a prekey id", _UINT32_MAX)
+
+    def serialize(self) -> bytes:
+        """Storage format 1 (module docstring)."""
+        return b"".join(
+            (
+                header(PRE_KEY_KIND),
+                protobuf.encode_uint_field(1, self.id),
+                protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
+                protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
+            )
+        )
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> PreKeyRecord:
+        """Read storage format 1; anything else raises :class:`StateFormatError`."""
+        fields = _read(data, PRE_KEY_KIND)
+        return cls(_uint(fields, 1, "prekey id", _UINT32_MAX), _key_pair(fields, 2, 3, "prekey"))
+
+    def __repr__(self) -> str:
+        return f"PreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedPreKeyRecord:
+    """A signed prekey (X3DH's ``SPK``) with its id, signature and creation time (ms since the epoch)."""
+
+    id: int
+    key_pair: KeyPair
+    signature: bytes
+    timestamp: int
+
+    def __post_init__(self) -> None:
+        _check_uint(self.id, "a signed prekey id", _UINT32_MAX)
+        _check_uint(self.timestamp, "a timestamp", _UINT64_MAX)
+        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LENGTH:
+            raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
+
+    def serialize(self) -> bytes:
+        """Storage format 1 (module docstring)."""
+        return b"".join(
+            (
+                header(SIGNED_PRE_KEY_KIND),
+                protobuf.encode_uint_field(1, self.id),
+                protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
+                protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
+                protobuf.encode_bytes_field(4, self.signature),
+                protobuf.encode_uint_field(5, self.timestamp),
+            )
+        )
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> SignedPreKeyRecord:
+        """Read storage format 1; anything else raises :class:`StateFormatError`."""
+        fields = _read(data, SIGNED_PRE_KEY_KIND)
+        signature = protobuf.get_bytes(fields, 4, "signature") if 4 in fields else b""
+        if len(signature) != SIGNATURE_LENGTH:
+            raise StateFormatError(f"a stored signed prekey needs a {SIGNATURE_LENGTH}-byte signature")
+        return cls(
+            _uint(fields, 1, "signed prekey id", _UINT32_MAX),
+            _key_pair(fields, 2, 3, "signed prekey"),
+            signature,
+            _uint(fields, 5, "timestamp", _UINT64_MAX),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"SignedPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
+            f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp})"
+        )

@@ -1,0 +1,354 @@
+"""Sessions with one remote device: the current Double Ratchet state and the archived ones.
+
+What this module owns
+---------------------
+:class:`SessionRecord`, the equivalent of libsignal's ``SessionRecord`` joined with the parts of
+its ``SessionBuilder`` and ``SessionCipher`` that touch one record:
+
+* :meth:`SessionRecord.initiate` — Alice: X3DH with Bob's bundle, then the ratchet's
+  initialization.  Until she has decrypted a reply her messages are PreKeySignalMessages
+  (:attr:`MessageType.PREKEY <e2e.wire.MessageType>`) carrying the X3DH header.
+* :meth:`SessionRecord.decrypt_prekey_message` — Bob: a PreKeySignalMessage whose base key one
+  of our states already knows is decrypted by the states; otherwise X3DH's ``respond`` builds a
+  new state, which becomes current (the old current is archived) once the message decrypted.
+* :meth:`SessionRecord.encrypt` / :meth:`SessionRecord.decrypt` on the current state, where
+  decrypting also tries the archived states and promotes the one that succeeds.
+
+Why several states
+------------------
+When both sides start a session at the same time, each receives the other's PreKeySignalMessage
+and answers it from a new state, archiving its own.  Messages then arrive for the archived state;
+it is tried, decrypts, and is promoted to current, and the two sides converge on one pair of
+states as soon as one message is answered.  At most :attr:`Limits.max_archived_states
+<e2e.ratchet.Limits>` archived states are kept, the most recently used first.
+
+Invariant
+---------
+Every method either succeeds or raises with the record unchanged: a state is only modified by
+its own :meth:`~e2e.ratchet.RatchetState.decrypt`, which commits nothing unless the message
+decrypted, and a new state only enters the record after it has decrypted its first message.
+
+Storage format, version 1 (see :mod:`e2e.records` for the header shared by every record)
+----------------------------------------------------------------------------------------
+``"S" ‖ 0x01 ‖ protobuf{1: current state, 2: archived state (repeated, most recent first)}``,
+each state being the protobuf-style record :meth:`~e2e.ratchet.RatchetState.serialize` writes:
+
+=====  =================================  ================================================
+field  type                               content
+=====  =================================  ================================================
+1      varint                             session version (3)
+2, 3   bytes (33)                         local and remote identity keys, ``0x05 ‖ 32``
+4      bytes (32)                         root key ``RK``
+5, 6   bytes (32), bytes (33)             sending ratchet private key and public key ``DHs``
+7, 8   bytes (32), varint                 sending chain key ``CKs`` and ``Ns``
+9      varint                             ``PN``
+10     bytes, 68-byte entries             receiver chains, oldest first: ``DHr`` (32) ‖ ``CKr``
+                                          (32) ‖ ``Nr`` (uint32 big-endian)
+11     bytes, 68-byte entries             ``MKSKIPPED``, oldest first: ``DHr`` (32) ‖ ``N``
+                                          (uint32 big-endian) ‖ ``mk`` (32)
+12     bytes (nested)                     pending X3DH header: {1: one-time prekey id,
+                                          2: signed prekey id, 3: base key}; absent once
+                                          a reply has been received
+13,14  varint                             local and remote registration ids
+15     bytes (33)                         Alice's base key, which names the state
+=====  =================================  ================================================
+
+Packed entries keep a state with thousands of skipped keys a single ``bytes.join`` to write and a
+slice loop to read.  The sending ratchet's public key is stored next to its private key so that
+loading a state costs no scalar multiplication; records are the owner's own storage, not input
+from the network.
+
+What this module does not know
+------------------------------
+Where prekeys, identities and records are stored, or whether the remote identity key is trusted:
+the caller checks identities (see :class:`~e2e.errors.UntrustedIdentityError`) and deletes a
+one-time prekey after its first message decrypted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from e2e import protobuf
+from e2e.errors import (
+    DecodeError,
+    DuplicateMessageError,
+    InvalidMessageError,
+    NoSessionError,
+    StateFormatError,
+    TooManySkippedMessagesError,
+)
+from e2e.explain import Trace, emit
+from e2e.keys import KeyPair, PublicKey, Rng
+from e2e.ratchet import DEFAULT_LIMITS, Limits, PendingPreKey, RatchetState
+from e2e.records import SESSION_RECORD_KIND, check_header, header
+from e2e.wire import UINT32_MAX, MessageType, PreKeySignalMessage, SignalMessage, encode_prekey_signal_message
+from e2e.x3dh import PreKeyBundle, initiate, respond
+
+__all__ = ["Ciphertext", "SessionRecord"]
+
+_RECORD_SCHEMA: Final = {
+    1: protobuf.Field(protobuf.LEN),
+    2: protobuf.Field(protobuf.LEN, repeated=True),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Ciphertext:
+    """An encrypted message ready to send: its libsignal type and its wire bytes."""
+
+    type: MessageType
+    body: bytes
+
+    def __repr__(self) -> str:
+        return f"Ciphertext(type={self.type.name}, body=<{len(self.body)} bytes>)"
+
+
+class SessionRecord:
+    """All session states with one remote device: the current one and archived ones, as libsignal keeps."""
+
+    __slots__ = ("limits", "_current", "_archived")
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._current: RatchetState | None = None
+        self._archived: list[RatchetState] = []
+
+    # -- starting sessions ----------------------------------------------------------------------
+
+    @classmethod
+    def initiate(
+        cls,
+        our_identity_key: KeyPair,
+        our_registration_id: int,
+        their_bundle: PreKeyBundle,
+        rng: Rng,
+        limits: Limits = DEFAULT_LIMITS,
+        trace: Trace | None = None,
+    ) -> SessionRecord:
+        """Alice: X3DH with ``their_bundle`` (its signature checked first) and a new current state."""
+        record = cls(limits)
+        record.start_session(our_identity_key, our_registration_id, their_bundle, rng, trace)
+        return record
+
+    def start_session(
+        self,
+        our_identity_key: KeyPair,
+        our_registration_id: int,
+        their_bundle: PreKeyBundle,
+        rng: Rng,
+        trace: Trace | None = None,
+    ) -> None:
+        """:meth:`initiate` on an existing record: the new state becomes current, the old is archived."""
+        if not 0 <= our_registration_id <= UINT32_MAX:
+            raise ValueError("a registration id is an unsigned 32-bit value")
+        message, secret = initiate(our_identity_key, their_bundle, rng, trace)
+        state = RatchetState.initialize_alice(
+            secret,
+            our_identity_key.public_key,
+            their_bundle.identity_key,
+            their_bundle.signed_pre_key,
+            message.base_key,
+            PendingPreKey(message.pre_key_id, message.signed_pre_key_id, message.base_key),
+            our_registration_id,
+            their_bundle.registration_id,
+            rng,
+            self.limits,
+            trace,
+        )
+        self._install(state)
+
+    def _install(self, state: RatchetState) -> None:
+        if self._current is not None:
+            self._archived.insert(0, self._current)
+            del self._archived[self.limits.max_archived_states :]
+        self._current = state
+
+    def archive_current_state(self) -> None:
+        """Move the current state to the archive (libsignal's ``archiveCurrentState``)."""
+        if self._current is not None:
+            self._archived.insert(0, self._current)
+            del self._archived[self.limits.max_archived_states :]
+            self._current = None
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    def has_current_state(self) -> bool:
+        """Whether there is a current state to encrypt with."""
+        return self._current is not None
+
+    @property
+    def their_identity_key(self) -> PublicKey | None:
+        """The remote identity key of the current state (``None`` without one)."""
+        return None if self._current is None else self._current.remote_identity_key
+
+    @property
+    def current_state(self) -> RatchetState | None:
+        """The current state (read it, do not modify it)."""
+        return self._current
+
+    @property
+    def archived_states(self) -> tuple[RatchetState, ...]:
+        """The archived states, most recently used first."""
+        return tuple(self._archived)
+
+    @property
+    def remote_registration_id(self) -> int | None:
+        """The peer's registration id as recorded by the current state."""
+        return None if self._current is None else self._current.remote_registration_id
+
+    def has_unacknowledged_prekey_message(self) -> bool:
+        """Whether our messages are still PreKeySignalMessages (no reply decrypted yet)."""
+        return self._current is not None and self._current.pending_prekey is not None
+
+    def has_state_for_base_key(self, base_key: PublicKey) -> bool:
+        """Whether any state (current or archived) was built from the X3DH base key ``base_key``."""
+        return any(state.base_key == base_key for state in self._states())
+
+    def _states(self) -> list[RatchetState]:
+        return ([self._current] if self._current is not None else []) + self._archived
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def encrypt(self, plaintext: bytes, rng: Rng, trace: Trace | None = None) -> Ciphertext:
+        """Encrypt with the current state; a PREKEY message until a reply has been decrypted.
+
+        ``rng`` is unused by libsignal's ratchet when encrypting (new ratchet keys are drawn when
+        a reply arrives); it is accepted so that every operation has the same shape.
+        """
+        state = self._current
+        if state is None:
+            raise NoSessionError("no current session state to encrypt with")
+        serialized = state.encrypt(plaintext, trace)
+        pending = state.pending_prekey
+        if pending is None:
+            return Ciphertext(MessageType.WHISPER, serialized)
+        body = encode_prekey_signal_message(
+            state.local_registration_id,
+            pending.pre_key_id,
+            pending.signed_pre_key_id,
+            pending.base_key.serialize(),
+            state.local_identity_key.serialize(),
+            serialized,
+        )
+        return Ciphertext(MessageType.PREKEY, body)
+
+    def decrypt(self, body: bytes, rng: Rng, trace: Trace | None = None) -> bytes:
+        """Decrypt a SignalMessage (type ``WHISPER``) with the current or an archived state.
+
+        The state that decrypts becomes current.  Raises :class:`~e2e.errors.DecodeError`,
+        :class:`~e2e.errors.NoSessionError`, :class:`~e2e.errors.DuplicateMessageError`,
+        :class:`~e2e.errors.TooManySkippedMessagesError` or
+        :class:`~e2e.errors.InvalidMessageError`; the record is unchanged after any of them.
+        """
+        message = SignalMessage.deserialize(body)
+        return self.decrypt_message(message, rng, trace)
+
+    def decrypt_message(self, message: SignalMessage, rng: Rng, trace: Trace | None = None) -> bytes:
+        """:meth:`decrypt` for an already decoded message."""
+        states = self._states()
+        if not states:
+            raise NoSessionError("no session state to decrypt with")
+        too_many: TooManySkippedMessagesError | None = None
+        for position, state in enumerate(states):
+            try:
+                plaintext = state.decrypt(message, rng, trace)
+            except DuplicateMessageError:
+                raise
+            except TooManySkippedMessagesError as error:
+                # Definite when this state owns the ratchet key; otherwise the message may belong
+                # to another state.
+                if state.has_receiver_chain(message.ratchet_key):
+                    raise
+                too_many = too_many or error
+            except InvalidMessageError:
+                continue
+            else:
+                if position > 0:
+                    self._promote(position - 1, trace)
+                return plaintext
+        if too_many is not None:
+            raise too_many
+        raise InvalidMessageError(f"no session state decrypts this message ({len(states)} tried)")
+
+    def _promote(self, archived_position: int, trace: Trace | None) -> None:
+        state = self._archived.pop(archived_position)
+        if self._current is not None:
+            self._archived.insert(0, self._current)
+        self._current = state
+        emit(trace, "session.state_promoted", {"base_key": state.base_key.fingerprint()})
+
+    def decrypt_prekey_message(
+        self,
+        message: PreKeySignalMessage,
+        our_identity_key: KeyPair,
+        our_signed_pre_key: KeyPair,
+        our_one_time_pre_key: KeyPair | None,
+        rng: Rng,
+        trace: Trace | None = None,
+        *,
+        our_registration_id: int | None = None,
+    ) -> bytes:
+        """Bob: decrypt Alice's PreKeySignalMessage, starting a new state if its base key is new.
+
+        The caller looked ``our_signed_pre_key`` and ``our_one_time_pre_key`` up by
+        ``message.signed_pre_key_id`` and ``message.pre_key_id``, and deletes the one-time prekey
+        once this returns.  ``our_registration_id`` is recorded in the new state (libsignal takes
+        it from its identity store); without it the current state's, or 0, is used.  A repeated
+        message (same base key) is decrypted by the existing state and needs no prekey; a
+        replayed one raises :class:`~e2e.errors.DuplicateMessageError`.
+        """
+        if self.has_state_for_base_key(message.base_key):
+            emit(trace, "session.known_base_key", {"base_key": message.base_key.fingerprint()})
+            return self.decrypt_message(message.message, rng, trace)
+        secret = respond(
+            our_identity_key, our_signed_pre_key, our_one_time_pre_key, message.initial_message(), trace
+        )
+        state = RatchetState.initialize_bob(
+            secret,
+            our_identity_key.public_key,
+            message.identity_key,
+            our_signed_pre_key,
+            message.base_key,
+            our_registration_id
+            if our_registration_id is not None
+            else (self._current.local_registration_id if self._current is not None else 0),
+            message.registration_id,
+            self.limits,
+            trace,
+        )
+        plaintext = state.decrypt(message.message, rng, trace)
+        self._install(state)
+        emit(trace, "session.new_state", {"base_key": message.base_key.fingerprint()})
+        return plaintext
+
+    # -- storage --------------------------------------------------------------------------------
+
+    def serialize(self) -> bytes:
+        """The record in storage format 1 (module docstring); never pickle."""
+        parts = [header(SESSION_RECORD_KIND)]
+        if self._current is not None:
+            parts.append(protobuf.encode_bytes_field(1, self._current.serialize()))
+        parts += [protobuf.encode_bytes_field(2, state.serialize()) for state in self._archived]
+        return b"".join(parts)
+
+    @classmethod
+    def deserialize(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> SessionRecord:
+        """Read a record written by :meth:`serialize`; anything else raises :class:`StateFormatError`."""
+        body = check_header(data, SESSION_RECORD_KIND)
+        try:
+            fields = protobuf.parse(body, _RECORD_SCHEMA)
+        except DecodeError as error:
+            raise StateFormatError(f"session record: {error}") from None
+        record = cls(limits)
+        if 1 in fields:
+            record._current = RatchetState.deserialize(protobuf.get_bytes(fields, 1, "current state"), limits)
+        archived = protobuf.get_repeated_bytes(fields, 2)
+        record._archived = [
+            RatchetState.deserialize(state, limits) for state in archived[: limits.max_archived_states]
+        ]
+        return record
+
+    def __repr__(self) -> str:
+        return f"SessionRecord(current={self._current!r}, archived={len(self._archived)})"
