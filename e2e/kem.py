@@ -116,6 +116,14 @@ class KemPublicKey:
         self._raw = raw
 
     @classmethod
+    def _from_openssl(cls, key: MLKEM1024PublicKey) -> KemPublicKey:
+        # A key OpenSSL derived itself needs no second parse and check.
+        public_key = cls.__new__(cls)
+        public_key._key = key
+        public_key._raw = key.public_bytes_raw()
+        return public_key
+
+    @classmethod
     def deserialize(cls, data: bytes) -> KemPublicKey:
         """Parse ``0x0A ‖ ek``.  A wrong length or type byte raises :class:`DecodeError`."""
         raw = _strip_type_byte(data, PUBLIC_KEY_LENGTH, "public key")
@@ -199,7 +207,7 @@ class KemPrivateKey:
             raise InvalidKeyError(f"an ML-KEM-1024 private key seed is {SEED_LENGTH} bytes")
         self._seed = seed
         self._key = MLKEM1024PrivateKey.from_seed_bytes(seed)
-        self._public = KemPublicKey(self._key.public_key().public_bytes_raw())
+        self._public = KemPublicKey._from_openssl(self._key.public_key())
 
     @classmethod
     def generate(cls, rng: Rng) -> KemPrivateKey:
