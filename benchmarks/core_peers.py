@@ -169,13 +169,13 @@ class Ours(SyncPeer):
 
 
 class OurPrimitives(Peer):
-    """The primitive layer of this project: e2e.keys, e2e.kdf and the ciphers of ``cryptography``."""
+    """The primitive layer of this project: e2e.keys and e2e.primitives (over ``cryptography``, PyNaCl
+    and :mod:`hashlib`)."""
 
     name = "ours-primitives"
     label = "this project"
 
     def primitives(self) -> dict[str, Batch]:
-        from e2e.kdf import ChainKey
         from e2e.keys import KeyPair
 
         rng = os.urandom
@@ -184,38 +184,37 @@ class OurPrimitives(Peer):
         message = theirs.serialize()
         signature = ours.sign(message, rng)
 
-        chain_key = ChainKey(rng(32), 0)
         return {
             "dh": _repeat(lambda: ours.agree(theirs)),
             # The public key is derived when first asked for.
             "keygen": _repeat(lambda: KeyPair.generate(rng).public_key),
             "sign": _repeat(lambda: ours.sign(message, rng)),
             "verify": _repeat(lambda: ours.public_key.verify(message, signature)),
-            "message_crypto_64": _message_crypto(chain_key, PLAINTEXT_64),
-            "message_crypto_64k": _message_crypto(chain_key, os.urandom(64 * 1024)),
+            "message_crypto_64": _message_crypto(PLAINTEXT_64),
+            "message_crypto_64k": _message_crypto(os.urandom(64 * 1024)),
         }
 
 
-def _message_crypto(chain_key: Any, plaintext: bytes) -> Batch:
-    """Per message, both sides: message keys (HMAC seed + HKDF-80), AES-256-CBC/PKCS#7 encrypt and
-    decrypt, HMAC-SHA256 over the ciphertext computed and checked.  No protocol logic at all."""
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+def _message_crypto(plaintext: bytes) -> Batch:
+    """Per message, both sides, with this project's primitive layer and no protocol logic: the
+    chain step (two HMACs), the message keys (HKDF-80), AES-256-CBC/PKCS#7 encryption, the
+    truncated HMAC-SHA256 over the ciphertext, then the same keys again, the MAC check and the
+    decryption."""
+    from e2e.primitives import HmacKey, cbc_decrypt, cbc_encrypt, chain_step, derive_message_keys
+
+    chain_key = os.urandom(32)
 
     def run(n: int) -> None:
         for _ in range(n):
-            keys = chain_key.message_keys()
-            padder = padding.PKCS7(128).padder()
-            encryptor = Cipher(algorithms.AES(keys.cipher_key), modes.CBC(keys.iv)).encryptor()
-            ciphertext = encryptor.update(padder.update(plaintext) + padder.finalize()) + encryptor.finalize()
-            mac = hmac.digest(keys.mac_key, ciphertext, "sha256")[:8]
-            keys = chain_key.message_keys()
-            if not hmac.compare_digest(hmac.digest(keys.mac_key, ciphertext, "sha256")[:8], mac):
+            seed, _following = chain_step(chain_key)
+            keys = derive_message_keys(seed)
+            ciphertext = cbc_encrypt(keys[:32], keys[64:], plaintext)
+            mac = HmacKey(keys[32:64]).digest(ciphertext)[:8]
+            seed, _following = chain_step(chain_key)
+            keys = derive_message_keys(seed)
+            if not hmac.compare_digest(HmacKey(keys[32:64]).digest(ciphertext)[:8], mac):
                 raise AssertionError("MAC mismatch")
-            decryptor = Cipher(algorithms.AES(keys.cipher_key), modes.CBC(keys.iv)).decryptor()
-            unpadder = padding.PKCS7(128).unpadder()
-            padded = decryptor.update(ciphertext) + decryptor.finalize()
-            _check(unpadder.update(padded) + unpadder.finalize(), plaintext)
+            _check(cbc_decrypt(keys[:32], keys[64:], ciphertext), plaintext)
 
     return run
 
