@@ -25,6 +25,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from e2e.wire import PreKeySignalMessage, SignalMessage
+
 WHISPER = 2
 PREKEY = 3
 LARGE = 64 * 1024
@@ -38,12 +40,22 @@ class Party(Protocol):
 
 @dataclass(frozen=True)
 class Sent:
-    """One message: who sent it, its libsignal type, plaintext length and wire length."""
+    """One message as it went over the wire: sender, libsignal type, lengths and ratchet header.
+
+    ``counter`` and ``previous_counter`` are read with our decoder, so that two transcripts of the
+    same script can be compared header for header whichever implementations produced them.
+    """
 
     sender: str
     message_type: int
     plaintext_length: int
     wire_length: int
+    counter: int
+    previous_counter: int
+
+    def shape(self) -> tuple[str, int, int, int, int]:
+        """Everything but the random key material: equal for any two correct implementations."""
+        return (self.sender, self.message_type, self.wire_length, self.counter, self.previous_counter)
 
 
 @dataclass
@@ -53,6 +65,9 @@ class Transcript:
 
     def types(self, sender: str) -> list[int]:
         return [message.message_type for message in self.sent if message.sender == sender]
+
+    def shape(self) -> list[tuple[str, int, int, int, int]]:
+        return [message.shape() for message in self.sent]
 
 
 class _Plaintexts:
@@ -81,7 +96,13 @@ class _Wire:
     def send(self, sender: str, length: int = 48) -> tuple[str, int, bytes, bytes]:
         plaintext = self._plaintexts(length)
         message_type, body = self._parties[sender].encrypt(plaintext)
-        self._transcript.sent.append(Sent(sender, message_type, length, len(body)))
+        if message_type == PREKEY:
+            header = PreKeySignalMessage.deserialize(body).message
+        else:
+            header = SignalMessage.deserialize(body)
+        self._transcript.sent.append(
+            Sent(sender, message_type, length, len(body), header.counter, header.previous_counter)
+        )
         return sender, message_type, body, plaintext
 
     def deliver(self, *messages: tuple[str, int, bytes, bytes]) -> None:
