@@ -400,6 +400,11 @@ class Store:
             (name, device_id, record),
         )
 
+    def session_devices(self, name: str) -> list[int]:
+        """The device ids of ``name`` we hold a session with."""
+        rows = self._db.execute("SELECT device_id FROM sessions WHERE name = ? ORDER BY device_id", (name,))
+        return [row[0] for row in rows]
+
     def remove_session(self, name: str, device_id: int) -> None:
         self._write("DELETE FROM sessions WHERE name = ? AND device_id = ?", (name, device_id))
 
