@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import pytest
 
+from e2e.keys import Rng
+
 from .axolotl_peer import AxolotlParty
 from .conversation import check_types, run_conversation
 from .keys_with_sign_bit import edwards_sign_bit, scalar_with_sign_bit
@@ -24,6 +26,7 @@ from .our_peer import OurParty
 pytestmark = pytest.mark.interop
 
 CONVERSATIONS = range(10)
+Device = AxolotlParty | OurParty
 
 
 def _identities(direction: bytes, index: int) -> tuple[bytes, bytes]:
@@ -43,34 +46,31 @@ def _baseline(alice_scalar: bytes, bob_scalar: bytes, seed: int) -> list[tuple[s
     return run_conversation(alice, bob, seed).shape()
 
 
+def _play(alice: Device, bob: Device, index: int, alice_scalar: bytes, bob_scalar: bytes) -> None:
+    bundle = bob.bundle()
+    # Alice verifies Bob's signature, whose sign bit this index chose.
+    assert bundle.signed_pre_key_signature[63] >> 7 == index // 2 % 2
+    alice.start_session(bundle)
+    transcript = run_conversation(alice, bob, seed=index)
+    check_types(transcript)
+    assert not bob.has_pre_key()
+    assert transcript.shape() == _baseline(alice_scalar, bob_scalar, index)
+
+
 @pytest.mark.parametrize("index", CONVERSATIONS)
-def test_our_alice_with_axolotl_bob(index: int, rng: object) -> None:
+def test_our_alice_with_axolotl_bob(index: int, rng: Rng) -> None:
     alice_scalar, bob_scalar = _identities(b"ours to axolotl", index)
     bob = AxolotlParty(bob_scalar, registration_id=1000 + index)
-    alice = OurParty(rng, alice_scalar, registration_id=2000 + index, persist=index % 3 == 0)  # type: ignore[arg-type]
-    bundle = bob.bundle()
-    # Our Alice verifies python-axolotl's signature, with the sign bit this index asks for.
-    assert bundle.signed_pre_key_signature[63] >> 7 == index // 2 % 2
-    alice.start_session(bundle)
-    transcript = run_conversation(alice, bob, seed=index)
-    check_types(transcript)
-    assert not bob.has_pre_key()
-    assert transcript.shape() == _baseline(alice_scalar, bob_scalar, index)
+    alice = OurParty(rng, alice_scalar, registration_id=2000 + index, persist=index % 3 == 0)
+    _play(alice, bob, index, alice_scalar, bob_scalar)
 
 
 @pytest.mark.parametrize("index", CONVERSATIONS)
-def test_axolotl_alice_with_our_bob(index: int, rng: object) -> None:
+def test_axolotl_alice_with_our_bob(index: int, rng: Rng) -> None:
     alice_scalar, bob_scalar = _identities(b"axolotl to ours", index)
-    bob = OurParty(rng, bob_scalar, registration_id=3000 + index, persist=index % 3 == 1)  # type: ignore[arg-type]
+    bob = OurParty(rng, bob_scalar, registration_id=3000 + index, persist=index % 3 == 1)
     alice = AxolotlParty(alice_scalar, registration_id=4000 + index)
-    bundle = bob.bundle()
-    # python-axolotl verifies our signature, with the sign bit this index asks for.
-    assert bundle.signed_pre_key_signature[63] >> 7 == index // 2 % 2
-    alice.start_session(bundle)
-    transcript = run_conversation(alice, bob, seed=index)
-    check_types(transcript)
-    assert not bob.has_pre_key()
-    assert transcript.shape() == _baseline(alice_scalar, bob_scalar, index)
+    _play(alice, bob, index, alice_scalar, bob_scalar)
 
 
 @pytest.mark.parametrize("direction", [b"ours to axolotl", b"axolotl to ours"])
