@@ -14,7 +14,15 @@ SignalMessage (type 2)::
 PreKeySignalMessage (type 3), Alice's messages until she hears back (X3DH §3.3)::
 
     0x33 ‖ protobuf{1: pre_key_id, 2: base_key, 3: identity_key, 4: SignalMessage,
-                    5: registration_id, 6: signed_pre_key_id}
+                    5: registration_id, 6: signed_pre_key_id
+                    [, 7: kem_pre_key_id, 8: kem_ciphertext (0x0A ‖ 1568)]}
+
+Fields 7 and 8 are PQXDH's (PQXDH §3.3: the KEM ciphertext and the id of the KEM prekey it was
+made for), at the numbers libsignal gives its ``kyber_pre_key_id`` and ``kyber_ciphertext``.  They
+appear together or not at all; without them a message is byte for byte libsignal's v3 message.
+libsignal marks its own PQXDH messages with message version 4; ours keep version 3 because they
+are not libsignal's PQXDH (ML-KEM-1024 rather than Kyber1024, see :mod:`e2e.pqxdh`): a v3 peer
+that skips the unknown fields runs X3DH, derives another key and fails at the MAC, loudly.
 
 The version byte is ``(message version << 4) | sender's current version``; both are 3 here.
 Fields are written in field-number order, as every protobuf library writes them, so the bytes we
@@ -51,6 +59,7 @@ from typing import Final
 
 from e2e import protobuf
 from e2e.errors import DecodeError, InvalidMessageError
+from e2e.kem import KemCiphertext
 from e2e.keys import KEY_LENGTH, PublicKey
 from e2e.primitives import AES_BLOCK_SIZE, HmacKey
 from e2e.x3dh import InitialMessage
@@ -90,8 +99,15 @@ _SIGNAL_OVERHEAD: Final = 1 + (2 + _SERIALIZED_KEY_LENGTH) + 2 * (1 + 5) + (1 + 
 MAX_SIGNAL_MESSAGE_LENGTH: Final = MAX_CIPHERTEXT_LENGTH + _SIGNAL_OVERHEAD
 """The longest serialized SignalMessage :meth:`SignalMessage.deserialize` reads."""
 
+_SERIALIZED_KEM_CIPHERTEXT_LENGTH: Final = 1 + 1568
 MAX_PREKEY_MESSAGE_LENGTH: Final = (
-    1 + 3 * (1 + 5) + 2 * (2 + _SERIALIZED_KEY_LENGTH) + (1 + 5) + MAX_SIGNAL_MESSAGE_LENGTH
+    1
+    + 3 * (1 + 5)
+    + 2 * (2 + _SERIALIZED_KEY_LENGTH)
+    + (1 + 5)
+    + MAX_SIGNAL_MESSAGE_LENGTH
+    + (1 + 5)
+    + (1 + 2 + _SERIALIZED_KEM_CIPHERTEXT_LENGTH)
 )
 """The longest serialized PreKeySignalMessage :meth:`PreKeySignalMessage.deserialize` reads."""
 
@@ -114,6 +130,8 @@ _PREKEY_SCHEMA: Final = {
     4: protobuf.Field(protobuf.LEN),  # message
     5: protobuf.Field(protobuf.VARINT),  # registration_id
     6: protobuf.Field(protobuf.VARINT),  # signed_pre_key_id
+    7: protobuf.Field(protobuf.VARINT),  # kem_pre_key_id (libsignal's kyber_pre_key_id)
+    8: protobuf.Field(protobuf.LEN),  # kem_ciphertext (libsignal's kyber_ciphertext)
 }
 
 
@@ -186,11 +204,29 @@ def encode_prekey_signal_message(
     serialized_base_key: bytes,
     serialized_identity_key: bytes,
     serialized_message: bytes,
+    kem_pre_key_id: int | None = None,
+    serialized_kem_ciphertext: bytes | None = None,
 ) -> bytes:
-    """The bytes of a PreKeySignalMessage around an already encoded SignalMessage."""
-    for value in (registration_id, signed_pre_key_id, 0 if pre_key_id is None else pre_key_id):
+    """The bytes of a PreKeySignalMessage around an already encoded SignalMessage.
+
+    ``kem_pre_key_id`` and ``serialized_kem_ciphertext`` (``0x0A ‖ c``) are PQXDH's fields 7 and 8,
+    given together or not at all.
+    """
+    if (kem_pre_key_id is None) != (serialized_kem_ciphertext is None):
+        raise ValueError("a KEM ciphertext goes with the id of its KEM prekey")
+    for value in (
+        registration_id,
+        signed_pre_key_id,
+        0 if pre_key_id is None else pre_key_id,
+        0 if kem_pre_key_id is None else kem_pre_key_id,
+    ):
         if not 0 <= value <= UINT32_MAX:
             raise ValueError("ids are unsigned 32-bit values")
+    kem_fields = b""
+    if kem_pre_key_id is not None and serialized_kem_ciphertext is not None:
+        kem_fields = protobuf.encode_uint_field(7, kem_pre_key_id) + protobuf.encode_bytes_field(
+            8, serialized_kem_ciphertext
+        )
     return b"".join(
         (
             _VERSION_PREFIX,
@@ -200,6 +236,7 @@ def encode_prekey_signal_message(
             protobuf.encode_bytes_field(4, serialized_message),
             protobuf.encode_uint_field(5, registration_id),
             protobuf.encode_uint_field(6, signed_pre_key_id),
+            kem_fields,
         )
     )
 
@@ -277,7 +314,10 @@ class SignalMessage:
 
 @dataclass(frozen=True, slots=True)
 class PreKeySignalMessage:
-    """A decoded (or freshly made) PreKeySignalMessage; ``serialized`` holds its exact wire bytes."""
+    """A decoded (or freshly made) PreKeySignalMessage; ``serialized`` holds its exact wire bytes.
+
+    ``kem_pre_key_id`` and ``kem_ciphertext`` are set exactly when PQXDH started the session.
+    """
 
     registration_id: int
     pre_key_id: int | None
@@ -286,6 +326,8 @@ class PreKeySignalMessage:
     identity_key: PublicKey
     message: SignalMessage
     serialized: bytes
+    kem_pre_key_id: int | None = None
+    kem_ciphertext: KemCiphertext | None = None
 
     @classmethod
     def create(
@@ -296,8 +338,12 @@ class PreKeySignalMessage:
         base_key: PublicKey,
         identity_key: PublicKey,
         message: SignalMessage,
+        kem_pre_key_id: int | None = None,
+        kem_ciphertext: KemCiphertext | None = None,
     ) -> PreKeySignalMessage:
-        """Wrap ``message`` with the X3DH header (Alice's identity and base key, Bob's prekey ids)."""
+        """Wrap ``message`` with the X3DH header (Alice's identity and base key, Bob's prekey ids),
+        and PQXDH's KEM prekey id and ciphertext when given.
+        """
         serialized = encode_prekey_signal_message(
             registration_id,
             pre_key_id,
@@ -305,9 +351,19 @@ class PreKeySignalMessage:
             base_key.serialize(),
             identity_key.serialize(),
             message.serialized,
+            kem_pre_key_id,
+            None if kem_ciphertext is None else kem_ciphertext.serialize(),
         )
         return cls(
-            registration_id, pre_key_id, signed_pre_key_id, base_key, identity_key, message, serialized
+            registration_id,
+            pre_key_id,
+            signed_pre_key_id,
+            base_key,
+            identity_key,
+            message,
+            serialized,
+            kem_pre_key_id,
+            kem_ciphertext,
         )
 
     @classmethod
@@ -325,20 +381,41 @@ class PreKeySignalMessage:
         message = SignalMessage.deserialize(protobuf.get_bytes(fields, 4, "inner SignalMessage"))
         registration_id = protobuf.get_uint(fields, 5, "registration id", UINT32_MAX)
         signed_pre_key_id = protobuf.get_uint(fields, 6, "signed prekey id", UINT32_MAX)
-        return cls(registration_id, pre_key_id, signed_pre_key_id, base_key, identity_key, message, data)
+        if (7 in fields) != (8 in fields):
+            raise DecodeError("a KEM prekey id and a KEM ciphertext come together or not at all")
+        kem_pre_key_id = None
+        kem_ciphertext = None
+        if 7 in fields:
+            kem_pre_key_id = protobuf.get_uint(fields, 7, "KEM prekey id", UINT32_MAX)
+            kem_ciphertext = KemCiphertext.deserialize(protobuf.get_bytes(fields, 8, "KEM ciphertext"))
+        return cls(
+            registration_id,
+            pre_key_id,
+            signed_pre_key_id,
+            base_key,
+            identity_key,
+            message,
+            data,
+            kem_pre_key_id,
+            kem_ciphertext,
+        )
 
     def initial_message(self) -> InitialMessage:
-        """The X3DH header as :func:`e2e.x3dh.respond` takes it."""
+        """The key-agreement header as :func:`e2e.x3dh.respond` and :func:`e2e.pqxdh.respond` take it."""
         return InitialMessage(
             identity_key=self.identity_key,
             base_key=self.base_key,
             signed_pre_key_id=self.signed_pre_key_id,
             pre_key_id=self.pre_key_id,
+            kem_pre_key_id=self.kem_pre_key_id,
+            kem_ciphertext=self.kem_ciphertext,
         )
 
     def __repr__(self) -> str:
         return (
             f"PreKeySignalMessage(registration_id={self.registration_id}, pre_key_id={self.pre_key_id}, "
-            f"signed_pre_key_id={self.signed_pre_key_id}, base_key={self.base_key.fingerprint()}, "
+            f"signed_pre_key_id={self.signed_pre_key_id}, "
+            + ("" if self.kem_pre_key_id is None else f"kem_pre_key_id={self.kem_pre_key_id}, ")
+            + f"base_key={self.base_key.fingerprint()}, "
             f"identity_key={self.identity_key.fingerprint()}, message={self.message!r})"
         )
