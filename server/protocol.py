@@ -1,0 +1,321 @@
+"""The relay protocol's vocabulary: frames, field validation, error and close codes, proof transcripts.
+
+Theory
+------
+Every frame is one JSON object in one WebSocket text frame, versioned by ``"v": 1``
+(``docs/relay-protocol.md`` is the specification; this module is its executable half).  A request
+is ``{"v": 1, "id": <int or string>, "op": "<name>", ...fields}``; the relay answers with
+``{"v": 1, "id": <same>, "ok": true, ...}`` or ``{"v": 1, "id": <same>, "ok": false, "error":
+{"code": "...", "message": "..."}}``; unrequested frames are pushes, ``{"v": 1, "push": "<kind>",
+...}``.  Binary values are standard base64 with padding.
+
+Parsing is strict about what it reads and silent about what it does not: unknown fields are
+ignored, but a known field of the wrong type, a duplicate key, a non-finite number or bad base64
+is a :class:`ProtocolError` with a stable :class:`ErrorCode`, raised before anything is stored.
+
+The possession proofs bind a signature to one connection and one relay: the signed transcript is
+a label, the relay's fresh 32-byte challenge, the account, the device id and the relay's origin,
+each length-prefixed so that no two different tuples give the same bytes (see
+:func:`proof_transcript`).
+
+What this module does not know
+------------------------------
+Sockets, storage and keys: it checks shapes and sizes, never signatures.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CHALLENGE_LENGTH",
+    "AUTH_LABEL",
+    "REGISTER_LABEL",
+    "MAX_DEVICE_ID",
+    "ErrorCode",
+    "CloseCode",
+    "ProtocolError",
+    "Request",
+    "proof_transcript",
+    "parse_request",
+    "encode",
+    "ok",
+    "error",
+    "push",
+    "b64",
+    "field_str",
+    "field_int",
+    "field_bytes",
+    "field_list",
+    "field_object",
+    "account_name",
+    "device_id",
+]
+
+PROTOCOL_VERSION = 1
+CHALLENGE_LENGTH = 32
+AUTH_LABEL = b"e2e-relay auth v1"
+REGISTER_LABEL = b"e2e-relay register v1"
+MAX_DEVICE_ID = 2**31 - 1
+_MAX_REQUEST_ID = 2**53 - 1
+
+_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``error.code`` values of a failed response (documented in docs/relay-protocol.md)."""
+
+    BAD_FRAME = "bad_frame"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_OP = "unknown_op"
+    UNAUTHENTICATED = "unauthenticated"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    BAD_PROOF = "bad_proof"
+    CHALLENGE_EXPIRED = "challenge_expired"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    IDENTITY_MISMATCH = "identity_mismatch"
+    INVALID_KEY = "invalid_key"
+    INVALID_SIGNATURE = "invalid_signature"
+    TOO_MANY_KEYS = "too_many_keys"
+    KEY_ID_CONFLICT = "key_id_conflict"
+    NO_BUNDLE = "no_bundle"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    QUEUE_FULL = "queue_full"
+    MESSAGE_ID_REUSED = "message_id_reused"
+    UNKNOWN_MESSAGE = "unknown_message"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL_ERROR = "internal_error"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the relay uses (RFC 6455 §7.4; 4000–4999 are ours)."""
+
+    GOING_AWAY = 1001
+    UNSUPPORTED_DATA = 1003
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    AUTH_FAILED = 4001
+    AUTH_TIMEOUT = 4002
+    DISPLACED = 4003
+    SLOW_CONSUMER = 4004
+
+
+class ProtocolError(Exception):
+    """A request the relay refuses; carries the response's code and human-readable message."""
+
+    def __init__(self, code: ErrorCode, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A parsed request: its id (echoed back), its operation and the whole object for its fields."""
+
+    id: int | str
+    op: str
+    fields: dict[str, Any]
+
+
+def proof_transcript(label: bytes, challenge: bytes, account: str, device_id: int, origin: str) -> bytes:
+    """The bytes a device signs to prove possession of its identity key on one connection.
+
+    ``label ‖ 0x00 ‖ challenge (32) ‖ u16 len ‖ account (UTF-8) ‖ u32 device id ‖ u16 len ‖ origin``,
+    integers big-endian.
+    """
+    account_bytes = account.encode("utf-8")
+    origin_bytes = origin.encode("utf-8")
+    return b"".join(
+        (
+            label,
+            b"\x00",
+            challenge,
+            len(account_bytes).to_bytes(2, "big"),
+            account_bytes,
+            device_id.to_bytes(4, "big"),
+            len(origin_bytes).to_bytes(2, "big"),
+            origin_bytes,
+        )
+    )
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(ErrorCode.BAD_FRAME, f"{name} is not valid JSON")
+
+
+def parse_request(text: str) -> Request:
+    """Parse one text frame into a :class:`Request`.
+
+    Raises :class:`ProtocolError`; when the frame had a usable id it is in ``details["id"]`` so the
+    error response can carry it.
+    """
+    try:
+        frame = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "the frame is not a JSON document") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "the frame is not a JSON object")
+    request_id = frame.get("id")
+    if isinstance(request_id, bool) or not (
+        (isinstance(request_id, int) and 0 <= request_id <= _MAX_REQUEST_ID)
+        or (isinstance(request_id, str) and 0 < len(request_id) <= 64)
+    ):
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "id must be an integer in [0, 2**53) or a string of 1 to 64 characters"
+        )
+    version = frame.get("v")
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise ProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION, f"this relay speaks version {PROTOCOL_VERSION}", id=request_id
+        )
+    op = frame.get("op")
+    if not isinstance(op, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "op must be a string", id=request_id)
+    return Request(request_id, op, frame)
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """A frame as compact JSON text."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+def ok(request_id: int | str, **fields: Any) -> dict[str, Any]:
+    """A successful response to ``request_id``."""
+    return {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, **fields}
+
+
+def error(request_id: int | str | None, code: ErrorCode, message: str, **details: Any) -> dict[str, Any]:
+    """A failed response (``id`` is null when the frame had no usable id)."""
+    body: dict[str, Any] = {"code": code.value, "message": message}
+    body.update(details)
+    return {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": body}
+
+
+def push(kind: str, **fields: Any) -> dict[str, Any]:
+    """An unrequested frame from the relay."""
+    return {"v": PROTOCOL_VERSION, "push": kind, **fields}
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 with padding, as every binary field is written."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def _missing(name: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_REQUEST, f"missing field {name!r}")
+
+
+def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: bool = False) -> str | None:
+    """A string field of 1 to ``max_length`` characters."""
+    value = obj.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _missing(name)
+    if not isinstance(value, str) or not 0 < len(value) <= max_length:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must be a string of 1 to {max_length} chars")
+    return value
+
+
+def field_int(obj: dict[str, Any], name: str, *, low: int, high: int, optional: bool = False) -> int | None:
+    """An integer field in ``[low, high]`` (booleans are not integers here)."""
+    value = obj.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _missing(name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must be an integer in [{low}, {high}]")
+    return value
+
+
+def field_bytes(
+    obj: dict[str, Any], name: str, *, max_length: int, exact: int | None = None, optional: bool = False
+) -> bytes | None:
+    """A base64 field decoding to at most ``max_length`` bytes (or exactly ``exact``)."""
+    value = obj.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _missing(name)
+    if not isinstance(value, str):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must be a base64 string")
+    if len(value) > 4 * ((max_length + 2) // 3):
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"{name!r} is longer than {max_length} bytes")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} is not valid base64") from None
+    if exact is not None and len(data) != exact:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must be {exact} bytes")
+    if len(data) > max_length:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"{name!r} is longer than {max_length} bytes")
+    return data
+
+
+def field_list(obj: dict[str, Any], name: str, *, optional: bool = False) -> list[Any] | None:
+    """A JSON array field."""
+    value = obj.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _missing(name)
+    if not isinstance(value, list):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must be an array")
+    return value
+
+
+def field_object(obj: dict[str, Any], name: str, *, optional: bool = False) -> dict[str, Any] | None:
+    """A JSON object field."""
+    value = obj.get(name)
+    if value is None:
+        if optional:
+            return None
+        raise _missing(name)
+    if not isinstance(value, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must be an object")
+    return value
+
+
+def account_name(obj: dict[str, Any], name: str = "account") -> str:
+    """An account name: 1 to 64 characters of ``A-Z a-z 0-9 . _ @ + -``, starting alphanumeric."""
+    value = obj.get(name)
+    if value is None:
+        raise _missing(name)
+    if not isinstance(value, str) or _ACCOUNT.fullmatch(value) is None:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"{name!r} must be 1 to 64 characters of letters, digits and . _ @ + -, starting with a letter "
+            "or digit",
+        )
+    return value
+
+
+def device_id(obj: dict[str, Any], name: str = "device_id", *, optional: bool = False) -> int | None:
+    """A device id in ``[1, 2**31 - 1]``."""
+    return field_int(obj, name, low=1, high=MAX_DEVICE_ID, optional=optional)

@@ -1,0 +1,940 @@
+"""The relay: WebSocket connections, authentication, the prekey directory and message queues.
+
+Theory
+------
+The relay stores and forwards opaque bytes.  It knows devices by (account, device id) and their
+identity public keys, and checks exactly two kinds of signature with the core's
+:meth:`e2e.keys.PublicKey.verify`: a device's proof of possession of its identity key on each
+connection, and its identity key's signatures on the prekeys it uploads.  It never holds a secret
+of a client and never looks inside a message.
+
+One connection is one :class:`_Connection`.  It starts unauthenticated with a fresh 32-byte
+challenge pushed by the relay; the device proves possession of its identity key by signing the
+challenge bound to its account, device id and the relay's origin (``register`` for the first time,
+``auth`` afterwards).  One proof attempt is allowed per connection and only before
+``Limits.auth_timeout``: a failed, replayed or stale proof closes the connection (4001, 4002).  A
+successful proof makes the connection the device's only live one: every older connection of the
+device, on this node or another, receives a DISPLACED wake-up through the store and closes with
+4003.
+
+Requests of one connection are read in order.  ``send`` and ``ack`` are *pipelined*: the reader
+submits the store operation at once (the store commits submitted operations in order, many per
+transaction) and answers when that operation's commit completes, so a client may have up to
+``Limits.max_pipelined`` of them outstanding.  Every other operation is answered before the next
+frame is read.  Responses carry the request id and may therefore overtake one another.
+
+Delivery is at least once.  A per-connection delivery task pushes the device's queue in server-id
+order, up to ``Limits.max_inflight`` unacknowledged messages, and sends ``queue_empty`` after each
+drain; a message leaves the store only when its recipient acknowledges it, and anything
+unacknowledged is pushed again on the next connection.  Nothing is acknowledged to a sender before
+the store has durably committed it.
+
+Every frame to a peer goes through one bounded queue and one writer task.  A peer that lets the
+queue overflow, or lets a single write stall for ``Limits.write_timeout``, is disconnected (4004):
+a slow reader never grows the relay's memory.  Incoming frames and bytes are metered by token
+buckets; a peer over its rate is simply read later.
+
+Logging records metadata only (connection number, address, device, op, sizes, ids, durations):
+never a message body, key or signature.
+
+What this module does not know
+------------------------------
+SQL (see :mod:`server.store`), ratchets, sessions or message formats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from e2e.errors import DecodeError, InvalidSignatureError
+from e2e.keys import PublicKey
+from server import protocol as p
+from server.limits import Limits
+from server.protocol import CloseCode, ErrorCode, ProtocolError, Request
+from server.store import (
+    ClaimedBundle,
+    DeviceAddress,
+    DeviceEvent,
+    EnqueueResult,
+    EventKind,
+    IdentityMismatchError,
+    KeyIdConflictError,
+    MessageIdReusedError,
+    NewMessage,
+    OneTimeKind,
+    PreKeyCounts,
+    PreKeyRecord,
+    PreKeyUpload,
+    QueueFullError,
+    SignedKind,
+    Store,
+    StoredMessage,
+    StoreError,
+    Subscription,
+    UnknownAccountError,
+    UnknownDeviceError,
+    UnknownMessageError,
+)
+
+__all__ = ["Relay"]
+
+_log = logging.getLogger("server.relay")
+
+_MAX_KEY_ID = 2**32 - 1
+_EC_PUBLIC_KEY_LENGTH = 33
+_SIGNATURE_LENGTH = 64
+_MAX_KEM_PUBLIC_KEY_LENGTH = 2048
+_MAX_CLIENT_ID = 64
+_FETCH_BATCH = 64
+
+# Which store error becomes which wire error.
+_STORE_ERRORS: dict[type[StoreError], ErrorCode] = {
+    IdentityMismatchError: ErrorCode.IDENTITY_MISMATCH,
+    UnknownDeviceError: ErrorCode.UNKNOWN_DEVICE,
+    UnknownAccountError: ErrorCode.UNKNOWN_ACCOUNT,
+    KeyIdConflictError: ErrorCode.KEY_ID_CONFLICT,
+    QueueFullError: ErrorCode.QUEUE_FULL,
+    MessageIdReusedError: ErrorCode.MESSAGE_ID_REUSED,
+    UnknownMessageError: ErrorCode.UNKNOWN_MESSAGE,
+}
+
+
+def _fields(**fields: object) -> str:
+    return " ".join(f"{key}={value}" for key, value in fields.items())
+
+
+def log_event(event: str, **fields: object) -> None:
+    """One structured log line: ``event key=value ...`` (metadata only)."""
+    if _log.isEnabledFor(logging.INFO):
+        _log.info("%s %s", event, _fields(**fields))
+
+
+class _TokenBucket:
+    """A token bucket; :meth:`delay` says how long to wait before ``cost`` tokens are available."""
+
+    __slots__ = ("_rate", "_capacity", "_tokens", "_stamp")
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self._rate = rate
+        self._capacity = capacity
+        self._tokens = capacity
+        self._stamp = now
+
+    def take(self, cost: float, now: float) -> float:
+        """Take ``cost`` tokens (going into debt if needed); returns the seconds until out of debt."""
+        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        self._tokens -= cost
+        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+
+    def try_take(self, cost: float, now: float) -> float:
+        """Take ``cost`` tokens only if available; else leave the bucket and return the seconds to wait."""
+        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= cost:
+            self._tokens -= cost
+            return 0.0
+        return (cost - self._tokens) / self._rate
+
+
+@dataclass(frozen=True, slots=True)
+class _CloseAfter:
+    """A marker in the outgoing queue: close the connection once everything before it is written."""
+
+    code: CloseCode
+    reason: str
+
+
+_Handler = Callable[["_Connection", Request], Awaitable[None]]
+_OPS: dict[str, tuple[_Handler, bool]] = {}
+
+
+def _op(name: str, *, authenticated: bool = True) -> Callable[[_Handler], _Handler]:
+    def register(handler: _Handler) -> _Handler:
+        _OPS[name] = (handler, authenticated)
+        return handler
+
+    return register
+
+
+class _Connection:
+    """One WebSocket connection: its authentication state, writer, delivery and pipelined requests."""
+
+    def __init__(self, relay: Relay, ws: ServerConnection, number: int, address: str) -> None:
+        self.relay = relay
+        self.ws = ws
+        self.number = number
+        self.address = address
+        self.limits = relay.limits
+        self.device: DeviceAddress | None = None
+        self.identity_key: PublicKey | None = None
+        self.epoch: int | None = None
+        self.displaced_by = 0
+        self.challenge = relay.rng(p.CHALLENGE_LENGTH)
+        self.challenge_issued = relay.clock()
+        self.proof_attempted = False
+        self.closing = False
+        self.errors = 0
+        self.outgoing: asyncio.Queue[str | _CloseAfter] = asyncio.Queue()
+        self.wake = asyncio.Event()
+        self.inflight: set[int] = set()
+        self.pipelined: set[asyncio.Future[Any]] = set()
+        self.subscription: Subscription | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        loop_now = asyncio.get_running_loop().time()
+        self.frames = _TokenBucket(self.limits.frame_rate, self.limits.frame_burst, loop_now)
+        self.bytes = _TokenBucket(self.limits.byte_rate, self.limits.byte_burst, loop_now)
+
+    def __repr__(self) -> str:
+        return f"_Connection(#{self.number}, device={self.device})"
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run a task that ends with the connection."""
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # Output.
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame for the writer; a peer that lets the queue overflow is disconnected."""
+        if self.closing:
+            return
+        if self.outgoing.qsize() >= self.limits.max_outgoing_frames:
+            log_event("slow_consumer", conn=self.number, device=self.device, queued=self.outgoing.qsize())
+            self.abort(CloseCode.SLOW_CONSUMER, "outgoing queue overflow")
+            return
+        self.outgoing.put_nowait(p.encode(frame))
+
+    def close_after_flush(self, code: CloseCode, reason: str) -> None:
+        """Write everything queued so far, then close with ``code``."""
+        if self.closing:
+            return
+        self.closing = True
+        self.outgoing.put_nowait(_CloseAfter(code, reason))
+
+    def abort(self, code: CloseCode, reason: str) -> None:
+        """Close with ``code`` now, dropping whatever is still queued."""
+        if self.closing:
+            return
+        self.closing = True
+        while not self.outgoing.empty():
+            self.outgoing.get_nowait()
+        self.outgoing.put_nowait(_CloseAfter(code, reason))
+        self.wake.set()
+
+    async def write_loop(self) -> None:
+        ws = self.ws
+        while True:
+            item = await self.outgoing.get()
+            if isinstance(item, _CloseAfter):
+                log_event("close", conn=self.number, device=self.device, code=int(item.code))
+                await ws.close(int(item.code), item.reason)
+                return
+            try:
+                await asyncio.wait_for(ws.send(item), self.limits.write_timeout)
+            except TimeoutError:
+                log_event(
+                    "slow_consumer", conn=self.number, device=self.device, stalled=self.limits.write_timeout
+                )
+                self.closing = True
+                await ws.close(int(CloseCode.SLOW_CONSUMER), "write stalled")
+                return
+            except ConnectionClosed:
+                return
+            if self.outgoing.qsize() < self.limits.max_outgoing_frames // 2:
+                self.wake.set()
+
+    def refuse(self, request_id: int | str | None, exc: ProtocolError) -> None:
+        """Answer with an error; too many refusals close the connection (1008)."""
+        self.errors += 1
+        log_event("refused", conn=self.number, device=self.device, code=exc.code.value)
+        self.send(p.error(request_id, exc.code, exc.message, **exc.details))
+        if self.errors >= self.limits.max_errors:
+            self.close_after_flush(CloseCode.POLICY_VIOLATION, "too many refused requests")
+
+    # Input.
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.writer = writer = asyncio.create_task(self.write_loop())
+        self.send(
+            p.push(
+                "challenge",
+                challenge=p.b64(self.challenge),
+                origin=self.relay.origin,
+                expires_in=self.limits.auth_timeout,
+            )
+        )
+        timer = loop.call_later(self.limits.auth_timeout, self._auth_deadline)
+        try:
+            async for frame in self.ws:
+                size = len(frame)
+                now = loop.time()
+                delay = max(self.frames.take(1, now), self.bytes.take(size, now))
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await self.on_frame(frame)
+                if self.closing:
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            timer.cancel()
+            if self.subscription is not None:
+                self.subscription.close()
+            for task in self.tasks:
+                task.cancel()
+            if self.closing and not writer.done():
+                # Let the writer flush and send the close frame it was asked for.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer, self.limits.close_timeout + 1)
+            writer.cancel()
+            for task in (writer, *self.tasks):
+                with contextlib.suppress(BaseException):
+                    await task
+
+    def _auth_deadline(self) -> None:
+        if self.device is None and not self.closing:
+            log_event("auth_timeout", conn=self.number, address=self.address)
+            self.abort(CloseCode.AUTH_TIMEOUT, "authentication timed out")
+
+    async def on_frame(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            self.refuse(None, ProtocolError(ErrorCode.BAD_FRAME, "frames are JSON text, not binary"))
+            return
+        try:
+            request = p.parse_request(frame)
+        except ProtocolError as exc:
+            self.refuse(exc.details.pop("id", None), exc)
+            return
+        entry = _OPS.get(request.op)
+        if entry is None:
+            self.refuse(request.id, ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {request.op[:64]!r}"))
+            return
+        handler, authenticated = entry
+        if authenticated and self.device is None:
+            self.refuse(request.id, ProtocolError(ErrorCode.UNAUTHENTICATED, "authenticate first"))
+            return
+        started = time.perf_counter()
+        try:
+            await handler(self, request)
+        except ProtocolError as exc:
+            self.refuse(request.id, exc)
+        except StoreError as exc:
+            self.refuse(request.id, _from_store_error(exc))
+        except Exception:
+            _log.exception("internal error conn=%s op=%s", self.number, request.op)
+            self.send(p.error(request.id, ErrorCode.INTERNAL_ERROR, "internal error"))
+        else:
+            if request.op not in ("send", "ack"):
+                log_event(
+                    request.op,
+                    conn=self.number,
+                    device=self.device,
+                    ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+                )
+
+    def pipeline(
+        self,
+        request: Request,
+        future: Awaitable[Any],
+        on_result: Callable[[Any], dict[str, Any]],
+    ) -> Awaitable[None] | None:
+        """Answer ``request`` when ``future`` completes; returns an awaitable if the pipeline is full."""
+        fut = asyncio.ensure_future(future)
+        self.pipelined.add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self.pipelined.discard(f)
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is None:
+                self.send(on_result(f.result()))
+            elif isinstance(exc, StoreError):
+                self.refuse(request.id, _from_store_error(exc))
+            else:
+                _log.error("internal error conn=%s op=%s: %s", self.number, request.op, type(exc).__name__)
+                self.send(p.error(request.id, ErrorCode.INTERNAL_ERROR, "internal error"))
+
+        fut.add_done_callback(done)
+        if len(self.pipelined) >= self.limits.max_pipelined:
+            return asyncio.wait(set(self.pipelined), return_when=asyncio.FIRST_COMPLETED)
+        return None
+
+    # Authentication.
+
+    def check_challenge(self) -> None:
+        if self.device is not None:
+            raise ProtocolError(ErrorCode.ALREADY_AUTHENTICATED, "this connection is already authenticated")
+        if self.proof_attempted:
+            raise ProtocolError(ErrorCode.BAD_PROOF, "one proof per connection")
+        self.proof_attempted = True
+        if self.relay.clock() - self.challenge_issued > self.limits.auth_timeout:
+            self.close_after_flush(CloseCode.AUTH_TIMEOUT, "stale challenge")
+            raise ProtocolError(
+                ErrorCode.CHALLENGE_EXPIRED, "the challenge is stale; reconnect for a new one"
+            )
+
+    def fail_auth(self, code: ErrorCode, message: str) -> ProtocolError:
+        log_event("auth_failed", conn=self.number, address=self.address, code=code.value)
+        self.close_after_flush(CloseCode.AUTH_FAILED, "authentication failed")
+        return ProtocolError(code, message)
+
+    async def become(self, request: Request, device: DeviceAddress, identity_key: PublicKey) -> None:
+        self.device = device
+        self.identity_key = identity_key
+        self.subscription = self.relay.store.subscribe(device, self.on_event)
+        self.epoch = await self.relay.store.begin_connection(device, self.relay.clock())
+        if self.displaced_by > self.epoch:
+            self.abort(CloseCode.DISPLACED, "a newer connection of this device took over")
+            return
+        log_event("authenticated", conn=self.number, address=self.address, device=device, epoch=self.epoch)
+        self.send(p.ok(request.id, account=device.account, device_id=device.device_id))
+        self.wake.set()
+        self.spawn(self.deliver())
+        counts = await self.relay.store.prekey_counts(device)
+        if SignedKind.EC in counts.signed_ids and _is_low(counts, self.limits.prekey_low_water):
+            self.send(_prekeys_low(counts, self.limits.prekey_low_water))
+
+    def on_event(self, event: DeviceEvent) -> None:
+        if event.kind is EventKind.MESSAGES:
+            self.wake.set()
+        elif event.kind is EventKind.DISPLACED:
+            self.displaced_by = max(self.displaced_by, event.epoch)
+            if self.epoch is not None and event.epoch > self.epoch:
+                log_event("displaced", conn=self.number, device=self.device, epoch=self.epoch)
+                self.abort(CloseCode.DISPLACED, "a newer connection of this device took over")
+        elif event.kind is EventKind.PREKEYS_LOW and self.device is not None:
+            self.spawn(self.notify_prekeys_low())
+
+    async def notify_prekeys_low(self) -> None:
+        assert self.device is not None
+        counts = await self.relay.store.prekey_counts(self.device)
+        if _is_low(counts, self.limits.prekey_low_water):
+            self.send(_prekeys_low(counts, self.limits.prekey_low_water))
+
+    # Delivery.
+
+    async def deliver(self) -> None:
+        """Push the queue in order, at most ``max_inflight`` unacknowledged, then ``queue_empty``."""
+        assert self.device is not None
+        store = self.relay.store
+        limits = self.limits
+        cursor = 0
+        first = True
+        while not self.closing:
+            await self.wake.wait()
+            self.wake.clear()
+            pushed = 0
+            drained = False
+            while not self.closing:
+                room = min(
+                    limits.max_inflight - len(self.inflight),
+                    limits.max_outgoing_frames // 2 - self.outgoing.qsize(),
+                    _FETCH_BATCH,
+                )
+                if room <= 0:
+                    break
+                batch = await store.fetch(self.device, cursor, room, self.relay.clock())
+                for message in batch:
+                    self.send(_message_push(message))
+                    self.inflight.add(message.server_id)
+                    cursor = message.server_id
+                pushed += len(batch)
+                if len(batch) < room:
+                    drained = True
+                    break
+            if drained and (pushed or first):
+                first = False
+                self.send(p.push("queue_empty"))
+            if pushed:
+                log_event("pushed", conn=self.number, device=self.device, count=pushed, last=cursor)
+
+
+def _from_store_error(exc: StoreError) -> ProtocolError:
+    code = _STORE_ERRORS.get(type(exc), ErrorCode.INTERNAL_ERROR)
+    if isinstance(exc, UnknownMessageError):
+        return ProtocolError(code, str(exc), server_ids=list(exc.server_ids))
+    if code is ErrorCode.INTERNAL_ERROR:
+        _log.error("store failure: %s", exc)
+        return ProtocolError(code, "storage failure")
+    return ProtocolError(code, str(exc))
+
+
+def _is_low(counts: PreKeyCounts, low_water: int) -> bool:
+    ec_low = counts.one_time.get(OneTimeKind.EC, 0) < low_water
+    kem_in_use = (
+        SignedKind.KEM_LAST_RESORT in counts.signed_ids or counts.one_time.get(OneTimeKind.KEM, 0) > 0
+    )
+    kem_low = kem_in_use and counts.one_time.get(OneTimeKind.KEM, 0) < low_water
+    return ec_low or kem_low
+
+
+def _counts_fields(counts: PreKeyCounts) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "pre_keys": counts.one_time.get(OneTimeKind.EC, 0),
+        "kem_pre_keys": counts.one_time.get(OneTimeKind.KEM, 0),
+    }
+    if SignedKind.EC in counts.signed_ids:
+        fields["signed_pre_key_id"] = counts.signed_ids[SignedKind.EC]
+    if SignedKind.KEM_LAST_RESORT in counts.signed_ids:
+        fields["kem_last_resort_id"] = counts.signed_ids[SignedKind.KEM_LAST_RESORT]
+    return fields
+
+
+def _prekeys_low(counts: PreKeyCounts, low_water: int) -> dict[str, Any]:
+    return p.push("prekeys_low", low_water=low_water, **_counts_fields(counts))
+
+
+def _message_push(message: StoredMessage) -> dict[str, Any]:
+    return p.push(
+        "message",
+        server_id=message.server_id,
+        sender={"account": message.sender.account, "device_id": message.sender.device_id},
+        client_id=message.client_id,
+        type=message.type,
+        body=p.b64(message.body),
+        timestamp=int(message.created_at * 1000),
+    )
+
+
+def _signed_fields(record: PreKeyRecord) -> dict[str, Any]:
+    assert record.signature is not None
+    return {"id": record.key_id, "public_key": p.b64(record.public_key), "signature": p.b64(record.signature)}
+
+
+def _bundle_fields(bundle: ClaimedBundle) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "account": bundle.device.account,
+        "device_id": bundle.device.device_id,
+        "registration_id": bundle.registration_id,
+        "identity_key": p.b64(bundle.identity_key),
+        "signed_pre_key": _signed_fields(bundle.signed[SignedKind.EC]),
+    }
+    pre_key = bundle.one_time.get(OneTimeKind.EC)
+    if pre_key is not None:
+        fields["pre_key"] = {"id": pre_key.key_id, "public_key": p.b64(pre_key.public_key)}
+    kem = bundle.one_time.get(OneTimeKind.KEM)
+    if kem is not None:
+        fields["kem_pre_key"] = {**_signed_fields(kem), "last_resort": False}
+    elif SignedKind.KEM_LAST_RESORT in bundle.signed:
+        fields["kem_pre_key"] = {
+            **_signed_fields(bundle.signed[SignedKind.KEM_LAST_RESORT]),
+            "last_resort": True,
+        }
+    return fields
+
+
+def _ec_public_key(obj: dict[str, Any], name: str) -> bytes:
+    data = p.field_bytes(obj, name, max_length=_EC_PUBLIC_KEY_LENGTH)
+    assert data is not None
+    try:
+        PublicKey.deserialize(data)
+    except DecodeError as exc:
+        raise ProtocolError(ErrorCode.INVALID_KEY, f"{name!r}: {exc}") from None
+    return data
+
+
+def _signed_record(identity_key: PublicKey, obj: dict[str, Any], where: str, *, kem: bool) -> PreKeyRecord:
+    key_id = p.field_int(obj, "id", low=0, high=_MAX_KEY_ID)
+    assert key_id is not None
+    if kem:
+        public_key = p.field_bytes(obj, "public_key", max_length=_MAX_KEM_PUBLIC_KEY_LENGTH)
+        assert public_key is not None
+    else:
+        public_key = _ec_public_key(obj, "public_key")
+    signature = p.field_bytes(obj, "signature", max_length=_SIGNATURE_LENGTH, exact=_SIGNATURE_LENGTH)
+    assert signature is not None
+    try:
+        identity_key.verify(public_key, signature)
+    except InvalidSignatureError:
+        raise ProtocolError(
+            ErrorCode.INVALID_SIGNATURE,
+            f"{where} id {key_id}: the signature does not verify under this device's identity key",
+        ) from None
+    return PreKeyRecord(key_id, public_key, signature)
+
+
+def _records(obj: dict[str, Any], name: str, limit: int) -> list[dict[str, Any]]:
+    items = p.field_list(obj, name, optional=True) or []
+    if len(items) > limit:
+        raise ProtocolError(ErrorCode.TOO_MANY_KEYS, f"at most {limit} {name} per upload")
+    for item in items:
+        if not isinstance(item, dict):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"every entry of {name!r} must be an object")
+    return items
+
+
+def _unique_ids(records: list[PreKeyRecord], name: str) -> None:
+    if len({r.key_id for r in records}) != len(records):
+        raise ProtocolError(ErrorCode.KEY_ID_CONFLICT, f"{name} repeats a key id")
+
+
+# Operations.
+
+
+@_op("ping", authenticated=False)
+async def _ping(conn: _Connection, request: Request) -> None:
+    conn.send(p.ok(request.id))
+
+
+@_op("register", authenticated=False)
+async def _register(conn: _Connection, request: Request) -> None:
+    fields = request.fields
+    account = p.account_name(fields)
+    device_id = p.device_id(fields)
+    assert device_id is not None
+    identity_bytes = _ec_public_key(fields, "identity_key")
+    registration_id = p.field_int(fields, "registration_id", low=0, high=_MAX_KEY_ID)
+    assert registration_id is not None
+    signature = p.field_bytes(fields, "signature", max_length=_SIGNATURE_LENGTH, exact=_SIGNATURE_LENGTH)
+    assert signature is not None
+    conn.check_challenge()
+    identity_key = PublicKey.deserialize(identity_bytes)
+    transcript = p.proof_transcript(p.REGISTER_LABEL, conn.challenge, account, device_id, conn.relay.origin)
+    try:
+        identity_key.verify(transcript, signature)
+    except InvalidSignatureError:
+        raise conn.fail_auth(ErrorCode.BAD_PROOF, "the registration proof does not verify") from None
+    device = DeviceAddress(account, device_id)
+    try:
+        created = await conn.relay.store.register_device(
+            device, identity_bytes, registration_id, conn.relay.clock()
+        )
+    except IdentityMismatchError:
+        raise conn.fail_auth(
+            ErrorCode.IDENTITY_MISMATCH, "this account is registered with a different identity key"
+        ) from None
+    log_event("registered", conn=conn.number, device=device, created=created)
+    await conn.become(request, device, identity_key)
+
+
+@_op("auth", authenticated=False)
+async def _auth(conn: _Connection, request: Request) -> None:
+    fields = request.fields
+    account = p.account_name(fields)
+    device_id = p.device_id(fields)
+    assert device_id is not None
+    signature = p.field_bytes(fields, "signature", max_length=_SIGNATURE_LENGTH, exact=_SIGNATURE_LENGTH)
+    assert signature is not None
+    conn.check_challenge()
+    device = DeviceAddress(account, device_id)
+    try:
+        identity_bytes = await conn.relay.store.identity_key(device)
+    except UnknownDeviceError:
+        raise conn.fail_auth(ErrorCode.UNKNOWN_DEVICE, "no such device; register first") from None
+    identity_key = PublicKey.deserialize(identity_bytes)
+    transcript = p.proof_transcript(p.AUTH_LABEL, conn.challenge, account, device_id, conn.relay.origin)
+    try:
+        identity_key.verify(transcript, signature)
+    except InvalidSignatureError:
+        raise conn.fail_auth(ErrorCode.BAD_PROOF, "the proof does not verify") from None
+    await conn.become(request, device, identity_key)
+
+
+@_op("upload_prekeys")
+async def _upload_prekeys(conn: _Connection, request: Request) -> None:
+    assert conn.device is not None and conn.identity_key is not None
+    fields = request.fields
+    limit = conn.limits.max_keys_per_upload
+    identity_key = conn.identity_key
+    signed: dict[SignedKind, PreKeyRecord] = {}
+    one_time: dict[OneTimeKind, list[PreKeyRecord]] = {}
+    spk = p.field_object(fields, "signed_pre_key", optional=True)
+    if spk is not None:
+        signed[SignedKind.EC] = _signed_record(identity_key, spk, "signed_pre_key", kem=False)
+    last_resort = p.field_object(fields, "kem_last_resort", optional=True)
+    if last_resort is not None:
+        signed[SignedKind.KEM_LAST_RESORT] = _signed_record(
+            identity_key, last_resort, "kem_last_resort", kem=True
+        )
+    pre_keys = []
+    for item in _records(fields, "pre_keys", limit):
+        key_id = p.field_int(item, "id", low=0, high=_MAX_KEY_ID)
+        assert key_id is not None
+        pre_keys.append(PreKeyRecord(key_id, _ec_public_key(item, "public_key")))
+    kem_pre_keys = [
+        _signed_record(identity_key, item, "kem_pre_keys", kem=True)
+        for item in _records(fields, "kem_pre_keys", limit)
+    ]
+    _unique_ids(pre_keys, "pre_keys")
+    _unique_ids(kem_pre_keys, "kem_pre_keys")
+    if pre_keys:
+        one_time[OneTimeKind.EC] = pre_keys
+    if kem_pre_keys:
+        one_time[OneTimeKind.KEM] = kem_pre_keys
+    upload = PreKeyUpload(signed=signed, one_time=one_time)
+    counts = await conn.relay.store.put_prekeys(
+        conn.device, upload, conn.relay.clock(), conn.limits.signed_prekey_grace
+    )
+    log_event(
+        "prekeys_uploaded",
+        conn=conn.number,
+        device=conn.device,
+        signed=",".join(k.value for k in signed) or "-",
+        pre_keys=len(pre_keys),
+        kem_pre_keys=len(kem_pre_keys),
+    )
+    conn.send(p.ok(request.id, **_counts_fields(counts)))
+
+
+@_op("prekey_count")
+async def _prekey_count(conn: _Connection, request: Request) -> None:
+    assert conn.device is not None
+    counts = await conn.relay.store.prekey_counts(conn.device)
+    conn.send(p.ok(request.id, **_counts_fields(counts)))
+
+
+@_op("get_bundle")
+async def _get_bundle(conn: _Connection, request: Request) -> None:
+    assert conn.device is not None
+    fields = request.fields
+    account = p.account_name(fields)
+    device_id = p.device_id(fields, optional=True)
+    wait = conn.relay.bundle_bucket(conn.device).try_take(1, asyncio.get_running_loop().time())
+    if wait > 0:
+        raise ProtocolError(
+            ErrorCode.RATE_LIMITED, "too many bundle fetches", retry_after=round(wait + 0.0005, 3)
+        )
+    bundles = await conn.relay.store.claim_bundles(account, device_id, conn.limits.prekey_low_water)
+    if not bundles:
+        raise ProtocolError(ErrorCode.NO_BUNDLE, "no device of this account has published a signed prekey")
+    log_event(
+        "bundle",
+        conn=conn.number,
+        device=conn.device,
+        of=account,
+        devices=len(bundles),
+        one_time=sum(len(b.one_time) for b in bundles),
+    )
+    conn.send(p.ok(request.id, bundles=[_bundle_fields(b) for b in bundles]))
+
+
+@_op("get_signed_pre_key")
+async def _get_signed_pre_key(conn: _Connection, request: Request) -> None:
+    fields = request.fields
+    account = p.account_name(fields)
+    device_id = p.device_id(fields)
+    assert device_id is not None
+    key_id = p.field_int(fields, "id", low=0, high=_MAX_KEY_ID)
+    assert key_id is not None
+    kind_name = p.field_str(fields, "kind", max_length=32, optional=True) or SignedKind.EC.value
+    try:
+        kind = SignedKind(kind_name)
+    except ValueError:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "kind must be 'ec' or 'kem_last_resort'") from None
+    record = await conn.relay.store.signed_prekey(
+        DeviceAddress(account, device_id), kind, key_id, conn.relay.clock(), conn.limits.signed_prekey_grace
+    )
+    if record is None:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such signed prekey (or its grace period is over)")
+    conn.send(p.ok(request.id, signed_pre_key=_signed_fields(record)))
+
+
+@_op("send")
+async def _send(conn: _Connection, request: Request) -> None:
+    assert conn.device is not None
+    fields = request.fields
+    to = p.field_object(fields, "to")
+    assert to is not None
+    recipient_id = p.device_id(to)
+    assert recipient_id is not None
+    recipient = DeviceAddress(p.account_name(to), recipient_id)
+    client_id = p.field_str(fields, "client_id", max_length=_MAX_CLIENT_ID)
+    assert client_id is not None
+    message_type = p.field_int(fields, "type", low=0, high=255)
+    assert message_type is not None
+    body = p.field_bytes(fields, "body", max_length=conn.limits.max_body_bytes)
+    assert body is not None
+    limits = conn.limits
+    message = NewMessage(conn.device, recipient, client_id, message_type, body)
+    started = time.perf_counter()
+    future = conn.relay.store.enqueue(
+        message, conn.relay.clock(), limits.message_ttl, limits.max_queue_messages, limits.max_queue_bytes
+    )
+
+    def answer(result: EnqueueResult) -> dict[str, Any]:
+        log_event(
+            "send",
+            conn=conn.number,
+            device=conn.device,
+            to=recipient,
+            bytes=len(body),
+            server_id=result.server_id,
+            duplicate=result.duplicate,
+            ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+        )
+        return p.ok(request.id, server_id=result.server_id, duplicate=result.duplicate)
+
+    wait = conn.pipeline(request, future, answer)
+    if wait is not None:
+        await wait
+
+
+@_op("ack")
+async def _ack(conn: _Connection, request: Request) -> None:
+    assert conn.device is not None
+    ids = p.field_list(request.fields, "server_ids")
+    assert ids is not None
+    if not 0 < len(ids) <= conn.limits.max_ack_ids:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"server_ids must hold 1 to {conn.limits.max_ack_ids} ids")
+    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 < i < 2**63 for i in ids):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "server_ids must be positive integers")
+    future = conn.relay.store.ack(conn.device, ids)
+
+    def answer(count: int) -> dict[str, Any]:
+        conn.inflight.difference_update(ids)
+        conn.wake.set()
+        log_event("ack", conn=conn.number, device=conn.device, count=count)
+        return p.ok(request.id, acked=count)
+
+    wait = conn.pipeline(request, future, answer)
+    if wait is not None:
+        await wait
+
+
+class Relay:
+    """A relay on one ``store``: ``await start(host, port)``, serve, ``await close()``.
+
+    ``origin`` is the name proofs are bound to (default ``ws://host:port`` as bound); clients sign
+    over the origin they dialled, so it must match what they use.  ``clock`` (seconds since the
+    epoch) and ``rng`` are parameters so tests can move time and the relay draws no hidden state.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        limits: Limits | None = None,
+        *,
+        origin: str | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.store = store
+        self.limits = limits or Limits()
+        self.clock = clock
+        self.rng = rng
+        self._origin = origin
+        self._server: Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._numbers = itertools.count(1)
+        self._per_address: dict[str, int] = {}
+        self._bundle_buckets: dict[DeviceAddress, _TokenBucket] = {}
+        self.host = ""
+        self.port = 0
+
+    def __repr__(self) -> str:
+        return f"Relay(origin={self._origin!r}, store={self.store!r})"
+
+    @property
+    def origin(self) -> str:
+        if self._origin is None:
+            raise RuntimeError("the relay is not started")
+        return self._origin
+
+    @property
+    def url(self) -> str:
+        """The ``ws://`` URL a local client can dial."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    def bundle_bucket(self, device: DeviceAddress) -> _TokenBucket:
+        bucket = self._bundle_buckets.get(device)
+        if bucket is None:
+            if len(self._bundle_buckets) > 100_000:
+                self._bundle_buckets.clear()
+            bucket = _TokenBucket(
+                self.limits.bundle_rate, self.limits.bundle_burst, asyncio.get_running_loop().time()
+            )
+            self._bundle_buckets[device] = bucket
+        return bucket
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Open the store and listen; ``port`` 0 picks a free port (see :attr:`port`)."""
+        await self.store.open()
+        limits = self.limits
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            compression=None,
+            max_size=limits.max_frame_bytes,
+            open_timeout=limits.open_timeout,
+            ping_interval=limits.ping_interval,
+            ping_timeout=limits.ping_timeout,
+            close_timeout=limits.close_timeout,
+            server_header=None,
+        )
+        sockname = self._server.sockets[0].getsockname()
+        self.host, self.port = sockname[0], sockname[1]
+        if self._origin is None:
+            self._origin = self.url
+        self._sweeper = asyncio.create_task(self._sweep())
+        log_event("listening", url=self.url, origin=self._origin)
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection (1001), finish pending commits, close the store."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+            self._server = None
+        await self.store.close()
+        log_event("stopped")
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.sweep_interval)
+            try:
+                removed = await self.store.expire(self.clock())
+            except StoreError as exc:
+                _log.error("expiry sweep failed: %s", exc)
+                continue
+            if removed:
+                log_event("expired", count=removed)
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        remote = ws.remote_address
+        address = str(remote[0]) if remote else "-"
+        number = next(self._numbers)
+        if self._per_address.get(address, 0) >= self.limits.max_connections_per_address:
+            log_event("refused_connection", conn=number, address=address, reason="per-address limit")
+            await ws.close(int(CloseCode.TRY_AGAIN_LATER), "too many connections from this address")
+            return
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        log_event("connected", conn=number, address=address)
+        started = time.perf_counter()
+        conn = _Connection(self, ws, number, address)
+        try:
+            await conn.run()
+        finally:
+            remaining = self._per_address[address] - 1
+            if remaining:
+                self._per_address[address] = remaining
+            else:
+                del self._per_address[address]
+            log_event(
+                "disconnected",
+                conn=number,
+                device=conn.device,
+                code=ws.close_code,
+                seconds=f"{time.perf_counter() - started:.1f}",
+            )

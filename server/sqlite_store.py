@@ -1,0 +1,720 @@
+"""The SQLite backend of :class:`server.store.Store`: one file, one writer thread, group commits.
+
+Theory
+------
+One dedicated thread owns the only database connection.  Callers on the event loop submit
+operations (plain functions of a cursor) to a queue and get an :class:`asyncio.Future` back.  The
+thread takes every operation waiting in the queue (up to ``batch_limit``), runs each inside its own
+``SAVEPOINT`` within one ``BEGIN IMMEDIATE`` transaction, commits once, and only then resolves the
+futures.  An operation that raises is rolled back to its savepoint and fails alone; the others in
+the batch still commit.  While one batch is being committed (an ``fsync`` with
+``synchronous=FULL``), the next one accumulates, so under load many sends share one ``fsync`` and
+nothing is ever acknowledged before it is durable (the group commit of the relay facts: a
+transaction per message tops out near 1,800 messages a second here, ten per transaction near
+18,000).
+
+The database runs in WAL mode with ``synchronous=FULL`` so that a commit survives a power loss, not
+only a killed process.  Queries run on the thread, off the event loop.  Post-commit wake-ups are
+handed back to the loop together with the results.
+
+Invariants
+----------
+* A one-time prekey is removed by the same statement that returns it (``DELETE … RETURNING``),
+  inside the writer's transaction: no two fetches can receive the same key.
+* ``queues`` holds the exact message count and byte total per recipient, maintained in the same
+  transaction as every insert and delete, so the caps cost one indexed row per send.
+* ``sent_ids`` remembers (sender, client id) for as long as a message may live (the TTL), so a
+  retried send returns the first server id even after the recipient acknowledged the first copy.
+* The schema carries a version in ``meta``; an unknown version refuses to open.
+
+What this module does not know
+------------------------------
+Signatures, the wire format and the clock (``now`` is passed in).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from server.store import (
+    ClaimedBundle,
+    DeviceAddress,
+    DeviceEvent,
+    EnqueueResult,
+    EventKind,
+    IdentityMismatchError,
+    KeyIdConflictError,
+    Listener,
+    MessageIdReusedError,
+    NewMessage,
+    OneTimeKind,
+    PreKeyCounts,
+    PreKeyRecord,
+    PreKeyUpload,
+    QueueFullError,
+    SignedKind,
+    StoredMessage,
+    StoreError,
+    UnknownAccountError,
+    UnknownDeviceError,
+    UnknownMessageError,
+)
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+SCHEMA_VERSION = 1
+
+_log = logging.getLogger("server.store")
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    account TEXT PRIMARY KEY,
+    identity_key BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    account TEXT NOT NULL REFERENCES accounts(account),
+    device_id INTEGER NOT NULL,
+    registration_id INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    epoch INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, device_id)
+);
+CREATE TABLE IF NOT EXISTS signed_prekeys (
+    account TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key_id INTEGER NOT NULL,
+    public_key BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    uploaded_at REAL NOT NULL,
+    retired_at REAL,
+    PRIMARY KEY (account, device_id, kind, key_id)
+);
+CREATE TABLE IF NOT EXISTS one_time_prekeys (
+    account TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key_id INTEGER NOT NULL,
+    public_key BLOB NOT NULL,
+    signature BLOB,
+    PRIMARY KEY (account, device_id, kind, key_id)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    server_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient_account TEXT NOT NULL,
+    recipient_device INTEGER NOT NULL,
+    sender_account TEXT NOT NULL,
+    sender_device INTEGER NOT NULL,
+    client_id TEXT NOT NULL,
+    type INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_recipient
+    ON messages (recipient_account, recipient_device, server_id);
+CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (expires_at);
+CREATE TABLE IF NOT EXISTS queues (
+    account TEXT NOT NULL,
+    device_id INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    PRIMARY KEY (account, device_id)
+);
+CREATE TABLE IF NOT EXISTS sent_ids (
+    sender_account TEXT NOT NULL,
+    sender_device INTEGER NOT NULL,
+    client_id TEXT NOT NULL,
+    server_id INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (sender_account, sender_device, client_id)
+);
+CREATE INDEX IF NOT EXISTS sent_ids_by_expiry ON sent_ids (expires_at);
+"""
+
+
+class _Txn:
+    """What an operation sees: the cursor of the open transaction and a list of post-commit events."""
+
+    __slots__ = ("db", "events")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.events: list[tuple[DeviceAddress, DeviceEvent]] = []
+
+    def notify(self, device: DeviceAddress, event: DeviceEvent) -> None:
+        self.events.append((device, event))
+
+
+@dataclass
+class _Job:
+    operation: Callable[[_Txn], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    outcome: tuple[bool, Any] = (False, None)
+    events: list[tuple[DeviceAddress, DeviceEvent]] = field(default_factory=list)
+
+
+class _Subscription:
+    __slots__ = ("_store", "_device", "_listener")
+
+    def __init__(self, store: SQLiteStore, device: DeviceAddress, listener: Listener) -> None:
+        self._store = store
+        self._device = device
+        self._listener = listener
+
+    def close(self) -> None:
+        listeners = self._store._listeners.get(self._device)
+        if listeners is not None:
+            listeners.discard(self._listener)
+            if not listeners:
+                del self._store._listeners[self._device]
+
+
+def _message_digest(message: NewMessage) -> bytes:
+    """What a repeated client id is compared on: recipient, type and body."""
+    h = hashlib.sha256()
+    h.update(message.recipient.account.encode("utf-8") + b"\x00")
+    h.update(message.recipient.device_id.to_bytes(8, "big"))
+    h.update(message.type.to_bytes(8, "big"))
+    h.update(message.body)
+    return h.digest()
+
+
+class SQLiteStore:
+    """A :class:`server.store.Store` in one SQLite file.
+
+    ``batch_limit`` bounds how many submitted operations share one transaction.
+    """
+
+    def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
+        self._path = str(path)
+        self._batch_limit = batch_limit
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._listeners: dict[DeviceAddress, set[Listener]] = {}
+        self._ready = threading.Event()
+        self._open_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    # Life cycle.
+
+    async def open(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="sqlite-store", daemon=True)
+        self._thread.start()
+        await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
+        if self._open_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise StoreError(f"cannot open the database: {self._open_error}") from self._open_error
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._jobs.put(None)
+        thread = self._thread
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        self._thread = None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            db.execute("ROLLBACK")
+            raise StoreError(f"unsupported schema version {row[0]!r} (this relay knows {SCHEMA_VERSION})")
+        db.execute("COMMIT")
+        return db
+
+    def _run(self) -> None:
+        try:
+            db = self._connect()
+        except BaseException as exc:
+            self._open_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stopping = False
+        try:
+            while not stopping:
+                first = self._jobs.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < self._batch_limit:
+                    try:
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    batch.append(job)
+                self._run_batch(db, batch)
+        finally:
+            db.close()
+
+    def _run_batch(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._finish([(job, (False, StoreError(f"database unavailable: {exc}"))) for job in batch], [])
+            return
+        results: list[tuple[_Job, tuple[bool, Any]]] = []
+        events: list[tuple[DeviceAddress, DeviceEvent]] = []
+        for job in batch:
+            db.execute("SAVEPOINT op")
+            txn = _Txn(db)
+            try:
+                value = job.operation(txn)
+            except BaseException as exc:
+                db.execute("ROLLBACK TO op")
+                db.execute("RELEASE op")
+                if not isinstance(exc, StoreError):
+                    _log.error("store operation failed: %s", type(exc).__name__, exc_info=exc)
+                results.append((job, (False, exc)))
+            else:
+                db.execute("RELEASE op")
+                results.append((job, (True, value)))
+                events.extend(txn.events)
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            failure = StoreError(f"commit failed: {exc}")
+            self._finish([(job, (False, failure)) for job in batch], [])
+            return
+        self._finish(results, events)
+
+    def _finish(
+        self,
+        results: list[tuple[_Job, tuple[bool, Any]]],
+        events: list[tuple[DeviceAddress, DeviceEvent]],
+    ) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, tuple[bool, Any]]]] = {}
+        for job, outcome in results:
+            by_loop.setdefault(job.loop, []).append((job, outcome))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._resolve, items, events)
+                events = []
+
+    def _resolve(
+        self,
+        items: list[tuple[_Job, tuple[bool, Any]]],
+        events: list[tuple[DeviceAddress, DeviceEvent]],
+    ) -> None:
+        # Events first: a listener woken here sees the state every resolved future reports.
+        for device, event in events:
+            for listener in list(self._listeners.get(device, ())):
+                try:
+                    listener(event)
+                except Exception:
+                    _log.exception("wake-up listener failed")
+        for job, (ok, value) in items:
+            if job.future.done():
+                continue
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    def _submit(self, operation: Callable[[_Txn], T]) -> asyncio.Future[T]:
+        if self._thread is None:
+            raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(operation, future, loop))
+        return future
+
+    # Wake-ups.
+
+    def subscribe(self, device: DeviceAddress, listener: Listener) -> _Subscription:
+        self._listeners.setdefault(device, set()).add(listener)
+        return _Subscription(self, device, listener)
+
+    # Devices.
+
+    def register_device(
+        self, device: DeviceAddress, identity_key: bytes, registration_id: int, now: float
+    ) -> asyncio.Future[bool]:
+        def op(txn: _Txn) -> bool:
+            row = txn.db.execute(
+                "SELECT identity_key FROM accounts WHERE account = ?", (device.account,)
+            ).fetchone()
+            if row is None:
+                txn.db.execute(
+                    "INSERT INTO accounts (account, identity_key, created_at) VALUES (?, ?, ?)",
+                    (device.account, identity_key, now),
+                )
+            elif bytes(row[0]) != identity_key:
+                raise IdentityMismatchError("the account is registered with a different identity key")
+            existed = txn.db.execute(
+                "SELECT 1 FROM devices WHERE account = ? AND device_id = ?",
+                (device.account, device.device_id),
+            ).fetchone()
+            txn.db.execute(
+                "INSERT INTO devices (account, device_id, registration_id, created_at, last_seen) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (account, device_id) DO UPDATE SET registration_id = excluded.registration_id",
+                (device.account, device.device_id, registration_id, now, now),
+            )
+            return existed is None
+
+        return self._submit(op)
+
+    def identity_key(self, device: DeviceAddress) -> asyncio.Future[bytes]:
+        def op(txn: _Txn) -> bytes:
+            row = txn.db.execute(
+                "SELECT a.identity_key FROM devices d JOIN accounts a ON a.account = d.account "
+                "WHERE d.account = ? AND d.device_id = ?",
+                (device.account, device.device_id),
+            ).fetchone()
+            if row is None:
+                raise UnknownDeviceError(f"no device {device}")
+            return bytes(row[0])
+
+        return self._submit(op)
+
+    def begin_connection(self, device: DeviceAddress, now: float) -> asyncio.Future[int]:
+        def op(txn: _Txn) -> int:
+            row = txn.db.execute(
+                "UPDATE devices SET epoch = epoch + 1, last_seen = ? WHERE account = ? AND device_id = ? "
+                "RETURNING epoch",
+                (now, device.account, device.device_id),
+            ).fetchone()
+            if row is None:
+                raise UnknownDeviceError(f"no device {device}")
+            epoch = int(row[0])
+            txn.notify(device, DeviceEvent(EventKind.DISPLACED, epoch))
+            return epoch
+
+        return self._submit(op)
+
+    # Prekeys.
+
+    @staticmethod
+    def _counts(db: sqlite3.Connection, device: DeviceAddress) -> PreKeyCounts:
+        one_time = dict.fromkeys(OneTimeKind, 0)
+        for kind, count in db.execute(
+            "SELECT kind, COUNT(*) FROM one_time_prekeys WHERE account = ? AND device_id = ? GROUP BY kind",
+            (device.account, device.device_id),
+        ):
+            one_time[OneTimeKind(kind)] = int(count)
+        signed_ids: dict[SignedKind, int] = {}
+        for kind, key_id in db.execute(
+            "SELECT kind, key_id FROM signed_prekeys "
+            "WHERE account = ? AND device_id = ? AND retired_at IS NULL",
+            (device.account, device.device_id),
+        ):
+            signed_ids[SignedKind(kind)] = int(key_id)
+        return PreKeyCounts(one_time=one_time, signed_ids=signed_ids)
+
+    @staticmethod
+    def _require_device(db: sqlite3.Connection, device: DeviceAddress) -> None:
+        row = db.execute(
+            "SELECT 1 FROM devices WHERE account = ? AND device_id = ?", (device.account, device.device_id)
+        ).fetchone()
+        if row is None:
+            raise UnknownDeviceError(f"no device {device}")
+
+    def put_prekeys(
+        self, device: DeviceAddress, upload: PreKeyUpload, now: float, grace: float
+    ) -> asyncio.Future[PreKeyCounts]:
+        def op(txn: _Txn) -> PreKeyCounts:
+            db = txn.db
+            self._require_device(db, device)
+            owner = (device.account, device.device_id)
+            for kind, record in upload.signed.items():
+                existing = db.execute(
+                    "SELECT public_key, signature, retired_at FROM signed_prekeys "
+                    "WHERE account = ? AND device_id = ? AND kind = ? AND key_id = ?",
+                    (*owner, kind.value, record.key_id),
+                ).fetchone()
+                if existing is not None:
+                    if bytes(existing[0]) != record.public_key:
+                        raise KeyIdConflictError(f"{kind.value} signed prekey id {record.key_id} is taken")
+                    if existing[2] is None:
+                        continue
+                    raise KeyIdConflictError(f"{kind.value} signed prekey id {record.key_id} was retired")
+                db.execute(
+                    "UPDATE signed_prekeys SET retired_at = ? "
+                    "WHERE account = ? AND device_id = ? AND kind = ? AND retired_at IS NULL",
+                    (now, *owner, kind.value),
+                )
+                db.execute(
+                    "INSERT INTO signed_prekeys "
+                    "(account, device_id, kind, key_id, public_key, signature, uploaded_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (*owner, kind.value, record.key_id, record.public_key, record.signature, now),
+                )
+            db.execute(
+                "DELETE FROM signed_prekeys WHERE account = ? AND device_id = ? "
+                "AND retired_at IS NOT NULL AND retired_at <= ?",
+                (*owner, now - grace),
+            )
+            for one_time_kind, records in upload.one_time.items():
+                try:
+                    db.executemany(
+                        "INSERT INTO one_time_prekeys "
+                        "(account, device_id, kind, key_id, public_key, signature) VALUES (?, ?, ?, ?, ?, ?)",
+                        [(*owner, one_time_kind.value, r.key_id, r.public_key, r.signature) for r in records],
+                    )
+                except sqlite3.IntegrityError:
+                    raise KeyIdConflictError(
+                        f"a {one_time_kind.value} one-time prekey id is repeated or already stored"
+                    ) from None
+            return self._counts(db, device)
+
+        return self._submit(op)
+
+    def prekey_counts(self, device: DeviceAddress) -> asyncio.Future[PreKeyCounts]:
+        def op(txn: _Txn) -> PreKeyCounts:
+            self._require_device(txn.db, device)
+            return self._counts(txn.db, device)
+
+        return self._submit(op)
+
+    def signed_prekey(
+        self, device: DeviceAddress, kind: SignedKind, key_id: int, now: float, grace: float
+    ) -> asyncio.Future[PreKeyRecord | None]:
+        def op(txn: _Txn) -> PreKeyRecord | None:
+            self._require_device(txn.db, device)
+            row = txn.db.execute(
+                "SELECT public_key, signature, retired_at FROM signed_prekeys "
+                "WHERE account = ? AND device_id = ? AND kind = ? AND key_id = ?",
+                (device.account, device.device_id, kind.value, key_id),
+            ).fetchone()
+            if row is None or (row[2] is not None and row[2] <= now - grace):
+                return None
+            return PreKeyRecord(key_id, bytes(row[0]), bytes(row[1]))
+
+        return self._submit(op)
+
+    def claim_bundles(
+        self, account: str, device_id: int | None, low_water: int
+    ) -> asyncio.Future[list[ClaimedBundle]]:
+        def op(txn: _Txn) -> list[ClaimedBundle]:
+            db = txn.db
+            row = db.execute("SELECT identity_key FROM accounts WHERE account = ?", (account,)).fetchone()
+            if row is None:
+                raise UnknownAccountError(f"no account {account!r}")
+            identity_key = bytes(row[0])
+            if device_id is None:
+                ids = [
+                    (int(r[0]), int(r[1]))
+                    for r in db.execute(
+                        "SELECT device_id, registration_id FROM devices WHERE account = ? ORDER BY device_id",
+                        (account,),
+                    )
+                ]
+            else:
+                row = db.execute(
+                    "SELECT registration_id FROM devices WHERE account = ? AND device_id = ?",
+                    (account, device_id),
+                ).fetchone()
+                if row is None:
+                    raise UnknownDeviceError(f"no device {account}/{device_id}")
+                ids = [(device_id, int(row[0]))]
+            bundles = []
+            for one_id, registration_id in ids:
+                device = DeviceAddress(account, one_id)
+                signed: dict[SignedKind, PreKeyRecord] = {}
+                for kind, key_id, public_key, signature in db.execute(
+                    "SELECT kind, key_id, public_key, signature FROM signed_prekeys "
+                    "WHERE account = ? AND device_id = ? AND retired_at IS NULL",
+                    (account, one_id),
+                ):
+                    signed[SignedKind(kind)] = PreKeyRecord(int(key_id), bytes(public_key), bytes(signature))
+                if SignedKind.EC not in signed:
+                    continue
+                claimed: dict[OneTimeKind, PreKeyRecord] = {}
+                remaining: dict[OneTimeKind, int] = {}
+                low = False
+                for one_time_kind in OneTimeKind:
+                    taken = db.execute(
+                        "DELETE FROM one_time_prekeys WHERE rowid = ("
+                        "  SELECT rowid FROM one_time_prekeys"
+                        "  WHERE account = ? AND device_id = ? AND kind = ?"
+                        "  ORDER BY key_id LIMIT 1"
+                        ") RETURNING key_id, public_key, signature",
+                        (account, one_id, one_time_kind.value),
+                    ).fetchone()
+                    if taken is not None:
+                        claimed[one_time_kind] = PreKeyRecord(
+                            int(taken[0]), bytes(taken[1]), None if taken[2] is None else bytes(taken[2])
+                        )
+                    count = db.execute(
+                        "SELECT COUNT(*) FROM one_time_prekeys "
+                        "WHERE account = ? AND device_id = ? AND kind = ?",
+                        (account, one_id, one_time_kind.value),
+                    ).fetchone()[0]
+                    remaining[one_time_kind] = int(count)
+                    if taken is not None and count < low_water:
+                        low = True
+                if low:
+                    txn.notify(device, DeviceEvent(EventKind.PREKEYS_LOW))
+                bundles.append(
+                    ClaimedBundle(device, registration_id, identity_key, signed, claimed, remaining)
+                )
+            return bundles
+
+        return self._submit(op)
+
+    # Messages.
+
+    def enqueue(
+        self, message: NewMessage, now: float, ttl: float, max_messages: int, max_bytes: int
+    ) -> asyncio.Future[EnqueueResult]:
+        digest = _message_digest(message)
+
+        def op(txn: _Txn) -> EnqueueResult:
+            db = txn.db
+            sender = (message.sender.account, message.sender.device_id)
+            seen = db.execute(
+                "SELECT server_id, digest FROM sent_ids "
+                "WHERE sender_account = ? AND sender_device = ? AND client_id = ? AND expires_at > ?",
+                (*sender, message.client_id, now),
+            ).fetchone()
+            if seen is not None:
+                if bytes(seen[1]) != digest:
+                    raise MessageIdReusedError(
+                        "this client message id was already used for a different message"
+                    )
+                return EnqueueResult(int(seen[0]), duplicate=True)
+            recipient = (message.recipient.account, message.recipient.device_id)
+            self._require_device(db, message.recipient)
+            size = len(message.body)
+            queue_row = db.execute(
+                "SELECT count, bytes FROM queues WHERE account = ? AND device_id = ?", recipient
+            ).fetchone()
+            count, total = (0, 0) if queue_row is None else (int(queue_row[0]), int(queue_row[1]))
+            if count + 1 > max_messages or total + size > max_bytes:
+                raise QueueFullError(f"the queue of {message.recipient} is full")
+            server_id = db.execute(
+                "INSERT INTO messages (recipient_account, recipient_device, sender_account, sender_device, "
+                "client_id, type, body, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING server_id",
+                (*recipient, *sender, message.client_id, message.type, message.body, now, now + ttl),
+            ).fetchone()[0]
+            db.execute(
+                "INSERT INTO queues (account, device_id, count, bytes) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT (account, device_id) "
+                "DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes",
+                (*recipient, size),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO sent_ids "
+                "(sender_account, sender_device, client_id, server_id, digest, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*sender, message.client_id, server_id, digest, now + ttl),
+            )
+            txn.notify(message.recipient, DeviceEvent(EventKind.MESSAGES))
+            return EnqueueResult(int(server_id), duplicate=False)
+
+        return self._submit(op)
+
+    def fetch(
+        self, recipient: DeviceAddress, after_server_id: int, limit: int, now: float
+    ) -> asyncio.Future[list[StoredMessage]]:
+        def op(txn: _Txn) -> list[StoredMessage]:
+            rows = txn.db.execute(
+                "SELECT server_id, sender_account, sender_device, client_id, type, body, created_at "
+                "FROM messages WHERE recipient_account = ? AND recipient_device = ? AND server_id > ? "
+                "AND expires_at > ? ORDER BY server_id LIMIT ?",
+                (recipient.account, recipient.device_id, after_server_id, now, limit),
+            ).fetchall()
+            return [
+                StoredMessage(
+                    server_id=int(r[0]),
+                    sender=DeviceAddress(r[1], int(r[2])),
+                    recipient=recipient,
+                    client_id=r[3],
+                    type=int(r[4]),
+                    body=bytes(r[5]),
+                    created_at=float(r[6]),
+                )
+                for r in rows
+            ]
+
+        return self._submit(op)
+
+    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> asyncio.Future[int]:
+        wanted = sorted(set(server_ids))
+
+        def op(txn: _Txn) -> int:
+            db = txn.db
+            removed: list[int] = []
+            size = 0
+            for server_id in wanted:
+                row = db.execute(
+                    "DELETE FROM messages WHERE server_id = ? AND recipient_account = ? "
+                    "AND recipient_device = ? RETURNING length(body)",
+                    (server_id, recipient.account, recipient.device_id),
+                ).fetchone()
+                if row is not None:
+                    removed.append(server_id)
+                    size += int(row[0])
+            if len(removed) != len(wanted):
+                missing = sorted(set(wanted) - set(removed))
+                raise UnknownMessageError("no such message in this device's queue", missing)
+            db.execute(
+                "UPDATE queues SET count = count - ?, bytes = bytes - ? WHERE account = ? AND device_id = ?",
+                (len(removed), size, recipient.account, recipient.device_id),
+            )
+            return len(removed)
+
+        return self._submit(op)
+
+    def expire(self, now: float) -> asyncio.Future[int]:
+        def op(txn: _Txn) -> int:
+            db = txn.db
+            rows = db.execute(
+                "DELETE FROM messages WHERE expires_at <= ? "
+                "RETURNING recipient_account, recipient_device, length(body)",
+                (now,),
+            ).fetchall()
+            shrink: dict[tuple[str, int], tuple[int, int]] = {}
+            for account, device_id, size in rows:
+                count, total = shrink.get((account, device_id), (0, 0))
+                shrink[(account, device_id)] = (count + 1, total + int(size))
+            db.executemany(
+                "UPDATE queues SET count = count - ?, bytes = bytes - ? WHERE account = ? AND device_id = ?",
+                [(c, b, a, d) for (a, d), (c, b) in shrink.items()],
+            )
+            db.execute("DELETE FROM sent_ids WHERE expires_at <= ?", (now,))
+            return len(rows)
+
+        return self._submit(op)
