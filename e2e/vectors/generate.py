@@ -1,0 +1,312 @@
+"""The vector files this project publishes: generated ones from pinned keys, reproduced ones from libsignal.
+
+:func:`generate_all` returns every file as ``{file name: JSON document}``; ``python -m e2e.vectors
+generate`` writes them.  Generated cases draw their keys and randomness from :class:`SeededRng`
+with a fixed seed per file, so regenerating gives the same bytes until the code changes what it
+computes, which is exactly what the files are there to catch.  Reproduced files carry published
+values only (plus, where our API needs an input the source does not have, such as the signature over
+a signed prekey, a pinned value of ours, said so in the provenance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from e2e.keys import PrivateKey
+from e2e.vectors import FORMAT, VERSION, SeededRng
+from e2e.vectors.kinds import KINDS
+
+__all__ = ["generate_all", "generated_files", "reproduced_files", "render"]
+
+Document = dict[str, object]
+Case = dict[str, object]
+
+
+def render(document: Mapping[str, object]) -> str:
+    """The canonical text of a vector file: two-space indented JSON and a final newline."""
+    import json
+
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _document(kind: str, provenance: str, cases: list[tuple[str, dict[str, object]]]) -> Document:
+    """A file of generated cases: every case's expected output is what the kind computes."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "provenance": provenance,
+        "cases": [
+            {"name": name, "inputs": inputs, "expected": KINDS[kind](inputs)} for name, inputs in cases
+        ],
+    }
+
+
+def _private_hex(rng: SeededRng) -> str:
+    """32 seeded bytes as a private key input, already clamped so the file shows the real scalar."""
+    return PrivateKey(rng(32)).serialize().hex()
+
+
+def _xeddsa_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    sign_bits_seen: set[int] = set()
+    signed: list[tuple[dict[str, object], Mapping[str, object]]] = []
+    for number, length in enumerate((0, 1, 32, 33, 64, 200, 1000, 33)):
+        inputs: dict[str, object] = {
+            "private_key": _private_hex(rng),
+            "message": rng(length).hex() if length else "",
+            "random": rng(64).hex(),
+        }
+        output = KINDS["xeddsa"](inputs)
+        sign_bit = bytes.fromhex(str(output["signature"]))[63] >> 7
+        sign_bits_seen.add(sign_bit)
+        cases.append((f"sign-{number}-len{length}-signbit{sign_bit}", inputs))
+        signed.append((inputs, output))
+    if sign_bits_seen != {0, 1}:
+        raise AssertionError("the seeded keys must cover both Edwards sign bits")
+    signed_inputs, signed_output = signed[3]
+    public_key, message = str(signed_output["public_key"]), str(signed_inputs["message"])
+    signature = str(signed_output["signature"])
+    flipped_r = bytes((int(signature[:2], 16) ^ 0x01,)).hex() + signature[2:]
+    flipped_sign = signature[:126] + bytes((int(signature[126:], 16) ^ 0x80,)).hex()
+    other_message = bytes((int(message[:2], 16) ^ 0x01,)).hex() + message[2:]
+    other_key = str(signed[4][1]["public_key"])
+    for name, verify in (
+        ("verify-good", {"public_key": public_key, "message": message, "signature": signature}),
+        ("verify-flipped-r", {"public_key": public_key, "message": message, "signature": flipped_r}),
+        (
+            "verify-flipped-sign-bit",
+            {"public_key": public_key, "message": message, "signature": flipped_sign},
+        ),
+        (
+            "verify-other-message",
+            {"public_key": public_key, "message": other_message, "signature": signature},
+        ),
+        ("verify-other-key", {"public_key": other_key, "message": message, "signature": signature}),
+        (
+            "verify-short-signature",
+            {"public_key": public_key, "message": message, "signature": signature[:-2]},
+        ),
+    ):
+        cases.append((name, dict(verify)))
+    return cases
+
+
+def _x3dh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for number, with_one_time in enumerate((False, True, True, False)):
+        inputs: dict[str, object] = {
+            "alice_identity_private": _private_hex(rng),
+            "alice_base_private": _private_hex(rng),
+            "bob_identity_private": _private_hex(rng),
+            "bob_signed_pre_key_private": _private_hex(rng),
+            "signed_pre_key_signature_random": rng(64).hex(),
+            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
+            "device_id": 1 + number,
+            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
+        }
+        if with_one_time:
+            inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
+            inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
+        cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
+    return cases
+
+
+def _kdf_root_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    return [(f"kdf-rk-{n}", {"root_key": rng(32).hex(), "dh_out": rng(32).hex()}) for n in range(4)]
+
+
+def _kdf_chain_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    return [
+        ("walk-first-steps", {"chain_key": rng(32).hex(), "indices": [0, 1, 2, 3, 4, 5]}),
+        ("walk-far", {"chain_key": rng(32).hex(), "indices": [0, 1, 10, 100, 1000, 2000]}),
+    ]
+
+
+def _message_keys_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    return [
+        (f"counter-{counter}", {"chain_key": rng(32).hex(), "counter": counter})
+        for counter in (0, 1, 2, 1000, 2**32 - 1)
+    ]
+
+
+def _fingerprint_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for number in range(3):
+        ours = PrivateKey(rng(32)).public_key().serialize().hex()
+        theirs = PrivateKey(rng(32)).public_key().serialize().hex()
+        our_id, their_id = f"user-{rng(4).hex()}".encode(), f"user-{rng(4).hex()}".encode()
+        for side, (local, local_id, remote, remote_id) in (
+            ("ours", (ours, our_id, theirs, their_id)),
+            ("theirs", (theirs, their_id, ours, our_id)),
+        ):
+            cases.append(
+                (
+                    f"pair-{number}-{side}",
+                    {
+                        "local_identity_key": local,
+                        "local_identifier": local_id.hex(),
+                        "remote_identity_key": remote,
+                        "remote_identifier": remote_id.hex(),
+                        "version": 1,
+                        "iterations": 5200,
+                    },
+                )
+            )
+    return cases
+
+
+_GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str, object]]]]]] = {
+    "xeddsa.json": ("xeddsa", _xeddsa_cases),
+    "x3dh.json": ("x3dh", _x3dh_cases),
+    "kdf_root.json": ("kdf_root", _kdf_root_cases),
+    "kdf_chain.json": ("kdf_chain", _kdf_chain_cases),
+    "message_keys.json": ("message_keys", _message_keys_cases),
+    "fingerprint.json": ("fingerprint", _fingerprint_cases),
+}
+
+
+def generated_files(generator: str) -> dict[str, Document]:
+    """The files this project computes from seeded keys; ``generator`` names the code that wrote them."""
+    files: dict[str, Document] = {}
+    for file_name, (kind, make_cases) in _GENERATED.items():
+        seed = f"e2e-vectors/{kind}".encode()
+        provenance = (
+            f"Generated by this project's generator ({generator}) with `python -m e2e.vectors generate`; "
+            f"keys and randomness are drawn from SeededRng(seed = UTF-8 {seed.decode()!r})."
+        )
+        files[file_name] = _document(kind, provenance, make_cases(SeededRng(seed)))
+    return files
+
+
+# Published values, kept as facts with their sources.
+_LIBSIGNAL = "signalapp/libsignal"
+_RATCHET_RS_COMMIT = "a280bc6555fcd3c93f566bb9cee5c2c27baa1ca9"
+_KEYS_RS_COMMIT = "5cf8b0d7179b30e2143109906b070d6e362c0139"
+_FINGERPRINT_RS_COMMIT = "4ea5b762ba43c6e5f50f5ecea0aad98e3fa7e651"
+
+
+def _libsignal_x3dh() -> Document:
+    inputs: dict[str, object] = {
+        "alice_identity_private": "9040f0d4e09cf38f6dc7c13779c908c015a1da4fa78737a080eb0a6f4f5f8f58",
+        "alice_base_private": "10ae7c64d1e61cd596b76a0db5012673391cae66edbfcf073b4da80516a47449",
+        "bob_identity_private": "4875cc69ddf8ea0719ec947d61081135868d5fd801f02c0225e516df2156605e",
+        "bob_signed_pre_key_private": "583900131fb727998b7803fe6ac22cc591f342e4e42a8c8d5d78194209b8d253",
+        "signed_pre_key_signature_random": "00" * 64,
+        "registration_id": 1,
+        "device_id": 1,
+        "signed_pre_key_id": 1,
+    }
+    chain_key = "ab9be50e5cb22a925446ab90ee5670545f4fd32902459ec274b6ad0ae5d6031a"
+    expected: dict[str, object] = {
+        "alice_identity_public": "05b4a8455660ada65b401007f615e654041746432e3339c6875149bceefcb42b4a",
+        "alice_base_public": "05e2c05860f2ac6b2b57ba564b421ffe71e4b128c591e46e0491cc9b33dbf22a27",
+        "bob_identity_public": "05f1f43874f6966956c2dd473f8fa15adeb71d1cb991b2341692324cefb1c5e626",
+        "bob_signed_pre_key_public": "05ac248a8f263be6863576eb0362e28c828f0107a3379d34bab1586bf8c770cd67",
+        "chain_key": chain_key,
+        "bob_chain_key": chain_key,
+    }
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "x3dh",
+        "provenance": (
+            f"Reproduced from {_LIBSIGNAL} rust/protocol/tests/ratchet.rs at commit {_RATCHET_RS_COMMIT} "
+            "(test_ratcheting_session_as_alice and test_ratcheting_session_as_bob, the version just before "
+            "Kyber became mandatory): the private keys, their public halves and the chain key both sides "
+            "derive (Alice's receiver chain, Bob's sender chain). No one-time prekey. libsignal publishes "
+            "no root key. The signature randomness and the ids are this project's additions, needed "
+            "to build a prekey bundle; they do not affect the derived keys. Older copies of this "
+            "test (libsignal-protocol-java, python-axolotl) use the unclamped base private key "
+            "11ae7c64… with another public key and chain key."
+        ),
+        "cases": [{"name": "libsignal-ratcheting-session", "inputs": inputs, "expected": expected}],
+    }
+
+
+def _libsignal_chain_key() -> Document:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "message_keys",
+        "provenance": (
+            f"Reproduced from {_LIBSIGNAL} rust/protocol/src/ratchet/keys.rs at commit {_KEYS_RS_COMMIT} "
+            "(test_chain_key_derivation): a chain key at index 0, its message cipher and MAC keys and the "
+            "next chain key. libsignal publishes no IV for it."
+        ),
+        "cases": [
+            {
+                "name": "libsignal-chain-key-derivation",
+                "inputs": {
+                    "chain_key": "8ab72d6f4cc5ac0d387eaf463378ddb28edd07385b1cb01250c715982e7ad48f",
+                    "counter": 0,
+                },
+                "expected": {
+                    "cipher_key": "bf51e9d75e0e31031051f82a2491ffc084fa298b7793bd9db620056febf45217",
+                    "mac_key": "c6c77d6a73a354337a56435e34607dfe48e3ace14e77314dc6abc172e7a7030b",
+                    "counter": 0,
+                    "next_chain_key": "28e8f8fee54b801eef7c5cfb2f17f32c7b334485bbb70fac6ec10342a246d15d",
+                },
+            }
+        ],
+    }
+
+
+def _libsignal_fingerprint() -> Document:
+    alice_key = "0506863bc66d02b40d27b8d49ca7c09e9239236f9d7d25d6fcca5ce13c7064d868"
+    bob_key = "05f781b6fb32fed9ba1cf2de978d4d5da28dc34046ae814402b5c0dbd96fda907b"
+    alice_id, bob_id = b"+14152222222".hex(), b"+14153333333".hex()
+    displayable = "300354477692869396892869876765458257569162576843440918079131"
+    alice_half = "1e301a0353dce3dbe7684cb8336e85136cdc0ee96219494ada305d62a7bd61df"
+    bob_half = "d62cbf73a11592015b6b9f1682ac306fea3aaf3885b84d12bca631e9d4fb3a4d"
+    cases = []
+    for version in (1, 2):
+        header = f"080{version}12220a20"
+        for name, local, local_id, remote, remote_id, first, second in (
+            ("alice", alice_key, alice_id, bob_key, bob_id, alice_half, bob_half),
+            ("bob", bob_key, bob_id, alice_key, alice_id, bob_half, alice_half),
+        ):
+            cases.append(
+                {
+                    "name": f"{name}-version-{version}",
+                    "inputs": {
+                        "local_identity_key": local,
+                        "local_identifier": local_id,
+                        "remote_identity_key": remote,
+                        "remote_identifier": remote_id,
+                        "version": version,
+                        "iterations": 5200,
+                    },
+                    "expected": {
+                        "displayable": displayable,
+                        "scannable": header + first + "1a220a20" + second,
+                    },
+                }
+            )
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": "fingerprint",
+        "provenance": (
+            f"Reproduced from {_LIBSIGNAL} rust/protocol/src/fingerprint.rs at commit "
+            f"{_FINGERPRINT_RS_COMMIT} (tests fingerprint_test_v1 and fingerprint_test_v2: ALICE_IDENTITY, "
+            "BOB_IDENTITY, the stable ids +14152222222 and +14153333333, DISPLAYABLE_FINGERPRINT_V1, "
+            "ALICE_/BOB_SCANNABLE_FINGERPRINT_V1 and _V2; the same values as libsignal-protocol-java's "
+            "NumericFingerprintGeneratorTest)."
+        ),
+        "cases": cases,
+    }
+
+
+def reproduced_files() -> dict[str, Document]:
+    """The files of published values, under names that say where they come from."""
+    return {
+        "libsignal_x3dh.json": _libsignal_x3dh(),
+        "libsignal_chain_key.json": _libsignal_chain_key(),
+        "libsignal_fingerprint.json": _libsignal_fingerprint(),
+    }
+
+
+def generate_all(generator: str) -> dict[str, Document]:
+    """Every vector file: the generated ones and the reproduced ones."""
+    return {**generated_files(generator), **reproduced_files()}

@@ -1,0 +1,286 @@
+"""The kinds of vector and how each recomputes its outputs from its inputs with the project's code.
+
+Every kind is a function ``inputs -> outputs``: it reads its inputs through :class:`Inputs`,
+which checks types and lengths and refuses fields the kind does not read, and returns a JSON-ready
+dict (bytes as lowercase hex).  The checker compares that dict with a case's ``expected``; the
+generator stores it as ``expected``.  ``docs/vectors.md`` describes each kind's fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from e2e.errors import DecodeError, InvalidSignatureError
+from e2e.explain import Event
+from e2e.fingerprint import Fingerprint
+from e2e.kdf import ChainKey, RootKey
+from e2e.keys import KeyPair, PrivateKey, PublicKey
+from e2e.vectors import VectorFormatError
+from e2e.x3dh import PreKeyBundle, initiate, respond
+
+__all__ = ["KINDS", "Inputs", "Kind"]
+
+Output = dict[str, object]
+
+_MAX_CHAIN_INDEX = 100_000
+Kind = Callable[[Mapping[str, object]], Output]
+
+
+class Inputs:
+    """Typed access to a case's ``inputs``; :meth:`done` refuses fields nobody read."""
+
+    def __init__(self, raw: Mapping[str, object]) -> None:
+        self._raw = raw
+        self._read: set[str] = set()
+
+    def _get(self, name: str, optional: bool) -> object:
+        self._read.add(name)
+        if name not in self._raw:
+            if optional:
+                return None
+            raise VectorFormatError(f"missing input {name!r}")
+        return self._raw[name]
+
+    def hex(self, name: str, length: int | None = None) -> bytes:
+        value = self.optional_hex(name, length)
+        if value is None:
+            raise VectorFormatError(f"missing input {name!r}")
+        return value
+
+    def optional_hex(self, name: str, length: int | None = None) -> bytes | None:
+        value = self._get(name, optional=True)
+        if value is None:
+            return None
+        return hex_bytes(name, value, length)
+
+    def integer(self, name: str) -> int:
+        value = self.optional_integer(name)
+        if value is None:
+            raise VectorFormatError(f"missing input {name!r}")
+        return value
+
+    def optional_integer(self, name: str) -> int | None:
+        value = self._get(name, optional=True)
+        if value is None:
+            return None
+        if type(value) is not int or value < 0:
+            raise VectorFormatError(f"input {name!r} is a non-negative integer")
+        return value
+
+    def public_key(self, name: str) -> PublicKey:
+        try:
+            return PublicKey.deserialize(self.hex(name, 33))
+        except DecodeError as error:
+            raise VectorFormatError(f"input {name!r}: {error}") from None
+
+    def private_key(self, name: str) -> PrivateKey:
+        return PrivateKey(self.hex(name, 32))
+
+    def sequence(self, name: str) -> list[object]:
+        value = self._get(name, optional=False)
+        if not isinstance(value, list):
+            raise VectorFormatError(f"input {name!r} is a list")
+        return value
+
+    def done(self) -> None:
+        unread = set(self._raw) - self._read
+        if unread:
+            raise VectorFormatError(f"unknown inputs {sorted(unread)}")
+
+
+def hex_bytes(name: str, value: object, length: int | None = None) -> bytes:
+    """Decode a lowercase hexadecimal field, checking its length in bytes if one is given."""
+    if not isinstance(value, str) or value != value.lower():
+        raise VectorFormatError(f"{name!r} is a lowercase hexadecimal string")
+    try:
+        decoded = bytes.fromhex(value)
+    except ValueError:
+        raise VectorFormatError(f"{name!r} is not hexadecimal") from None
+    if length is not None and len(decoded) != length:
+        raise VectorFormatError(f"{name!r} is {length} bytes, not {len(decoded)}")
+    return decoded
+
+
+def _fixed_rng(data: bytes) -> Callable[[int], bytes]:
+    """An rng that returns ``data`` once, for randomness pinned as an input."""
+    remaining = [data]
+
+    def rng(n: int) -> bytes:
+        if not remaining or len(remaining[0]) != n:
+            raise VectorFormatError(f"the pinned randomness does not cover a request for {n} bytes")
+        return remaining.pop()
+
+    return rng
+
+
+def xeddsa(raw: Mapping[str, object]) -> Output:
+    """Signing (private_key, message, random → public_key, signature, and it verifies) or, when the
+    inputs hold a public key and a signature instead, verification (→ valid)."""
+    inputs = Inputs(raw)
+    message = inputs.hex("message")
+    if "public_key" in raw:
+        public_key = inputs.public_key("public_key")
+        signature = inputs.hex("signature")
+        inputs.done()
+        try:
+            public_key.verify(message, signature)
+        except InvalidSignatureError:
+            return {"valid": False}
+        return {"valid": True}
+    private_key = inputs.private_key("private_key")
+    random = inputs.hex("random", 64)
+    inputs.done()
+    signature = private_key.sign(message, _fixed_rng(random))
+    try:
+        private_key.public_key().verify(message, signature)
+        valid = True
+    except InvalidSignatureError:
+        valid = False
+    return {
+        "public_key": private_key.public_key().serialize().hex(),
+        "signature": signature.hex(),
+        "valid": valid,
+    }
+
+
+def x3dh(raw: Mapping[str, object]) -> Output:
+    """Both sides of X3DH from pinned private keys (see docs/vectors.md for the fields)."""
+    inputs = Inputs(raw)
+    alice_identity = KeyPair(inputs.private_key("alice_identity_private"))
+    alice_base_private = inputs.hex("alice_base_private", 32)
+    bob_identity = KeyPair(inputs.private_key("bob_identity_private"))
+    bob_signed = KeyPair(inputs.private_key("bob_signed_pre_key_private"))
+    one_time_private = inputs.optional_hex("bob_one_time_pre_key_private", 32)
+    bob_one_time = None if one_time_private is None else KeyPair(PrivateKey(one_time_private))
+    signature_random = inputs.hex("signed_pre_key_signature_random", 64)
+    registration_id = inputs.integer("registration_id")
+    device_id = inputs.integer("device_id")
+    signed_pre_key_id = inputs.integer("signed_pre_key_id")
+    pre_key_id = inputs.optional_integer("pre_key_id")
+    inputs.done()
+    if (pre_key_id is None) != (bob_one_time is None):
+        raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
+
+    signature = bob_identity.sign(bob_signed.public_key.serialize(), _fixed_rng(signature_random))
+    bundle = PreKeyBundle(
+        registration_id=registration_id,
+        device_id=device_id,
+        identity_key=bob_identity.public_key,
+        signed_pre_key_id=signed_pre_key_id,
+        signed_pre_key=bob_signed.public_key,
+        signed_pre_key_signature=signature,
+        pre_key_id=pre_key_id,
+        pre_key=None if bob_one_time is None else bob_one_time.public_key,
+    )
+    events: list[Event] = []
+    message, alice_secret = initiate(alice_identity, bundle, _fixed_rng(alice_base_private), events.append)
+    bob_secret = respond(bob_identity, bob_signed, bob_one_time, message)
+    output: Output = {
+        "alice_identity_public": alice_identity.public_key.serialize().hex(),
+        "alice_base_public": message.base_key.serialize().hex(),
+        "bob_identity_public": bob_identity.public_key.serialize().hex(),
+        "bob_signed_pre_key_public": bob_signed.public_key.serialize().hex(),
+        "signed_pre_key_signature": signature.hex(),
+    }
+    if bob_one_time is not None:
+        output["bob_one_time_pre_key_public"] = bob_one_time.public_key.serialize().hex()
+    for event in events:
+        if event.step == "x3dh.dh":
+            output[str(event.public["name"]).lower()] = event.secret["output"].hex()
+    output.update(
+        {
+            "root_key": alice_secret.root_key.key.hex(),
+            "chain_key": alice_secret.chain_key.key.hex(),
+            "associated_data": alice_secret.associated_data.hex(),
+            "initial_message": {
+                "identity_key": message.identity_key.serialize().hex(),
+                "base_key": message.base_key.serialize().hex(),
+                "signed_pre_key_id": message.signed_pre_key_id,
+                "pre_key_id": message.pre_key_id,
+            },
+            # Bob's side, which must agree with Alice's.
+            "bob_root_key": bob_secret.root_key.key.hex(),
+            "bob_chain_key": bob_secret.chain_key.key.hex(),
+        }
+    )
+    return output
+
+
+def kdf_root(raw: Mapping[str, object]) -> Output:
+    """``KDF_RK(root_key, dh_out)`` → the next root key and the new chain key."""
+    inputs = Inputs(raw)
+    root_key = RootKey(inputs.hex("root_key", 32))
+    dh_out = inputs.hex("dh_out", 32)
+    inputs.done()
+    new_root, chain_key = root_key.kdf_rk(dh_out)
+    return {"root_key": new_root.key.hex(), "chain_key": chain_key.key.hex()}
+
+
+def _message_keys_output(chain_key: ChainKey) -> Output:
+    keys = chain_key.message_keys()
+    return {
+        "index": chain_key.index,
+        "chain_key": chain_key.key.hex(),
+        "cipher_key": keys.cipher_key.hex(),
+        "mac_key": keys.mac_key.hex(),
+        "iv": keys.iv.hex(),
+    }
+
+
+def kdf_chain(raw: Mapping[str, object]) -> Output:
+    """A chain walked with ``KDF_CK`` from index 0: its key and message keys at each listed index."""
+    inputs = Inputs(raw)
+    chain_key = ChainKey(inputs.hex("chain_key", 32), 0)
+    indices = inputs.sequence("indices")
+    inputs.done()
+    numbers = [i for i in indices if type(i) is int]
+    if not numbers or len(numbers) != len(indices) or numbers != sorted(set(numbers)) or numbers[0] < 0:
+        raise VectorFormatError("indices is a non-empty increasing list of non-negative integers")
+    if numbers[-1] > _MAX_CHAIN_INDEX:
+        raise VectorFormatError(f"chain indices stop at {_MAX_CHAIN_INDEX}")
+    steps = []
+    for index in numbers:
+        while chain_key.index < index:
+            chain_key = chain_key.next()
+        steps.append(_message_keys_output(chain_key))
+    return {"steps": steps}
+
+
+def message_keys(raw: Mapping[str, object]) -> Output:
+    """One chain key's message keys: the seed ``HMAC(ck, 0x01)`` split by HKDF, and the next chain key."""
+    inputs = Inputs(raw)
+    chain_key = ChainKey(inputs.hex("chain_key", 32), inputs.integer("counter"))
+    inputs.done()
+    output = _message_keys_output(chain_key)
+    del output["chain_key"], output["index"]
+    output["counter"] = chain_key.message_keys().counter
+    output["next_chain_key"] = chain_key.next().key.hex()
+    return output
+
+
+def fingerprint(raw: Mapping[str, object]) -> Output:
+    """A safety number from one side's point of view: the 60 digits and the scannable bytes."""
+    inputs = Inputs(raw)
+    local_key = inputs.public_key("local_identity_key")
+    local_identifier = inputs.hex("local_identifier")
+    remote_key = inputs.public_key("remote_identity_key")
+    remote_identifier = inputs.hex("remote_identifier")
+    version = inputs.integer("version")
+    iterations = inputs.integer("iterations")
+    inputs.done()
+    if not 1 < iterations <= 1_000_000:
+        raise VectorFormatError("iterations is between 2 and 1000000")
+    result = Fingerprint.create(
+        local_identifier, local_key, remote_identifier, remote_key, version, iterations
+    )
+    return {"displayable": str(result.displayable), "scannable": result.scannable.serialize().hex()}
+
+
+KINDS: dict[str, Kind] = {
+    "xeddsa": xeddsa,
+    "x3dh": x3dh,
+    "kdf_root": kdf_root,
+    "kdf_chain": kdf_chain,
+    "message_keys": message_keys,
+    "fingerprint": fingerprint,
+}
