@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
+from e2e.vectors import SeededRng
 
-class DeterministicRng:
-    """A reproducible byte source (SHA-256 in counter mode) for tests that pin randomness."""
+
+class DeterministicRng(SeededRng):
+    """A reproducible byte source (SHA-256 in counter mode, as the vector files define it)."""
 
     def __init__(self, seed: bytes = b"e2e-tests") -> None:
-        self._seed = seed
-        self._counter = 0
-
-    def __call__(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            out += hashlib.sha256(self._seed + self._counter.to_bytes(8, "big")).digest()
-            self._counter += 1
-        return out[:n]
+        super().__init__(seed)
 
 
 @pytest.fixture
