@@ -115,10 +115,14 @@ class CloseCode(enum.IntEnum):
 class ProtocolError(Exception):
     """A request the relay refuses; carries the response's code and human-readable message."""
 
-    def __init__(self, code: ErrorCode, message: str, **details: Any) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, close: CloseCode | None = None, **details: Any
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.close = close
+        """When set, the relay closes the connection with this code after sending the error."""
         self.details = details
 
 

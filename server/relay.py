@@ -262,7 +262,9 @@ class _Connection:
         self.errors += 1
         log_event("refused", conn=self.number, device=self.device, code=exc.code.value)
         self.send(p.error(request_id, exc.code, exc.message, **exc.details))
-        if self.errors >= self.limits.max_errors:
+        if exc.close is not None:
+            self.close_after_flush(exc.close, exc.close.name.lower().replace("_", " "))
+        elif self.errors >= self.limits.max_errors:
             self.close_after_flush(CloseCode.POLICY_VIOLATION, "too many refused requests")
 
     # Input.
@@ -384,15 +386,15 @@ class _Connection:
             raise ProtocolError(ErrorCode.BAD_PROOF, "one proof per connection")
         self.proof_attempted = True
         if self.relay.clock() - self.challenge_issued > self.limits.auth_timeout:
-            self.close_after_flush(CloseCode.AUTH_TIMEOUT, "stale challenge")
             raise ProtocolError(
-                ErrorCode.CHALLENGE_EXPIRED, "the challenge is stale; reconnect for a new one"
+                ErrorCode.CHALLENGE_EXPIRED,
+                "the challenge is stale; reconnect for a new one",
+                close=CloseCode.AUTH_TIMEOUT,
             )
 
     def fail_auth(self, code: ErrorCode, message: str) -> ProtocolError:
         log_event("auth_failed", conn=self.number, address=self.address, code=code.value)
-        self.close_after_flush(CloseCode.AUTH_FAILED, "authentication failed")
-        return ProtocolError(code, message)
+        return ProtocolError(code, message, close=CloseCode.AUTH_FAILED)
 
     async def become(self, request: Request, device: DeviceAddress, identity_key: PublicKey) -> None:
         self.device = device
