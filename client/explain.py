@@ -53,35 +53,51 @@ STEP_TITLES: Mapping[str, str] = {
     "x3dh.base_key": "X3DH: fresh ephemeral key EK_A",
     "x3dh.dh": "X3DH:",
     "x3dh.kdf": "X3DH: KDF(DH1 ‖ DH2 ‖ DH3 [‖ DH4]) → root key RK, chain key CK",
-    # PQXDH (Signal's PQXDH specification §3), where the core emits it.
+    # PQXDH (Signal's PQXDH specification §3).
     "pqxdh.kem": "PQXDH: ML-KEM shared secret SS",
-    "pqxdh.kdf": "PQXDH: KDF(DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS) → RK, CK",
+    "pqxdh.kdf": "PQXDH: KDF(DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS) → root key RK, chain key CK",
     # Double Ratchet (Signal's Double Ratchet specification §3).
-    "ratchet.init": "Ratchet: initialised",
-    "ratchet.dh_step": "Ratchet: DH ratchet step (new ratchet key, KDF_RK)",
-    "ratchet.kdf_rk": "Ratchet: KDF_RK(RK, DH(DHs, DHr)) → new RK, chain key",
-    "ratchet.new_ratchet_key": "Ratchet: new sending ratchet key DHs",
-    "ratchet.root_step": "Ratchet: root key update KDF_RK",
-    "ratchet.sending_chain": "Ratchet: new sending chain CKs",
-    "ratchet.receiving_chain": "Ratchet: new receiving chain CKr",
-    "ratchet.chain_step": "Ratchet: symmetric step KDF_CK",
-    "ratchet.kdf_ck": "Ratchet: KDF_CK(CK) → next chain key, message key",
-    "ratchet.message_keys": "Ratchet: message keys (AES-256 key, HMAC key, IV)",
-    "ratchet.encrypt": "Ratchet: encrypt",
-    "ratchet.decrypt": "Ratchet: decrypt",
-    "ratchet.skipped_key_stored": "Ratchet: skipped message key stored (MKSKIPPED)",
-    "ratchet.skipped_keys_stored": "Ratchet: skipped message keys stored (MKSKIPPED)",
-    "ratchet.skipped_key_used": "Ratchet: stored skipped message key used and deleted",
-    "ratchet.skipped_key_evicted": "Ratchet: oldest stored skipped key evicted",
-    "ratchet.mac_verified": "MAC check passed (HMAC-SHA256, 8 bytes, constant time)",
-    "ratchet.mac_ok": "MAC check passed (HMAC-SHA256, 8 bytes, constant time)",
-    "ratchet.mac_failed": "MAC check FAILED: message rejected, state unchanged",
-    "session.initiate": "Session: started from a prekey bundle",
-    "session.respond": "Session: created from a PreKeySignalMessage",
-    "session.archived": "Session: previous state archived",
-    "session.promoted": "Session: archived state promoted to current",
+    "ratchet.init": "Ratchet: initialised from the shared secret (§3.3)",
+    "ratchet.dh_step": "Ratchet: DH ratchet step, KDF_RK(RK, DH(DHs, DHr)) → new RK and chain key",
+    "ratchet.chain_step": "Ratchet: symmetric step KDF_CK(CK) → next chain key",
+    "ratchet.message_key": "Ratchet: message keys (AES-256 key ‖ HMAC-SHA256 key ‖ IV)",
+    "ratchet.mac": "MAC check (HMAC-SHA256 truncated to 8 bytes, compared in constant time)",
+    "ratchet.skipped_keys_stored": "Ratchet: message keys of skipped messages stored (MKSKIPPED)",
+    "ratchet.skipped_key_used": "Ratchet: stored skipped message key used, then deleted",
+    # Session records (libsignal's SessionRecord: one current state, some archived ones).
+    "session.new_state": "Session: new state from a PreKey message (previous one archived)",
+    "session.known_base_key": "Session: PreKey message for a state we already have (same base key)",
+    "session.state_promoted": "Session: an archived state decrypted it and becomes current",
 }
 """Human titles for the steps the core emits; anything else renders under its own name."""
+
+
+# Titles that depend on one public field of the event: (step, field, value) → title.  The field
+# is then left out of the listed values, since the title already says it.
+_VARIANT_TITLES: Mapping[tuple[str, str, str | int | bool], str] = {
+    ("ratchet.mac", "ok", True): "MAC check passed (HMAC-SHA256, 8 bytes, compared in constant time)",
+    ("ratchet.mac", "ok", False): "MAC check FAILED: message rejected, session state unchanged",
+    ("ratchet.dh_step", "direction", "receiving"): (
+        "Ratchet: DH step on receiving a new ratchet key DHr: KDF_RK(RK, DH(DHs, DHr)) → RK, CKr"
+    ),
+    ("ratchet.dh_step", "direction", "sending"): (
+        "Ratchet: DH step with our fresh ratchet key DHs: KDF_RK(RK, DH(DHs, DHr)) → RK, CKs"
+    ),
+    ("ratchet.chain_step", "chain", "sending"): "Ratchet: KDF_CK on the sending chain CKs",
+    ("ratchet.chain_step", "chain", "receiving"): "Ratchet: KDF_CK on the receiving chain CKr",
+    ("ratchet.message_key", "direction", "encrypt"): "Ratchet: message keys to encrypt (AES-256 ‖ HMAC ‖ IV)",
+    ("ratchet.message_key", "direction", "decrypt"): "Ratchet: message keys to decrypt (AES-256 ‖ HMAC ‖ IV)",
+    ("pqxdh.kem", "operation", "encapsulate"): "PQXDH: ML-KEM encapsulation to Bob's KEM prekey → SS",
+    ("pqxdh.kem", "operation", "decapsulate"): "PQXDH: ML-KEM decapsulation with our KEM prekey → SS",
+}
+
+
+def _title(step: str, public: dict[str, str | int | bool]) -> str:
+    for (variant_step, name, value), title in _VARIANT_TITLES.items():
+        if variant_step == step and name in public and public[name] == value:
+            del public[name]
+            return title
+    return STEP_TITLES.get(step, step)
 
 
 def _format_public(value: str | int | bool) -> str:
@@ -102,7 +118,7 @@ def render(event: Event, show_secrets: bool = False) -> str:
     Secret values appear as fingerprints (``#1a2b3c4d``) unless ``show_secrets`` is true.
     """
     public = dict(event.public)
-    title = STEP_TITLES.get(event.step, event.step)
+    title = _title(event.step, public)
     if event.step == "x3dh.dh":
         # "X3DH: DH2 = DH(EK_A, IK_B) = #1a2b3c4d" reads better than a list of fields.
         name = str(public.pop("name", "DH?"))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from client.explain import SHOW_SECRETS_WARNING, Explainer, render
+from client.explain import SHOW_SECRETS_WARNING, STEP_TITLES, Explainer, render
+from e2e.errors import InvalidMessageError
 from e2e.explain import Event, fingerprint
 from e2e.keys import KeyPair
+from e2e.session import SessionRecord
+from e2e.wire import PreKeySignalMessage
 from e2e.x3dh import PreKeyBundle, initiate, respond
 
 
@@ -97,3 +100,54 @@ def test_explainer_labels_lines_and_can_be_switched_off(rng, enabled: bool) -> N
         assert all(line.startswith("Alice: ") for line in lines)
     else:
         assert lines == []
+
+
+def _conversation(rng) -> list[Event]:
+    """A real session through the core: first message, replies, messages out of order, a forged one."""
+    events: list[Event] = []
+    trace = events.append
+    alice_identity, bob_identity = KeyPair.generate(rng), KeyPair.generate(rng)
+    bob_signed, bob_one_time = KeyPair.generate(rng), KeyPair.generate(rng)
+    bundle = PreKeyBundle(
+        registration_id=7,
+        device_id=1,
+        identity_key=bob_identity.public_key,
+        signed_pre_key_id=1,
+        signed_pre_key=bob_signed.public_key,
+        signed_pre_key_signature=bob_identity.sign(bob_signed.public_key.serialize(), rng),
+        pre_key_id=3,
+        pre_key=bob_one_time.public_key,
+    )
+    alice = SessionRecord.initiate(alice_identity, 5, bundle, rng, trace=trace)
+    bob = SessionRecord()
+    first = alice.encrypt(b"hello", rng, trace)
+    bob.decrypt_prekey_message(
+        PreKeySignalMessage.deserialize(first.body), bob_identity, bob_signed, bob_one_time, rng, trace
+    )
+    reply = bob.encrypt(b"hi", rng, trace)
+    alice.decrypt(reply.body, rng, trace)
+    late, early = alice.encrypt(b"one", rng, trace), alice.encrypt(b"two", rng, trace)
+    bob.decrypt(early.body, rng, trace)
+    bob.decrypt(late.body, rng, trace)
+    forged = bob.encrypt(b"three", rng, trace).body
+    with pytest.raises(InvalidMessageError):
+        alice.decrypt(forged[:-1] + bytes([forged[-1] ^ 1]), rng, trace)
+    return events
+
+
+def test_every_step_of_a_real_conversation_has_a_title_and_hides_its_secrets(rng) -> None:
+    events = _conversation(rng)
+    steps = {event.step for event in events}
+    assert {
+        "ratchet.dh_step",
+        "ratchet.skipped_keys_stored",
+        "ratchet.skipped_key_used",
+        "ratchet.mac",
+    } <= steps
+    assert steps <= set(STEP_TITLES)
+    text = "\n".join(render(event) for event in events)
+    assert "MAC check passed" in text
+    assert "MAC check FAILED" in text
+    for event in events:
+        for secret in event.secret.values():
+            assert secret.hex()[:16] not in text
