@@ -31,7 +31,7 @@ libsignal's signatures and produces signatures that every libsignal verifies.  V
 then is plain Ed25519 verification against the rebuilt ``A`` (RFC 8032 §5.1.7, without the
 cofactor), for which we use libsodium through PyNaCl (about twice as fast here as OpenSSL's
 through ``cryptography``), as we do for the Edwards scalar multiplications of signing and for
-deriving public keys; Diffie-Hellman itself uses ``cryptography``.
+deriving public keys and for Diffie-Hellman.
 
 What this module does not know
 ------------------------------
@@ -48,6 +48,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from nacl.bindings import (
+    crypto_scalarmult,
     crypto_scalarmult_base,
     crypto_scalarmult_ed25519_base_noclamp,
     crypto_sign_open,
@@ -205,11 +206,12 @@ class PrivateKey:
 
     def agree(self, their_public_key: PublicKey) -> bytes:
         """``DH(our private, their public)``: X25519, refusing an all-zero shared secret."""
-        if self._x25519 is None:
-            self._x25519 = X25519PrivateKey.from_private_bytes(self._scalar)
+        # libsodium's X25519 (RFC 7748 §5) straight from the scalar: building a cryptography
+        # X25519PrivateKey first costs another scalar multiplication per new ratchet key.
+        # libsodium refuses low-order points and an all-zero result (RFC 7748 §6.1).
         try:
-            return self._x25519.exchange(their_public_key._as_x25519())
-        except ValueError:
+            return crypto_scalarmult(self._scalar, their_public_key.raw)
+        except CryptoError:
             raise InvalidKeyError(
                 "Diffie-Hellman with this public key gives an all-zero result (a low-order point)"
             ) from None
