@@ -12,6 +12,16 @@ from pathlib import Path
 
 import axolotl_curve25519
 import pytest
+from axolotl.ecc.curve import Curve
+from axolotl.identitykey import IdentityKey
+from axolotl.identitykeypair import IdentityKeyPair
+from axolotl.protocol.prekeywhispermessage import PreKeyWhisperMessage
+from axolotl.protocol.whispermessage import WhisperMessage
+from axolotl.sessioncipher import SessionCipher
+from axolotl.state.prekeyrecord import PreKeyRecord
+from axolotl.state.signedprekeyrecord import SignedPreKeyRecord
+from axolotl.tests.inmemoryaxolotlstore import InMemoryAxolotlStore
+from interop.axolotl_peer import axolotl_key_pair
 
 from e2e.vectors import SeededRng, VectorFormatError, VectorMismatchError, check_document
 from e2e.vectors.__main__ import main
@@ -40,7 +50,7 @@ def _run(capsys, *arguments: str) -> tuple[int, str, str]:
 
 def test_every_kind_and_source_has_a_file() -> None:
     kinds = {_load(path.name)["kind"] for path in FILES}
-    assert {"xeddsa", "x3dh", "kdf_root", "kdf_chain", "message_keys", "fingerprint"} <= kinds
+    assert {"xeddsa", "x3dh", "kdf_root", "kdf_chain", "message_keys", "fingerprint", "conversation"} <= kinds
     names = {path.name for path in FILES}
     assert {"libsignal_x3dh.json", "libsignal_fingerprint.json", "libsignal_chain_key.json"} <= names
 
@@ -175,7 +185,22 @@ def _mutations() -> list[tuple[str, object]]:
         ("upper-case-hex", changed(lambda d: d["cases"][0]["inputs"].update(root_key="AB" * 32))),
         ("number-for-bytes", changed(lambda d: d["cases"][0]["inputs"].update(root_key=5))),
         ("a-list-not-an-object", [base]),
+        ("deliver-before-send", _conversation_with(lambda script: script.insert(0, {"deliver": "a0"}))),
+        ("unknown-step", _conversation_with(lambda script: script.append({"forward": "a0"}))),
+        ("unknown-sender", _conversation_with(lambda script: script.append(_send("carol", "c0")))),
+        ("duplicate-message-id", _conversation_with(lambda script: script.append(_send("bob", "a0")))),
     ]
+
+
+def _send(sender: str, message_id: str) -> dict:
+    return {"send": sender, "id": message_id, "plaintext": "00"}
+
+
+def _conversation_with(change) -> object:
+    document = _load("conversation.json")
+    document["cases"] = document["cases"][:1]
+    change(document["cases"][0]["inputs"]["script"])
+    return document
 
 
 @pytest.mark.parametrize("document", [m[1] for m in _mutations()], ids=[m[0] for m in _mutations()])
@@ -234,6 +259,56 @@ def test_xeddsa_vectors_agree_with_libsignal_c() -> None:
             valid = axolotl_curve25519.verifySignature(public, message, signature) == 0
             assert valid == expected["valid"], case["name"]
     assert sign_bits == {0, 1}
+
+
+def _axolotl_bob(inputs: dict) -> SessionCipher:
+    """python-axolotl as Bob, holding the conversation's pinned identity and prekeys."""
+    store = InMemoryAxolotlStore()
+    identity = axolotl_key_pair(bytes.fromhex(inputs["bob_identity_private"]))
+    store.identityKeyStore.identityKeyPair = IdentityKeyPair(
+        IdentityKey(identity.getPublicKey()), identity.getPrivateKey()
+    )
+    store.identityKeyStore.localRegistrationId = inputs["bob_registration_id"]
+    signed = axolotl_key_pair(bytes.fromhex(inputs["bob_signed_pre_key_private"]))
+    signature = Curve.calculateSignature(identity.getPrivateKey(), signed.getPublicKey().serialize())
+    store.storeSignedPreKey(
+        inputs["signed_pre_key_id"], SignedPreKeyRecord(inputs["signed_pre_key_id"], 0, signed, signature)
+    )
+    if "pre_key_id" in inputs:
+        one_time = axolotl_key_pair(bytes.fromhex(inputs["bob_one_time_pre_key_private"]))
+        store.storePreKey(inputs["pre_key_id"], PreKeyRecord(inputs["pre_key_id"], one_time))
+    return SessionCipher(store, store, store, store, "alice", 1)
+
+
+def test_conversation_bytes_decrypt_with_python_axolotl() -> None:
+    # An independent libsignal v3 implementation, given Bob's pinned keys, reads every message
+    # Alice sends before Bob's first reply (after that, Bob's ratchet keys are ours alone), in
+    # the script's delivery order.  python-axolotl reads an absent one-time prekey id as 0 and
+    # then fails to find prekey 0, so only the conversations that use a one-time prekey qualify.
+    checked = 0
+    for case in _load("conversation.json")["cases"]:
+        if "pre_key_id" not in case["inputs"]:
+            continue
+        cipher = _axolotl_bob(case["inputs"])
+        script, steps = case["inputs"]["script"], case["expected"]["steps"]
+        sent = {}
+        delivered = set()
+        for step, output in zip(script, steps, strict=True):
+            if "send" in step:
+                if step["send"] == "bob":
+                    break
+                sent[step["id"]] = output
+            elif step["deliver"] in sent and step["deliver"] not in delivered:
+                delivered.add(step["deliver"])
+                message = sent[step["deliver"]]
+                body = bytes.fromhex(message["body"])
+                if message["type"] == 3:
+                    plaintext = cipher.decryptPkmsg(PreKeyWhisperMessage(serialized=body))
+                else:
+                    plaintext = cipher.decryptMsg(WhisperMessage(serialized=body))
+                assert bytes(plaintext).hex() == output["plaintext"], case["name"]
+                checked += 1
+    assert checked >= 11
 
 
 def test_seeded_rng_is_sha256_in_counter_mode() -> None:

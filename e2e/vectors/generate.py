@@ -156,6 +156,105 @@ def _fingerprint_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _send(sender: str, message_id: str, plaintext: bytes) -> dict[str, object]:
+    return {"send": sender, "id": message_id, "plaintext": plaintext.hex()}
+
+
+def _deliver(message_id: str) -> dict[str, object]:
+    return {"deliver": message_id}
+
+
+def _script_ping_pong(rng: SeededRng) -> list[dict[str, object]]:
+    """Strict alternation: every reply is a DH ratchet step, in both directions."""
+    script: list[dict[str, object]] = []
+    for turn in range(4):
+        script += [_send("alice", f"a{turn}", b"ping %d" % turn), _deliver(f"a{turn}")]
+        script += [_send("bob", f"b{turn}", b"pong %d" % turn), _deliver(f"b{turn}")]
+    return script
+
+
+def _script_out_of_order(rng: SeededRng) -> list[dict[str, object]]:
+    """Out-of-order delivery within a chain and across ratchet steps, then replays."""
+    script = [_send("alice", f"a{n}", rng(1 + n * 7)) for n in range(5)]
+    script += [_deliver(message_id) for message_id in ("a2", "a0", "a4", "a1", "a3")]
+    script += [_send("bob", f"b{n}", rng(16)) for n in range(3)]
+    script += [_deliver("b2"), _deliver("b0")]
+    script += [_send("alice", "a5", b""), _send("alice", "a6", rng(100))]
+    script += [_deliver("a6"), _deliver("b1"), _deliver("a5")]
+    script += [_send("bob", "b3", rng(33)), _deliver("b3")]
+    # Replays: the keys of these messages are gone.
+    script += [_deliver("a2"), _deliver("b2")]
+    return script
+
+
+def _script_prekey_messages(rng: SeededRng) -> list[dict[str, object]]:
+    """Alice sends several PreKeySignalMessages before any reply; Bob gets the later ones first."""
+    script = [_send("alice", f"a{n}", rng(20)) for n in range(4)]
+    script += [_deliver("a3"), _deliver("a1"), _deliver("a0")]
+    script += [_send("bob", "b0", rng(20)), _deliver("b0")]
+    # Alice has a reply now: her next message is an ordinary SignalMessage.
+    script += [_send("alice", "a4", rng(20)), _deliver("a2"), _deliver("a4"), _deliver("a3")]
+    return script
+
+
+def _script_long_chains(rng: SeededRng) -> list[dict[str, object]]:
+    """Long sending chains with skipped message keys, and large and empty plaintexts."""
+    script = [_send("alice", f"a{n}", rng(8)) for n in range(40)]
+    script += [_deliver("a39"), _deliver("a0"), _deliver("a20")]
+    script += [_send("bob", "b0", rng(1000)), _send("bob", "b1", b""), _deliver("b1"), _deliver("b0")]
+    script += [_send("alice", "a40", rng(4096)), _deliver("a40"), _deliver("a10")]
+    return script
+
+
+def _conversation_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    scripts = (
+        ("ping-pong", _script_ping_pong, False),
+        ("out-of-order-and-replays", _script_out_of_order, True),
+        ("prekey-messages-out-of-order", _script_prekey_messages, True),
+        ("long-chains-and-skipped-keys", _script_long_chains, True),
+    )
+    for name, make_script, with_one_time in scripts:
+        inputs: dict[str, object] = {
+            "alice_identity_private": _private_hex(rng),
+            "alice_registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
+            "alice_rng_seed": rng(16).hex(),
+            "bob_identity_private": _private_hex(rng),
+            "bob_registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
+            "bob_rng_seed": rng(16).hex(),
+            "bob_signed_pre_key_private": _private_hex(rng),
+            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
+            "signed_pre_key_signature_random": rng(64).hex(),
+        }
+        if with_one_time:
+            inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
+            inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
+        inputs["script"] = make_script(rng)
+        _check_conversation(name, inputs)
+        cases.append((name, inputs))
+    return cases
+
+
+def _check_conversation(name: str, inputs: Mapping[str, object]) -> None:
+    """Refuse to publish a conversation in which a first delivery did not return the plaintext sent."""
+    script = inputs["script"]
+    assert isinstance(script, list)
+    steps = KINDS["conversation"](inputs)["steps"]
+    assert isinstance(steps, list)
+    plaintexts: dict[object, object] = {}
+    delivered: set[object] = set()
+    for step, output in zip(script, steps, strict=True):
+        if "send" in step:
+            plaintexts[step["id"]] = step["plaintext"]
+        elif step["deliver"] in delivered:
+            if output != {"error": "DuplicateMessageError"}:
+                raise AssertionError(f"{name}: replay of {step['deliver']} gave {output}")
+        else:
+            delivered.add(step["deliver"])
+            if output != {"plaintext": plaintexts[step["deliver"]]}:
+                raise AssertionError(f"{name}: delivery of {step['deliver']} gave {output}")
+
+
 _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str, object]]]]]] = {
     "xeddsa.json": ("xeddsa", _xeddsa_cases),
     "x3dh.json": ("x3dh", _x3dh_cases),
@@ -163,6 +262,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "kdf_chain.json": ("kdf_chain", _kdf_chain_cases),
     "message_keys.json": ("message_keys", _message_keys_cases),
     "fingerprint.json": ("fingerprint", _fingerprint_cases),
+    "conversation.json": ("conversation", _conversation_cases),
 }
 
 

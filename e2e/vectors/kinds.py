@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from e2e.errors import DecodeError, InvalidSignatureError
+from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
 from e2e.kdf import ChainKey, RootKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
-from e2e.vectors import VectorFormatError
+from e2e.session import Ciphertext, SessionRecord
+from e2e.vectors import SeededRng, VectorFormatError
+from e2e.wire import MessageType, PreKeySignalMessage
 from e2e.x3dh import PreKeyBundle, initiate, respond
 
 __all__ = ["KINDS", "Inputs", "Kind"]
@@ -276,6 +278,110 @@ def fingerprint(raw: Mapping[str, object]) -> Output:
     return {"displayable": str(result.displayable), "scannable": result.scannable.serialize().hex()}
 
 
+_PARTIES = ("alice", "bob")
+
+
+class _Party:
+    """One side of a scripted conversation: its keys, its seeded randomness and its session record."""
+
+    def __init__(self, identity: KeyPair, registration_id: int, seed: bytes) -> None:
+        self.identity = identity
+        self.registration_id = registration_id
+        self.rng = SeededRng(seed)
+        self.record = SessionRecord()
+
+
+def conversation(raw: Mapping[str, object]) -> Output:
+    """A scripted conversation between Alice and Bob: every message's wire bytes and every delivery.
+
+    Alice starts the session from Bob's bundle; then ``script`` runs in order.  A step
+    ``{"send": "alice"|"bob", "id": ID, "plaintext": HEX}`` encrypts with the sender's record and
+    outputs ``{"type": 2|3, "body": HEX}``; a step ``{"deliver": ID}`` hands that message's bytes to
+    the other party and outputs ``{"plaintext": HEX}``, or ``{"error": NAME}`` when the core
+    refuses it (a replay, for instance).  Bob's one-time prekey is used once and then deleted, as
+    a client does.
+    """
+    inputs = Inputs(raw)
+    alice = _Party(
+        KeyPair(inputs.private_key("alice_identity_private")),
+        inputs.integer("alice_registration_id"),
+        inputs.hex("alice_rng_seed"),
+    )
+    bob = _Party(
+        KeyPair(inputs.private_key("bob_identity_private")),
+        inputs.integer("bob_registration_id"),
+        inputs.hex("bob_rng_seed"),
+    )
+    bob_signed = KeyPair(inputs.private_key("bob_signed_pre_key_private"))
+    one_time_private = inputs.optional_hex("bob_one_time_pre_key_private", 32)
+    bob_one_time = None if one_time_private is None else KeyPair(PrivateKey(one_time_private))
+    pre_key_id = inputs.optional_integer("pre_key_id")
+    signed_pre_key_id = inputs.integer("signed_pre_key_id")
+    signature_random = inputs.hex("signed_pre_key_signature_random", 64)
+    script = inputs.sequence("script")
+    inputs.done()
+    if (pre_key_id is None) != (bob_one_time is None):
+        raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
+
+    bundle = PreKeyBundle(
+        registration_id=bob.registration_id,
+        device_id=1,
+        identity_key=bob.identity.public_key,
+        signed_pre_key_id=signed_pre_key_id,
+        signed_pre_key=bob_signed.public_key,
+        signed_pre_key_signature=bob.identity.sign(
+            bob_signed.public_key.serialize(), _fixed_rng(signature_random)
+        ),
+        pre_key_id=pre_key_id,
+        pre_key=None if bob_one_time is None else bob_one_time.public_key,
+    )
+    alice.record = SessionRecord.initiate(alice.identity, alice.registration_id, bundle, alice.rng)
+    parties = {"alice": alice, "bob": bob}
+    sent: dict[str, tuple[str, Ciphertext]] = {}
+    steps: list[Output] = []
+    for step in script:
+        if not isinstance(step, Mapping):
+            raise VectorFormatError("a script step is an object")
+        if set(step) == {"send", "id", "plaintext"}:
+            sender, message_id = step["send"], step["id"]
+            if sender not in parties or not isinstance(message_id, str) or message_id in sent:
+                raise VectorFormatError(f"bad send step {dict(step)!r}")
+            plaintext = hex_bytes("plaintext", step["plaintext"])
+            party = parties[str(sender)]
+            ciphertext = party.record.encrypt(plaintext, party.rng)
+            sent[message_id] = (str(sender), ciphertext)
+            steps.append({"type": int(ciphertext.type), "body": ciphertext.body.hex()})
+        elif set(step) == {"deliver"}:
+            message_id = step["deliver"]
+            if not isinstance(message_id, str) or message_id not in sent:
+                raise VectorFormatError(f"deliver names no earlier send: {step['deliver']!r}")
+            sender, ciphertext = sent[message_id]
+            receiver = bob if sender == "alice" else alice
+            try:
+                if ciphertext.type == MessageType.PREKEY:
+                    message = PreKeySignalMessage.deserialize(ciphertext.body)
+                    one_time = bob_one_time if message.pre_key_id is not None else None
+                    plaintext = receiver.record.decrypt_prekey_message(
+                        message,
+                        receiver.identity,
+                        bob_signed,
+                        one_time,
+                        receiver.rng,
+                        our_registration_id=receiver.registration_id,
+                    )
+                    if one_time is not None:
+                        bob_one_time = None
+                else:
+                    plaintext = receiver.record.decrypt(ciphertext.body, receiver.rng)
+            except E2EError as error:
+                steps.append({"error": type(error).__name__})
+            else:
+                steps.append({"plaintext": plaintext.hex()})
+        else:
+            raise VectorFormatError(f"unknown script step {dict(step)!r}")
+    return {"steps": steps}
+
+
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
@@ -283,4 +389,5 @@ KINDS: dict[str, Kind] = {
     "kdf_chain": kdf_chain,
     "message_keys": message_keys,
     "fingerprint": fingerprint,
+    "conversation": conversation,
 }
