@@ -62,7 +62,7 @@ X3DH's output and keeps several; this module only knows one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 
 from e2e import protobuf
 from e2e.errors import (
@@ -74,6 +74,7 @@ from e2e.errors import (
     TooManySkippedMessagesError,
 )
 from e2e.explain import Trace, emit
+from e2e.kem import KemCiphertext
 from e2e.keys import KEY_LENGTH, KeyPair, PrivateKey, PublicKey, Rng
 from e2e.primitives import cbc_decrypt, cbc_encrypt, chain_step, derive_message_keys, root_step
 from e2e.wire import (
@@ -90,6 +91,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "ReceiverChain",
     "PendingPreKey",
+    "Agreement",
     "RatchetState",
     "MAX_PLAINTEXT_LENGTH",
 ]
@@ -138,24 +140,41 @@ class ReceiverChain:
 
 @dataclass(frozen=True, slots=True)
 class PendingPreKey:
-    """What Alice repeats in every message until she hears back: the X3DH header's ids and base key."""
+    """What Alice repeats in every message until she hears back: the X3DH header's ids and base key,
+    and for a PQXDH session the KEM prekey id and the KEM ciphertext (PQXDH §3.3).
+    """
 
     pre_key_id: int | None
     signed_pre_key_id: int
     base_key: PublicKey
+    kem_pre_key_id: int | None = None
+    kem_ciphertext: KemCiphertext | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kem_pre_key_id is None) != (self.kem_ciphertext is None):
+            raise InvalidKeyError("a pending KEM ciphertext needs the id of its KEM prekey")
+
+
+Agreement = Literal["x3dh", "pqxdh"]
+"""The key agreement that started a state: X3DH, or PQXDH (:mod:`e2e.pqxdh`)."""
+
+# How field 16 of a stored state names the agreement; X3DH states leave the field out.
+_AGREEMENT_CODES: Final[dict[int, Agreement]] = {1: "x3dh", 2: "pqxdh"}
 
 
 DEFAULT_LIMITS: Final = Limits()
 """The limits used when none are given."""
 
 _STATE_SCHEMA: Final = {
-    number: protobuf.Field(protobuf.VARINT if number in (1, 8, 9, 13, 14) else protobuf.LEN)
-    for number in range(1, 16)
+    number: protobuf.Field(protobuf.VARINT if number in (1, 8, 9, 13, 14, 16) else protobuf.LEN)
+    for number in range(1, 17)
 }
 _PENDING_SCHEMA: Final = {
     1: protobuf.Field(protobuf.VARINT),
     2: protobuf.Field(protobuf.VARINT),
     3: protobuf.Field(protobuf.LEN),
+    4: protobuf.Field(protobuf.VARINT),
+    5: protobuf.Field(protobuf.LEN),
 }
 # A receiver chain is packed as ratchet key (32) ‖ chain key (32) ‖ index (4, big-endian); a
 # skipped key as ratchet key (32) ‖ counter (4, big-endian) ‖ mk (32).
@@ -186,6 +205,7 @@ class RatchetState:
         "local_registration_id",
         "remote_registration_id",
         "base_key",
+        "agreement",
         "_associated_out",
         "_associated_in",
         "_serialized_sending_key",
@@ -209,6 +229,7 @@ class RatchetState:
         remote_registration_id: int,
         base_key: PublicKey,
         limits: Limits,
+        agreement: Agreement = "x3dh",
     ) -> None:
         self.limits = limits
         self.session_version = CIPHERTEXT_VERSION
@@ -226,6 +247,7 @@ class RatchetState:
         self.local_registration_id = local_registration_id
         self.remote_registration_id = remote_registration_id
         self.base_key = base_key
+        self.agreement: Agreement = agreement
         # The MAC's associated data in each direction, Encode(IK_sender) ‖ Encode(IK_receiver).
         self._associated_out = local_identity_key.serialize() + remote_identity_key.serialize()
         self._associated_in = remote_identity_key.serialize() + local_identity_key.serialize()
@@ -247,8 +269,10 @@ class RatchetState:
         rng: Rng,
         limits: Limits = DEFAULT_LIMITS,
         trace: Trace | None = None,
+        *,
+        agreement: Agreement = "x3dh",
     ) -> RatchetState:
-        """Alice after X3DH (libsignal ``initializeAliceSession``): see the module docstring."""
+        """Alice after X3DH or PQXDH (libsignal ``initializeAliceSession``): see the module docstring."""
         sending = KeyPair.generate(rng)
         dh_out = sending.agree(their_signed_pre_key)
         root_key, sending_chain_key = root_step(secret.root_key.key, dh_out)
@@ -284,6 +308,7 @@ class RatchetState:
             remote_registration_id=remote_registration_id,
             base_key=our_base_key,
             limits=limits,
+            agreement=agreement,
         )
 
     @classmethod
@@ -298,8 +323,12 @@ class RatchetState:
         remote_registration_id: int,
         limits: Limits = DEFAULT_LIMITS,
         trace: Trace | None = None,
+        *,
+        agreement: Agreement = "x3dh",
     ) -> RatchetState:
-        """Bob after X3DH (libsignal ``initializeBobSession``): his signed prekey is his first ``DHs``."""
+        """Bob after X3DH or PQXDH (libsignal ``initializeBobSession``): his signed prekey is his
+        first ``DHs``.
+        """
         if trace is not None:
             emit(
                 trace,
@@ -323,6 +352,7 @@ class RatchetState:
             remote_registration_id=remote_registration_id,
             base_key=their_base_key,
             limits=limits,
+            agreement=agreement,
         )
 
     # -- the ratchet ----------------------------------------------------------------------------
@@ -574,6 +604,12 @@ class RatchetState:
                     b"" if pending.pre_key_id is None else protobuf.encode_uint_field(1, pending.pre_key_id),
                     protobuf.encode_uint_field(2, pending.signed_pre_key_id),
                     protobuf.encode_bytes_field(3, pending.base_key.serialize()),
+                    b""
+                    if pending.kem_pre_key_id is None
+                    else protobuf.encode_uint_field(4, pending.kem_pre_key_id),
+                    b""
+                    if pending.kem_ciphertext is None
+                    else protobuf.encode_bytes_field(5, pending.kem_ciphertext.serialize()),
                 )
             )
             parts.append(protobuf.encode_bytes_field(12, pending_fields))
@@ -582,6 +618,9 @@ class RatchetState:
             protobuf.encode_uint_field(14, self.remote_registration_id),
             protobuf.encode_bytes_field(15, self.base_key.serialize()),
         ]
+        if self.agreement != "x3dh":
+            # X3DH states leave field 16 out, so that they are stored exactly as before it existed.
+            parts.append(protobuf.encode_uint_field(16, 2))
         return b"".join(parts)
 
     @classmethod
@@ -635,13 +674,27 @@ class RatchetState:
         pending = None
         if 12 in fields:
             pending_fields = protobuf.parse(protobuf.get_bytes(fields, 12, "pending prekey"), _PENDING_SCHEMA)
+            if (4 in pending_fields) != (5 in pending_fields):
+                raise StateFormatError("a pending KEM prekey id without its KEM ciphertext, or the reverse")
             pending = PendingPreKey(
                 protobuf.get_uint(pending_fields, 1, "pending one-time prekey id", UINT32_MAX)
                 if 1 in pending_fields
                 else None,
                 protobuf.get_uint(pending_fields, 2, "pending signed prekey id", UINT32_MAX),
                 PublicKey.deserialize(protobuf.get_bytes(pending_fields, 3, "pending base key")),
+                protobuf.get_uint(pending_fields, 4, "pending KEM prekey id", UINT32_MAX)
+                if 4 in pending_fields
+                else None,
+                KemCiphertext.deserialize(protobuf.get_bytes(pending_fields, 5, "pending KEM ciphertext"))
+                if 5 in pending_fields
+                else None,
             )
+        agreement: Agreement = "x3dh"
+        if 16 in fields:
+            code = protobuf.get_uint(fields, 16, "key agreement")
+            if code not in _AGREEMENT_CODES:
+                raise StateFormatError(f"unknown key agreement code {code}")
+            agreement = _AGREEMENT_CODES[code]
         return cls(
             local_identity_key=key(2, "local identity key"),
             remote_identity_key=key(3, "remote identity key"),
@@ -658,6 +711,7 @@ class RatchetState:
             remote_registration_id=protobuf.get_uint(fields, 14, "remote registration id", UINT32_MAX),
             base_key=key(15, "base key"),
             limits=limits,
+            agreement=agreement,
         )
 
     def __repr__(self) -> str:
@@ -667,5 +721,6 @@ class RatchetState:
             f"sending_ratchet_key={self.sending_ratchet_key.fingerprint()}, "
             f"sending_index={self.sending_index}, receiver_chains={len(self.receiver_chains)}, "
             f"skipped_keys={len(self.skipped)}, pending_prekey={self.pending_prekey is not None}, "
+            f"agreement={self.agreement}, "
             "keys=<redacted>)"
         )

@@ -79,13 +79,15 @@ _UINT32_MAX: Final = 0xFFFF_FFFF
 _UINT64_MAX: Final = (1 << 64) - 1
 
 
-def header(kind: int) -> bytes:
-    """The two bytes that open a record of ``kind`` in the current format version."""
-    return bytes((kind, FORMAT_VERSION))
+def header(kind: int, version: int = FORMAT_VERSION) -> bytes:
+    """The two bytes that open a record of ``kind`` in format ``version`` (1 unless a kind has more)."""
+    return bytes((kind, version))
 
 
-def check_header(data: bytes, kind: int) -> bytes:
-    """Check that ``data`` is a record of ``kind`` and version 1; return the bytes after the header."""
+def check_header(data: bytes, kind: int, versions: tuple[int, ...] = (FORMAT_VERSION,)) -> bytes:
+    """Check that ``data`` is a record of ``kind`` in one of ``versions`` (by default version 1 only);
+    return the bytes after the header.  ``data[1]`` then says which version it is.
+    """
     name = _KIND_NAMES[kind]
     if not isinstance(data, bytes):
         raise StateFormatError(f"a stored {name} is bytes, not {type(data).__name__}")
@@ -94,10 +96,10 @@ def check_header(data: bytes, kind: int) -> bytes:
     if data[0] != kind:
         found = _KIND_NAMES.get(data[0], f"unknown kind 0x{data[0]:02x}")
         raise StateFormatError(f"expected a stored {name}, found a {found}")
-    if data[1] != FORMAT_VERSION:
+    if data[1] not in versions:
+        readable = " and ".join(str(version) for version in versions)
         raise StateFormatError(
-            f"stored {name} format version {data[1]} is not supported "
-            f"(this code reads version {FORMAT_VERSION})"
+            f"stored {name} format version {data[1]} is not supported (this code reads version {readable})"
         )
     return data[2:]
 

@@ -5,12 +5,19 @@ What this module owns
 :class:`SessionRecord`, the equivalent of libsignal's ``SessionRecord`` joined with the parts of
 its ``SessionBuilder`` and ``SessionCipher`` that touch one record:
 
-* :meth:`SessionRecord.initiate` — Alice: X3DH with Bob's bundle, then the ratchet's
-  initialization.  Until she has decrypted a reply her messages are PreKeySignalMessages
-  (:attr:`MessageType.PREKEY <e2e.wire.MessageType>`) carrying the X3DH header.
+* :meth:`SessionRecord.initiate` — Alice: X3DH with Bob's bundle, or PQXDH when the bundle
+  carries a signed KEM prekey (:mod:`e2e.pqxdh`), then the ratchet's initialization.  Until she
+  has decrypted a reply her messages are PreKeySignalMessages
+  (:attr:`MessageType.PREKEY <e2e.wire.MessageType>`) carrying the X3DH header, plus the KEM
+  prekey id and ciphertext for PQXDH.
 * :meth:`SessionRecord.decrypt_prekey_message` — Bob: a PreKeySignalMessage whose base key one
-  of our states already knows is decrypted by the states; otherwise X3DH's ``respond`` builds a
-  new state, which becomes current (the old current is archived) once the message decrypted.
+  of our states already knows is decrypted by the states; otherwise X3DH's or, when the message
+  carries a KEM ciphertext, PQXDH's ``respond`` builds a new state, which becomes current (the
+  old current is archived) once the message decrypted.
+
+Each state records the agreement that started it (:attr:`SessionRecord.agreement`).  A bundle
+that advertises a KEM prekey is never used with X3DH (:class:`~e2e.errors.DowngradeError`), and
+Bob may refuse X3DH messages altogether (``require_pqxdh``).
 * :meth:`SessionRecord.encrypt` / :meth:`SessionRecord.decrypt` on the current state, where
   decrypting also tries the archived states and promotes the one that succeeds.
 
@@ -28,9 +35,9 @@ Every method either succeeds or raises with the record unchanged: a state is onl
 its own :meth:`~e2e.ratchet.RatchetState.decrypt`, which commits nothing unless the message
 decrypted, and a new state only enters the record after it has decrypted its first message.
 
-Storage format, version 1 (see :mod:`e2e.records` for the header shared by every record)
-----------------------------------------------------------------------------------------
-``"S" ‖ 0x01 ‖ protobuf{1: current state, 2: archived state (repeated, most recent first)}``,
+Storage format, versions 1 and 2 (see :mod:`e2e.records` for the header shared by every record)
+-----------------------------------------------------------------------------------------------
+``"S" ‖ version ‖ protobuf{1: current state, 2: archived state (repeated, most recent first)}``,
 each state being the protobuf-style record :meth:`~e2e.ratchet.RatchetState.serialize` writes:
 
 =====  =================================  ================================================
@@ -51,7 +58,17 @@ field  type                               content
                                           a reply has been received
 13,14  varint                             local and remote registration ids
 15     bytes (33)                         Alice's base key, which names the state
+16     varint (version 2)                 the agreement that started the state: 2 = PQXDH;
+                                          absent = X3DH
+12.4   varint (version 2)                 pending KEM prekey id (PQXDH)
+12.5   bytes (1569, version 2)            pending KEM ciphertext ``0x0A ‖ c`` (PQXDH)
 =====  =================================  ================================================
+
+Version 2 added fields 16, 12.4 and 12.5.  Code that reads only version 1 would skip them
+silently and then send PQXDH messages without their KEM ciphertext, so a record with any of them
+is written as version 2, which such code refuses; a record of X3DH states only is written as
+version 1, byte for byte as before.  Both versions are read; a version-1 record that holds a
+version-2 field is refused.
 
 Packed entries keep a state with thousands of skipped keys a single ``bytes.join`` to write and a
 slice loop to read.  The sending ratchet's public key is stored next to its private key so that
@@ -70,9 +87,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from e2e import protobuf
+from e2e import pqxdh, protobuf, x3dh
 from e2e.errors import (
     DecodeError,
+    DowngradeError,
     DuplicateMessageError,
     InvalidMessageError,
     NoSessionError,
@@ -80,13 +98,18 @@ from e2e.errors import (
     TooManySkippedMessagesError,
 )
 from e2e.explain import Trace, emit
+from e2e.kem import KemKeyPair
 from e2e.keys import KeyPair, PublicKey, Rng
-from e2e.ratchet import DEFAULT_LIMITS, Limits, PendingPreKey, RatchetState
+from e2e.ratchet import DEFAULT_LIMITS, Agreement, Limits, PendingPreKey, RatchetState
 from e2e.records import SESSION_RECORD_KIND, check_header, header
 from e2e.wire import UINT32_MAX, MessageType, PreKeySignalMessage, SignalMessage, encode_prekey_signal_message
-from e2e.x3dh import PreKeyBundle, initiate, respond
+from e2e.x3dh import PreKeyBundle
 
-__all__ = ["Ciphertext", "SessionRecord"]
+__all__ = ["Ciphertext", "SessionRecord", "SESSION_FORMAT_VERSIONS"]
+
+SESSION_FORMAT_VERSIONS: Final = (1, 2)
+"""The session record format versions this code reads (module docstring); it writes the lower
+one that can hold the record."""
 
 _RECORD_SCHEMA: Final = {
     1: protobuf.Field(protobuf.LEN),
@@ -127,7 +150,9 @@ class SessionRecord:
         limits: Limits = DEFAULT_LIMITS,
         trace: Trace | None = None,
     ) -> SessionRecord:
-        """Alice: X3DH with ``their_bundle`` (its signature checked first) and a new current state."""
+        """Alice: X3DH with ``their_bundle`` (its signatures checked first) and a new current state;
+        PQXDH instead when the bundle carries a signed KEM prekey.
+        """
         record = cls(limits)
         record.start_session(our_identity_key, our_registration_id, their_bundle, rng, trace)
         return record
@@ -143,19 +168,32 @@ class SessionRecord:
         """:meth:`initiate` on an existing record: the new state becomes current, the old is archived."""
         if not 0 <= our_registration_id <= UINT32_MAX:
             raise ValueError("a registration id is an unsigned 32-bit value")
-        message, secret = initiate(our_identity_key, their_bundle, rng, trace)
+        agreement: Agreement
+        if their_bundle.kem_pre_key is not None:
+            message, secret = pqxdh.initiate(our_identity_key, their_bundle, rng, trace)
+            agreement = "pqxdh"
+        else:
+            message, secret = x3dh.initiate(our_identity_key, their_bundle, rng, trace)
+            agreement = "x3dh"
         state = RatchetState.initialize_alice(
             secret,
             our_identity_key.public_key,
             their_bundle.identity_key,
             their_bundle.signed_pre_key,
             message.base_key,
-            PendingPreKey(message.pre_key_id, message.signed_pre_key_id, message.base_key),
+            PendingPreKey(
+                message.pre_key_id,
+                message.signed_pre_key_id,
+                message.base_key,
+                message.kem_pre_key_id,
+                message.kem_ciphertext,
+            ),
             our_registration_id,
             their_bundle.registration_id,
             rng,
             self.limits,
             trace,
+            agreement=agreement,
         )
         self._install(state)
 
@@ -192,6 +230,11 @@ class SessionRecord:
     def archived_states(self) -> tuple[RatchetState, ...]:
         """The archived states, most recently used first."""
         return tuple(self._archived)
+
+    @property
+    def agreement(self) -> Agreement | None:
+        """The key agreement (``"x3dh"`` or ``"pqxdh"``) that started the current state."""
+        return None if self._current is None else self._current.agreement
 
     @property
     def remote_registration_id(self) -> int | None:
@@ -231,6 +274,8 @@ class SessionRecord:
             pending.base_key.serialize(),
             state.local_identity_key.serialize(),
             serialized,
+            pending.kem_pre_key_id,
+            None if pending.kem_ciphertext is None else pending.kem_ciphertext.serialize(),
         )
         return Ciphertext(MessageType.PREKEY, body)
 
@@ -289,22 +334,37 @@ class SessionRecord:
         trace: Trace | None = None,
         *,
         our_registration_id: int | None = None,
+        our_kem_pre_key: KemKeyPair | None = None,
+        require_pqxdh: bool = False,
     ) -> bytes:
         """Bob: decrypt Alice's PreKeySignalMessage, starting a new state if its base key is new.
 
-        The caller looked ``our_signed_pre_key`` and ``our_one_time_pre_key`` up by
-        ``message.signed_pre_key_id`` and ``message.pre_key_id``, and deletes the one-time prekey
-        once this returns.  ``our_registration_id`` is recorded in the new state (libsignal takes
-        it from its identity store); without it the current state's, or 0, is used.  A repeated
-        message (same base key) is decrypted by the existing state and needs no prekey; a
-        replayed one raises :class:`~e2e.errors.DuplicateMessageError`.
+        The caller looked ``our_signed_pre_key``, ``our_one_time_pre_key`` and (for a message
+        with a KEM ciphertext) ``our_kem_pre_key`` up by ``message.signed_pre_key_id``,
+        ``message.pre_key_id`` and ``message.kem_pre_key_id``, and deletes the one-time prekeys
+        (EC and KEM) once this returns; a last-resort KEM prekey stays.  A message with a KEM
+        ciphertext is answered with PQXDH, one without with X3DH, unless ``require_pqxdh`` is
+        set: then it raises :class:`~e2e.errors.DowngradeError` (for a device that publishes KEM
+        prekeys and will not talk to peers who ignore them).  ``our_registration_id`` is recorded
+        in the new state (libsignal takes it from its identity store); without it the current
+        state's, or 0, is used.  A repeated message (same base key) is decrypted by the existing
+        state and needs no prekey; a replayed one raises :class:`~e2e.errors.DuplicateMessageError`.
         """
         if self.has_state_for_base_key(message.base_key):
             emit(trace, "session.known_base_key", {"base_key": message.base_key.fingerprint()})
             return self.decrypt_message(message.message, rng, trace)
-        secret = respond(
-            our_identity_key, our_signed_pre_key, our_one_time_pre_key, message.initial_message(), trace
-        )
+        initial = message.initial_message()
+        agreement: Agreement
+        if initial.kem_ciphertext is not None:
+            secret = pqxdh.respond(
+                our_identity_key, our_signed_pre_key, our_one_time_pre_key, our_kem_pre_key, initial, trace
+            )
+            agreement = "pqxdh"
+        elif require_pqxdh:
+            raise DowngradeError("the PreKeySignalMessage was made with X3DH, and this device requires PQXDH")
+        else:
+            secret = x3dh.respond(our_identity_key, our_signed_pre_key, our_one_time_pre_key, initial, trace)
+            agreement = "x3dh"
         state = RatchetState.initialize_bob(
             secret,
             our_identity_key.public_key,
@@ -317,6 +377,7 @@ class SessionRecord:
             message.registration_id,
             self.limits,
             trace,
+            agreement=agreement,
         )
         plaintext = state.decrypt(message.message, rng, trace)
         self._install(state)
@@ -326,8 +387,9 @@ class SessionRecord:
     # -- storage --------------------------------------------------------------------------------
 
     def serialize(self) -> bytes:
-        """The record in storage format 1 (module docstring); never pickle."""
-        parts = [header(SESSION_RECORD_KIND)]
+        """The record in storage format 1, or 2 if a state needs it (module docstring); never pickle."""
+        version = 2 if any(_needs_version_2(state) for state in self._states()) else 1
+        parts = [header(SESSION_RECORD_KIND, version)]
         if self._current is not None:
             parts.append(protobuf.encode_bytes_field(1, self._current.serialize()))
         parts += [protobuf.encode_bytes_field(2, state.serialize()) for state in self._archived]
@@ -336,7 +398,7 @@ class SessionRecord:
     @classmethod
     def deserialize(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> SessionRecord:
         """Read a record written by :meth:`serialize`; anything else raises :class:`StateFormatError`."""
-        body = check_header(data, SESSION_RECORD_KIND)
+        body = check_header(data, SESSION_RECORD_KIND, SESSION_FORMAT_VERSIONS)
         try:
             fields = protobuf.parse(body, _RECORD_SCHEMA)
         except DecodeError as error:
@@ -348,7 +410,14 @@ class SessionRecord:
         record._archived = [
             RatchetState.deserialize(state, limits) for state in archived[: limits.max_archived_states]
         ]
+        if data[1] == 1 and any(_needs_version_2(state) for state in record._states()):
+            raise StateFormatError("a version-1 session record holds PQXDH fields of version 2")
         return record
 
     def __repr__(self) -> str:
         return f"SessionRecord(current={self._current!r}, archived={len(self._archived)})"
+
+
+def _needs_version_2(state: RatchetState) -> bool:
+    pending = state.pending_prekey
+    return state.agreement != "x3dh" or (pending is not None and pending.kem_pre_key_id is not None)
