@@ -44,6 +44,7 @@ import hashlib
 import hmac
 from typing import Final
 
+from e2e import protobuf
 from e2e.errors import DecodeError, FingerprintMismatchError, FingerprintVersionMismatchError
 from e2e.keys import PublicKey
 
@@ -71,13 +72,19 @@ _DIGIT_CHUNKS: Final = 6
 _CHUNK_BYTES: Final = 5
 _SCANNABLE_BYTES: Final = 32
 
-# Protobuf keys (field number << 3 | wire type) of CombinedFingerprints and LogicalFingerprint.
-_VARINT: Final = 0
-_LENGTH_DELIMITED: Final = 2
-_VERSION_KEY: Final = 1 << 3 | _VARINT
-_LOCAL_KEY: Final = 2 << 3 | _LENGTH_DELIMITED
-_REMOTE_KEY: Final = 3 << 3 | _LENGTH_DELIMITED
-_CONTENT_KEY: Final = 1 << 3 | _LENGTH_DELIMITED
+# CombinedFingerprints{1: version, 2: local_fingerprint, 3: remote_fingerprint} and
+# LogicalFingerprint{1: content}, libsignal's fingerprint.proto.
+_VERSION_FIELD: Final = 1
+_LOCAL_FIELD: Final = 2
+_REMOTE_FIELD: Final = 3
+_CONTENT_FIELD: Final = 1
+_COMBINED_SCHEMA: Final = {
+    _VERSION_FIELD: protobuf.Field(protobuf.VARINT),
+    _LOCAL_FIELD: protobuf.Field(protobuf.LEN),
+    _REMOTE_FIELD: protobuf.Field(protobuf.LEN),
+}
+_LOGICAL_SCHEMA: Final = {_CONTENT_FIELD: protobuf.Field(protobuf.LEN)}
+_UINT32_MAX: Final = 2**32 - 1
 
 
 def logical_fingerprint(
@@ -133,65 +140,9 @@ class DisplayableFingerprint:
             raise FingerprintMismatchError("the safety numbers do not match")
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _read_varint(data: bytes, position: int) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 64, 7):
-        if position >= len(data):
-            raise DecodeError("a varint is truncated")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if value >> 64:
-                raise DecodeError("a varint is longer than 64 bits")
-            return value, position
-    raise DecodeError("a varint is longer than 10 bytes")
-
-
-def _fields(data: bytes) -> dict[int, int | bytes]:
-    """Strictly parse one protobuf message into ``{key: value}`` (varints and length-delimited only).
-
-    Unknown fields of these two wire types are skipped, as protobuf requires; any other wire type,
-    a truncation or a repeated field raises :class:`DecodeError`.
-    """
-    fields: dict[int, int | bytes] = {}
-    position = 0
-    while position < len(data):
-        key, position = _read_varint(data, position)
-        value: int | bytes
-        if key & 7 == _VARINT:
-            value, position = _read_varint(data, position)
-        elif key & 7 == _LENGTH_DELIMITED:
-            length, position = _read_varint(data, position)
-            if length > len(data) - position:
-                raise DecodeError("a length-delimited field is truncated")
-            value = data[position : position + length]
-            position += length
-        else:
-            raise DecodeError(f"unexpected protobuf wire type {key & 7}")
-        if key in fields:
-            raise DecodeError(f"protobuf field {key >> 3} appears twice")
-        fields[key] = value
-    return fields
-
-
-def _content(combined: dict[int, int | bytes], key: int, name: str) -> bytes:
-    logical = combined.get(key)
-    if not isinstance(logical, bytes):
-        raise DecodeError(f"the scanned fingerprint has no {name} fingerprint")
-    content = _fields(logical).get(_CONTENT_KEY)
-    if not isinstance(content, bytes):
-        raise DecodeError(f"the scanned {name} fingerprint has no content")
-    return content
+def _content(combined: protobuf.Record, number: int, name: str) -> bytes:
+    logical = protobuf.get_bytes(combined, number, f"{name} fingerprint")
+    return protobuf.get_bytes(protobuf.parse(logical, _LOGICAL_SCHEMA), _CONTENT_FIELD, f"{name} content")
 
 
 class ScannableFingerprint:
@@ -200,7 +151,7 @@ class ScannableFingerprint:
     __slots__ = ("version", "our_fingerprint", "their_fingerprint")
 
     def __init__(self, version: int, our_fingerprint: bytes, their_fingerprint: bytes) -> None:
-        if not 0 <= version < 2**32:
+        if not 0 <= version <= _UINT32_MAX:
             raise ValueError("a fingerprint version is an unsigned 32-bit integer")
         if len(our_fingerprint) < _SCANNABLE_BYTES or len(their_fingerprint) < _SCANNABLE_BYTES:
             raise ValueError("a logical fingerprint for scanning is at least 32 bytes")
@@ -210,29 +161,23 @@ class ScannableFingerprint:
 
     def serialize(self) -> bytes:
         """``CombinedFingerprints`` in protobuf encoding, our half as ``local_fingerprint``."""
-
-        def logical(content: bytes) -> bytes:
-            inner = bytes((_CONTENT_KEY,)) + _varint(len(content)) + content
-            return _varint(len(inner)) + inner
-
         return (
-            bytes((_VERSION_KEY,))
-            + _varint(self.version)
-            + bytes((_LOCAL_KEY,))
-            + logical(self.our_fingerprint)
-            + bytes((_REMOTE_KEY,))
-            + logical(self.their_fingerprint)
+            protobuf.encode_uint_field(_VERSION_FIELD, self.version)
+            + protobuf.encode_bytes_field(
+                _LOCAL_FIELD, protobuf.encode_bytes_field(_CONTENT_FIELD, self.our_fingerprint)
+            )
+            + protobuf.encode_bytes_field(
+                _REMOTE_FIELD, protobuf.encode_bytes_field(_CONTENT_FIELD, self.their_fingerprint)
+            )
         )
 
     @classmethod
     def deserialize(cls, data: bytes) -> ScannableFingerprint:
         """Parse a ``CombinedFingerprints``, as the one who produced it sees it."""
-        combined = _fields(data)
-        version = combined.get(_VERSION_KEY)
-        if not isinstance(version, int):
-            raise DecodeError("the scanned fingerprint has no version")
-        local = _content(combined, _LOCAL_KEY, "local")
-        remote = _content(combined, _REMOTE_KEY, "remote")
+        combined = protobuf.parse(data, _COMBINED_SCHEMA)
+        version = protobuf.get_uint(combined, _VERSION_FIELD, "fingerprint version", _UINT32_MAX)
+        local = _content(combined, _LOCAL_FIELD, "local")
+        remote = _content(combined, _REMOTE_FIELD, "remote")
         if len(local) != _SCANNABLE_BYTES or len(remote) != _SCANNABLE_BYTES:
             raise DecodeError(f"a scanned fingerprint half is {_SCANNABLE_BYTES} bytes")
         try:
@@ -248,14 +193,16 @@ class ScannableFingerprint:
         version counts as 0, as in libsignal), :class:`FingerprintMismatchError` for other halves and
         :class:`DecodeError` for malformed bytes.
         """
-        combined = _fields(scanned)
-        their_version = combined.get(_VERSION_KEY, 0)
-        if not isinstance(their_version, int):
-            raise DecodeError("the scanned fingerprint's version is not a varint")
+        combined = protobuf.parse(scanned, _COMBINED_SCHEMA)
+        their_version = (
+            protobuf.get_uint(combined, _VERSION_FIELD, "fingerprint version", _UINT32_MAX)
+            if _VERSION_FIELD in combined
+            else 0
+        )
         if their_version != self.version:
             raise FingerprintVersionMismatchError(their_version, self.version)
-        their_local = _content(combined, _LOCAL_KEY, "local")
-        their_remote = _content(combined, _REMOTE_KEY, "remote")
+        their_local = _content(combined, _LOCAL_FIELD, "local")
+        their_remote = _content(combined, _REMOTE_FIELD, "remote")
         same_remote = hmac.compare_digest(their_local, self.their_fingerprint)
         same_local = hmac.compare_digest(their_remote, self.our_fingerprint)
         if not (same_remote and same_local):
