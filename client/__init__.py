@@ -11,3 +11,20 @@ What this package owns
 The protocol itself lives in :mod:`e2e`; this package is where it meets files, sockets and clocks.
 See ``docs/client.md``.
 """
+
+from client.client import Client, Hooks, Settings
+from client.errors import ClientError, ClosedError, IdentityChanged, NotRegisteredError
+from client.events import Event, Message, Undecryptable
+
+__all__ = [
+    "Client",
+    "Settings",
+    "Hooks",
+    "Event",
+    "Message",
+    "Undecryptable",
+    "IdentityChanged",
+    "ClientError",
+    "ClosedError",
+    "NotRegisteredError",
+]

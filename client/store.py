@@ -304,6 +304,16 @@ class Store:
         """Remember that the relay accepted the registration."""
         self._write("UPDATE account SET registered = 1")
 
+    def mark_unregistered(self) -> None:
+        """Forget that the relay knew this device (it said it does not), so it registers again.
+
+        The relay lost our prekeys with the registration: they are uploaded again too.
+        """
+        with self.transaction():
+            self._db.execute("UPDATE account SET registered = 0")
+            self._db.execute("UPDATE pre_keys SET uploaded = 0")
+            self._db.execute("UPDATE signed_pre_keys SET uploaded = 0 WHERE retired_at IS NULL")
+
     def next_id(self, counter: str, start: int = 1) -> int:
         """Allocate the next value of a named counter (prekey ids, signed prekey ids)."""
         with self.transaction():

@@ -1,0 +1,908 @@
+"""The asyncio client: one device's keys, sessions and conversations, kept in step with a relay.
+
+What this module owns
+---------------------
+:class:`Client`, the object an application holds for one device.  It
+
+* creates the device's identity (identity key pair and registration id) and registers it;
+* keeps the relay stocked with one-time prekeys (tops them up on connect and whenever the relay says
+  the stock is low) and rotates the signed prekey, keeping retired ones for a grace period so that
+  late PreKey messages built on them still decrypt;
+* fetches bundles, starts sessions (X3DH; PQXDH when the core offers it and the bundle carries a KEM
+  prekey), encrypts, sends, receives, decrypts, and removes duplicates by message id;
+* reconnects with capped, jittered exponential backoff and resends what the relay had not
+  acknowledged;
+* tracks contacts by identity key: trust on first use, verification by safety number, and an
+  explicit :meth:`Client.accept_identity` when a contact's key changes.
+
+One message's path
+------------------
+Sending: ``send`` → ``SessionRecord.encrypt`` → commit {new session state, outbox entry, history}
+→ relay ``send`` → relay's ack → remove the outbox entry.  Receiving: relay push → already
+processed? (then ack only) → ``SessionRecord.decrypt`` → commit {new session state, used one-time
+prekey removed, contact, history, processed id} → relay ack → event to the application.
+
+Crash safety (the argument is spelled out in docs/client.md)
+------------------------------------------------------------
+* Nothing is acknowledged to the relay before the transaction that records its effect has
+  committed, so a crash before the commit makes the relay deliver the message again, to a store
+  that never saw it; a crash after the commit makes it deliver again a message whose id is already
+  processed, which is acknowledged without being decrypted.  Either way the message is in the
+  history exactly once and the stored ratchet state is the one that decrypted it.
+* An encrypted message is in the outbox, together with the session state that produced it, before
+  its frame is written, so a message key is never used for two different plaintexts: after a crash
+  the same ciphertext is sent again under the same client message id, which the relay dedupes.
+* The in-memory session cache is dropped for a peer whenever a commit for that peer fails, so
+  memory never runs ahead of the file.
+
+What it does not know
+---------------------
+Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`) and the
+protocol's mathematics (:mod:`e2e`).  Randomness (``rng``, default :func:`os.urandom`), the clock
+(``clock``, seconds) and sleeping (``sleep``) are injected, so tests control all three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from client import envelope, transport
+from client.backoff import Backoff
+from client.errors import AlreadyExistsError, ClosedError, IdentityChanged, NotRegisteredError
+from client.events import Event, Message, Undecryptable
+from client.store import HeldMessage, Store, StoredMessage
+from e2e import records
+from e2e.errors import DecodeError, DuplicateMessageError, E2EError, InvalidMessageError, NoSessionError
+from e2e.explain import Trace
+from e2e.fingerprint import Fingerprint
+from e2e.keys import KeyPair, PublicKey, Rng
+from e2e.ratchet import Limits
+from e2e.session import SessionRecord
+from e2e.wire import MessageType, PreKeySignalMessage
+from e2e.x3dh import PreKeyBundle
+
+__all__ = ["Settings", "Hooks", "Client"]
+
+logger = logging.getLogger("client")
+
+_MAX_PRE_KEY_ID = 0xFFFFFF
+"""libsignal's prekey ids are 24-bit (``Medium.MAX_VALUE``); ours wrap around below it."""
+
+_MAX_REGISTRATION_ID = 16380
+"""libsignal's ``KeyHelper.generateRegistrationId`` range is 1..16380."""
+
+_DISPLACED = 4003
+"""The relay's close code for a connection displaced by a newer one of the same device."""
+
+_HELD_IDENTITY = "identity_changed"
+_HELD_UNDECRYPTABLE = "undecryptable"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Tunable numbers; the defaults suit a demo and the tests."""
+
+    pre_key_batch: int = 100
+    """One-time prekeys per upload (the relay accepts at most 100 per request)."""
+    pre_key_target: int = 100
+    """How many unclaimed one-time prekeys the relay should hold after a top-up."""
+    pre_key_low_water: int = 20
+    """Top up when the relay holds fewer than this many."""
+    signed_pre_key_max_age: float = 7 * 24 * 3600.0
+    """Rotate the signed prekey when it is older than this (seconds)."""
+    signed_pre_key_grace: float = 14 * 24 * 3600.0
+    """Keep a retired signed prekey this long, for PreKey messages still in flight (seconds)."""
+    processed_retention: float = 60 * 24 * 3600.0
+    """Remember processed message ids this long; longer than the relay's queue TTL (seconds)."""
+    backoff_base: float = 0.05
+    backoff_cap: float = 30.0
+    max_in_flight: int = 128
+    """Messages sent but not yet acknowledged by the relay, per connection (the relay pipelines 128)."""
+
+
+@dataclass(slots=True)
+class Hooks:
+    """Fault-injection points (tests use them to crash the process at an exact instant).
+
+    ``after_receive_commit(sender, message_id)`` runs after an incoming message's transaction
+    committed and before the relay is acknowledged; ``after_send_commit(message_id)`` after an
+    outgoing message is in the outbox and before its frame is written.
+    """
+
+    after_receive_commit: Callable[[str, str], None] | None = None
+    after_send_commit: Callable[[str], None] | None = None
+
+
+@dataclass(slots=True)
+class _Connected:
+    """The live relay connection and what belongs to it alone."""
+
+    connection: transport.Connection
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+_CLOSED = object()
+
+
+class Client:
+    """One device.  Make one with :meth:`create` (new identity) or :meth:`open` (existing store).
+
+    Use it as an async context manager, or call :meth:`start` and :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        relay_url: str,
+        *,
+        rng: Rng = os.urandom,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+        trace: Trace | None = None,
+        limits: Limits | None = None,
+        settings: Settings | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        account = store.account()
+        if account is None:
+            raise NotRegisteredError(f"{store.path} holds no account; use Client.create")
+        self._store = store
+        self.relay_url = relay_url
+        self.name = account.name
+        self.device_id = account.device_id
+        self._identity_key, self.registration_id = records.deserialize_identity(account.identity)
+        self._rng = rng
+        self._clock = clock
+        self._sleep = sleep
+        self._trace = trace
+        self._limits = limits if limits is not None else Limits()
+        self.settings = settings if settings is not None else Settings()
+        self._hooks = hooks if hooks is not None else Hooks()
+        self._backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap, jitter)
+        self._sessions: dict[tuple[str, int], SessionRecord] = {}
+        self._session_locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._events: asyncio.Queue[object] = asyncio.Queue()
+        self._connected: _Connected | None = None
+        self._connected_event = asyncio.Event()
+        self._drained_event = asyncio.Event()
+        self._outbox_changed = asyncio.Event()
+        self._outbox_empty = asyncio.Event()
+        self._pre_key_check = asyncio.Event()
+        self._run_task: asyncio.Task[None] | None = None
+        self._fatal: BaseException | None = None
+        self._ack_tasks: set[asyncio.Future[None]] = set()
+        self._closed = False
+        self.connections = 0
+        """How many times a connection to the relay was established (for tests and diagnostics)."""
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        relay_url: str,
+        name: str,
+        device_id: int = 1,
+        *,
+        rng: Rng = os.urandom,
+        **options: Any,
+    ) -> Client:
+        """A new device: generate its identity key pair and registration id in a new store file.
+
+        The relay learns of it on the first connection (see :meth:`start`), which registers the
+        device and uploads its first signed prekey and one-time prekeys.
+        """
+        store = Store(path)
+        if store.account() is not None:
+            store.close()
+            raise AlreadyExistsError(f"{path} already belongs to an account; use Client.open")
+        identity_key = KeyPair.generate(rng)
+        registration_id = int.from_bytes(rng(4), "big") % _MAX_REGISTRATION_ID + 1
+        store.create_account(name, device_id, records.serialize_identity(identity_key, registration_id))
+        return cls(store, relay_url, rng=rng, **options)
+
+    @classmethod
+    def open(cls, path: str | Path, relay_url: str, **options: Any) -> Client:
+        """The device whose store is ``path`` (made earlier by :meth:`create`)."""
+        store = Store(path)
+        try:
+            return cls(store, relay_url, **options)
+        except BaseException:
+            store.close()
+            raise
+
+    @property
+    def identity_key(self) -> PublicKey:
+        """This device's public identity key."""
+        return self._identity_key.public_key
+
+    @property
+    def store(self) -> Store:
+        """The local store (read it for history, contacts, outbox; do not write to it)."""
+        return self._store
+
+    def __repr__(self) -> str:
+        return f"Client(name={self.name!r}, device_id={self.device_id}, relay_url={self.relay_url!r})"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Start the connection loop (it connects, registers if needed, and keeps reconnecting)."""
+        if self._closed:
+            raise ClosedError("the client is closed")
+        if self._run_task is None:
+            self._run_task = asyncio.create_task(self._run(), name=f"client {self.name}/{self.device_id}")
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until a connection to the relay is authenticated and set up."""
+        await asyncio.wait_for(self._wait_ready(), timeout)
+
+    async def wait_drained(self, timeout: float | None = None) -> None:
+        """Wait until the relay said the queue is empty on the current connection."""
+        await asyncio.wait_for(self._drained_event.wait(), timeout)
+
+    async def close(self) -> None:
+        """Stop the connection loop and close the store; committed state is already on disk."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._run_task is not None:
+            self._run_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._run_task
+        await self._disconnect()
+        self._events.put_nowait(_CLOSED)
+        self._store.close()
+
+    # -- the application's side: events --------------------------------------------------------
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event (:class:`Message`, :class:`Undecryptable`, :class:`IdentityChanged`) in order.
+
+        Ends when the client is closed; raises the error that stopped the client, if one did.
+        """
+        while True:
+            try:
+                yield await self.receive()
+            except ClosedError:
+                if self._fatal is not None:
+                    raise
+                return
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """The decrypted messages only (the other events are in the store for later inspection)."""
+        async for event in self.events():
+            if isinstance(event, Message):
+                yield event
+
+    async def receive(self, timeout: float | None = None) -> Event:
+        """The next event; :class:`ClosedError` once the client is closed or stopped on an error."""
+        item = await asyncio.wait_for(self._events.get(), timeout)
+        if item is _CLOSED:
+            # Leave the marker for every other reader.
+            self._events.put_nowait(_CLOSED)
+            self._check_running()
+        assert isinstance(item, Message | Undecryptable | IdentityChanged)
+        return item
+
+    # -- the application's side: sending -------------------------------------------------------
+
+    async def send(self, name: str, body: bytes | str, device_id: int = 1) -> str:
+        """Encrypt ``body`` for ``name``/``device_id`` and queue it; returns the message id.
+
+        When this returns, the message is committed to the local outbox and will reach the relay,
+        across reconnections, exactly once (use :meth:`flush` to wait for the relay's ack).  Starts
+        a session first when there is none, which needs a connection.  Raises
+        :class:`IdentityChanged` when the contact's identity key changed, and the relay's error
+        when the recipient does not exist.
+        """
+        self._check_running()
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        address = (name, device_id)
+        async with self._lock(address):
+            record = self._session(address)
+            if record is None or not record.has_current_state():
+                record = await self._start_session(name, device_id)
+            contact = self._store.contact(name)
+            if contact is not None and contact.changed_identity_key is not None:
+                raise self._identity_changed(
+                    name, device_id, contact.identity_key, contact.changed_identity_key
+                )
+            message_id = self._rng(envelope.MESSAGE_ID_LENGTH)
+            timestamp = self._now_ms()
+            plaintext = envelope.encode(envelope.Envelope(message_id, timestamp, body))
+            ciphertext = record.encrypt(plaintext, self._rng, self._trace)
+            client_id = message_id.hex()
+            try:
+                with self._store.transaction():
+                    self._store.put_session(name, device_id, record.serialize())
+                    self._store.add_outbox(
+                        name, device_id, client_id, int(ciphertext.type), ciphertext.body, timestamp
+                    )
+                    self._store.add_message("out", name, device_id, client_id, timestamp, body)
+            except BaseException:
+                self._sessions.pop(address, None)
+                raise
+            self._sessions[address] = record
+        if self._hooks.after_send_commit is not None:
+            self._hooks.after_send_commit(client_id)
+        self._outbox_empty.clear()
+        self._outbox_changed.set()
+        return client_id
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until the relay has acknowledged every message in the outbox."""
+
+        async def drained() -> None:
+            while self._store.outbox():
+                self._check_running()
+                self._outbox_empty.clear()
+                await self._outbox_empty.wait()
+
+        await asyncio.wait_for(drained(), timeout)
+
+    # -- the application's side: contacts and history ------------------------------------------
+
+    def safety_number(self, name: str) -> Fingerprint:
+        """The safety number of our identity and ``name``'s trusted identity (libsignal's format)."""
+        contact = self._store.contact(name)
+        if contact is None:
+            raise NoSessionError(f"no identity key known for {name}; exchange a message first")
+        return Fingerprint.create(
+            self.name.encode("utf-8"),
+            self.identity_key,
+            name.encode("utf-8"),
+            PublicKey.deserialize(contact.identity_key),
+        )
+
+    def verify(self, name: str, their_safety_number: str) -> None:
+        """Compare the 60 digits ``name`` reads out; mark the contact verified when they match.
+
+        Raises :class:`e2e.errors.FingerprintMismatchError` (and changes nothing) when they do not.
+        """
+        self.safety_number(name).displayable.compare(their_safety_number)
+        self._store.set_verified(name, True)
+
+    def verify_scanned(self, name: str, scanned: bytes) -> None:
+        """Like :meth:`verify`, with the bytes of ``name``'s scanned QR code."""
+        self.safety_number(name).scannable.compare(scanned)
+        self._store.set_verified(name, True)
+
+    def is_verified(self, name: str) -> bool:
+        contact = self._store.contact(name)
+        return contact is not None and contact.verified
+
+    async def accept_identity(self, name: str) -> None:
+        """Trust ``name``'s new identity key (after checking its new safety number).
+
+        The old sessions with the account are dropped, and the messages held since the change are
+        processed now: their events follow in :meth:`events`.
+        """
+        contact = self._store.contact(name)
+        if contact is None or contact.changed_identity_key is None:
+            raise ValueError(f"no changed identity key is waiting for {name}")
+        with self._store.transaction():
+            self._store.replace_identity(name, contact.changed_identity_key, self._now_ms())
+            for device_id in self._store.session_devices(name):
+                self._store.remove_session(name, device_id)
+        for address in [address for address in self._sessions if address[0] == name]:
+            del self._sessions[address]
+        for held in self._store.held(_HELD_IDENTITY, name):
+            event = self._process(_Incoming.from_held(held), held_seq=held.seq)
+            if event is not None:
+                self._events.put_nowait(event)
+
+    def history(self, peer: str | None = None, limit: int | None = None) -> list[StoredMessage]:
+        """Messages sent and received, oldest first."""
+        return self._store.history(peer, limit)
+
+    def quarantined(self) -> list[HeldMessage]:
+        """Ciphertexts that were refused (acknowledged to the relay, kept here with the error)."""
+        return self._store.held(_HELD_UNDECRYPTABLE)
+
+    # -- prekeys -------------------------------------------------------------------------------
+
+    async def replenish_pre_keys(self) -> int:
+        """Top up the relay's one-time prekeys to the target; returns how many were uploaded."""
+        connection = await self._connection()
+        return await self._replenish(connection)
+
+    async def rotate_signed_pre_key(self) -> int:
+        """Make, upload and switch to a new signed prekey; returns its id.
+
+        The previous one stays in the store for ``settings.signed_pre_key_grace`` seconds.
+        """
+        connection = await self._connection()
+        return await self._rotate(connection)
+
+    def _new_signed_pre_key(self) -> int:
+        signed_pre_key_id = self._next_key_id("signed_pre_key")
+        key_pair = KeyPair.generate(self._rng)
+        signature = self._identity_key.sign(key_pair.public_key.serialize(), self._rng)
+        record = records.SignedPreKeyRecord(signed_pre_key_id, key_pair, signature, self._now_ms())
+        self._store.add_signed_pre_key(signed_pre_key_id, record.serialize(), self._now_ms())
+        return signed_pre_key_id
+
+    async def _upload_signed_pre_key(self, connection: transport.Connection) -> None:
+        current = self._store.current_signed_pre_key()
+        if current is None:
+            self._new_signed_pre_key()
+            current = self._store.current_signed_pre_key()
+            assert current is not None
+        signed_pre_key_id, data, _created, uploaded = current
+        if uploaded:
+            return
+        record = records.SignedPreKeyRecord.deserialize(data)
+        await connection.upload_prekeys(
+            signed_pre_key=(record.id, record.key_pair.public_key, record.signature), one_time_pre_keys=[]
+        )
+        now = self._now_ms()
+        self._store.mark_signed_pre_key_uploaded(signed_pre_key_id, now)
+        self._store.remove_signed_pre_keys_retired_before(
+            now - int(self.settings.signed_pre_key_grace * 1000)
+        )
+
+    async def _rotate(self, connection: transport.Connection) -> int:
+        signed_pre_key_id = self._new_signed_pre_key()
+        await self._upload_signed_pre_key(connection)
+        return signed_pre_key_id
+
+    async def _upload_pending_pre_keys(self, connection: transport.Connection) -> int:
+        pending = self._store.pending_pre_keys()
+        for start in range(0, len(pending), self.settings.pre_key_batch):
+            batch = [records.PreKeyRecord.deserialize(data) for _id, data in pending[start : start + 100]]
+            await connection.upload_prekeys(
+                signed_pre_key=None, one_time_pre_keys=[(r.id, r.key_pair.public_key) for r in batch]
+            )
+            self._store.mark_pre_keys_uploaded([r.id for r in batch])
+        return len(pending)
+
+    async def _replenish(self, connection: transport.Connection) -> int:
+        uploaded = await self._upload_pending_pre_keys(connection)
+        count = await connection.prekey_count()
+        if count >= self.settings.pre_key_low_water:
+            return uploaded
+        wanted = self.settings.pre_key_target - count
+        new = []
+        for _ in range(wanted):
+            pre_key_id = self._next_key_id("pre_key")
+            new.append(
+                (pre_key_id, records.PreKeyRecord(pre_key_id, KeyPair.generate(self._rng)).serialize())
+            )
+        self._store.add_pre_keys(new)
+        logger.info(
+            "%s/%d: uploading %d one-time prekeys (relay had %d)", self.name, self.device_id, wanted, count
+        )
+        return uploaded + await self._upload_pending_pre_keys(connection)
+
+    def _next_key_id(self, counter: str) -> int:
+        return (self._store.next_id(counter) - 1) % (_MAX_PRE_KEY_ID - 1) + 1
+
+    async def _check_pre_keys(self, connection: transport.Connection) -> None:
+        """Upload what the relay lacks, rotate an old signed prekey, top up the one-time prekeys."""
+        await self._upload_signed_pre_key(connection)
+        current = self._store.current_signed_pre_key()
+        assert current is not None
+        if self._now_ms() - current[2] > self.settings.signed_pre_key_max_age * 1000:
+            await self._rotate(connection)
+        await self._replenish(connection)
+
+    async def _maintain_pre_keys(self, connection: transport.Connection) -> None:
+        """Check the prekeys again whenever the relay reports a low stock."""
+        while True:
+            await self._pre_key_check.wait()
+            self._pre_key_check.clear()
+            await self._check_pre_keys(connection)
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def _lock(self, address: tuple[str, int]) -> asyncio.Lock:
+        lock = self._session_locks.get(address)
+        if lock is None:
+            lock = self._session_locks[address] = asyncio.Lock()
+        return lock
+
+    def _session(self, address: tuple[str, int]) -> SessionRecord | None:
+        record = self._sessions.get(address)
+        if record is None:
+            data = self._store.session(*address)
+            if data is None:
+                return None
+            record = SessionRecord.deserialize(data, self._limits)
+            self._sessions[address] = record
+        return record
+
+    async def _start_session(self, name: str, device_id: int) -> SessionRecord:
+        connection = await self._connection()
+        bundle = await connection.fetch_bundle(name, device_id)
+        contact = self._store.contact(name)
+        their_key = bundle.identity_key.serialize()
+        if contact is not None and contact.identity_key != their_key:
+            self._store.record_changed_identity(name, their_key)
+            raise self._identity_changed(name, device_id, contact.identity_key, their_key)
+        record = self._initiate(bundle)
+        if contact is None:
+            self._store.add_contact(name, their_key, self._now_ms())
+        return record
+
+    def _initiate(self, bundle: PreKeyBundle) -> SessionRecord:
+        # PQXDH: when the core's bundle type carries a KEM prekey, SessionRecord.initiate runs PQXDH
+        # on it (and refuses a downgrade); the client passes the bundle through unchanged.
+        return SessionRecord.initiate(
+            self._identity_key, self.registration_id, bundle, self._rng, self._limits, self._trace
+        )
+
+    def _identity_changed(self, name: str, device_id: int, trusted: bytes, new: bytes) -> IdentityChanged:
+        return IdentityChanged(name, device_id, PublicKey.deserialize(trusted), PublicKey.deserialize(new))
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def _process(self, incoming: _Incoming, held_seq: int | None = None) -> Event | None:
+        """Turn one delivered ciphertext into committed state and an event (or nothing).
+
+        Runs synchronously from start to commit, so no other task can touch the same session in
+        between.  ``held_seq`` names a held message being processed again (after the user accepted
+        a new identity key): it is released in the same transaction.
+        """
+        sender, device, client_id = incoming.sender, incoming.sender_device, incoming.client_id
+        address = (sender, device)
+        if held_seq is None and self._store.is_processed(sender, device, client_id):
+            logger.debug(
+                "%s: duplicate delivery of %s from %s/%d dropped", self.name, client_id, sender, device
+            )
+            return None
+        now = self._now_ms()
+        contact = self._store.contact(sender)
+        if held_seq is None and contact is not None and contact.changed_identity_key is not None:
+            # The user has not decided about the new key yet: keep this one with the others.
+            self._hold(_HELD_IDENTITY, incoming, "identity key changed", now)
+            return None
+        record: SessionRecord | None = None
+        used_pre_key: int | None = None
+        new_contact: bytes | None = None
+        try:
+            if incoming.type == MessageType.PREKEY:
+                message = PreKeySignalMessage.deserialize(incoming.body)
+                their_key = message.identity_key.serialize()
+                if contact is not None and contact.identity_key != their_key:
+                    with self._store.transaction():
+                        self._store.record_changed_identity(sender, their_key)
+                        self._hold(_HELD_IDENTITY, incoming, "identity key changed", now)
+                    return self._identity_changed(sender, device, contact.identity_key, their_key)
+                if contact is None:
+                    new_contact = their_key
+                signed_data = self._store.signed_pre_key(message.signed_pre_key_id)
+                if signed_data is None:
+                    raise InvalidMessageError(f"no signed prekey with id {message.signed_pre_key_id}")
+                signed = records.SignedPreKeyRecord.deserialize(signed_data)
+                one_time: KeyPair | None = None
+                if message.pre_key_id is not None:
+                    one_time_data = self._store.pre_key(message.pre_key_id)
+                    if one_time_data is not None:
+                        one_time = records.PreKeyRecord.deserialize(one_time_data).key_pair
+                        used_pre_key = message.pre_key_id
+                record = self._session(address)
+                fresh = record is None
+                if record is None:
+                    record = SessionRecord(self._limits)
+                plaintext = record.decrypt_prekey_message(
+                    message, self._identity_key, signed.key_pair, one_time, self._rng, self._trace
+                )
+                if fresh:
+                    self._sessions[address] = record
+            elif incoming.type == MessageType.WHISPER:
+                record = self._session(address)
+                if record is None:
+                    raise NoSessionError(f"no session with {sender}/{device}")
+                plaintext = record.decrypt(incoming.body, self._rng, self._trace)
+            else:
+                raise DecodeError(f"unknown message type {incoming.type}")
+        except DuplicateMessageError:
+            logger.info(
+                "%s: message %s from %s/%d was already decrypted", self.name, client_id, sender, device
+            )
+            with self._store.transaction():
+                self._store.mark_processed(sender, device, client_id, now)
+                self._release(held_seq)
+            return None
+        except E2EError as error:
+            return self._quarantine(incoming, error, now, held_seq)
+        try:
+            content = envelope.decode(plaintext)
+        except DecodeError as error:
+            # The message is authentic and its key is spent: keep the advanced session, refuse the content.
+            with self._committing(address):
+                self._store.put_session(sender, device, record.serialize())
+                if used_pre_key is not None:
+                    self._store.remove_pre_key(used_pre_key)
+                return self._quarantine(incoming, error, now, held_seq)
+        message_id = content.message_id.hex()
+        with self._committing(address):
+            self._store.put_session(sender, device, record.serialize())
+            if used_pre_key is not None:
+                self._store.remove_pre_key(used_pre_key)
+            if new_contact is not None:
+                self._store.add_contact(sender, new_contact, now)
+            self._store.add_message("in", sender, device, message_id, content.timestamp, content.body)
+            self._store.mark_processed(sender, device, client_id, now)
+            if message_id != client_id:
+                self._store.mark_processed(sender, device, message_id, now)
+            self._release(held_seq)
+        return Message(sender, device, message_id, content.timestamp, incoming.relay_timestamp, content.body)
+
+    @contextlib.contextmanager
+    def _committing(self, address: tuple[str, int]) -> Any:
+        """One transaction for one peer's new state; on failure, forget the cached session."""
+        try:
+            with self._store.transaction():
+                yield
+        except BaseException:
+            self._sessions.pop(address, None)
+            raise
+
+    def _release(self, held_seq: int | None) -> None:
+        if held_seq is not None:
+            self._store.release_held(held_seq)
+
+    def _hold(self, reason: str, incoming: _Incoming, error: str, now: int) -> None:
+        with self._store.transaction():
+            self._store.hold(
+                reason,
+                incoming.sender,
+                incoming.sender_device,
+                incoming.client_id,
+                incoming.relay_timestamp,
+                incoming.type,
+                incoming.body,
+                error,
+                now,
+            )
+            self._store.mark_processed(incoming.sender, incoming.sender_device, incoming.client_id, now)
+
+    def _quarantine(
+        self, incoming: _Incoming, error: E2EError, now: int, held_seq: int | None
+    ) -> Undecryptable:
+        kind = type(error).__name__
+        logger.warning(
+            "%s: refused message %s from %s/%d (%d bytes, type %d): %s",
+            self.name,
+            incoming.client_id,
+            incoming.sender,
+            incoming.sender_device,
+            len(incoming.body),
+            incoming.type,
+            kind,
+        )
+        with self._store.transaction():
+            self._release(held_seq)
+            self._hold(_HELD_UNDECRYPTABLE, incoming, f"{kind}: {error}", now)
+        return Undecryptable(incoming.sender, incoming.sender_device, incoming.client_id, kind)
+
+    # -- the connection loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    connection = await self._connect()
+                except transport.ConnectionLost as error:
+                    delay = self._backoff.next_delay()
+                    logger.info("%s: cannot connect (%s); retrying in %.2fs", self.name, error, delay)
+                    await self._sleep(delay)
+                    continue
+                self._backoff.reset()
+                try:
+                    await self._serve(connection)
+                except transport.ConnectionLost as error:
+                    if error.code == _DISPLACED:
+                        raise ClosedError("another connection of this device displaced this one") from error
+                    logger.info("%s: connection lost (%s)", self.name, error)
+                finally:
+                    await self._disconnect()
+                delay = self._backoff.next_delay()
+                await self._sleep(delay)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            # A refusal at authentication, a corrupt store, a bug: reconnecting cannot fix it, and
+            # retrying in a loop would hide it.  Stop, and tell the application.
+            logger.exception("%s: the client stopped", self.name)
+            self._fatal = error
+            self._events.put_nowait(_CLOSED)
+            self._outbox_empty.set()
+            self._connected_event.set()
+
+    async def _connect(self) -> transport.Connection:
+        account = self._store.account()
+        assert account is not None
+        try:
+            connection = await transport.connect(
+                self.relay_url,
+                account=self.name,
+                device_id=self.device_id,
+                identity_key=self._identity_key,
+                registration_id=self.registration_id,
+                register=not account.registered,
+                rng=self._rng,
+            )
+        except transport.RelayError as error:
+            if error.code != "unknown_device":
+                raise
+            # The relay forgot us (a new relay, or its database was reset): register again.  The
+            # identity key is ours, so the relay binds the same account to the same key.
+            logger.warning("%s: the relay does not know this device; registering again", self.name)
+            self._store.mark_unregistered()
+            return await self._connect()
+        if not account.registered:
+            self._store.mark_registered()
+        return connection
+
+    async def _serve(self, connection: transport.Connection) -> None:
+        self.connections += 1
+        self._drained_event.clear()
+        self._pre_key_check.clear()
+        connected = _Connected(connection)
+        self._connected = connected
+        await self._check_pre_keys(connection)
+        self._connected_event.set()
+        for loop in (self._maintain_pre_keys, self._pump, self._receive_loop):
+            connected.tasks.append(asyncio.create_task(loop(connection)))
+        done, _pending = await asyncio.wait(connected.tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+
+    async def _disconnect(self) -> None:
+        connected, self._connected = self._connected, None
+        self._connected_event.clear()
+        if connected is None:
+            return
+        for task in connected.tasks:
+            task.cancel()
+        for task in connected.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await connected.connection.close()
+
+    async def _receive_loop(self, connection: transport.Connection) -> None:
+        async for push in connection.pushes():
+            if isinstance(push, transport.IncomingMessage):
+                incoming = _Incoming(
+                    push.sender, push.sender_device, push.client_id, push.type, push.body, push.timestamp
+                )
+                event = self._process(incoming)
+                if self._hooks.after_receive_commit is not None:
+                    self._hooks.after_receive_commit(incoming.sender, incoming.client_id)
+                self._acknowledge(connection, push.server_id)
+                if event is not None:
+                    self._events.put_nowait(event)
+            elif isinstance(push, transport.QueueEmpty):
+                self._drained_event.set()
+            elif isinstance(push, transport.PreKeysLow):
+                self._pre_key_check.set()
+        raise transport.ConnectionLost("the relay closed the connection")
+
+    def _acknowledge(self, connection: transport.Connection, server_id: int) -> None:
+        """Acknowledge without waiting for the answer: the relay redelivers whatever it did not get."""
+
+        async def ack() -> None:
+            try:
+                await connection.ack([server_id])
+            except transport.ConnectionLost:
+                pass
+            except transport.RelayError as error:
+                logger.warning("%s: the relay refused the ack of %d: %s", self.name, server_id, error)
+
+        task = asyncio.ensure_future(ack())
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._ack_tasks.discard)
+
+    async def _pump(self, connection: transport.Connection) -> None:
+        """Send the outbox in order, keeping up to ``max_in_flight`` messages awaiting the relay's ack."""
+        window = asyncio.Semaphore(self.settings.max_in_flight)
+        last_seq = 0
+        acks: set[asyncio.Task[None]] = set()
+        while True:
+            self._outbox_changed.clear()
+            entries = [entry for entry in self._store.outbox() if entry.seq > last_seq]
+            if not entries:
+                if not acks:
+                    self._outbox_empty.set()
+                await self._outbox_changed.wait()
+                continue
+            for entry in entries:
+                await window.acquire()
+                last_seq = entry.seq
+                submitted = connection.send(
+                    entry.recipient, entry.recipient_device, entry.message_id, entry.message_type, entry.body
+                )
+                task = asyncio.create_task(self._await_ack(submitted, entry.message_id, window))
+                acks.add(task)
+                task.add_done_callback(acks.discard)
+
+    async def _await_ack(self, submitted: Awaitable[int], message_id: str, window: asyncio.Semaphore) -> None:
+        try:
+            await submitted
+        except transport.ConnectionLost:
+            # Still in the outbox: the next connection sends it again under the same id.
+            return
+        except transport.RelayError as error:
+            # The relay refused the message for good (unknown recipient, too large, id reused):
+            # resending cannot help, so it leaves the outbox and the application is told.
+            logger.warning("%s: the relay refused message %s: %s", self.name, message_id, error)
+        finally:
+            window.release()
+        self._store.remove_outbox(message_id)
+        if not self._store.outbox():
+            self._outbox_empty.set()
+
+    # -- small helpers -------------------------------------------------------------------------
+
+    async def _wait_ready(self) -> None:
+        # The event is set once a connection is authenticated and its prekeys are in place (and
+        # when the client stops, which _check_running reports).
+        while True:
+            self._check_running()
+            if self._connected_event.is_set() and self._connected is not None:
+                return
+            await self._connected_event.wait()
+
+    async def _connection(self) -> transport.Connection:
+        await self._wait_ready()
+        assert self._connected is not None
+        return self._connected.connection
+
+    def _check_running(self) -> None:
+        if self._fatal is not None:
+            raise ClosedError(f"the client stopped: {self._fatal!r}") from self._fatal
+        if self._closed:
+            raise ClosedError("the client is closed")
+        if self._run_task is None:
+            raise ClosedError("the client is not started; call start() or use 'async with'")
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class _Incoming:
+    """A delivered ciphertext as the receive path needs it, from the relay or from the held table."""
+
+    sender: str
+    sender_device: int
+    client_id: str
+    type: int
+    body: bytes
+    relay_timestamp: int
+
+    @classmethod
+    def from_held(cls, held: HeldMessage) -> _Incoming:
+        return cls(
+            held.sender,
+            held.sender_device,
+            held.message_id,
+            held.message_type,
+            held.body,
+            held.relay_timestamp,
+        )
