@@ -61,7 +61,7 @@ from e2e import protobuf
 from e2e.errors import DecodeError, InvalidMessageError
 from e2e.kem import KemCiphertext
 from e2e.keys import KEY_LENGTH, PublicKey
-from e2e.primitives import AES_BLOCK_SIZE, HmacKey
+from e2e.primitives import AES_BLOCK_SIZE, mac_parts
 from e2e.x3dh import InitialMessage
 
 __all__ = [
@@ -161,6 +161,34 @@ def _public_key(value: bytes, what: str) -> PublicKey:
         raise DecodeError(f"{what}: {error}") from None
 
 
+# The canonical SignalMessage starts 0x33, then field 1 (tag 0x0a, length 33, type byte 0x05).
+_CANONICAL_START: Final = _VERSION_PREFIX + _RATCHET_KEY_TAG + b"\x05"
+_KEY_END: Final = len(_CANONICAL_START) + KEY_LENGTH
+
+
+def _read_canonical(data: bytes) -> tuple[bytes, int, int, bytes] | None:
+    """Read a SignalMessage laid out as every implementation writes it: fields 1, 2, 3, 4 once each,
+    in order, with nothing else.  Returns ``None`` for any other layout, which the general parser
+    then judges.  This is only a shortcut: it accepts nothing the general parser would refuse.
+    """
+    if not data.startswith(_CANONICAL_START) or len(data) < _KEY_END + 6 + MAC_LENGTH:
+        return None
+    end = len(data) - MAC_LENGTH
+    position = _KEY_END
+    if data[position] != 0x10:
+        return None
+    counter, position = protobuf.decode_varint(data, position + 1, end)
+    if position >= end or data[position] != 0x18:
+        return None
+    previous_counter, position = protobuf.decode_varint(data, position + 1, end)
+    if position >= end or data[position] != 0x22:
+        return None
+    length, position = protobuf.decode_varint(data, position + 1, end)
+    if position + length != end:
+        return None
+    return data[len(_CANONICAL_START) : _KEY_END], counter, previous_counter, data[position:end]
+
+
 def encode_signal_message(
     mac_key: bytes,
     associated_data: bytes,
@@ -193,8 +221,7 @@ def encode_signal_message(
             ciphertext,
         )
     )
-    mac = HmacKey(mac_key).digest(associated_data, body)
-    return body + mac[:MAC_LENGTH]
+    return body + mac_parts(mac_key, associated_data, body)[:MAC_LENGTH]
 
 
 def encode_prekey_signal_message(
@@ -281,15 +308,22 @@ class SignalMessage:
             raise DecodeError(f"a SignalMessage is at most {MAX_SIGNAL_MESSAGE_LENGTH} bytes")
         if len(data) <= 1 + MAC_LENGTH:
             raise DecodeError("a SignalMessage too short to hold a MAC")
-        fields = protobuf.parse(data[1:-MAC_LENGTH], _SIGNAL_SCHEMA)
-        ratchet_key = _public_key(protobuf.get_bytes(fields, 1, "ratchet key"), "ratchet key")
-        counter = protobuf.get_uint(fields, 2, "counter", UINT32_MAX)
-        previous_counter = protobuf.get_uint(fields, 3, "previous counter", UINT32_MAX)
-        ciphertext = protobuf.get_bytes(fields, 4, "ciphertext")
+        fast = _read_canonical(data)
+        if fast is not None:
+            raw_key, counter, previous_counter, ciphertext = fast
+            ratchet_key = PublicKey(raw_key)
+        else:
+            fields = protobuf.parse(data[1:-MAC_LENGTH], _SIGNAL_SCHEMA)
+            ratchet_key = _public_key(protobuf.get_bytes(fields, 1, "ratchet key"), "ratchet key")
+            counter = protobuf.get_uint(fields, 2, "counter", UINT32_MAX)
+            previous_counter = protobuf.get_uint(fields, 3, "previous counter", UINT32_MAX)
+            ciphertext = protobuf.get_bytes(fields, 4, "ciphertext")
+        if counter > UINT32_MAX:
+            raise DecodeError("counter out of range")
+        if previous_counter > UINT32_MAX:
+            raise DecodeError("previous counter out of range")
         if not ciphertext or len(ciphertext) % AES_BLOCK_SIZE:
             raise DecodeError("the ciphertext is not a whole number of AES blocks")
-        if len(ciphertext) > MAX_CIPHERTEXT_LENGTH:
-            raise DecodeError(f"a ciphertext is at most {MAX_CIPHERTEXT_LENGTH} bytes")
         return cls(ratchet_key, counter, previous_counter, ciphertext, data)
 
     def verify_mac(
@@ -301,7 +335,7 @@ class SignalMessage:
     def verify_mac_with(self, mac_key: bytes, associated_data: bytes) -> None:
         """:meth:`verify_mac` given ``Encode(IK_sender) ‖ Encode(IK_receiver)`` ready-made."""
         serialized = self.serialized
-        expected = HmacKey(mac_key).digest(associated_data, memoryview(serialized)[:-MAC_LENGTH])
+        expected = mac_parts(mac_key, associated_data, memoryview(serialized)[:-MAC_LENGTH])
         if not hmac.compare_digest(expected[:MAC_LENGTH], serialized[-MAC_LENGTH:]):
             raise InvalidMessageError("bad MAC")
 
