@@ -21,6 +21,7 @@ from typing import Any
 from server.limits import Limits
 from server.relay import Relay
 from server.sqlite_store import SQLiteStore
+from server.stores import store_from_url
 
 __all__ = ["DEFAULT_DB", "build_parser", "main", "run"]
 
@@ -40,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8765, help="port, 0 for any free one (default: %(default)s)"
     )
     parser.add_argument("--db", default=DEFAULT_DB, help="SQLite database file (default: %(default)s)")
+    parser.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="storage backend: sqlite:PATH, or postgresql://USER@HOST:PORT/DB to run as one node of a "
+        "cluster (docs/cluster.md); overrides --db",
+    )
     parser.add_argument(
         "--origin",
         default=None,
@@ -66,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> None:
     """Start the relay described by ``args`` and serve until a stop signal."""
     limits = Limits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Limits)})
-    relay = Relay(SQLiteStore(args.db), limits, origin=args.origin)
+    store = store_from_url(args.store) if args.store else SQLiteStore(args.db)
+    relay = Relay(store, limits, origin=args.origin)
     await relay.start(args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
