@@ -29,7 +29,9 @@ import pytest
 from client import transport
 from client.transport import Connection, IncomingMessage, Push, QueueEmpty
 from e2e.keys import KeyPair, Rng
-from server import Limits, Relay, SQLiteStore
+from server import Limits, Relay
+from server.stores import store_from_url
+from server.testing.fixtures import pg_cluster, pg_database, pg_template  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,8 +116,39 @@ async def drain(connection: Connection, *, ack: bool = True, timeout: float = 10
     return messages
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_backend(request: pytest.FixtureRequest) -> str:
+    """Every relay test runs once on each storage backend."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def relay_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Relay]]]:
+def store_url(
+    store_backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Callable[[Path | None], str]:
+    """The store URL for a database "file": the same path always names the same database.
+
+    On SQLite it is the file itself; on PostgreSQL each distinct path gets a database of its own
+    on the session's server (``pg_database``), so restart tests find their data again.
+    """
+    databases: dict[Path, str] = {}
+    create_database = request.getfixturevalue("pg_database") if store_backend == "postgresql" else None
+
+    def url(db: Path | None = None) -> str:
+        path = db or tmp_path / "relay.sqlite3"
+        if create_database is None:
+            return f"sqlite:{path}"
+        if path not in databases:
+            databases[path] = create_database()
+        return databases[path]
+
+    return url
+
+
+@pytest.fixture
+async def relay_factory(
+    store_url: Callable[[Path | None], str],
+) -> AsyncIterator[Callable[..., Awaitable[Relay]]]:
     relays: list[Relay] = []
 
     async def start(
@@ -126,7 +159,7 @@ async def relay_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
         **limit_overrides: Any,
     ) -> Relay:
         chosen = dataclasses.replace(limits or TEST_LIMITS, **limit_overrides)
-        relay = Relay(SQLiteStore(db or tmp_path / "relay.sqlite3"), chosen, clock=clock)
+        relay = Relay(store_from_url(store_url(db)), chosen, clock=clock)
         await relay.start("127.0.0.1", 0)
         relays.append(relay)
         return relay
@@ -189,11 +222,15 @@ class RelayProcess:
 
 
 @pytest.fixture
-def relay_process(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
+def relay_process(
+    tmp_path: Path, store_url: Callable[[Path | None], str]
+) -> Iterator[Callable[..., RelayProcess]]:
     processes: list[RelayProcess] = []
 
     def make(*args: str) -> RelayProcess:
-        process = RelayProcess(tmp_path / "relay.sqlite3", tmp_path / "relay.log", list(args))
+        db = tmp_path / "relay.sqlite3"
+        args = ("--store", store_url(db), *args)
+        process = RelayProcess(db, tmp_path / "relay.log", list(args))
         processes.append(process)
         return process
 
