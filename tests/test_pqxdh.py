@@ -5,7 +5,9 @@ typed error or, where ML-KEM's implicit rejection hides it, a key the two sides 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 from conftest import DeterministicRng
@@ -379,3 +381,47 @@ def test_the_shared_secret_repr_is_redacted(rng: Rng) -> None:
     _, secret = pqxdh.initiate(KeyPair.generate(rng), bob.bundle(), rng)
     assert secret.root_key.key.hex() not in repr(secret)
     assert "redacted" in repr(secret)
+
+
+def test_the_published_pqxdh_vectors_hold_under_independent_primitives() -> None:
+    """tests/vectors/pqxdh.json recomputed with OpenSSL's X25519, ML-KEM and HKDF (through
+    cryptography) and the FIPS 203 encapsulation checked against the NIST-format known answers:
+    none of e2e's agreement code is involved."""
+    document = json.loads((Path(__file__).parent / "vectors" / "pqxdh.json").read_text(encoding="utf-8"))
+    assert document["kind"] == "pqxdh" and len(document["cases"]) == 2
+    for case in document["cases"]:
+        inputs, expected = case["inputs"], case["expected"]
+
+        def x25519(private_hex: str, public_hex: str) -> bytes:
+            private = X25519PrivateKey.from_private_bytes(bytes.fromhex(private_hex))
+            return private.exchange(X25519PublicKey.from_public_bytes(bytes.fromhex(public_hex)[1:]))
+
+        kem_key = MLKEM1024PrivateKey.from_seed_bytes(bytes.fromhex(inputs["bob_kem_pre_key_seed"]))
+        encoded_kem_key = b"\x0a" + kem_key.public_key().public_bytes_raw()
+        assert expected["bob_kem_pre_key_public"] == encoded_kem_key.hex()
+        ciphertext = bytes.fromhex(expected["initial_message"]["kem_ciphertext"])
+        assert ciphertext[0] == 0x0A
+        shared_secret = kem_key.decapsulate(ciphertext[1:])
+        assert expected["kem_shared_secret"] == shared_secret.hex()
+        assert fips203.encaps_internal(
+            encoded_kem_key[1:], bytes.fromhex(inputs["kem_encapsulation_random"])
+        ) == (
+            shared_secret,
+            ciphertext[1:],
+        )
+        base_public = expected["alice_base_public"]
+        dh = [
+            x25519(inputs["bob_signed_pre_key_private"], expected["alice_identity_public"]),
+            x25519(inputs["bob_identity_private"], base_public),
+            x25519(inputs["bob_signed_pre_key_private"], base_public),
+        ]
+        if "bob_one_time_pre_key_private" in inputs:
+            dh.append(x25519(inputs["bob_one_time_pre_key_private"], base_public))
+        assert [expected[f"dh{i}"] for i in range(1, len(dh) + 1)] == [value.hex() for value in dh]
+        assert ("dh4" in expected) == (len(dh) == 4)
+        ikm = b"\xff" * 32 + b"".join(dh) + shared_secret + encoded_kem_key
+        info = b"e2e-relay_PQXDH_CURVE25519_SHA-256_ML-KEM-1024"
+        derived = HKDF(algorithm=hashes.SHA256(), length=64, salt=b"\x00" * 32, info=info).derive(ikm)
+        assert expected["root_key"] == expected["bob_root_key"] == derived[:32].hex()
+        assert expected["chain_key"] == expected["bob_chain_key"] == derived[32:].hex()
+        assert expected["initial_message"]["kem_pre_key_id"] == inputs["kem_pre_key_id"]

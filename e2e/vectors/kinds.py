@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from e2e import pqxdh as pqxdh_agreement
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
 from e2e.kdf import ChainKey, RootKey
+from e2e.kem import KemKeyPair, KemPrivateKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
 from e2e.session import Ciphertext, SessionRecord
 from e2e.vectors import SeededRng, VectorFormatError
@@ -208,6 +210,87 @@ def x3dh(raw: Mapping[str, object]) -> Output:
     return output
 
 
+def pqxdh(raw: Mapping[str, object]) -> Output:
+    """Both sides of PQXDH with ML-KEM-1024, every random byte pinned (see docs/vectors.md)."""
+    inputs = Inputs(raw)
+    alice_identity = KeyPair(inputs.private_key("alice_identity_private"))
+    alice_base_private = inputs.hex("alice_base_private", 32)
+    bob_identity = KeyPair(inputs.private_key("bob_identity_private"))
+    bob_signed = KeyPair(inputs.private_key("bob_signed_pre_key_private"))
+    one_time_private = inputs.optional_hex("bob_one_time_pre_key_private", 32)
+    bob_one_time = None if one_time_private is None else KeyPair(PrivateKey(one_time_private))
+    signature_random = inputs.hex("signed_pre_key_signature_random", 64)
+    bob_kem = KemKeyPair(KemPrivateKey(inputs.hex("bob_kem_pre_key_seed", 64)))
+    kem_signature_random = inputs.hex("kem_pre_key_signature_random", 64)
+    kem_random = inputs.hex("kem_encapsulation_random", 32)
+    registration_id = inputs.integer("registration_id")
+    device_id = inputs.integer("device_id")
+    signed_pre_key_id = inputs.integer("signed_pre_key_id")
+    pre_key_id = inputs.optional_integer("pre_key_id")
+    kem_pre_key_id = inputs.integer("kem_pre_key_id")
+    inputs.done()
+    if (pre_key_id is None) != (bob_one_time is None):
+        raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
+
+    signature = bob_identity.sign(bob_signed.public_key.serialize(), _fixed_rng(signature_random))
+    kem_signature = bob_identity.sign(bob_kem.public_key.serialize(), _fixed_rng(kem_signature_random))
+    bundle = PreKeyBundle(
+        registration_id=registration_id,
+        device_id=device_id,
+        identity_key=bob_identity.public_key,
+        signed_pre_key_id=signed_pre_key_id,
+        signed_pre_key=bob_signed.public_key,
+        signed_pre_key_signature=signature,
+        pre_key_id=pre_key_id,
+        pre_key=None if bob_one_time is None else bob_one_time.public_key,
+        kem_pre_key_id=kem_pre_key_id,
+        kem_pre_key=bob_kem.public_key,
+        kem_pre_key_signature=kem_signature,
+    )
+    events: list[Event] = []
+    message, alice_secret = pqxdh_agreement.initiate(
+        alice_identity, bundle, _fixed_rng(alice_base_private), events.append, kem_rng=_fixed_rng(kem_random)
+    )
+    bob_secret = pqxdh_agreement.respond(bob_identity, bob_signed, bob_one_time, bob_kem, message)
+    if message.kem_ciphertext is None:
+        raise VectorFormatError("PQXDH made no KEM ciphertext")
+    output: Output = {
+        "alice_identity_public": alice_identity.public_key.serialize().hex(),
+        "alice_base_public": message.base_key.serialize().hex(),
+        "bob_identity_public": bob_identity.public_key.serialize().hex(),
+        "bob_signed_pre_key_public": bob_signed.public_key.serialize().hex(),
+        "signed_pre_key_signature": signature.hex(),
+        "bob_kem_pre_key_public": bob_kem.public_key.serialize().hex(),
+        "kem_pre_key_signature": kem_signature.hex(),
+    }
+    if bob_one_time is not None:
+        output["bob_one_time_pre_key_public"] = bob_one_time.public_key.serialize().hex()
+    for event in events:
+        if event.step == "x3dh.dh":
+            output[str(event.public["name"]).lower()] = event.secret["output"].hex()
+        elif event.step == "pqxdh.kem":
+            output["kem_shared_secret"] = event.secret["shared_secret"].hex()
+    output.update(
+        {
+            "root_key": alice_secret.root_key.key.hex(),
+            "chain_key": alice_secret.chain_key.key.hex(),
+            "associated_data": alice_secret.associated_data.hex(),
+            "initial_message": {
+                "identity_key": message.identity_key.serialize().hex(),
+                "base_key": message.base_key.serialize().hex(),
+                "signed_pre_key_id": message.signed_pre_key_id,
+                "pre_key_id": message.pre_key_id,
+                "kem_pre_key_id": message.kem_pre_key_id,
+                "kem_ciphertext": message.kem_ciphertext.serialize().hex(),
+            },
+            # Bob's side, which must agree with Alice's.
+            "bob_root_key": bob_secret.root_key.key.hex(),
+            "bob_chain_key": bob_secret.chain_key.key.hex(),
+        }
+    )
+    return output
+
+
 def kdf_root(raw: Mapping[str, object]) -> Output:
     """``KDF_RK(root_key, dh_out)`` → the next root key and the new chain key."""
     inputs = Inputs(raw)
@@ -385,6 +468,7 @@ def conversation(raw: Mapping[str, object]) -> Output:
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
+    "pqxdh": pqxdh,
     "kdf_root": kdf_root,
     "kdf_chain": kdf_chain,
     "message_keys": message_keys,
