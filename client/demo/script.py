@@ -1,0 +1,510 @@
+"""``make demo``: Alice and Bob talk through a real relay, shown side by side as Alice | relay | Bob.
+
+What this module owns
+---------------------
+The scripted conversation and its presentation.  :func:`main` makes a temporary directory, starts
+a relay process on an ephemeral port with its SQLite file there, and drives two real clients
+(:class:`client.client.Client`, each with its own SQLite store) through it:
+
+1. Bob registers, publishes his prekey bundle and goes offline.
+2. Alice fetches the bundle, starts a session (X3DH, or PQXDH when the bundle carries a KEM
+   prekey) and sends two messages, which wait at the relay.
+3. Bob comes online and receives them; then they reply back and forth, every change of speaker a
+   Double Ratchet DH step.
+4. Alice sends three messages and the network hands the first to Bob last (:mod:`.network`): Bob
+   stores a skipped message key and uses it when the late message arrives.
+5. They compare safety numbers, both forms.
+
+The left and right columns show what each person's client did (plaintext exists only there); the
+middle column shows what the relay holds, read from the relay's own database opened read-only
+(:mod:`.relay`): ids, types, sizes and ciphertext prefixes.  A message that the recipient is
+online for is read from the database in the instant between the recipient's commit and its
+acknowledgement, while the relay still holds it.
+
+Invariants
+----------
+* The demo ends on its own.  Every wait has a timeout; whatever happens, the clients are closed
+  and the relay process is stopped before :func:`main` returns.  Exit status 0 means every step
+  succeeded, including the final check that no plaintext appears anywhere in the relay's files.
+* Without ``--show-secrets`` no secret value is printed, not even in ``--explain`` mode (only
+  :func:`e2e.explain.fingerprint` digests).
+
+What it does not know
+---------------------
+How the relay or the clients work inside: it uses their public interfaces and reads the relay's
+database like any other observer with access to the server's disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import shutil
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from client.chat.verify import format_safety_number
+from client.client import Client, Hooks, Settings
+from client.demo.layout import Columns
+from client.demo.network import ReorderingClient
+from client.demo.relay import RelayDatabase, RelayProcess, StoredRow
+from client.events import Message
+from client.explain import SHOW_SECRETS_WARNING, Explainer
+from e2e.explain import Event
+from e2e.wire import MessageType
+
+__all__ = ["DemoFailed", "Options", "main", "run"]
+
+_TYPE_NAMES = {int(MessageType.PREKEY): "PreKeySignalMessage", int(MessageType.WHISPER): "SignalMessage"}
+
+# A small prekey stock keeps start-up quick; the relay and the client work the same with 100.
+_SETTINGS = Settings(pre_key_batch=10, pre_key_target=10, pre_key_low_water=3)
+
+
+class DemoFailed(Exception):
+    """A step of the demo did not happen as it should (the message says which)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    explain: bool = False
+    show_secrets: bool = False
+    width: int | None = None
+    keep: bool = False
+    timeout: float = 20.0
+
+
+@dataclass(slots=True)
+class _Person:
+    """One side of the conversation: a name, a column, a client, and the core's recent events."""
+
+    name: str
+    column: int
+    client: Client | None = None
+    steps: list[Event] = field(default_factory=list)
+    steps_by_message: dict[str, list[Event]] = field(default_factory=dict)
+
+    def take_steps(self) -> list[Event]:
+        steps, self.steps = self.steps, []
+        return steps
+
+    @property
+    def running(self) -> Client:
+        if self.client is None:
+            raise DemoFailed(f"{self.name} is offline")
+        return self.client
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What the summary reports; every number is counted from what really happened."""
+
+    agreement: str = "none"
+    sent: int = 0
+    received: int = 0
+    queued_offline: int = 0
+    out_of_order: int = 0
+    dh_steps: int = 0
+    skipped_stored: int = 0
+    skipped_used: int = 0
+    plaintexts: list[bytes] = field(default_factory=list)
+
+
+def _short_hex(data: bytes, head: int = 8, tail: int = 4) -> str:
+    """``33 0a 21 05 … 85 5a 9a cd``: enough to tell ciphertexts apart, short enough for a column."""
+    if len(data) <= head + tail:
+        return data.hex(" ")
+    return f"{data[:head].hex(' ')} … {data[-tail:].hex(' ')}" if tail else f"{data[:head].hex(' ')} …"
+
+
+def _relay_cell(row: StoredRow | None, note: str = "") -> str:
+    if row is None:
+        return note or "(already deleted)"
+    kind = _TYPE_NAMES.get(row.type, f"type {row.type}")
+    lines = [
+        f"#{row.server_id} {row.sender}→{row.recipient} {kind}",
+        f"{len(row.body):,} B  id {row.client_id[:8]}…",
+        _short_hex(row.body),
+    ]
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
+class _Demo:
+    def __init__(self, options: Options, out: TextIO, directory: Path) -> None:
+        self.options = options
+        self.out = out
+        self.directory = directory
+        self.columns = Columns(self._print, width=options.width, encoding=getattr(out, "encoding", None))
+        fancy = self.columns.rule != "|"
+        self.send_arrow = "→" if fancy else "->"
+        self.receive_arrow = "←" if fancy else "<-"
+        self.tick = "✓" if fancy else "ok"
+        self.alice = _Person("alice", 0)
+        self.bob = _Person("bob", 2)
+        self.tally = _Tally()
+        self.relay = RelayProcess(directory)
+        self.database: RelayDatabase | None = None
+        self.captured: dict[str, StoredRow | None] = {}
+        self.url = ""
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _print(self, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def _explain_line(self, label: str, text: str) -> None:
+        prefix = f"    [{label}] "
+        for line in textwrap.wrap(
+            text, self.columns.width, initial_indent=prefix, subsequent_indent=" " * (len(prefix) + 2)
+        ):
+            self._print(line)
+
+    def _cells(self, person: _Person, text: str, middle: str = "", other: str = "") -> None:
+        cells = ["", middle, ""]
+        cells[person.column] = text
+        cells[2 - person.column] = other
+        self.columns.row(*cells)
+
+    # -- the parts -----------------------------------------------------------------------------
+
+    def _trace_for(self, person: _Person) -> Callable[[Event], None]:
+        label = person.name.capitalize()
+        explainer = Explainer(
+            lambda text: self._explain_line(label, text),
+            show_secrets=self.options.show_secrets,
+            enabled=self.options.explain,
+        )
+
+        def trace(event: Event) -> None:
+            person.steps.append(event)
+            explainer(event)
+
+        return trace
+
+    def _hooks_for(self, person: _Person) -> Hooks:
+        def after_receive_commit(sender: str, message_id: str) -> None:
+            # The recipient has committed the message and not yet acknowledged it, so the relay
+            # still holds it: this is the moment to read what the relay stored.
+            assert self.database is not None
+            self.captured[message_id] = self.database.message(sender, message_id)
+            person.steps_by_message[message_id] = person.take_steps()
+
+        return Hooks(after_receive_commit=after_receive_commit)
+
+    async def _online(self, person: _Person, create: bool) -> Client:
+        path = self.directory / f"{person.name}.sqlite3"
+        options: dict[str, Any] = {
+            "trace": self._trace_for(person),
+            "hooks": self._hooks_for(person),
+            "settings": _SETTINGS,
+        }
+        if create:
+            client: Client = ReorderingClient.create(path, self.url, person.name, **options)
+        else:
+            client = ReorderingClient.open(path, self.url, **options)
+        person.client = client
+        await client.start()
+        await client.wait_connected(self.options.timeout)
+        return client
+
+    async def _offline(self, person: _Person) -> None:
+        client, person.client = person.client, None
+        if client is not None:
+            await client.close()
+
+    def _describe_sent(self, steps: list[Event]) -> list[str]:
+        notes: list[str] = []
+        for event in steps:
+            if event.step in ("x3dh.kdf", "pqxdh.kdf"):
+                self.tally.agreement = "PQXDH" if event.step == "pqxdh.kdf" else "X3DH"
+                notes.append(f"{self.tally.agreement}: new session from Bob's bundle")
+            elif event.step == "ratchet.dh_step" and event.public.get("direction") == "sending":
+                notes.append(f"new ratchet key {event.public.get('our_ratchet_key')} (DH step)")
+            elif event.step == "ratchet.chain_step" and event.public.get("chain") == "sending":
+                notes.append(f"sending chain, message #{event.public.get('index')}")
+        return notes
+
+    def _describe_received(self, steps: list[Event]) -> list[str]:
+        notes: list[str] = []
+        for event in steps:
+            if event.step in ("x3dh.kdf", "pqxdh.kdf"):
+                notes.append(
+                    f"{'PQXDH' if event.step == 'pqxdh.kdf' else 'X3DH'}: session from the first message"
+                )
+            elif event.step == "ratchet.dh_step" and event.public.get("direction") == "receiving":
+                self.tally.dh_steps += 1
+                notes.append(f"their new ratchet key {event.public.get('their_ratchet_key')}: DH step")
+            elif event.step == "ratchet.skipped_keys_stored":
+                stored = int(event.public.get("stored", 0))
+                self.tally.skipped_stored += stored
+                notes.append(f"{stored} skipped message key{'s' if stored != 1 else ''} stored")
+            elif event.step == "ratchet.skipped_key_used":
+                self.tally.skipped_used += 1
+                notes.append(f"late: stored key for #{event.public.get('counter')} used, deleted")
+            elif event.step == "ratchet.mac" and event.public.get("ok") is True:
+                notes.append(f"MAC {self.tick}")
+        return notes
+
+    async def _send(self, sender: _Person, recipient: _Person, text: str) -> tuple[str, str]:
+        """Send ``text`` and wait for the relay's ack; returns the sender's cell and the message id."""
+        client = sender.running
+        sender.take_steps()
+        message_id = await client.send(recipient.name, text)
+        notes = self._describe_sent(sender.take_steps())
+        await client.flush(self.options.timeout)
+        self.tally.sent += 1
+        self.tally.plaintexts.append(text.encode())
+        return "\n".join([f'{self.send_arrow} "{text}"', *notes]), message_id
+
+    async def _receive(self, person: _Person) -> tuple[Message, list[str]]:
+        event = await person.running.receive(self.options.timeout)
+        if not isinstance(event, Message):
+            raise DemoFailed(f"{person.name} got {event!r} instead of a message")
+        self.tally.received += 1
+        return event, self._describe_received(person.steps_by_message.pop(event.message_id, []))
+
+    def _received_cell(self, message: Message, notes: list[str], extra: str = "") -> str:
+        lines = [f'{self.receive_arrow} "{message.text}"' + (f" {extra}" if extra else ""), *notes]
+        return "\n".join(lines)
+
+    async def _exchange(self, sender: _Person, recipient: _Person, text: str) -> None:
+        """One message to an online recipient, shown on one row once it arrived."""
+        sent_cell, message_id = await self._send(sender, recipient, text)
+        message, notes = await self._receive(recipient)
+        if message.message_id != message_id:
+            raise DemoFailed(f"{recipient.name} received {message.message_id}, expected {message_id}")
+        await self._wait_deleted(sender.name, message_id)
+        relay = _relay_cell(self.captured.get(message_id), "deleted after the ack")
+        self._cells(sender, sent_cell, relay, self._received_cell(message, notes))
+
+    # -- the script ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        columns = self.columns
+        if self.options.show_secrets:
+            self._print(SHOW_SECRETS_WARNING)
+        columns.heading("1. A relay starts: its own process, its own SQLite file, an ephemeral port")
+        self.url = self.relay.start()
+        self.database = RelayDatabase(self.relay.database)
+        columns.header()
+        columns.row("", f"listening on {self.url}\ndatabase {self.relay.database.name} (read-only here)", "")
+
+        columns.heading("2. Bob registers, publishes his prekey bundle, and goes offline")
+        await self._online(self.bob, create=True)
+        stock = await self._wait_for_stock("bob")
+        identity = self.database.identity_key("bob") or b""
+        kem = f"\n{stock.one_time_kem} one-time KEM prekeys" if stock.one_time_kem else ""
+        columns.row(
+            "",
+            f"bob's identity key {_short_hex(identity, 8, 0)}\n"
+            f"signed prekey #{stock.signed_pre_key_ids[-1]} (signature checked)\n"
+            f"{stock.one_time_ec} one-time prekeys{kem}",
+            "registered, bundle uploaded\n(keys generated here; private halves never leave)",
+        )
+        await self._offline(self.bob)
+        columns.row("", "", "offline")
+
+        columns.heading("3. Alice fetches Bob's bundle, starts a session, and sends while Bob is offline")
+        await self._online(self.alice, create=True)
+        for text in ("Hi Bob! This is Alice.", "Are you there? Nobody else can read this."):
+            sent_cell, message_id = await self._send(self.alice, self.bob, text)
+            row = self.database.message("alice", message_id)
+            if row is None:
+                raise DemoFailed("the relay acknowledged a message it does not hold")
+            self.tally.queued_offline += 1
+            columns.row(sent_cell, _relay_cell(row, "queued: bob is offline"), "")
+        left = self.database.pre_key_stock("bob").one_time_ec
+        columns.row("", f"bob's one-time prekeys: {left} (the fetch claimed one, once)", "")
+
+        columns.heading("4. Bob comes online: the relay pushes his queue, he decrypts and acknowledges")
+        await self._online(self.bob, create=False)
+        for _ in range(2):
+            message, notes = await self._receive(self.bob)
+            columns.row(
+                "",
+                f"pushed #{self._server_id(message.message_id)}, acked, deleted",
+                self._received_cell(message, notes),
+            )
+        columns.row("", f"queue for bob: {len(self.database.queue('bob'))} messages", "")
+
+        columns.heading("5. Back and forth: every change of speaker is a Double Ratchet DH step")
+        await self._exchange(self.bob, self.alice, "Hi Alice! Got both of them.")
+        await self._exchange(self.alice, self.bob, "Every reply brings new ratchet keys.")
+        await self._exchange(self.bob, self.alice, "So a key stolen today opens no old message.")
+
+        columns.heading("6. Alice sends three; the network hands Bob the first one last")
+        bob_client = self.bob.running
+        assert isinstance(bob_client, ReorderingClient)
+        bob_client.reorder.hold_next(1, release_after=2)
+        texts = ["One (sent first).", "Two (sent second).", "Three (sent third)."]
+        sent: dict[str, str] = {}
+        for text in texts:
+            cell, message_id = await self._send(self.alice, self.bob, text)
+            sent[message_id] = cell
+        arrived: list[str] = []
+        for position in range(len(texts)):
+            message, notes = await self._receive(self.bob)
+            arrived.append(message.message_id)
+            order = ["1st", "2nd", "3rd"][position]
+            relay = _relay_cell(self.captured.get(message.message_id))
+            columns.row(
+                sent.get(message.message_id, "?"),
+                relay,
+                self._received_cell(message, notes, f"(arrived {order})"),
+            )
+        if arrived == list(sent):
+            raise DemoFailed("the messages arrived in order; the network did not reorder them")
+        self.tally.out_of_order = len(bob_client.reorder.held_back)
+
+        columns.heading("7. They compare safety numbers (in person, or by scanning each other's QR code)")
+        alice_view = self.alice.running.safety_number("bob")
+        bob_view = self.bob.running.safety_number("alice")
+        columns.row(
+            format_safety_number(str(alice_view.displayable)),
+            "the relay never sees these; they come\nfrom both identity keys",
+            format_safety_number(str(bob_view.displayable)),
+        )
+        self.alice.running.verify("bob", str(bob_view.displayable))
+        self.bob.running.verify_scanned("alice", alice_view.scannable.serialize())
+        columns.row(
+            f"{self.tick} same 60 digits: bob verified", "", f"{self.tick} scanned Alice's code: verified"
+        )
+
+    def _server_id(self, message_id: str) -> str:
+        row = self.captured.get(message_id)
+        return str(row.server_id) if row is not None else "?"
+
+    async def _wait_deleted(self, sender: str, message_id: str) -> None:
+        """Wait until the relay deleted an acknowledged message (its commit follows the ack)."""
+        assert self.database is not None
+        deadline = asyncio.get_running_loop().time() + self.options.timeout
+        while self.database.message(sender, message_id) is not None:
+            if asyncio.get_running_loop().time() > deadline:
+                raise DemoFailed(f"the relay kept message {message_id} after its acknowledgement")
+            await asyncio.sleep(0.01)
+
+    async def _wait_for_stock(self, account: str) -> Any:
+        assert self.database is not None
+        deadline = asyncio.get_running_loop().time() + self.options.timeout
+        while True:
+            stock = self.database.pre_key_stock(account)
+            if stock.signed_pre_key_ids and stock.one_time_ec >= _SETTINGS.pre_key_target:
+                return stock
+            if asyncio.get_running_loop().time() > deadline:
+                raise DemoFailed(f"{account}'s prekeys never reached the relay")
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        for person in (self.alice, self.bob):
+            await self._offline(person)
+        if self.database is not None:
+            self.database.close()
+            self.database = None
+
+    def relay_files_contain(self, needles: Sequence[bytes]) -> list[bytes]:
+        """Plaintexts found in any of the relay's files (database, WAL, log)."""
+        found: list[bytes] = []
+        contents = [path.read_bytes() for path in self.directory.glob("relay.*") if path.is_file()]
+        for needle in needles:
+            if any(needle in content for content in contents):
+                found.append(needle)
+        return found
+
+    def summary(self, relay_status: int) -> None:
+        tally = self.tally
+        found = self.relay_files_contain(tally.plaintexts)
+        self.columns.heading("Summary")
+        agreement = {
+            "X3DH": "X3DH (four X25519 DH values, libsignal v3 KDF)",
+            "PQXDH": "PQXDH (X3DH plus ML-KEM-1024, the KEM secret bound into the KDF)",
+        }.get(tally.agreement, tally.agreement)
+        lines = [
+            f"key agreement:   {agreement}",
+            f"messages:        {tally.sent} sent, {tally.received} received and decrypted; "
+            f"{tally.queued_offline} waited at the relay while Bob was offline; "
+            f"{tally.out_of_order} overtaken by later ones and still decrypted",
+            f"double ratchet:  {tally.dh_steps} DH ratchet steps seen by receivers; "
+            f"{tally.skipped_stored} skipped message key stored, {tally.skipped_used} used",
+            f"relay database:  {'NO' if not found else 'FOUND'} plaintext in the relay's files "
+            f"(all {len(tally.plaintexts)} messages searched byte for byte)",
+            "safety numbers:  equal on both sides, verified both ways",
+            f"relay:           stopped, exit status {relay_status}",
+        ]
+        if self.options.keep:
+            lines.append(f"kept:            {self.directory}")
+        for line in lines:
+            self._print("  " + line)
+        if found:
+            raise DemoFailed("plaintext found in the relay's files")
+        if relay_status != 0:
+            raise DemoFailed(f"the relay exited with status {relay_status}")
+        if self.options.show_secrets:
+            self._print(SHOW_SECRETS_WARNING)
+
+
+async def run(options: Options, out: TextIO, directory: Path) -> None:
+    """Run the whole demo in ``directory``; raises :class:`DemoFailed` (or the underlying error)."""
+    demo = _Demo(options, out, directory)
+    try:
+        await demo.run()
+    finally:
+        await demo.close()
+        status = demo.relay.stop()
+    demo.summary(status)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="e2e-demo",
+        description="Alice and Bob talk end to end encrypted through a real relay, shown side by side.",
+    )
+    parser.add_argument(
+        "--explain", action="store_true", help="print every protocol step (keys as short fingerprints)"
+    )
+    parser.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="TEACHING ONLY: print private values (DH outputs, root/chain/message keys) in full",
+    )
+    parser.add_argument("--width", type=int, default=None, help="output width (default: the terminal's)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory with both databases"
+    )
+    parser.add_argument("--timeout", type=float, default=20.0, help="seconds any one step may take")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    options = Options(
+        explain=args.explain or args.show_secrets,
+        show_secrets=args.show_secrets,
+        width=args.width,
+        keep=args.keep,
+        timeout=args.timeout,
+    )
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A terminal that cannot show a character gets a replacement, not a crash mid-demo.
+        sys.stdout.reconfigure(errors="replace")
+    directory = Path(tempfile.mkdtemp(prefix="e2e-demo-"))
+    try:
+        asyncio.run(run(options, sys.stdout, directory))
+    except (TimeoutError, DemoFailed, OSError) as error:
+        print(f"\ndemo failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; the relay was stopped", file=sys.stderr)
+        return 130
+    finally:
+        if not options.keep:
+            shutil.rmtree(directory, ignore_errors=True)
+    return 0
