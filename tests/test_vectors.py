@@ -17,8 +17,11 @@ from axolotl.identitykey import IdentityKey
 from axolotl.identitykeypair import IdentityKeyPair
 from axolotl.protocol.prekeywhispermessage import PreKeyWhisperMessage
 from axolotl.protocol.whispermessage import WhisperMessage
+from axolotl.ratchet.bobaxolotlparamaters import BobAxolotlParameters
+from axolotl.ratchet.ratchetingsession import RatchetingSession
 from axolotl.sessioncipher import SessionCipher
 from axolotl.state.prekeyrecord import PreKeyRecord
+from axolotl.state.sessionstate import SessionState
 from axolotl.state.signedprekeyrecord import SignedPreKeyRecord
 from axolotl.tests.inmemoryaxolotlstore import InMemoryAxolotlStore
 from interop.axolotl_peer import axolotl_key_pair
@@ -309,6 +312,36 @@ def test_conversation_bytes_decrypt_with_python_axolotl() -> None:
                 assert bytes(plaintext).hex() == output["plaintext"], case["name"]
                 checked += 1
     assert checked >= 11
+
+
+def test_x3dh_vectors_agree_with_python_axolotl() -> None:
+    # python-axolotl's RatchetingSession.initializeSessionAsBob, given each case's keys, derives
+    # the root key and Bob's first sending chain key with its own DH order and KDF.
+    cases = _load("x3dh.json")["cases"] + _load("libsignal_x3dh.json")["cases"]
+    for case in cases:
+        inputs, expected = case["inputs"], case["expected"]
+        bob_identity = axolotl_key_pair(bytes.fromhex(inputs["bob_identity_private"]))
+        alice_identity = axolotl_key_pair(bytes.fromhex(inputs["alice_identity_private"]))
+        alice_base = axolotl_key_pair(bytes.fromhex(inputs["alice_base_private"]))
+        signed = axolotl_key_pair(bytes.fromhex(inputs["bob_signed_pre_key_private"]))
+        one_time = None
+        if "bob_one_time_pre_key_private" in inputs:
+            one_time = axolotl_key_pair(bytes.fromhex(inputs["bob_one_time_pre_key_private"]))
+        state = SessionState()
+        RatchetingSession.initializeSessionAsBob(
+            state,
+            BobAxolotlParameters(
+                IdentityKeyPair(IdentityKey(bob_identity.getPublicKey()), bob_identity.getPrivateKey()),
+                signed,
+                signed,
+                one_time,
+                IdentityKey(alice_identity.getPublicKey()),
+                alice_base.getPublicKey(),
+            ),
+        )
+        assert bytes(state.getSenderChainKey().getKey()).hex() == expected["chain_key"], case["name"]
+        if "root_key" in expected:
+            assert bytes(state.getRootKey().getKeyBytes()).hex() == expected["root_key"], case["name"]
 
 
 def test_seeded_rng_is_sha256_in_counter_mode() -> None:
