@@ -8,13 +8,16 @@ The two-byte header every stored record starts with, and the formats of the key 
   registration id (:class:`IdentityRecord`);
 * :class:`PreKeyRecord`: a one-time prekey and its id;
 * :class:`SignedPreKeyRecord`: a signed prekey, its id, its signature and its creation time.
+* :class:`KemPreKeyRecord`: a signed ML-KEM-1024 prekey for PQXDH (one-time or last-resort), its
+  id, its signature and its creation time.
 
 Session records (:class:`e2e.session.SessionRecord`) use the same header.
 
 Format, version 1
 -----------------
 ``kind (1 byte) ‖ version (1 byte) ‖ protobuf-style fields``.  The kinds are ASCII letters, so a
-hex dump says what it is: ``I`` identity, ``P`` prekey, ``K`` signed prekey, ``S`` session record.
+hex dump says what it is: ``I`` identity, ``P`` prekey, ``K`` signed prekey, ``Q`` KEM prekey,
+``S`` session record.
 The fields use the same encoding as libsignal's messages (:mod:`e2e.protobuf`): compact, fast to
 read and write in pure Python, and a later version may add fields that this one skips.  A record
 of another kind, or of a version other than :data:`FORMAT_VERSION`, raises
@@ -27,6 +30,8 @@ identity    1: private key (32 bytes), 2: public key (``0x05 ‖ 32``), 3: regis
 prekey      1: id, 2: private key (32), 3: public key (``0x05 ‖ 32``)
 signed      1: id, 2: private key (32), 3: public key (``0x05 ‖ 32``), 4: signature (64),
 prekey      5: timestamp (milliseconds since the epoch, as libsignal stores it)
+KEM prekey  1: id, 2: ML-KEM-1024 seed ``d ‖ z`` (64), 3: public key (``0x0A ‖ 1568``),
+            4: signature (64) over the public key, 5: timestamp (ms), 6: last resort (0 or 1)
 =========== ======================================================================================
 
 The public key is stored with its private key and checked against it when read, so a corrupted
@@ -45,6 +50,7 @@ from typing import Final
 
 from e2e import protobuf
 from e2e.errors import DecodeError, InvalidKeyError, StateFormatError
+from e2e.kem import SEED_LENGTH, KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KEY_LENGTH, SIGNATURE_LENGTH, KeyPair, PrivateKey, PublicKey
 
 __all__ = [
@@ -60,6 +66,8 @@ __all__ = [
     "deserialize_identity",
     "PreKeyRecord",
     "SignedPreKeyRecord",
+    "KEM_PRE_KEY_KIND",
+    "KemPreKeyRecord",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -69,11 +77,13 @@ IDENTITY_KIND: Final = ord("I")
 PRE_KEY_KIND: Final = ord("P")
 SIGNED_PRE_KEY_KIND: Final = ord("K")
 SESSION_RECORD_KIND: Final = ord("S")
+KEM_PRE_KEY_KIND: Final = ord("Q")
 _KIND_NAMES: Final = {
     IDENTITY_KIND: "identity",
     PRE_KEY_KIND: "prekey",
     SIGNED_PRE_KEY_KIND: "signed prekey",
     SESSION_RECORD_KIND: "session record",
+    KEM_PRE_KEY_KIND: "KEM prekey",
 }
 _UINT32_MAX: Final = 0xFFFF_FFFF
 _UINT64_MAX: Final = (1 << 64) - 1
@@ -121,6 +131,14 @@ _SCHEMAS: Final = {
         3: protobuf.Field(protobuf.LEN),
         4: protobuf.Field(protobuf.LEN),
         5: protobuf.Field(protobuf.VARINT),
+    },
+    KEM_PRE_KEY_KIND: {
+        1: protobuf.Field(protobuf.VARINT),
+        2: protobuf.Field(protobuf.LEN),
+        3: protobuf.Field(protobuf.LEN),
+        4: protobuf.Field(protobuf.LEN),
+        5: protobuf.Field(protobuf.VARINT),
+        6: protobuf.Field(protobuf.VARINT),
     },
 }
 
@@ -279,4 +297,75 @@ class SignedPreKeyRecord:
         return (
             f"SignedPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
             f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KemPreKeyRecord:
+    """A signed ML-KEM-1024 prekey (PQXDH's ``PQOPK_B``, or with ``last_resort`` its ``PQSPK_B``)
+    with its id, its signature ``Sig(IK_B, EncodeKEM(PQPK_B))`` and its creation time (ms).
+
+    The owner deletes a one-time KEM prekey after its first message decrypted and keeps the
+    last-resort one until it is rotated (PQXDH §3.4); the record says which is which.
+    """
+
+    id: int
+    key_pair: KemKeyPair
+    signature: bytes
+    timestamp: int
+    last_resort: bool = False
+
+    def __post_init__(self) -> None:
+        _check_uint(self.id, "a KEM prekey id", _UINT32_MAX)
+        _check_uint(self.timestamp, "a timestamp", _UINT64_MAX)
+        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LENGTH:
+            raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
+        if not isinstance(self.last_resort, bool):
+            raise ValueError("last_resort is a bool")
+
+    def serialize(self) -> bytes:
+        """Storage format 1 (module docstring)."""
+        return b"".join(
+            (
+                header(KEM_PRE_KEY_KIND),
+                protobuf.encode_uint_field(1, self.id),
+                protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
+                protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
+                protobuf.encode_bytes_field(4, self.signature),
+                protobuf.encode_uint_field(5, self.timestamp),
+                protobuf.encode_uint_field(6, int(self.last_resort)),
+            )
+        )
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> KemPreKeyRecord:
+        """Read storage format 1; anything else raises :class:`StateFormatError`."""
+        fields = _read(data, KEM_PRE_KEY_KIND)
+        try:
+            seed = protobuf.get_bytes(fields, 2, "KEM prekey seed")
+            public = KemPublicKey.deserialize(protobuf.get_bytes(fields, 3, "KEM prekey public key"))
+            signature = protobuf.get_bytes(fields, 4, "signature")
+            if len(seed) != SEED_LENGTH:
+                raise StateFormatError(f"a KEM prekey seed is {SEED_LENGTH} bytes")
+            key_pair = KemKeyPair(KemPrivateKey(seed), public)
+        except StateFormatError:
+            raise
+        except (DecodeError, InvalidKeyError) as error:
+            raise StateFormatError(f"stored KEM prekey: {error}") from None
+        if len(signature) != SIGNATURE_LENGTH:
+            raise StateFormatError(f"a stored KEM prekey needs a {SIGNATURE_LENGTH}-byte signature")
+        last_resort = _uint(fields, 6, "last-resort flag", 1)
+        return cls(
+            _uint(fields, 1, "KEM prekey id", _UINT32_MAX),
+            key_pair,
+            signature,
+            _uint(fields, 5, "timestamp", _UINT64_MAX),
+            bool(last_resort),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"KemPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
+            f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp}, "
+            f"last_resort={self.last_resort})"
         )
