@@ -76,6 +76,7 @@ AUTH_LABEL = b"e2e-relay auth v1"
 REGISTER_LABEL = b"e2e-relay register v1"
 _CHALLENGE_LENGTH = 32
 _DEFAULT_MAX_SIZE = 1024 * 1024
+_RESERVED = frozenset(("v", "id", "op"))
 
 
 class TransportError(Exception):
@@ -394,6 +395,8 @@ class Connection:
         if self._lost is not None:
             future.set_exception(self._lost)
             return future
+        if not _RESERVED.isdisjoint(fields):
+            raise ValueError(f"request fields may not be named {sorted(_RESERVED & fields.keys())}")
         request_id = next(self._ids)
         frame = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, **fields}
         self._pending[request_id] = future
@@ -573,7 +576,7 @@ class Connection:
     ) -> SignedKey:
         """A device's current signed prekey, or a rotated-out one still in its grace period."""
         response = await self.request(
-            "get_signed_pre_key", account=account, device_id=device_id, id=key_id, kind=kind
+            "get_signed_pre_key", account=account, device_id=device_id, key_id=key_id, kind=kind
         )
         return _signed_key(response.get("signed_pre_key"), "signed prekey")
 

@@ -189,6 +189,8 @@ class _Connection:
         self.outgoing: asyncio.Queue[str | _CloseAfter] = asyncio.Queue()
         self.wake = asyncio.Event()
         self.inflight: set[int] = set()
+        self.window_full = False
+        self.queue_full = False
         self.pipelined: set[asyncio.Future[Any]] = set()
         self.subscription: Subscription | None = None
         self.writer: asyncio.Task[None] | None = None
@@ -236,15 +238,21 @@ class _Connection:
         self.wake.set()
 
     async def write_loop(self) -> None:
+        """Write queued frames in batches; a batch that stalls for ``write_timeout`` disconnects."""
         ws = self.ws
+        outgoing = self.outgoing
         while True:
-            item = await self.outgoing.get()
-            if isinstance(item, _CloseAfter):
-                log_event("close", conn=self.number, device=self.device, code=int(item.code))
-                await ws.close(int(item.code), item.reason)
-                return
+            batch = [await outgoing.get()]
+            while not outgoing.empty():
+                batch.append(outgoing.get_nowait())
             try:
-                await asyncio.wait_for(ws.send(item), self.limits.write_timeout)
+                async with asyncio.timeout(self.limits.write_timeout):
+                    for item in batch:
+                        if isinstance(item, _CloseAfter):
+                            log_event("close", conn=self.number, device=self.device, code=int(item.code))
+                            await ws.close(int(item.code), item.reason)
+                            return
+                        await ws.send(item)
             except TimeoutError:
                 log_event(
                     "slow_consumer", conn=self.number, device=self.device, stalled=self.limits.write_timeout
@@ -254,7 +262,9 @@ class _Connection:
                 return
             except ConnectionClosed:
                 return
-            if self.outgoing.qsize() < self.limits.max_outgoing_frames // 2:
+            if self.queue_full:
+                # Room in the queue again: the delivery task may push more.
+                self.queue_full = False
                 self.wake.set()
 
     def refuse(self, request_id: int | str | None, exc: ProtocolError) -> None:
@@ -444,12 +454,13 @@ class _Connection:
             pushed = 0
             drained = False
             while not self.closing:
-                room = min(
-                    limits.max_inflight - len(self.inflight),
-                    limits.max_outgoing_frames // 2 - self.outgoing.qsize(),
-                    _FETCH_BATCH,
-                )
+                inflight_room = limits.max_inflight - len(self.inflight)
+                queue_room = limits.max_outgoing_frames // 2 - self.outgoing.qsize()
+                room = min(inflight_room, queue_room, _FETCH_BATCH)
                 if room <= 0:
+                    # Woken again by an acknowledgement or by the writer making room.
+                    self.window_full = inflight_room <= 0
+                    self.queue_full = queue_room <= 0
                     break
                 batch = await store.fetch(self.device, cursor, room, self.relay.clock())
                 for message in batch:
@@ -732,7 +743,7 @@ async def _get_signed_pre_key(conn: _Connection, request: Request) -> None:
     account = p.account_name(fields)
     device_id = p.device_id(fields)
     assert device_id is not None
-    key_id = p.field_int(fields, "id", low=0, high=_MAX_KEY_ID)
+    key_id = p.field_int(fields, "key_id", low=0, high=_MAX_KEY_ID)
     assert key_id is not None
     kind_name = p.field_str(fields, "kind", max_length=32, optional=True) or SignedKind.EC.value
     try:
@@ -800,7 +811,9 @@ async def _ack(conn: _Connection, request: Request) -> None:
 
     def answer(count: int) -> dict[str, Any]:
         conn.inflight.difference_update(ids)
-        conn.wake.set()
+        if conn.window_full:
+            conn.window_full = False
+            conn.wake.set()
         log_event("ack", conn=conn.number, device=conn.device, count=count)
         return p.ok(request.id, acked=count)
 

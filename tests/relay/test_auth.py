@@ -50,7 +50,7 @@ async def test_register_is_idempotent_for_the_same_key(relay, rng):
 
 async def test_a_proof_replayed_on_another_connection_fails(relay, rng):
     alice = Device("alice", 1, rng)
-    (await alice.register(relay.url)).close  # noqa: B018 - registration only
+    await (await alice.register(relay.url)).close()
     first = await Connection.open(relay.url)
     signature = alice.identity.sign(
         proof_transcript(AUTH_LABEL, first.challenge, "alice", 1, first.origin), rng
@@ -162,7 +162,7 @@ async def test_unknown_device_is_refused(relay, rng):
         ("upload_prekeys", {"pre_keys": []}),
         ("prekey_count", {}),
         ("get_bundle", {"account": "alice"}),
-        ("get_signed_pre_key", {"account": "alice", "device_id": 1, "id": 1}),
+        ("get_signed_pre_key", {"account": "alice", "device_id": 1, "key_id": 1}),
         ("send", {"to": {"account": "alice", "device_id": 1}, "client_id": "x", "type": 1, "body": "AA=="}),
         ("ack", {"server_ids": [1]}),
     ],
