@@ -15,9 +15,11 @@ import pytest
 from axolotl.ecc.curve import Curve
 from axolotl.identitykey import IdentityKey
 from axolotl.identitykeypair import IdentityKeyPair
+from axolotl.kdf.hkdf import HKDF
 from axolotl.protocol.prekeywhispermessage import PreKeyWhisperMessage
 from axolotl.protocol.whispermessage import WhisperMessage
 from axolotl.ratchet.bobaxolotlparamaters import BobAxolotlParameters
+from axolotl.ratchet.chainkey import ChainKey as AxolotlChainKey
 from axolotl.ratchet.ratchetingsession import RatchetingSession
 from axolotl.sessioncipher import SessionCipher
 from axolotl.state.prekeyrecord import PreKeyRecord
@@ -342,6 +344,43 @@ def test_x3dh_vectors_agree_with_python_axolotl() -> None:
         assert bytes(state.getSenderChainKey().getKey()).hex() == expected["chain_key"], case["name"]
         if "root_key" in expected:
             assert bytes(state.getRootKey().getKeyBytes()).hex() == expected["root_key"], case["name"]
+
+
+def _axolotl_message_keys(chain: AxolotlChainKey) -> dict:
+    keys = chain.getMessageKeys()
+    return {
+        "cipher_key": bytes(keys.getCipherKey()).hex(),
+        "mac_key": bytes(keys.getMacKey()).hex(),
+        "iv": bytes(keys.getIv()).hex(),
+        "counter": keys.getCounter(),
+    }
+
+
+def test_kdf_vectors_agree_with_python_axolotl() -> None:
+    # python-axolotl's own HKDF (v3) and ChainKey recompute the KDF vectors.
+    hkdf = HKDF.createFor(3)
+    for case in _load("kdf_root.json")["cases"]:
+        inputs, expected = case["inputs"], case["expected"]
+        derived = hkdf.deriveSecrets(
+            bytes.fromhex(inputs["dh_out"]), b"WhisperRatchet", 64, salt=bytes.fromhex(inputs["root_key"])
+        )
+        assert bytes(derived).hex() == expected["root_key"] + expected["chain_key"], case["name"]
+    for case in _load("kdf_chain.json")["cases"]:
+        chain = AxolotlChainKey(hkdf, bytes.fromhex(case["inputs"]["chain_key"]), 0)
+        for step in case["expected"]["steps"]:
+            while chain.getIndex() < step["index"]:
+                chain = chain.getNextChainKey()
+            keys = _axolotl_message_keys(chain)
+            assert bytes(chain.getKey()).hex() == step["chain_key"], case["name"]
+            assert {name: keys[name] for name in ("cipher_key", "mac_key", "iv")} == {
+                name: step[name] for name in ("cipher_key", "mac_key", "iv")
+            }, case["name"]
+    for case in _load("message_keys.json")["cases"] + _load("libsignal_chain_key.json")["cases"]:
+        inputs, expected = case["inputs"], case["expected"]
+        chain = AxolotlChainKey(hkdf, bytes.fromhex(inputs["chain_key"]), inputs["counter"])
+        computed = _axolotl_message_keys(chain)
+        computed["next_chain_key"] = bytes(chain.getNextChainKey().getKey()).hex()
+        assert {name: computed[name] for name in expected} == expected, case["name"]
 
 
 def test_seeded_rng_is_sha256_in_counter_mode() -> None:
