@@ -59,7 +59,18 @@ from client.explain import SHOW_SECRETS_WARNING, Explainer
 from e2e.explain import Event
 from e2e.wire import MessageType
 
-__all__ = ["DemoFailed", "Options", "main", "run"]
+__all__ = ["OFFLINE", "BACK_AND_FORTH", "REORDERED", "DemoFailed", "Options", "main", "run"]
+
+OFFLINE = ("Hi Bob! This is Alice.", "Are you there? Nobody else can read this.")
+"""What Alice sends while Bob is offline."""
+BACK_AND_FORTH = (
+    ("bob", "Hi Alice! Got both of them."),
+    ("alice", "Every reply brings new ratchet keys."),
+    ("bob", "So a key stolen today opens no old message."),
+)
+"""The replies, each with its sender."""
+REORDERED = ("One (sent first).", "Two (sent second).", "Three (sent third).")
+"""Alice's three messages, of which the network delivers the first one last."""
 
 _TYPE_NAMES = {int(MessageType.PREKEY): "PreKeySignalMessage", int(MessageType.WHISPER): "SignalMessage"}
 
@@ -315,7 +326,7 @@ class _Demo:
 
         columns.heading("3. Alice fetches Bob's bundle, starts a session, and sends while Bob is offline")
         await self._online(self.alice, create=True)
-        for text in ("Hi Bob! This is Alice.", "Are you there? Nobody else can read this."):
+        for text in OFFLINE:
             sent_cell, message_id = await self._send(self.alice, self.bob, text)
             row = self.database.message("alice", message_id)
             if row is None:
@@ -337,15 +348,15 @@ class _Demo:
         columns.row("", f"queue for bob: {len(self.database.queue('bob'))} messages", "")
 
         columns.heading("5. Back and forth: every change of speaker is a Double Ratchet DH step")
-        await self._exchange(self.bob, self.alice, "Hi Alice! Got both of them.")
-        await self._exchange(self.alice, self.bob, "Every reply brings new ratchet keys.")
-        await self._exchange(self.bob, self.alice, "So a key stolen today opens no old message.")
+        for sender_name, text in BACK_AND_FORTH:
+            sender, recipient = (self.alice, self.bob) if sender_name == "alice" else (self.bob, self.alice)
+            await self._exchange(sender, recipient, text)
 
         columns.heading("6. Alice sends three; the network hands Bob the first one last")
         bob_client = self.bob.running
         assert isinstance(bob_client, ReorderingClient)
         bob_client.reorder.hold_next(1, release_after=2)
-        texts = ["One (sent first).", "Two (sent second).", "Three (sent third)."]
+        texts = REORDERED
         sent: dict[str, str] = {}
         for text in texts:
             cell, message_id = await self._send(self.alice, self.bob, text)

@@ -1,0 +1,75 @@
+"""``python -m client.demo`` end to end: a real relay process, two real clients, the full script."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from client.demo.layout import Columns
+from client.demo.script import BACK_AND_FORTH, OFFLINE, REORDERED
+
+from .helpers import processes_mentioning, program_environment
+
+WIDTH = 120
+
+
+def _columns(output: str) -> tuple[str, str, str]:
+    """The text of each column, wrapped lines joined, whitespace collapsed."""
+    splitter = Columns(lambda line: None, width=WIDTH)
+    cells: list[list[str]] = [[], [], []]
+    for line in output.splitlines():
+        row = splitter.split(line)
+        if row is not None:
+            for column, cell in zip(cells, row, strict=True):
+                column.append(cell)
+    left, middle, right = (" ".join(" ".join(column).split()) for column in cells)
+    return left, middle, right
+
+
+def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "client.demo", "--explain", "--width", str(WIDTH)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=program_environment(tmp_path),
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    output = result.stdout
+
+    # It ends on its own with a summary naming the key agreement and the checks it made.
+    summary = output[output.index("── Summary") :]
+    assert re.search(r"key agreement:\s+(X3DH|PQXDH)", summary)
+    assert "NO plaintext in the relay's files" in summary
+    assert "relay:           stopped, exit status 0" in summary
+    assert re.search(r"\b1 overtaken by later ones and still decrypted", summary)
+
+    # Plaintext only at the two ends; the relay column shows ids, sizes and ciphertext.
+    left, middle, right = _columns(output)
+    texts = [*OFFLINE, *(text for _, text in BACK_AND_FORTH), *REORDERED]
+    for text in texts:
+        assert text in left, text
+        assert text in right, text
+        assert text not in middle, text
+    assert re.search(r"#\d+ alice→bob PreKeySignalMessage \d+ B", middle)
+    assert re.search(r"#\d+ bob→alice SignalMessage \d+ B", middle)
+    assert re.search(r"33 ([0-9a-f]{2} ){7}…", middle)
+
+    # The late message was decrypted with a stored skipped key.
+    assert "(arrived 3rd)" in right
+    assert "late: stored key for #0 used" in right
+
+    # Explain mode: both sides print the four DH results, and they agree.
+    alice_dh = re.findall(r"\[Alice\] X3DH: (DH\d) = DH\([^)]*\) = (#[0-9a-f]{8})", output)
+    bob_dh = re.findall(r"\[Bob\] X3DH: (DH\d) = DH\([^)]*\) = (#[0-9a-f]{8})", output)
+    assert [name for name, _ in alice_dh] == ["DH1", "DH2", "DH3", "DH4"]
+    assert alice_dh == bob_dh
+    assert "MAC check passed" in output
+    assert "SECRET" not in output
+
+    # Nothing is left running and the temporary directory is gone.
+    assert processes_mentioning(str(tmp_path)) == []
+    assert list(tmp_path.iterdir()) == []
