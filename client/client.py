@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -58,8 +59,8 @@ from typing import Any
 from client import envelope, transport
 from client.backoff import Backoff
 from client.errors import AlreadyExistsError, ClosedError, IdentityChanged, NotRegisteredError
-from client.events import Event, Message, Undecryptable
-from client.store import HeldMessage, Store, StoredMessage
+from client.events import Event, Message, SendFailed, Undecryptable
+from client.store import HeldMessage, OutboxEntry, Store, StoredMessage
 from e2e import records
 from e2e.errors import DecodeError, DuplicateMessageError, E2EError, InvalidMessageError, NoSessionError
 from e2e.explain import Trace
@@ -82,6 +83,9 @@ _MAX_REGISTRATION_ID = 16380
 
 _DISPLACED = 4003
 """The relay's close code for a connection displaced by a newer one of the same device."""
+
+_TRANSIENT_REFUSALS = frozenset({"queue_full", "rate_limited", "internal_error"})
+"""Relay error codes after which a message is kept in the outbox and sent again later."""
 
 _HELD_IDENTITY = "identity_changed"
 _HELD_UNDECRYPTABLE = "undecryptable"
@@ -181,6 +185,7 @@ class Client:
         self._run_task: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
         self._ack_tasks: set[asyncio.Future[None]] = set()
+        self._acked: list[str] = []
         self._closed = False
         self.connections = 0
         """How many times a connection to the relay was established (for tests and diagnostics)."""
@@ -300,7 +305,7 @@ class Client:
             # Leave the marker for every other reader.
             self._events.put_nowait(_CLOSED)
             self._check_running()
-        assert isinstance(item, Message | Undecryptable | IdentityChanged)
+        assert isinstance(item, Message | Undecryptable | SendFailed | IdentityChanged)
         return item
 
     # -- the application's side: sending -------------------------------------------------------
@@ -353,7 +358,7 @@ class Client:
         """Wait until the relay has acknowledged every message in the outbox."""
 
         async def drained() -> None:
-            while self._store.outbox():
+            while self._store.outbox_size():
                 self._check_running()
                 self._outbox_empty.clear()
                 await self._outbox_empty.wait()
@@ -819,16 +824,17 @@ class Client:
         task.add_done_callback(self._ack_tasks.discard)
 
     async def _pump(self, connection: transport.Connection) -> None:
-        """Send the outbox in order, keeping up to ``max_in_flight`` messages awaiting the relay's ack."""
+        """Send the outbox in order, keeping up to ``max_in_flight`` messages awaiting the relay's ack.
+
+        The transport writes each frame when ``send`` is called, so frames leave in outbox order
+        and the relay commits them in that order.
+        """
         window = asyncio.Semaphore(self.settings.max_in_flight)
         last_seq = 0
-        acks: set[asyncio.Task[None]] = set()
         while True:
             self._outbox_changed.clear()
-            entries = [entry for entry in self._store.outbox() if entry.seq > last_seq]
+            entries = self._store.outbox(after=last_seq, limit=self.settings.max_in_flight)
             if not entries:
-                if not acks:
-                    self._outbox_empty.set()
                 await self._outbox_changed.wait()
                 continue
             for entry in entries:
@@ -837,24 +843,37 @@ class Client:
                 submitted = connection.send(
                     entry.recipient, entry.recipient_device, entry.message_id, entry.message_type, entry.body
                 )
-                task = asyncio.create_task(self._await_ack(submitted, entry.message_id, window))
-                acks.add(task)
-                task.add_done_callback(acks.discard)
+                submitted.add_done_callback(functools.partial(self._on_relay_ack, entry, window))
 
-    async def _await_ack(self, submitted: Awaitable[int], message_id: str, window: asyncio.Semaphore) -> None:
-        try:
-            await submitted
-        except transport.ConnectionLost:
-            # Still in the outbox: the next connection sends it again under the same id.
+    def _on_relay_ack(
+        self, entry: OutboxEntry, window: asyncio.Semaphore, submitted: asyncio.Future[int]
+    ) -> None:
+        window.release()
+        if submitted.cancelled():
             return
-        except transport.RelayError as error:
-            # The relay refused the message for good (unknown recipient, too large, id reused):
-            # resending cannot help, so it leaves the outbox and the application is told.
-            logger.warning("%s: the relay refused message %s: %s", self.name, message_id, error)
-        finally:
-            window.release()
-        self._store.remove_outbox(message_id)
-        if not self._store.outbox():
+        error = submitted.exception()
+        if isinstance(error, transport.RelayError) and error.code not in _TRANSIENT_REFUSALS:
+            # Refused for good (unknown recipient, too large, id reused): sending it again cannot
+            # help, so it leaves the outbox and the application is told.
+            logger.warning("%s: the relay refused message %s: %s", self.name, entry.message_id, error.code)
+            self._events.put_nowait(
+                SendFailed(entry.recipient, entry.recipient_device, entry.message_id, error.code)
+            )
+        elif error is not None:
+            # The connection was lost, or the refusal is temporary (queue full, rate limited): the
+            # message stays in the outbox and the next connection sends it again under the same id.
+            return
+        self._acked.append(entry.message_id)
+        if len(self._acked) == 1:
+            # Remove acknowledged entries in batches, one transaction per turn of the event loop.
+            asyncio.get_running_loop().call_soon(self._remove_acked)
+
+    def _remove_acked(self) -> None:
+        acked, self._acked = self._acked, []
+        if self._closed:
+            return
+        self._store.remove_outbox(acked)
+        if self._store.outbox_size() == 0:
             self._outbox_empty.set()
 
     # -- small helpers -------------------------------------------------------------------------

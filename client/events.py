@@ -7,6 +7,8 @@ The event types yielded by :meth:`client.Client.events`:
 * :class:`Message`: a decrypted message, already committed to the local history;
 * :class:`Undecryptable`: a ciphertext that could not be decrypted (malformed, forged, no session),
   kept in the store's quarantine; the session with its sender is untouched;
+* :class:`SendFailed`: the relay refused one of our messages for good (unknown recipient, too
+  large);
 * :class:`client.errors.IdentityChanged` (an exception type that is also an event): a contact's
   identity key changed; its messages wait until the user accepts the new key.
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 from client.errors import IdentityChanged
 
-__all__ = ["Message", "Undecryptable", "Event", "IdentityChanged"]
+__all__ = ["Message", "Undecryptable", "SendFailed", "Event", "IdentityChanged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,5 +60,18 @@ class Undecryptable:
     error: str
 
 
-Event = Message | Undecryptable | IdentityChanged
+@dataclass(frozen=True, slots=True)
+class SendFailed:
+    """The relay refused a message for good (``error`` is its error code, e.g. ``"too_large"``).
+
+    The message stays in the history; it left the outbox because sending it again cannot succeed.
+    """
+
+    recipient: str
+    recipient_device: int
+    message_id: str
+    error: str
+
+
+Event = Message | Undecryptable | SendFailed | IdentityChanged
 """Everything :meth:`client.Client.events` yields."""

@@ -508,16 +508,26 @@ class Store:
             (recipient, recipient_device, message_id, message_type, body, created_at),
         )
 
-    def outbox(self) -> list[OutboxEntry]:
-        """Every message awaiting the relay's acknowledgement, in the order it was encrypted."""
+    def outbox(self, after: int = 0, limit: int = -1) -> list[OutboxEntry]:
+        """Messages awaiting the relay's acknowledgement, in the order they were encrypted.
+
+        ``after`` skips entries up to that sequence number; ``limit`` caps how many are returned.
+        """
         rows = self._db.execute(
             "SELECT seq, recipient, recipient_device, message_id, message_type, body, created_at "
-            "FROM outbox ORDER BY seq"
+            "FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
         ).fetchall()
         return [OutboxEntry(*row) for row in rows]
 
-    def remove_outbox(self, message_id: str) -> None:
-        self._write("DELETE FROM outbox WHERE message_id = ?", (message_id,))
+    def outbox_size(self) -> int:
+        (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+        return int(count)
+
+    def remove_outbox(self, message_ids: list[str]) -> None:
+        """Forget messages the relay acknowledged (one transaction for all of them)."""
+        with self.transaction():
+            self._db.executemany("DELETE FROM outbox WHERE message_id = ?", [(i,) for i in message_ids])
 
     # -- held and quarantined messages ---------------------------------------------------------
 

@@ -46,3 +46,63 @@ async def test_alice_and_bob_end_to_end(relay, make_client):
         assert alice.is_verified("bob")
         bob.verify_scanned("alice", alice.safety_number("bob").scannable.serialize())
         assert bob.is_verified("alice")
+
+
+async def test_offline_delivery_then_reconnect_drains_in_order(relay, make_client):
+    bob = make_client(relay.url, "bob")
+    async with bob:
+        await bob.wait_connected(timeout=10)
+    # Bob is offline now; Alice writes to him.
+    alice = make_client(relay.url, "alice")
+    async with alice:
+        ids = [await alice.send("bob", f"message {i}") for i in range(5)]
+        await alice.flush(timeout=10)
+    bob = make_client(relay.url, "bob")
+    async with bob:
+        received = [await bob.receive(timeout=10) for _ in ids]
+        await bob.wait_drained(timeout=10)
+    assert [m.message_id for m in received] == ids
+    assert [m.text for m in received] == [f"message {i}" for i in range(5)]
+
+
+async def test_a_thousand_queued_messages_drain_in_order(relay, make_client):
+    bob = make_client(relay.url, "bob")
+    async with bob:
+        await bob.wait_connected(timeout=10)
+    alice = make_client(relay.url, "alice")
+    async with alice:
+        ids = [await alice.send("bob", b"%d" % i) for i in range(1000)]
+        await alice.flush(timeout=60)
+    bob = make_client(relay.url, "bob")
+    async with bob:
+        received = [await bob.receive(timeout=30) for _ in ids]
+        await bob.wait_drained(timeout=30)
+        assert [m.body for m in received] == [b"%d" % i for i in range(1000)]
+        assert [m.message_id for m in received] == ids
+        # The ratchet is in step after the long chain: a reply goes through, and so does an answer.
+        await bob.send("alice", "got them all")
+        await bob.flush(timeout=10)
+    alice = make_client(relay.url, "alice")
+    async with alice:
+        assert (await alice.receive(timeout=10)).text == "got them all"
+        assert len(alice.history("bob")) == 1001
+
+
+async def test_replies_step_the_double_ratchet(relay, make_client):
+    steps: list[str] = []
+
+    def trace(event):
+        steps.append(event.step)
+
+    alice = make_client(relay.url, "alice", trace=trace)
+    bob = make_client(relay.url, "bob")
+    async with alice, bob:
+        await bob.wait_connected(timeout=10)
+        for turn in range(6):
+            await alice.send("bob", f"ping {turn}")
+            assert (await bob.receive(timeout=10)).text == f"ping {turn}"
+            await bob.send("alice", f"pong {turn}")
+            assert (await alice.receive(timeout=10)).text == f"pong {turn}"
+    # Every reply from Bob brings a new ratchet key, so Alice performs a DH ratchet step for each.
+    assert steps.count("ratchet.dh_step") >= 6
+    assert "x3dh.kdf" in steps

@@ -120,7 +120,10 @@ def test_contacts_outbox_held_and_history(store):
     store.add_outbox("bob", 1, "m1", 3, b"c1", 10)
     store.add_outbox("bob", 1, "m2", 2, b"c2", 11)
     assert [e.message_id for e in store.outbox()] == ["m1", "m2"]
-    store.remove_outbox("m1")
+    assert [e.message_id for e in store.outbox(after=store.outbox()[0].seq)] == ["m2"]
+    assert [e.message_id for e in store.outbox(limit=1)] == ["m1"]
+    store.remove_outbox(["m1"])
+    assert store.outbox_size() == 1
     assert [e.message_id for e in store.outbox()] == ["m2"]
 
     store.hold("undecryptable", "bob", 1, "m9", 5, 2, b"junk", "DecodeError", 6)
