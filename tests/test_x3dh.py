@@ -23,10 +23,13 @@ BOB_SIGNED_PRE_KEY_PRIVATE = "583900131fb727998b7803fe6ac22cc591f342e4e42a8c8d5d
 BOB_SIGNED_PRE_KEY_PUBLIC = "05ac248a8f263be6863576eb0362e28c828f0107a3379d34bab1586bf8c770cd67"
 EXPECTED_CHAIN_KEY = "ab9be50e5cb22a925446ab90ee5670545f4fd32902459ec274b6ad0ae5d6031a"
 
-# The same test before that commit (and libsignal-protocol-java, python-axolotl) used this
-# unclamped base private key with a public key that does not belong to it once clamped.
+# The same test before that commit (its parent a280bc65^, and the copies in libsignal-protocol-java
+# and python-axolotl's tests/ratchet/test_ratchetingsession.py) used this unclamped base private
+# key with a public key that does not belong to it once clamped; Bob's side, given that public
+# key, expected another sending chain key.
 OLD_ALICE_BASE_PRIVATE = "11ae7c64d1e61cd596b76a0db5012673391cae66edbfcf073b4da80516a47449"
 OLD_ALICE_BASE_PUBLIC = "05472d1fb1a9862c3af6beaca8920277e2b26f4a79213ec7c906aeb35e03cf8950"
+OLD_EXPECTED_SENDER_CHAIN = "9797caca53c989bbe229a40ca7727010eb2604fc14945d77958a0aeda088b44d"
 
 LOW_ORDER = [
     bytes(32),
@@ -102,6 +105,17 @@ def test_the_older_copies_used_an_unclamped_base_key() -> None:
     old = PrivateKey(bytes.fromhex(OLD_ALICE_BASE_PRIVATE))
     assert old.serialize().hex() == ALICE_BASE_PRIVATE
     assert old.public_key().serialize().hex() == ALICE_BASE_PUBLIC != OLD_ALICE_BASE_PUBLIC
+
+
+def test_the_older_bob_side_vector() -> None:
+    # Bob's side only needs Alice's public keys, so the older vector still holds for it.
+    message = InitialMessage(
+        PublicKey.deserialize(bytes.fromhex(ALICE_IDENTITY_PUBLIC)),
+        PublicKey.deserialize(bytes.fromhex(OLD_ALICE_BASE_PUBLIC)),
+        signed_pre_key_id=1,
+    )
+    secret = respond(_key(BOB_IDENTITY_PRIVATE), _key(BOB_SIGNED_PRE_KEY_PRIVATE), None, message)
+    assert secret.chain_key.key.hex() == OLD_EXPECTED_SENDER_CHAIN
 
 
 def test_dh_values_and_kdf_as_specified(rng) -> None:
