@@ -2,7 +2,8 @@
 
 Run ``make bench`` (or ``python benchmarks/core_bench.py``).  One run prints one table:
 
-* rows: session setups per second, 64-byte one-way burst (messages/s), 64-byte ping-pong
+* rows: session setups per second (X3DH, and PQXDH where a peer has it), 64-byte one-way burst
+  (messages/s), 64-byte ping-pong
   (messages/s, a DH ratchet step per message), 64 KiB messages (MB/s, 1 MB = 10**6 bytes), then the
   floor rows, the bare primitives everything is built from;
 * columns: the peers of :mod:`core_peers` (this project, python-axolotl, Syndace's libraries in
@@ -47,6 +48,7 @@ LARGE = 64 * 1024
 # (key, label, unit) of every row, in table order.
 PROTOCOL_ROWS = [
     ("setup", "session setups/s", "1/s"),
+    ("setup_pqxdh", "PQXDH session setups/s", "1/s"),
     ("burst_64", "64 B burst, msg/s", "1/s"),
     ("ping_pong_64", "64 B ping-pong, msg/s", "1/s"),
     ("burst_64k", "64 KiB messages, MB/s", "MB/s"),
@@ -112,6 +114,8 @@ def run_peer(name: str, round_seconds: float, rounds: int) -> dict[str, float | 
     megabytes = LARGE / 1e6
     if type(peer).setups is not Peer.setups:
         attempt("setup", lambda: measure(peer.setups, round_seconds, rounds))
+        if type(peer).pqxdh_setups is not Peer.pqxdh_setups:
+            attempt("setup_pqxdh", lambda: measure(peer.pqxdh_setups, round_seconds, rounds))
         try:
             peer.start()
         except Exception as error:

@@ -45,6 +45,10 @@ class Peer:
     def setups(self, n: int) -> None:
         raise NotImplementedError
 
+    def pqxdh_setups(self, n: int) -> None:
+        """Session setups with PQXDH (a signed ML-KEM-1024 prekey in the bundle), where supported."""
+        raise NotImplementedError
+
     def start(self) -> None:
         """Build the one conversation that :meth:`burst` and :meth:`ping_pong` use."""
         raise NotImplementedError
@@ -116,20 +120,28 @@ class Ours(SyncPeer):
     label = "this project"
 
     def __init__(self) -> None:
-        from e2e import keys, session, wire, x3dh
+        from e2e import kem, keys, session, wire, x3dh
 
+        self._KemKeyPair = kem.KemKeyPair
         self._KeyPair = keys.KeyPair
         self._SessionRecord = session.SessionRecord
         self._PreKeySignalMessage = wire.PreKeySignalMessage
         self._PreKeyBundle = x3dh.PreKeyBundle
         self._PREKEY = wire.MessageType.PREKEY
 
-    def new_conversation(self) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
+    def pqxdh_setups(self, n: int) -> None:
+        for _ in range(n):
+            self.new_conversation(pqxdh=True)
+
+    def new_conversation(
+        self, pqxdh: bool = False
+    ) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
         rng = os.urandom
         key_pair = self._KeyPair.generate
         bob_identity = key_pair(rng)
         signed_pre_key = key_pair(rng)
         one_time_pre_key = key_pair(rng)
+        kem_pre_key = self._KemKeyPair.generate(rng) if pqxdh else None
         bundle = self._PreKeyBundle(
             registration_id=2,
             device_id=1,
@@ -139,6 +151,11 @@ class Ours(SyncPeer):
             signed_pre_key_signature=bob_identity.sign(signed_pre_key.public_key.serialize(), rng),
             pre_key_id=1,
             pre_key=one_time_pre_key.public_key,
+            kem_pre_key_id=None if kem_pre_key is None else 1,
+            kem_pre_key=None if kem_pre_key is None else kem_pre_key.public_key,
+            kem_pre_key_signature=None
+            if kem_pre_key is None
+            else bob_identity.sign(kem_pre_key.public_key.serialize(), rng),
         )
         alice_identity = key_pair(rng)
         alice = self._SessionRecord.initiate(alice_identity, 1, bundle, rng)
@@ -146,7 +163,9 @@ class Ours(SyncPeer):
         bob = self._SessionRecord()
         message = self._PreKeySignalMessage.deserialize(first.body)
         _check(
-            bob.decrypt_prekey_message(message, bob_identity, signed_pre_key, one_time_pre_key, rng),
+            bob.decrypt_prekey_message(
+                message, bob_identity, signed_pre_key, one_time_pre_key, rng, our_kem_pre_key=kem_pre_key
+            ),
             PLAINTEXT_64,
         )
         prekey_type = self._PREKEY
