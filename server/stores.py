@@ -7,10 +7,18 @@ benchmarks name a backend by URL and get a store that has not been opened yet.
 * ``sqlite:PATH`` (or a plain path): :class:`server.sqlite_store.SQLiteStore`, one file, one node.
 * ``postgresql://USER@HOST:PORT/DATABASE`` (or ``postgres://``):
   :class:`server.pg_store.PostgresStore`, shared by any number of relay nodes.  It needs the
-  ``postgres`` extra (asyncpg), imported only when such a URL is used.
+  ``postgres`` extra (asyncpg), imported only when such a URL is used.  Three query parameters
+  tune the node and are removed before the URL reaches the driver: ``pool_size`` (connections of
+  this node), ``poll_interval`` (seconds; the longest a lost wake-up can delay a delivery) and
+  ``partitions`` (notification channels; the same on every node).  Any other parameter is the
+  driver's (for example ``sslmode``).
 """
 
 from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
 
 from server.sqlite_store import SQLiteStore
 from server.store import Store
@@ -18,6 +26,11 @@ from server.store import Store
 __all__ = ["describe", "store_from_url"]
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_POSTGRES_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "pool_size": int,
+    "poll_interval": float,
+    "partitions": int,
+}
 
 
 def store_from_url(url: str) -> Store:
@@ -25,7 +38,16 @@ def store_from_url(url: str) -> Store:
     if url.startswith(_POSTGRES_SCHEMES):
         from server.pg_store import PostgresStore
 
-        return PostgresStore(url)
+        parts = urllib.parse.urlsplit(url)
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        ours = {name: value for name, value in query if name in _POSTGRES_OPTIONS}
+        theirs = [(name, value) for name, value in query if name not in _POSTGRES_OPTIONS]
+        dsn = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(theirs)))
+        try:
+            options = {name: _POSTGRES_OPTIONS[name](value) for name, value in ours.items()}
+        except ValueError:
+            raise ValueError(f"bad store option in {describe(url)!r}") from None
+        return PostgresStore(dsn, **options)
     if url.startswith("sqlite:"):
         path = url.removeprefix("sqlite:")
         # sqlite:///abs/path and sqlite://rel/path are accepted too, as other tools write them.

@@ -72,10 +72,14 @@ def load_migrations() -> list[Migration]:
             continue
         migrations.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
     migrations.sort(key=lambda m: m.version)
+    _check_sequence(migrations)
+    return migrations
+
+
+def _check_sequence(migrations: list[Migration]) -> None:
     for expected, migration in enumerate(migrations, start=1):
         if migration.version != expected:
             raise MigrationError(f"migration versions must run 1, 2, 3, …; found {migration.version}")
-    return migrations
 
 
 _CREATE_VERSION_TABLE = """
@@ -103,6 +107,7 @@ async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None =
     migration's checksum differs from its file.
     """
     known = load_migrations() if migrations is None else migrations
+    _check_sequence(known)
     applied_now: list[int] = []
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:

@@ -1,0 +1,307 @@
+"""The PostgreSQL store beneath the relay: migrations, and several stores ("nodes") on one database.
+
+The whole relay suite already runs on PostgreSQL through the ``store_backend`` parameter; these tests
+cover what only a shared database has: the schema's version history, wake-ups that cross from one
+node to another (by notification, and by the poll when a notification is lost), displacement across
+nodes, and races between nodes for the same prekey, the same client message id and the same queue.
+Each store here is a real :class:`PostgresStore` on a real server; nothing is stubbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import asyncpg
+import pytest
+
+from server.migrations import Migration, MigrationError, load_migrations, migrate, schema_version
+from server.pg_store import PostgresStore
+from server.store import (
+    DeviceAddress,
+    DeviceEvent,
+    EventKind,
+    NewMessage,
+    OneTimeKind,
+    PreKeyRecord,
+    PreKeyUpload,
+    SignedKind,
+    StoreError,
+)
+from server.testing.pg import Cluster
+
+NOW = 1_800_000_000.0
+TTL = 3600.0
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def empty_database(pg_cluster: Cluster) -> Iterator[str]:
+    """A database with no schema at all, for the migration runner."""
+    name = f"empty_{next(_names)}"
+    dsn = pg_cluster.create_database(name)
+    yield dsn
+    pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+async def nodes(pg_database: Callable[[], str]) -> AsyncIterator[Callable[..., Awaitable[PostgresStore]]]:
+    """Open stores ("nodes") on one fresh database; all closed after the test."""
+    dsn = pg_database()
+    opened: list[PostgresStore] = []
+
+    async def node(**options: float) -> PostgresStore:
+        store = PostgresStore(dsn, **options)  # type: ignore[arg-type]
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield node
+    for store in opened:
+        await store.close()
+
+
+async def registered(store: PostgresStore, account: str, device_id: int = 1) -> DeviceAddress:
+    device = DeviceAddress(account, device_id)
+    await store.register_device(device, b"\x05" + account.encode().ljust(32, b"k"), 7, NOW)
+    return device
+
+
+def message(
+    sender: DeviceAddress, recipient: DeviceAddress, client_id: str, body: bytes = b"c"
+) -> NewMessage:
+    return NewMessage(sender, recipient, client_id, 1, body)
+
+
+class Events:
+    """A listener that records events and lets a test wait for one."""
+
+    def __init__(self) -> None:
+        self.seen: list[DeviceEvent] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: DeviceEvent) -> None:
+        self.seen.append(event)
+        self._changed.set()
+
+    async def wait_for(self, wanted: Callable[[DeviceEvent], bool], timeout: float = 10.0) -> DeviceEvent:
+        async def wait() -> DeviceEvent:
+            while True:
+                for event in self.seen:
+                    if wanted(event):
+                        return event
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
+
+# Migrations.
+
+
+async def test_migrations_apply_once_and_a_rerun_changes_nothing(empty_database: str) -> None:
+    conn = await asyncpg.connect(empty_database)
+    try:
+        newest = load_migrations()[-1].version
+        assert await schema_version(conn) == 0
+        assert await migrate(conn) == list(range(1, newest + 1))
+        assert await migrate(conn) == []
+        assert await schema_version(conn) == newest
+        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
+        assert {"accounts", "devices", "messages", "queues", "sent_ids", "one_time_prekeys"} <= tables
+    finally:
+        await conn.close()
+
+
+async def test_nodes_migrating_at_the_same_moment_apply_each_migration_once(empty_database: str) -> None:
+    conns = [await asyncpg.connect(empty_database) for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(migrate(conn) for conn in conns))
+        applied = [version for result in results for version in result]
+        assert sorted(applied) == [m.version for m in load_migrations()]
+        rows = await conns[0].fetchval("SELECT count(*) FROM schema_version")
+        assert rows == len(load_migrations())
+    finally:
+        for conn in conns:
+            await conn.close()
+
+
+async def test_a_failing_migration_leaves_no_trace(empty_database: str) -> None:
+    conn = await asyncpg.connect(empty_database)
+    try:
+        first = Migration(1, "first", "CREATE TABLE one (x integer);")
+        broken = Migration(2, "broken", "CREATE TABLE two (x integer); SELECT no_such_function();")
+        with pytest.raises(asyncpg.PostgresError):
+            await migrate(conn, [first, broken])
+        assert await schema_version(conn) == 1
+        assert await conn.fetchval("SELECT to_regclass('two')") is None
+    finally:
+        await conn.close()
+
+
+async def test_a_database_from_a_newer_relay_or_an_edited_migration_is_refused(empty_database: str) -> None:
+    conn = await asyncpg.connect(empty_database)
+    try:
+        first = Migration(1, "first", "CREATE TABLE one (x integer);")
+        second = Migration(2, "second", "CREATE TABLE two (x integer);")
+        await migrate(conn, [first, second])
+        with pytest.raises(MigrationError, match="does not know"):
+            await migrate(conn, [first])
+        edited = Migration(1, "first", "CREATE TABLE one (x bigint);")
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await migrate(conn, [edited, second])
+        with pytest.raises(MigrationError, match="1, 2, 3"):
+            await migrate(conn, [first, Migration(3, "third", "SELECT 1;")])
+        assert await schema_version(conn) == 2
+    finally:
+        await conn.close()
+
+
+async def test_a_store_that_cannot_reach_its_database_fails_to_open_with_a_store_error() -> None:
+    # Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    store = PostgresStore("postgresql://postgres@127.0.0.1:1/none")
+    with pytest.raises(StoreError, match="cannot open the database"):
+        await store.open()
+
+
+# Wake-ups across nodes.
+
+
+async def test_a_message_committed_on_one_node_wakes_the_recipient_on_another(nodes) -> None:
+    # With an hour between polls, only the notification can deliver this wake-up in time.
+    sender_node = await nodes(poll_interval=3600)
+    recipient_node = await nodes(poll_interval=3600)
+    alice = await registered(sender_node, "alice")
+    bob = await registered(sender_node, "bob")
+    events = Events()
+    recipient_node.subscribe(bob, events)
+    await recipient_node.prekey_counts(bob)  # any round trip; the subscription LISTENs meanwhile
+    await asyncio.sleep(0.2)
+    result = await sender_node.enqueue(message(alice, bob, "m1"), NOW, TTL, 100, 10_000)
+    await events.wait_for(lambda e: e.kind is EventKind.MESSAGES)
+    fetched = await recipient_node.fetch(bob, 0, 10, NOW)
+    assert [m.server_id for m in fetched] == [result.server_id]
+
+
+async def test_a_lost_notification_is_made_good_by_the_poll(nodes) -> None:
+    # The sending node is misconfigured with another partition count, so its notification goes to a
+    # channel the recipient's node does not listen on: exactly what a lost notification looks like.
+    bob = DeviceAddress("bob", 1)
+    assert zlib.crc32(b"1/bob") % 64 != zlib.crc32(b"1/bob") % 7
+    sender_node = await nodes(partitions=7, poll_interval=3600)
+    recipient_node = await nodes(poll_interval=0.2)
+    alice = await registered(sender_node, "alice")
+    await registered(sender_node, "bob")
+    events = Events()
+    recipient_node.subscribe(bob, events)
+    await asyncio.sleep(0.5)
+    await sender_node.enqueue(message(alice, bob, "m1"), NOW, TTL, 100, 10_000)
+    await events.wait_for(lambda e: e.kind is EventKind.MESSAGES)
+    assert len(await recipient_node.fetch(bob, 0, 10, NOW)) == 1
+
+
+async def test_a_login_on_one_node_displaces_the_connection_on_another(nodes) -> None:
+    first = await nodes(poll_interval=3600)
+    second = await nodes(poll_interval=3600)
+    bob = await registered(first, "bob")
+    old_events = Events()
+    first.subscribe(bob, old_events)
+    old_epoch = await first.begin_connection(bob, NOW)
+    await asyncio.sleep(0.2)
+    new_events = Events()
+    second.subscribe(bob, new_events)
+    new_epoch = await second.begin_connection(bob, NOW)
+    assert new_epoch > old_epoch
+    event = await old_events.wait_for(lambda e: e.kind is EventKind.DISPLACED and e.epoch > old_epoch)
+    assert event.epoch == new_epoch
+
+
+# Races between nodes.
+
+
+async def test_each_one_time_prekey_is_handed_out_once_when_three_nodes_race(nodes) -> None:
+    stores = [await nodes() for _ in range(3)]
+    bob = await registered(stores[0], "bob")
+    upload = PreKeyUpload(
+        signed={SignedKind.EC: PreKeyRecord(1, b"\x05" + b"s" * 32, b"sig")},
+        one_time={OneTimeKind.EC: [PreKeyRecord(i, b"\x05" + bytes([i]) * 32) for i in range(1, 6)]},
+    )
+    await stores[0].put_prekeys(bob, upload, NOW, 3600)
+    claims = [stores[i % 3].claim_bundles("bob", 1, 2) for i in range(30)]
+    bundles = [bundle for result in await asyncio.gather(*claims) for bundle in result]
+    handed_out = [b.one_time[OneTimeKind.EC].key_id for b in bundles if OneTimeKind.EC in b.one_time]
+    assert sorted(handed_out) == [1, 2, 3, 4, 5]
+    assert len(bundles) == 30
+    counts = await stores[1].prekey_counts(bob)
+    assert counts.one_time[OneTimeKind.EC] == 0
+
+
+async def test_a_send_retried_on_another_node_while_the_first_is_in_flight_is_stored_once(nodes) -> None:
+    first = await nodes()
+    second = await nodes()
+    alice = await registered(first, "alice")
+    bob = await registered(first, "bob")
+    for i in range(20):
+        same = message(alice, bob, f"retry-{i}", body=bytes([i]) * 10)
+        a, b = await asyncio.gather(
+            first.enqueue(same, NOW, TTL, 1000, 1_000_000), second.enqueue(same, NOW, TTL, 1000, 1_000_000)
+        )
+        assert a.server_id == b.server_id
+        assert sorted([a.duplicate, b.duplicate]) == [False, True]
+    assert len(await first.fetch(bob, 0, 100, NOW)) == 20
+
+
+async def test_a_delivery_cursor_skips_nothing_while_nodes_commit_concurrently(nodes) -> None:
+    # Senders on two nodes interleave commits to one recipient while a reader on a third node
+    # follows the queue with "everything after the last id I saw", as the relay's delivery does.
+    senders = [await nodes(), await nodes()]
+    reader = await nodes()
+    bob = await registered(reader, "bob")
+    devices = [await registered(reader, f"sender{i}") for i in range(6)]
+    per_sender = 40
+    received: list[int] = []
+    done = asyncio.Event()
+
+    async def read() -> None:
+        cursor = 0
+        while True:
+            batch = await reader.fetch(bob, cursor, 50, NOW)
+            received.extend(m.server_id for m in batch)
+            if batch:
+                cursor = batch[-1].server_id
+            elif done.is_set():
+                final = await reader.fetch(bob, cursor, 1000, NOW)
+                received.extend(m.server_id for m in final)
+                return
+
+    async def send(index: int, device: DeviceAddress) -> list[int]:
+        store = senders[index % 2]
+        ids = []
+        for n in range(per_sender):
+            result = await store.enqueue(message(device, bob, f"c{n}"), NOW, TTL, 100_000, 10**8)
+            ids.append(result.server_id)
+        return ids
+
+    reading = asyncio.create_task(read())
+    sent = await asyncio.gather(*(send(i, d) for i, d in enumerate(devices)))
+    done.set()
+    await reading
+    assert sorted(received) == sorted(i for ids in sent for i in ids)
+    assert received == sorted(received)
+
+
+async def test_two_nodes_expiring_at_once_remove_each_message_once_and_keep_the_caps_exact(nodes) -> None:
+    first = await nodes()
+    second = await nodes()
+    alice = await registered(first, "alice")
+    bob = await registered(first, "bob")
+    for i in range(30):
+        await first.enqueue(message(alice, bob, f"old{i}"), NOW, 10.0, 30, 10_000)
+    removed = await asyncio.gather(*(store.expire(NOW + 11) for store in (first, second, first, second)))
+    assert sum(removed) == 30
+    # The queue's count is back to zero, so the cap of 30 admits 30 new messages again.
+    for i in range(30):
+        await second.enqueue(message(alice, bob, f"new{i}"), NOW + 20, TTL, 30, 10_000)
+    assert len(await first.fetch(bob, 0, 100, NOW + 20)) == 30
