@@ -30,9 +30,10 @@ only ever called after the message's MAC has verified.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Final
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from e2e.errors import InvalidMessageError
 from e2e.kdf import MESSAGE_KEYS_INFO, ROOT_KEY_INFO
@@ -40,6 +41,7 @@ from e2e.kdf import MESSAGE_KEYS_INFO, ROOT_KEY_INFO
 __all__ = [
     "HmacKey",
     "hmac_sha256",
+    "mac_parts",
     "chain_step",
     "root_step",
     "derive_message_keys",
@@ -51,6 +53,10 @@ __all__ = [
 AES_BLOCK_SIZE: Final = 16
 _BLOCK: Final = 64  # SHA-256's block size, to which HMAC pads its key (RFC 2104 §2).
 _IPAD: Final = bytes(byte ^ 0x36 for byte in range(256))
+_IPAD_TAIL: Final = b"\x36" * 32
+_OPAD_TAIL: Final = b"\x5c" * 32
+# Up to this many bytes a message is joined to the padded key; beyond it, fed by update() instead.
+_SHORT: Final = 4096
 _OPAD: Final = bytes(byte ^ 0x5C for byte in range(256))
 _sha256 = hashlib.sha256
 
@@ -67,14 +73,31 @@ _ROOT_2: Final = ROOT_KEY_INFO + b"\x02"
 
 def _pads(key: bytes) -> tuple[bytes, bytes]:
     """The inner and outer padded keys of HMAC (RFC 2104 §2), for a key of at most 64 bytes."""
+    if len(key) == 32:
+        # Every key of the protocol is 32 bytes: one translate and one join each.
+        return key.translate(_IPAD) + _IPAD_TAIL, key.translate(_OPAD) + _OPAD_TAIL
     padded = key + bytes(_BLOCK - len(key))
     return padded.translate(_IPAD), padded.translate(_OPAD)
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
     """HMAC-SHA256 of ``message`` under ``key`` (at most 64 bytes, as every key here is)."""
+    if len(key) > _BLOCK:
+        raise ValueError("hmac_sha256 takes keys of at most 64 bytes")
     inner, outer = _pads(key)
     return _sha256(outer + _sha256(inner + message).digest()).digest()
+
+
+def mac_parts(key: bytes, first: bytes, second: bytes | memoryview) -> bytes:
+    """HMAC-SHA256 of ``first ‖ second`` without copying a long ``second``."""
+    inner, outer = _pads(key)
+    if len(second) <= _SHORT:
+        digest = _sha256(inner + first + second).digest()
+    else:
+        hashing = _sha256(inner + first)
+        hashing.update(second)
+        digest = hashing.digest()
+    return _sha256(outer + digest).digest()
 
 
 class HmacKey:
@@ -102,31 +125,93 @@ class HmacKey:
         return "HmacKey(<redacted>)"
 
 
-_ZERO_SALT: Final = HmacKey(bytes(32))
+# A fresh SHA-256 to copy from: copying a hash object skips the algorithm lookup that creating
+# one costs with OpenSSL 3, which is most of the time of hashing a short input.
+_EMPTY: Final = _sha256()
+
+
+def _keyed(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 objects that have absorbed HMAC's inner and outer padded ``key`` (32 bytes)."""
+    inner = _EMPTY.copy()
+    inner.update(key.translate(_IPAD) + _IPAD_TAIL)
+    outer = _EMPTY.copy()
+    outer.update(key.translate(_OPAD) + _OPAD_TAIL)
+    return inner, outer
+
+
+# HKDF-Extract's salt for message keys is 32 zero bytes: its padded keys are absorbed once.
+_ZERO_INNER, _ZERO_OUTER = _keyed(bytes(32))
 
 
 def chain_step(chain_key: bytes) -> tuple[bytes, bytes]:
     """``KDF_CK(CK)``: the message-key seed ``HMAC(CK, 0x01)`` and the next ``CK`` ``HMAC(CK, 0x02)``."""
-    inner, outer = _pads(chain_key)
-    seed = _sha256(outer + _sha256(inner + _MESSAGE_KEY_SEED).digest()).digest()
-    following = _sha256(outer + _sha256(inner + _CHAIN_KEY_SEED).digest()).digest()
-    return seed, following
+    inner, outer = _keyed(chain_key)
+    seed_inner = inner.copy()
+    seed_inner.update(_MESSAGE_KEY_SEED)
+    inner.update(_CHAIN_KEY_SEED)
+    seed_outer = outer.copy()
+    seed_outer.update(seed_inner.digest())
+    outer.update(inner.digest())
+    return seed_outer.digest(), outer.digest()
 
 
 def derive_message_keys(seed: bytes) -> bytes:
     """``HKDF(0×32, seed, "WhisperMessageKeys", 80)``: cipher key ‖ MAC key ‖ IV as one 80-byte value."""
-    prk = _ZERO_SALT.digest(seed)
-    inner, outer = _pads(prk)
-    t1 = _sha256(outer + _sha256(inner + _EXPAND_1).digest()).digest()
-    t2 = _sha256(outer + _sha256(inner + t1 + _EXPAND_2).digest()).digest()
-    t3 = _sha256(outer + _sha256(inner + t2 + _EXPAND_3).digest()).digest()
-    return t1 + t2 + t3[:16]
+    extract_inner = _ZERO_INNER.copy()
+    extract_inner.update(seed)
+    extract_outer = _ZERO_OUTER.copy()
+    extract_outer.update(extract_inner.digest())
+    inner, outer = _keyed(extract_outer.digest())
+    # HKDF-Expand, unrolled: T(1) = HMAC(PRK, info ‖ 1), T(n) = HMAC(PRK, T(n-1) ‖ info ‖ n).
+    step_inner = inner.copy()
+    step_inner.update(_EXPAND_1)
+    step_outer = outer.copy()
+    step_outer.update(step_inner.digest())
+    t1 = step_outer.digest()
+    step_inner = inner.copy()
+    step_inner.update(t1 + _EXPAND_2)
+    step_outer = outer.copy()
+    step_outer.update(step_inner.digest())
+    t2 = step_outer.digest()
+    inner.update(t2 + _EXPAND_3)
+    outer.update(inner.digest())
+    return t1 + t2 + outer.digest()[:16]
+
+
+def _cipher_contexts() -> tuple[
+    Callable[[bytes, bytes], CipherContext], Callable[[bytes, bytes], CipherContext]
+]:
+    """Constructors of AES-256-CBC contexts: ``cryptography``'s own, minus its generic checks.
+
+    ``Cipher(...).encryptor()`` spends a third of a small message's AES time on type checks that
+    cannot fail here (the algorithm is AES, the mode CBC, both built on the line before).  Where
+    ``cryptography`` exposes the function those methods end in, we call it directly; otherwise we
+    use the public API.  The tests check that both give the same bytes.
+    """
+    aes, cbc = algorithms.AES, modes.CBC
+    try:
+        from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+
+        create_encryption = rust_openssl.ciphers.create_encryption_ctx
+        create_decryption = rust_openssl.ciphers.create_decryption_ctx
+    except (ImportError, AttributeError):  # pragma: no cover - older or repackaged cryptography
+        return (
+            lambda key, iv: Cipher(aes(key), cbc(iv)).encryptor(),
+            lambda key, iv: Cipher(aes(key), cbc(iv)).decryptor(),
+        )
+    return (
+        lambda key, iv: create_encryption(aes(key), cbc(iv)),
+        lambda key, iv: create_decryption(aes(key), cbc(iv)),
+    )
+
+
+_new_encryptor, _new_decryptor = _cipher_contexts()
 
 
 def cbc_encrypt(cipher_key: bytes, iv: bytes, plaintext: bytes) -> bytes:
     """AES-256-CBC with PKCS#7 padding (always 1 to 16 bytes, RFC 5652 §6.3)."""
     pad = AES_BLOCK_SIZE - len(plaintext) % AES_BLOCK_SIZE
-    encryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor()
+    encryptor = _new_encryptor(cipher_key, iv)
     return encryptor.update(plaintext + bytes((pad,)) * pad) + encryptor.finalize()
 
 
@@ -134,7 +219,7 @@ def cbc_decrypt(cipher_key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
     """Invert :func:`cbc_encrypt`; a bad length or padding raises :class:`InvalidMessageError`."""
     if not ciphertext or len(ciphertext) % AES_BLOCK_SIZE:
         raise InvalidMessageError("the ciphertext is not a whole number of AES blocks")
-    decryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).decryptor()
+    decryptor = _new_decryptor(cipher_key, iv)
     padded = decryptor.update(ciphertext) + decryptor.finalize()
     pad = padded[-1]
     # The MAC has already authenticated this ciphertext, so no padding oracle is exposed here;

@@ -1,0 +1,274 @@
+"""The Double Ratchet state: libsignal's initialization (with its published vector), the KDF chains
+against the reference KDF module, limits, eviction, and the unchanged-state guarantee."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DeterministicRng
+from parties import established
+from test_x3dh import (
+    ALICE_BASE_PRIVATE,
+    ALICE_IDENTITY_PRIVATE,
+    BOB_IDENTITY_PRIVATE,
+    BOB_SIGNED_PRE_KEY_PRIVATE,
+    EXPECTED_CHAIN_KEY,
+    _bundle,
+    _fixed,
+    _key,
+)
+
+from e2e.errors import (
+    DuplicateMessageError,
+    InvalidKeyError,
+    InvalidMessageError,
+    StateFormatError,
+    TooManySkippedMessagesError,
+)
+from e2e.explain import Event
+from e2e.kdf import ChainKey, RootKey
+from e2e.keys import KeyPair, PrivateKey, PublicKey
+from e2e.primitives import cbc_decrypt
+from e2e.ratchet import DEFAULT_LIMITS, Limits, PendingPreKey, RatchetState
+from e2e.wire import SignalMessage
+from e2e.x3dh import initiate, respond
+
+
+def _libsignal_states(rng: DeterministicRng) -> tuple[RatchetState, RatchetState, KeyPair]:
+    """Both sides initialized from libsignal's published X3DH test keys."""
+    alice_identity, bob_identity = _key(ALICE_IDENTITY_PRIVATE), _key(BOB_IDENTITY_PRIVATE)
+    bob_signed = _key(BOB_SIGNED_PRE_KEY_PRIVATE)
+    bundle = _bundle(bob_identity, bob_signed, rng)
+    initial, alice_secret = initiate(alice_identity, bundle, _fixed(bytes.fromhex(ALICE_BASE_PRIVATE)))
+    bob_secret = respond(bob_identity, bob_signed, None, initial)
+    alice_ratchet_private = rng(32)
+    alice = RatchetState.initialize_alice(
+        alice_secret,
+        alice_identity.public_key,
+        bob_identity.public_key,
+        bob_signed.public_key,
+        initial.base_key,
+        PendingPreKey(None, 7, initial.base_key),
+        1,
+        1234,
+        _fixed(alice_ratchet_private),
+    )
+    bob = RatchetState.initialize_bob(
+        bob_secret, bob_identity.public_key, alice_identity.public_key, bob_signed, initial.base_key, 1234, 1
+    )
+    return alice, bob, KeyPair(PrivateKey(alice_ratchet_private))
+
+
+def test_initialization_matches_libsignal(rng: DeterministicRng) -> None:
+    """libsignal ratchet.rs test_ratcheting_session_as_bob / _as_alice: the chain key ab9be50e…031a
+    is Bob's first sending chain and Alice's receiving chain for Bob's signed prekey."""
+    alice, bob, alice_ratchet = _libsignal_states(rng)
+    bob_signed = _key(BOB_SIGNED_PRE_KEY_PRIVATE)
+    assert bob.sending_chain_key.hex() == EXPECTED_CHAIN_KEY
+    assert bob.sending_ratchet_key == bob_signed.public_key
+    assert [(chain.ratchet_key, chain.chain_key.hex()) for chain in alice.receiver_chains] == [
+        (bob_signed.public_key, EXPECTED_CHAIN_KEY)
+    ]
+    # Alice: RK, CKs = KDF_RK(SK.root, DH(her ratchet key, Bob's signed prekey)), via the reference KDF.
+    assert alice.sending_ratchet_key == alice_ratchet.public_key
+    root = RootKey(bob.root_key)
+    expected_root, expected_chain = root.kdf_rk(alice_ratchet.agree(bob_signed.public_key))
+    assert (alice.root_key, alice.sending_chain_key) == (expected_root.key, expected_chain.key)
+
+
+def test_message_keys_follow_the_reference_chain(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    chain = ChainKey(bob.sending_chain_key, 0)
+    for counter in range(3):
+        serialized = bob.encrypt(b"message %d" % counter)
+        message = SignalMessage.deserialize(serialized)
+        assert (message.counter, message.previous_counter, message.ratchet_key) == (
+            counter,
+            0,
+            bob.sending_ratchet_key,
+        )
+        keys = chain.message_keys()
+        message.verify_mac(keys.mac_key, bob.local_identity_key, bob.remote_identity_key)
+        assert cbc_decrypt(keys.cipher_key, keys.iv, message.ciphertext) == b"message %d" % counter
+        assert alice.decrypt(message, rng) == b"message %d" % counter
+        chain = chain.next()
+    assert bob.sending_chain_key == chain.key
+
+
+def test_dh_step_as_libsignal(rng: DeterministicRng) -> None:
+    """Bob's reception of Alice's first message: KDF_RK twice, a new ratchet key, PN as libsignal."""
+    alice, bob, alice_ratchet = _libsignal_states(rng)
+    bob_signed = _key(BOB_SIGNED_PRE_KEY_PRIVATE)
+    root = RootKey(bob.root_key)
+    for _ in range(2):
+        bob.encrypt(b"before")  # Bob sends twice on his first chain, so PN becomes 1.
+    message = SignalMessage.deserialize(alice.encrypt(b"hi"))
+    new_ratchet = rng(32)
+    assert bob.decrypt(message, _fixed(new_ratchet)) == b"hi"
+    receiving_root, receiving_chain = root.kdf_rk(bob_signed.agree(alice_ratchet.public_key))
+    new_key = KeyPair(PrivateKey(new_ratchet))
+    sending_root, sending_chain = receiving_root.kdf_rk(new_key.agree(alice_ratchet.public_key))
+    assert bob.root_key == sending_root.key
+    assert bob.sending_ratchet_key == new_key.public_key
+    assert (bob.sending_chain_key, bob.sending_index, bob.previous_counter) == (sending_chain.key, 0, 1)
+    assert bob.receiver_chains[-1].chain_key == receiving_chain.next().key
+
+
+def test_alice_stops_sending_prekey_after_a_reply(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    assert alice.pending_prekey is not None
+    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"reply")), rng) == b"reply"
+    assert alice.pending_prekey is None
+
+
+def _burst(sender: RatchetState, count: int) -> list[SignalMessage]:
+    return [SignalMessage.deserialize(sender.encrypt(b"m%d" % number)) for number in range(count)]
+
+
+def test_out_of_order_and_skipped_keys_are_used_once(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    messages = _burst(bob, 5)
+    events: list[Event] = []
+    assert alice.decrypt(messages[4], rng, events.append) == b"m4"
+    assert len(alice.skipped) == 4
+    assert any(event.step == "ratchet.skipped_keys_stored" for event in events)
+    for number in (2, 0, 3, 1):
+        assert alice.decrypt(messages[number], rng, events.append) == b"m%d" % number
+    assert alice.skipped == {}
+    assert sum(event.step == "ratchet.skipped_key_used" for event in events) == 4
+    for message in messages:
+        with pytest.raises(DuplicateMessageError):
+            alice.decrypt(message, rng)
+
+
+def test_max_skip_per_message(rng: DeterministicRng) -> None:
+    alice, bob = (
+        state.__class__.deserialize(state.serialize(), Limits(max_skip=3))
+        for state in _libsignal_states(rng)[:2]
+    )
+    messages = _burst(bob, 6)
+    before = alice.serialize()
+    with pytest.raises(TooManySkippedMessagesError):
+        alice.decrypt(messages[4], rng)
+    assert alice.serialize() == before
+    assert alice.decrypt(messages[3], rng) == b"m3"
+    assert alice.decrypt(messages[5], rng) == b"m5"
+
+
+def test_new_chain_beyond_max_skip_is_refused(rng: DeterministicRng) -> None:
+    alice, bob = established(rng, Limits(max_skip=2))
+    for _ in range(3):
+        alice.encrypt(b"lost", rng)
+    late = alice.encrypt(b"fourth", rng)
+    with pytest.raises(TooManySkippedMessagesError):
+        bob.decrypt(late.body, rng)
+
+
+def test_stored_skipped_keys_are_capped_oldest_first(rng: DeterministicRng) -> None:
+    limits = Limits(max_stored_skipped_keys=3)
+    alice, bob = (
+        state.__class__.deserialize(state.serialize(), limits) for state in _libsignal_states(rng)[:2]
+    )
+    messages = _burst(bob, 6)
+    assert alice.decrypt(messages[5], rng) == b"m5"
+    assert sorted(counter for _, counter in alice.skipped) == [2, 3, 4]
+    for number in (0, 1):
+        with pytest.raises(DuplicateMessageError):
+            alice.decrypt(messages[number], rng)
+    assert [alice.decrypt(messages[number], rng) for number in (2, 3, 4)] == [b"m2", b"m3", b"m4"]
+
+
+def test_receiver_chains_are_capped(rng: DeterministicRng) -> None:
+    limits = Limits(max_receiver_chains=2)
+    alice, bob = established(rng, limits)
+    state = alice.current_state
+    assert state is not None
+    late = []
+    for round_number in range(4):
+        late.append(bob.encrypt(b"late %d" % round_number, rng))
+        bob.decrypt(alice.encrypt(b"ping", rng).body, rng)
+        alice.decrypt(bob.encrypt(b"pong", rng).body, rng)
+    assert len(state.receiver_chains) == 2
+    # A late message on a dropped chain is no longer decryptable; one on a kept chain is.
+    with pytest.raises(InvalidMessageError):
+        alice.decrypt(late[0].body, rng)
+    assert alice.decrypt(late[3].body, rng) == b"late 3"
+
+
+def test_failed_key_generation_leaves_the_state_unchanged(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    message = SignalMessage.deserialize(alice.encrypt(b"hi"))
+    before = bob.serialize()
+
+    def broken_rng(n: int) -> bytes:
+        return b"short"
+
+    with pytest.raises(InvalidKeyError):
+        bob.decrypt(message, broken_rng)
+    assert bob.serialize() == before
+    assert bob.decrypt(message, rng) == b"hi"
+
+
+def test_low_order_ratchet_key_is_an_invalid_message(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    genuine = SignalMessage.deserialize(alice.encrypt(b"hi"))
+    zero_key = SignalMessage.create(
+        bytes(32), alice.local_identity_key, alice.remote_identity_key, PublicKey(bytes(32)), 0, 0, bytes(16)
+    )
+    before = bob.serialize()
+    with pytest.raises(InvalidMessageError, match="ratchet key"):
+        bob.decrypt(zero_key, rng)
+    assert bob.serialize() == before
+    assert bob.decrypt(genuine, rng) == b"hi"
+
+
+def test_encrypt_refuses_what_does_not_fit(rng: DeterministicRng) -> None:
+    alice, _, _ = _libsignal_states(rng)
+    with pytest.raises(TypeError):
+        alice.encrypt("text")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at most"):
+        alice.encrypt(bytes(256 * 1024))
+
+
+def test_state_round_trip_and_refusals(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    _burst(bob, 3)
+    alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"x")), rng)
+    for state in (alice, bob):
+        data = state.serialize()
+        assert RatchetState.deserialize(data).serialize() == data
+    data = alice.serialize()
+    with pytest.raises(StateFormatError, match="session version 2"):
+        RatchetState.deserialize(b"\x08\x02" + data[2:])
+    with pytest.raises(StateFormatError):
+        RatchetState.deserialize(data[:-5])
+    with pytest.raises(StateFormatError):
+        RatchetState.deserialize(b"garbage")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_skip": -1},
+        {"max_stored_skipped_keys": -5},
+        {"max_receiver_chains": 0},
+        {"max_archived_states": 1.5},
+    ],
+)
+def test_limits_are_validated(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        Limits(**bad)  # type: ignore[arg-type]
+    assert Limits() == DEFAULT_LIMITS
+
+
+def test_repr_never_shows_secrets(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    bob.encrypt(b"x")
+    alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"y")), rng)
+    for state in (alice, bob):
+        text = repr(state) + "".join(repr(chain) for chain in state.receiver_chains)
+        secrets = [state.root_key, state.sending_chain_key, *(c.chain_key for c in state.receiver_chains)]
+        secrets += list(state.skipped.values())
+        secrets.append(state.serialize()[state.serialize().index(b"\x2a\x20") + 2 :][:32])  # the private key
+        for secret in secrets:
+            assert secret.hex() not in text
+            assert secret.hex()[:8] not in text
