@@ -9,6 +9,7 @@ generator stores it as ``expected``.  ``docs/vectors.md`` describes each kind's 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from e2e import pqxdh as pqxdh_agreement
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
@@ -20,7 +21,7 @@ from e2e.keys import KeyPair, PrivateKey, PublicKey
 from e2e.session import Ciphertext, SessionRecord
 from e2e.vectors import SeededRng, VectorFormatError
 from e2e.wire import MessageType, PreKeySignalMessage
-from e2e.x3dh import PreKeyBundle, initiate, respond
+from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret, initiate, respond
 
 __all__ = ["KINDS", "Inputs", "Kind"]
 
@@ -147,148 +148,139 @@ def xeddsa(raw: Mapping[str, object]) -> Output:
     }
 
 
+class _Handshake:
+    """The inputs the ``x3dh`` and ``pqxdh`` kinds share, and Bob's signed prekey bundle built from them."""
+
+    def __init__(self, inputs: Inputs) -> None:
+        self.alice_identity = KeyPair(inputs.private_key("alice_identity_private"))
+        self.alice_base_private = inputs.hex("alice_base_private", 32)
+        self.bob_identity = KeyPair(inputs.private_key("bob_identity_private"))
+        self.bob_signed = KeyPair(inputs.private_key("bob_signed_pre_key_private"))
+        one_time_private = inputs.optional_hex("bob_one_time_pre_key_private", 32)
+        self.bob_one_time = None if one_time_private is None else KeyPair(PrivateKey(one_time_private))
+        self.signature_random = inputs.hex("signed_pre_key_signature_random", 64)
+        self.registration_id = inputs.integer("registration_id")
+        self.device_id = inputs.integer("device_id")
+        self.signed_pre_key_id = inputs.integer("signed_pre_key_id")
+        self.pre_key_id = inputs.optional_integer("pre_key_id")
+        if (self.pre_key_id is None) != (self.bob_one_time is None):
+            raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
+        self.signature = self.bob_identity.sign(
+            self.bob_signed.public_key.serialize(), _fixed_rng(self.signature_random)
+        )
+
+    def bundle(self) -> PreKeyBundle:
+        return PreKeyBundle(
+            registration_id=self.registration_id,
+            device_id=self.device_id,
+            identity_key=self.bob_identity.public_key,
+            signed_pre_key_id=self.signed_pre_key_id,
+            signed_pre_key=self.bob_signed.public_key,
+            signed_pre_key_signature=self.signature,
+            pre_key_id=self.pre_key_id,
+            pre_key=None if self.bob_one_time is None else self.bob_one_time.public_key,
+        )
+
+    def output(
+        self,
+        message: InitialMessage,
+        alice_secret: SharedSecret,
+        bob_secret: SharedSecret,
+        events: list[Event],
+        extra_keys: Output,
+        extra_initial_message: Output,
+    ) -> Output:
+        """Every output of the handshake, in a fixed order; the ``extra_*`` fields are PQXDH's."""
+        output: Output = {
+            "alice_identity_public": self.alice_identity.public_key.serialize().hex(),
+            "alice_base_public": message.base_key.serialize().hex(),
+            "bob_identity_public": self.bob_identity.public_key.serialize().hex(),
+            "bob_signed_pre_key_public": self.bob_signed.public_key.serialize().hex(),
+            "signed_pre_key_signature": self.signature.hex(),
+            **extra_keys,
+        }
+        if self.bob_one_time is not None:
+            output["bob_one_time_pre_key_public"] = self.bob_one_time.public_key.serialize().hex()
+        for event in events:
+            if event.step == "x3dh.dh":
+                output[str(event.public["name"]).lower()] = event.secret["output"].hex()
+            elif event.step == "pqxdh.kem":
+                output["kem_shared_secret"] = event.secret["shared_secret"].hex()
+        output["root_key"] = alice_secret.root_key.key.hex()
+        output["chain_key"] = alice_secret.chain_key.key.hex()
+        output["associated_data"] = alice_secret.associated_data.hex()
+        output["initial_message"] = {
+            "identity_key": message.identity_key.serialize().hex(),
+            "base_key": message.base_key.serialize().hex(),
+            "signed_pre_key_id": message.signed_pre_key_id,
+            "pre_key_id": message.pre_key_id,
+            **extra_initial_message,
+        }
+        # Bob's side, which must agree with Alice's.
+        output["bob_root_key"] = bob_secret.root_key.key.hex()
+        output["bob_chain_key"] = bob_secret.chain_key.key.hex()
+        return output
+
+
 def x3dh(raw: Mapping[str, object]) -> Output:
     """Both sides of X3DH from pinned private keys (see docs/vectors.md for the fields)."""
     inputs = Inputs(raw)
-    alice_identity = KeyPair(inputs.private_key("alice_identity_private"))
-    alice_base_private = inputs.hex("alice_base_private", 32)
-    bob_identity = KeyPair(inputs.private_key("bob_identity_private"))
-    bob_signed = KeyPair(inputs.private_key("bob_signed_pre_key_private"))
-    one_time_private = inputs.optional_hex("bob_one_time_pre_key_private", 32)
-    bob_one_time = None if one_time_private is None else KeyPair(PrivateKey(one_time_private))
-    signature_random = inputs.hex("signed_pre_key_signature_random", 64)
-    registration_id = inputs.integer("registration_id")
-    device_id = inputs.integer("device_id")
-    signed_pre_key_id = inputs.integer("signed_pre_key_id")
-    pre_key_id = inputs.optional_integer("pre_key_id")
+    handshake = _Handshake(inputs)
     inputs.done()
-    if (pre_key_id is None) != (bob_one_time is None):
-        raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
-
-    signature = bob_identity.sign(bob_signed.public_key.serialize(), _fixed_rng(signature_random))
-    bundle = PreKeyBundle(
-        registration_id=registration_id,
-        device_id=device_id,
-        identity_key=bob_identity.public_key,
-        signed_pre_key_id=signed_pre_key_id,
-        signed_pre_key=bob_signed.public_key,
-        signed_pre_key_signature=signature,
-        pre_key_id=pre_key_id,
-        pre_key=None if bob_one_time is None else bob_one_time.public_key,
-    )
     events: list[Event] = []
-    message, alice_secret = initiate(alice_identity, bundle, _fixed_rng(alice_base_private), events.append)
-    bob_secret = respond(bob_identity, bob_signed, bob_one_time, message)
-    output: Output = {
-        "alice_identity_public": alice_identity.public_key.serialize().hex(),
-        "alice_base_public": message.base_key.serialize().hex(),
-        "bob_identity_public": bob_identity.public_key.serialize().hex(),
-        "bob_signed_pre_key_public": bob_signed.public_key.serialize().hex(),
-        "signed_pre_key_signature": signature.hex(),
-    }
-    if bob_one_time is not None:
-        output["bob_one_time_pre_key_public"] = bob_one_time.public_key.serialize().hex()
-    for event in events:
-        if event.step == "x3dh.dh":
-            output[str(event.public["name"]).lower()] = event.secret["output"].hex()
-    output.update(
-        {
-            "root_key": alice_secret.root_key.key.hex(),
-            "chain_key": alice_secret.chain_key.key.hex(),
-            "associated_data": alice_secret.associated_data.hex(),
-            "initial_message": {
-                "identity_key": message.identity_key.serialize().hex(),
-                "base_key": message.base_key.serialize().hex(),
-                "signed_pre_key_id": message.signed_pre_key_id,
-                "pre_key_id": message.pre_key_id,
-            },
-            # Bob's side, which must agree with Alice's.
-            "bob_root_key": bob_secret.root_key.key.hex(),
-            "bob_chain_key": bob_secret.chain_key.key.hex(),
-        }
+    message, alice_secret = initiate(
+        handshake.alice_identity, handshake.bundle(), _fixed_rng(handshake.alice_base_private), events.append
     )
-    return output
+    bob_secret = respond(handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, message)
+    return handshake.output(message, alice_secret, bob_secret, events, {}, {})
 
 
 def pqxdh(raw: Mapping[str, object]) -> Output:
     """Both sides of PQXDH with ML-KEM-1024, every random byte pinned (see docs/vectors.md)."""
     inputs = Inputs(raw)
-    alice_identity = KeyPair(inputs.private_key("alice_identity_private"))
-    alice_base_private = inputs.hex("alice_base_private", 32)
-    bob_identity = KeyPair(inputs.private_key("bob_identity_private"))
-    bob_signed = KeyPair(inputs.private_key("bob_signed_pre_key_private"))
-    one_time_private = inputs.optional_hex("bob_one_time_pre_key_private", 32)
-    bob_one_time = None if one_time_private is None else KeyPair(PrivateKey(one_time_private))
-    signature_random = inputs.hex("signed_pre_key_signature_random", 64)
+    handshake = _Handshake(inputs)
     bob_kem = KemKeyPair(KemPrivateKey(inputs.hex("bob_kem_pre_key_seed", 64)))
     kem_signature_random = inputs.hex("kem_pre_key_signature_random", 64)
     kem_random = inputs.hex("kem_encapsulation_random", 32)
-    registration_id = inputs.integer("registration_id")
-    device_id = inputs.integer("device_id")
-    signed_pre_key_id = inputs.integer("signed_pre_key_id")
-    pre_key_id = inputs.optional_integer("pre_key_id")
     kem_pre_key_id = inputs.integer("kem_pre_key_id")
     inputs.done()
-    if (pre_key_id is None) != (bob_one_time is None):
-        raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
 
-    signature = bob_identity.sign(bob_signed.public_key.serialize(), _fixed_rng(signature_random))
-    kem_signature = bob_identity.sign(bob_kem.public_key.serialize(), _fixed_rng(kem_signature_random))
-    bundle = PreKeyBundle(
-        registration_id=registration_id,
-        device_id=device_id,
-        identity_key=bob_identity.public_key,
-        signed_pre_key_id=signed_pre_key_id,
-        signed_pre_key=bob_signed.public_key,
-        signed_pre_key_signature=signature,
-        pre_key_id=pre_key_id,
-        pre_key=None if bob_one_time is None else bob_one_time.public_key,
+    kem_signature = handshake.bob_identity.sign(
+        bob_kem.public_key.serialize(), _fixed_rng(kem_signature_random)
+    )
+    bundle = replace(
+        handshake.bundle(),
         kem_pre_key_id=kem_pre_key_id,
         kem_pre_key=bob_kem.public_key,
         kem_pre_key_signature=kem_signature,
     )
     events: list[Event] = []
     message, alice_secret = pqxdh_agreement.initiate(
-        alice_identity, bundle, _fixed_rng(alice_base_private), events.append, kem_rng=_fixed_rng(kem_random)
+        handshake.alice_identity,
+        bundle,
+        _fixed_rng(handshake.alice_base_private),
+        events.append,
+        kem_rng=_fixed_rng(kem_random),
     )
-    bob_secret = pqxdh_agreement.respond(bob_identity, bob_signed, bob_one_time, bob_kem, message)
+    bob_secret = pqxdh_agreement.respond(
+        handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, bob_kem, message
+    )
     if message.kem_ciphertext is None:
         raise VectorFormatError("PQXDH made no KEM ciphertext")
-    output: Output = {
-        "alice_identity_public": alice_identity.public_key.serialize().hex(),
-        "alice_base_public": message.base_key.serialize().hex(),
-        "bob_identity_public": bob_identity.public_key.serialize().hex(),
-        "bob_signed_pre_key_public": bob_signed.public_key.serialize().hex(),
-        "signed_pre_key_signature": signature.hex(),
-        "bob_kem_pre_key_public": bob_kem.public_key.serialize().hex(),
-        "kem_pre_key_signature": kem_signature.hex(),
-    }
-    if bob_one_time is not None:
-        output["bob_one_time_pre_key_public"] = bob_one_time.public_key.serialize().hex()
-    for event in events:
-        if event.step == "x3dh.dh":
-            output[str(event.public["name"]).lower()] = event.secret["output"].hex()
-        elif event.step == "pqxdh.kem":
-            output["kem_shared_secret"] = event.secret["shared_secret"].hex()
-    output.update(
+    return handshake.output(
+        message,
+        alice_secret,
+        bob_secret,
+        events,
         {
-            "root_key": alice_secret.root_key.key.hex(),
-            "chain_key": alice_secret.chain_key.key.hex(),
-            "associated_data": alice_secret.associated_data.hex(),
-            "initial_message": {
-                "identity_key": message.identity_key.serialize().hex(),
-                "base_key": message.base_key.serialize().hex(),
-                "signed_pre_key_id": message.signed_pre_key_id,
-                "pre_key_id": message.pre_key_id,
-                "kem_pre_key_id": message.kem_pre_key_id,
-                "kem_ciphertext": message.kem_ciphertext.serialize().hex(),
-            },
-            # Bob's side, which must agree with Alice's.
-            "bob_root_key": bob_secret.root_key.key.hex(),
-            "bob_chain_key": bob_secret.chain_key.key.hex(),
-        }
+            "bob_kem_pre_key_public": bob_kem.public_key.serialize().hex(),
+            "kem_pre_key_signature": kem_signature.hex(),
+        },
+        {
+            "kem_pre_key_id": message.kem_pre_key_id,
+            "kem_ciphertext": message.kem_ciphertext.serialize().hex(),
+        },
     )
-    return output
 
 
 def kdf_root(raw: Mapping[str, object]) -> Output:
