@@ -12,6 +12,8 @@ import hashlib
 
 import axolotl_curve25519
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.bindings import crypto_scalarmult_ed25519_base_noclamp
 from published_vectors import Ed25519Vector, load_ed25519_sign_input
 
@@ -225,3 +227,17 @@ def test_whole_ed25519_reference_set_on_the_verification_path() -> None:
         u, sign_bit = _montgomery_from_edwards(vector.public_key)
         carried = vector.signature[:63] + bytes((vector.signature[63] | sign_bit << 7,))
         PublicKey(u).verify(vector.message, carried)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scalar=st.binary(min_size=32, max_size=32),
+    message=st.binary(max_size=200),
+    random=st.binary(min_size=64, max_size=64),
+)
+def test_any_key_and_message_agree_with_libsignal_c(scalar: bytes, message: bytes, random: bytes) -> None:
+    key = PrivateKey(scalar)
+    signature = key.sign(message, _fixed(random))
+    assert signature == axolotl_curve25519.calculateSignature(random, key.serialize(), message)
+    key.public_key().verify(message, signature)
+    assert axolotl_curve25519.verifySignature(key.public_key().raw, message, signature) == 0
