@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from e2e.errors import DecodeError, FingerprintMismatchError, FingerprintVersionMismatchError
 from e2e.fingerprint import (
@@ -19,7 +21,7 @@ from e2e.fingerprint import (
     ScannableFingerprint,
     logical_fingerprint,
 )
-from e2e.keys import KeyPair, PublicKey
+from e2e.keys import KeyPair, PrivateKey, PublicKey
 
 ALICE_IDENTITY = bytes.fromhex("0506863bc66d02b40d27b8d49ca7c09e9239236f9d7d25d6fcca5ce13c7064d868")
 BOB_IDENTITY = bytes.fromhex("05f781b6fb32fed9ba1cf2de978d4d5da28dc34046ae814402b5c0dbd96fda907b")
@@ -218,3 +220,23 @@ def test_bad_arguments() -> None:
         ScannableFingerprint(1, b"\x00" * 31, b"\x00" * 32)
     with pytest.raises(ValueError):
         ScannableFingerprint(-1, b"\x00" * 32, b"\x00" * 32)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    our_scalar=st.binary(min_size=32, max_size=32),
+    their_scalar=st.binary(min_size=32, max_size=32),
+    our_id=st.binary(max_size=40),
+    their_id=st.binary(max_size=40),
+)
+def test_both_sides_always_agree(
+    our_scalar: bytes, their_scalar: bytes, our_id: bytes, their_id: bytes
+) -> None:
+    ours_key, theirs_key = PrivateKey(our_scalar).public_key(), PrivateKey(their_scalar).public_key()
+    ours = Fingerprint.create(our_id, ours_key, their_id, theirs_key, iterations=FAST)
+    theirs = Fingerprint.create(their_id, theirs_key, our_id, ours_key, iterations=FAST)
+    assert str(ours.displayable) == str(theirs.displayable)
+    assert len(str(ours.displayable)) == 60 and str(ours.displayable).isdigit()
+    ours.displayable.compare(str(theirs.displayable))
+    ours.scannable.compare(theirs.scannable.serialize())
+    theirs.scannable.compare(ours.scannable.serialize())
