@@ -16,8 +16,9 @@ its ``SessionBuilder`` and ``SessionCipher`` that touch one record:
   old current is archived) once the message decrypted.
 
 Each state records the agreement that started it (:attr:`SessionRecord.agreement`).  A bundle
-that advertises a KEM prekey is never used with X3DH (:class:`~e2e.errors.DowngradeError`), and
-Bob may refuse X3DH messages altogether (``require_pqxdh``).
+that advertises a KEM prekey is never used with X3DH (:class:`~e2e.errors.DowngradeError`); a
+record that has held a PQXDH state does not start an X3DH one unless told to
+(``allow_downgrade``); and Bob may refuse X3DH messages altogether (``require_pqxdh``).
 * :meth:`SessionRecord.encrypt` / :meth:`SessionRecord.decrypt` on the current state, where
   decrypting also tries the archived states and promotes the one that succeeds.
 
@@ -164,10 +165,27 @@ class SessionRecord:
         their_bundle: PreKeyBundle,
         rng: Rng,
         trace: Trace | None = None,
+        *,
+        allow_downgrade: bool = False,
     ) -> None:
-        """:meth:`initiate` on an existing record: the new state becomes current, the old is archived."""
+        """:meth:`initiate` on an existing record: the new state becomes current, the old is archived.
+
+        A record that holds a PQXDH state (current or archived) refuses to start an X3DH session
+        from a bundle without a KEM prekey: the peer published one before, so its absence now is
+        more likely a relay withholding it than the peer giving up PQXDH.  That raises
+        :class:`~e2e.errors.DowngradeError`; pass ``allow_downgrade=True`` after the user has
+        accepted it (for instance, a peer that reinstalled an older client).
+        """
         if not 0 <= our_registration_id <= UINT32_MAX:
             raise ValueError("a registration id is an unsigned 32-bit value")
+        if (
+            their_bundle.kem_pre_key is None
+            and not allow_downgrade
+            and any(state.agreement == "pqxdh" for state in self._states())
+        ):
+            raise DowngradeError(
+                "an earlier session with this device used PQXDH, and this bundle has no KEM prekey"
+            )
         agreement: Agreement
         if their_bundle.kem_pre_key is not None:
             message, secret = pqxdh.initiate(our_identity_key, their_bundle, rng, trace)

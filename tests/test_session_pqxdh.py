@@ -361,3 +361,23 @@ def test_a_kem_header_with_a_missing_half_is_a_decode_error(rng: Rng) -> None:
     assert body.endswith(suffix)
     with pytest.raises(DecodeError):
         PreKeySignalMessage.deserialize(body[: -len(suffix)])
+
+
+def test_a_record_that_used_pqxdh_refuses_a_later_x3dh_start(rng: Rng) -> None:
+    """A relay that withholds the KEM prekey after a first PQXDH contact cannot downgrade the next."""
+    bob = Bob.create(rng)
+    alice_identity = KeyPair.generate(rng)
+    alice = SessionRecord.initiate(alice_identity, 7, bob.bundle(), rng)
+    withheld = bob.bundle(pre_key_id=12, kem_id=None)
+    _unchanged(alice, lambda: alice.start_session(alice_identity, 7, withheld, rng), DowngradeError)
+    # Still refused once the PQXDH state is only archived.
+    alice.start_session(alice_identity, 7, bob.bundle(pre_key_id=None, kem_id=500), rng)
+    alice.archive_current_state()
+    _unchanged(alice, lambda: alice.start_session(alice_identity, 7, withheld, rng), DowngradeError)
+    # The caller may accept the downgrade explicitly.
+    alice.start_session(alice_identity, 7, withheld, rng, allow_downgrade=True)
+    assert alice.agreement == "x3dh"
+    # A record that never held a PQXDH state starts X3DH sessions as before.
+    fresh = SessionRecord.initiate(alice_identity, 7, bob.bundle(pre_key_id=None, kem_id=None), rng)
+    fresh.start_session(alice_identity, 7, bob.bundle(pre_key_id=None, kem_id=None), rng)
+    assert fresh.agreement == "x3dh"
