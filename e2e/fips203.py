@@ -18,7 +18,7 @@ NIST-format ML-KEM-1024 known-answer file and against OpenSSL's decapsulation in
 
 What it is not
 --------------
-Not constant time and about a hundred times slower than OpenSSL: live sessions never use it
+Not constant time and a few hundred times slower than OpenSSL: live sessions never use it
 (:func:`e2e.kem.encapsulate` reaches it only when a caller pins the randomness on purpose).
 It implements neither key generation nor decapsulation: OpenSSL's ``from_seed`` key generation
 is already deterministic (FIPS 203 Algorithm 16 takes ``d ‖ z``) and decapsulation takes no
