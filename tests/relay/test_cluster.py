@@ -1,0 +1,185 @@
+"""Several relay processes on one PostgreSQL database: the relay as a cluster.
+
+Every node here is ``python -m server --store postgresql://…`` as a child process on its own
+ephemeral port, and every client is a real WebSocket client.  The nodes share nothing but the
+database, so whatever crosses from one node to another (a wake-up, a displacement, a prekey claim, a
+retried send) crosses through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from client.transport import Connection, ConnectionLost, IncomingMessage, TransportError
+from server.protocol import CloseCode
+from tests.relay.conftest import Device, RelayProcess, drain
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, pg_database: Callable[[], str]
+) -> AsyncIterator[Callable[..., Awaitable[tuple[str, list[RelayProcess]]]]]:
+    """Start ``count`` relay nodes on one fresh database; returns (DSN, nodes).  Killed afterwards."""
+    started: list[RelayProcess] = []
+
+    async def start(count: int, *, poll_interval: float = 3600.0) -> tuple[str, list[RelayProcess]]:
+        dsn = pg_database()
+        # With an hour between polls, wake-ups between nodes can only travel by notification.
+        url = f"{dsn}?poll_interval={poll_interval}"
+        nodes = [
+            RelayProcess(tmp_path / "unused.sqlite3", tmp_path / f"node{i}.log", ["--store", url])
+            for i in range(1, count + 1)
+        ]
+        started.extend(nodes)
+        await asyncio.gather(*(asyncio.to_thread(node.start) for node in nodes))
+        return dsn, nodes
+
+    yield start
+    running = [node for node in started if node.process is not None and node.process.poll() is None]
+    await asyncio.gather(*(asyncio.to_thread(node.terminate) for node in running))
+
+
+async def test_alice_on_one_node_reaches_bob_on_another_at_once(cluster, rng) -> None:
+    _dsn, (node1, node2) = await cluster(2)
+    alice, bob = Device("alice", 1, rng), Device("bob", 1, rng)
+    a = await alice.register(node1.url)
+    b = await bob.register(node2.url)
+    assert await drain(a) == []
+    assert await drain(b) == []
+    for i in range(5):
+        await a.send("bob", 1, f"m{i}", 1, f"hello {i}".encode())
+    got: list[IncomingMessage] = []
+    async for push in b.pushes():
+        if isinstance(push, IncomingMessage):
+            got.append(push)
+            await b.ack([push.server_id])
+            if len(got) == 5:
+                break
+    assert [m.body for m in got] == [f"hello {i}".encode() for i in range(5)]
+    # And back the other way, node 2 to node 1.
+    await b.send("alice", 1, "r0", 1, b"hi alice")
+    back = await drain(a)
+    assert [m.body for m in back] == [b"hi alice"]
+    await a.close()
+    await b.close()
+
+
+async def test_a_login_on_another_node_displaces_the_old_connection(cluster, rng) -> None:
+    _dsn, (node1, node2) = await cluster(2)
+    bob = Device("bob", 1, rng)
+    old = await bob.register(node1.url)
+    new = await bob.connect(node2.url)
+    lost = await asyncio.wait_for(old.wait_closed(), 10)
+    assert lost.code == CloseCode.DISPLACED
+    await new.ping()
+    await new.close()
+
+
+async def test_three_nodes_race_for_the_last_one_time_prekeys(cluster, rng) -> None:
+    _dsn, nodes = await cluster(3)
+    bob = Device("bob", 1, rng)
+    b = await bob.register(nodes[0].url)
+    await bob.publish(b, one_time=3)
+    await b.close()
+    requesters = [await Device(f"fetcher{i}", 1, rng).register(nodes[i % 3].url) for i in range(12)]
+    bundles = await asyncio.gather(*(r.fetch_bundle("bob", 1) for r in requesters))
+    handed_out = [bundle.pre_key_id for bundle in bundles if bundle.pre_key_id is not None]
+    assert sorted(handed_out) == [1, 2, 3]
+    assert sum(bundle.pre_key_id is None for bundle in bundles) == 9
+    for bundle in bundles:
+        bundle.verify()
+    for r in requesters:
+        await r.close()
+
+
+async def test_a_node_killed_mid_stream_loses_nothing_and_duplicates_nothing(cluster, rng) -> None:
+    dsn, (node1, node2, node3) = await cluster(3)
+    total = 120
+    alice, bob = Device("alice", 1, rng), Device("bob", 1, rng)
+    # Both start on node 1, which dies; Alice moves to node 2 and Bob to node 3.
+    a = await alice.register(node1.url)
+    await (await bob.register(node1.url)).close()
+    server_ids: dict[str, int] = {}
+    delivered: list[IncomingMessage] = []
+    transport_pushes = 0
+    moved: list[str] = []
+    everything = asyncio.Event()
+
+    async def reconnect(device: Device, url: str) -> Connection:
+        for _ in range(100):
+            try:
+                return await device.connect(url)
+            except (TransportError, OSError):
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"could not reconnect {device.account} to {url}")
+
+    async def send_all() -> None:
+        nonlocal a
+        for i in range(total):
+            client_id = f"m{i}"
+            while True:
+                try:
+                    server_ids.setdefault(client_id, 0)
+                    server_id = await a.send("bob", 1, client_id, 1, f"message {i}".encode())
+                    break
+                except ConnectionLost:
+                    # Not acknowledged: maybe stored, maybe not.  Resend the same client id elsewhere.
+                    a = await reconnect(alice, node2.url)
+                    moved.append("alice")
+            if server_ids[client_id] not in (0, server_id):
+                raise AssertionError(f"{client_id} was stored twice")
+            server_ids[client_id] = server_id
+
+    async def receive_all() -> None:
+        nonlocal transport_pushes
+        url = node1.url
+        seen: set[int] = set()
+        while True:
+            b = await reconnect(bob, url)
+            try:
+                async for push in b.pushes():
+                    if not isinstance(push, IncomingMessage):
+                        continue
+                    transport_pushes += 1
+                    # The application's duplicate removal: a redelivered server id is dropped.
+                    if push.server_id not in seen:
+                        seen.add(push.server_id)
+                        delivered.append(push)
+                    await b.ack([push.server_id])
+                    if len(delivered) == total:
+                        everything.set()
+                        await b.close()
+                        return
+            except ConnectionLost:
+                moved.append("bob")
+            url = node3.url
+
+    async def kill_mid_stream() -> None:
+        while sum(1 for v in server_ids.values() if v) < total // 3:
+            await asyncio.sleep(0.005)
+        node1.kill()
+
+    receiving = asyncio.create_task(receive_all())
+    await asyncio.gather(send_all(), kill_mid_stream())
+    await asyncio.wait_for(everything.wait(), 30)
+    await receiving
+    await a.close()
+
+    assert node1.process is not None and node1.process.returncode == -9
+    # The kill came mid-stream: both clients lost node 1 and carried on elsewhere.
+    assert sorted(moved) == ["alice", "bob"]
+    assert [m.client_id for m in delivered] == [f"m{i}" for i in range(total)]
+    assert [m.body for m in delivered] == [f"message {i}".encode() for i in range(total)]
+    assert len(set(server_ids.values())) == total
+    assert transport_pushes >= total
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM messages") == 0
+        assert await conn.fetchval("SELECT count FROM queues WHERE account = 'bob'") == 0
+    finally:
+        await conn.close()
