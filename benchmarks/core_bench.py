@@ -3,9 +3,8 @@
 Run ``make bench`` (or ``python benchmarks/core_bench.py``).  One run prints one table:
 
 * rows: session setups per second (X3DH, and PQXDH where a peer has it), 64-byte one-way burst
-  (messages/s), 64-byte ping-pong
-  (messages/s, a DH ratchet step per message), 64 KiB messages (MB/s, 1 MB = 10**6 bytes), then the
-  floor rows, the bare primitives everything is built from;
+  (messages/s), 64-byte ping-pong (messages/s, a DH ratchet step per message), 64 KiB messages
+  (MB/s, 1 MB = 10**6 bytes), then the floor rows, the bare primitives everything is built from;
 * columns: the peers of :mod:`core_peers` (this project, python-axolotl, Syndace's libraries in
   two configurations, vodozemac).
 
@@ -13,11 +12,11 @@ Each peer runs in its own subprocess (``--peer NAME``), so that one peer's impor
 garbage cannot slow another down, and so that a peer that fails to import or crashes shows up
 as ``n/a (reason)`` in its column instead of ending the run.
 
-Each figure is the best of several timed rounds, each long enough (``--round-seconds``) for the
-timer to be irrelevant; the number of operations per round is calibrated first.  The peers are
-measured in turn, and the whole turn is repeated (``--passes``), keeping each figure's best, so
-that a burst of other load on the machine does not land on one column only.  Compare columns of
-one run, not runs of different days.
+Each figure is the best of several timed rounds of CPU time, each long enough
+(``--round-seconds``) for the timer to be irrelevant; the number of operations per round is
+calibrated first.  The peers are measured in turn, and the whole turn is repeated
+(``--passes``), keeping each figure's best, so that a burst of other load on the machine does not
+land on one column only.  Compare columns of one run, not runs of different days.
 
 ``--profile`` runs this project's peer under cProfile instead and prints where the time goes.
 """
@@ -67,16 +66,19 @@ FLOOR_PEER = {"ours": "ours-primitives"}
 
 
 def measure(batch: Batch, round_seconds: float, rounds: int, units_per_operation: float = 1.0) -> float:
-    """Operations (times ``units_per_operation``) per second: the best of ``rounds`` timed rounds.
+    """Operations (times ``units_per_operation``) per CPU second: the best of ``rounds`` timed rounds.
 
-    The best round is the one the rest of the machine disturbed least (as :mod:`timeit` advises);
-    the median would mostly measure the other load.
+    Time is this process's CPU time (:func:`time.process_time`), so that the moments the
+    operating system gives the CPU to other work on a shared machine are not counted; everything
+    measured is single-threaded.  The best round is the one the rest of the machine disturbed
+    least (caches, memory bandwidth), as :mod:`timeit` advises.
     """
+    clock = time.process_time
     n = 1
     while True:
-        start = time.perf_counter()
+        start = clock()
         batch(n)
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if elapsed >= round_seconds / 8:
             break
         n *= 4 if elapsed < round_seconds / 64 else 2
@@ -84,9 +86,9 @@ def measure(batch: Batch, round_seconds: float, rounds: int, units_per_operation
     rates = []
     for _ in range(rounds):
         gc.collect()
-        start = time.perf_counter()
+        start = clock()
         batch(n)
-        rates.append(n / (time.perf_counter() - start))
+        rates.append(n / (clock() - start))
     return max(rates) * units_per_operation
 
 
@@ -248,7 +250,7 @@ def main() -> None:
     )
     parser.add_argument("--peer", help="measure one peer in this process and print JSON")
     parser.add_argument("--only", help="comma-separated peers to run (default: all)")
-    parser.add_argument("--round-seconds", type=float, default=0.3)
+    parser.add_argument("--round-seconds", type=float, default=0.25)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--passes", type=int, default=2, help="turns over all peers; the best figure counts")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per peer")
