@@ -368,7 +368,14 @@ class SessionRecord:
         state's, or 0, is used.  A repeated message (same base key) is decrypted by the existing
         state and needs no prekey; a replayed one raises :class:`~e2e.errors.DuplicateMessageError`.
         """
-        if self.has_state_for_base_key(message.base_key):
+        known = [state for state in self._states() if state.base_key == message.base_key]
+        if known:
+            # The inner MAC is checked with the identity key the state recorded, so the header's
+            # copy must be that one: otherwise a changed identity key would go unnoticed here.
+            if all(state.remote_identity_key != message.identity_key for state in known):
+                raise InvalidMessageError(
+                    "the identity key differs from the one of the session with this base key"
+                )
             emit(trace, "session.known_base_key", {"base_key": message.base_key.fingerprint()})
             return self.decrypt_message(message.message, rng, trace)
         initial = message.initial_message()

@@ -334,3 +334,29 @@ def test_repr_never_shows_secrets(rng: DeterministicRng) -> None:
     ciphertext = alice.encrypt(b"plaintext", rng)
     assert ciphertext.body.hex()[:16] not in repr(ciphertext)
     assert repr(Ciphertext(MessageType.WHISPER, b"abc")) == "Ciphertext(type=WHISPER, body=<3 bytes>)"
+
+
+def test_repeated_prekey_message_with_another_identity_key_is_refused(rng: DeterministicRng) -> None:
+    alice_party, bob_party = Party.create(rng, 1), Party.create(rng, 2)
+    alice = SessionRecord.initiate(alice_party.identity, 1, bob_party.bundle(rng), rng)
+    bob = SessionRecord()
+    bob_party.receive(bob, alice.encrypt(b"first", rng), rng)
+    second = PreKeySignalMessage.deserialize(alice.encrypt(b"second", rng).body)
+    impostor = Party.create(rng, 3).identity.public_key
+    forged = PreKeySignalMessage.create(
+        second.registration_id,
+        second.pre_key_id,
+        second.signed_pre_key_id,
+        second.base_key,
+        impostor,
+        second.message,
+    )
+    _assert_unchanged(
+        bob,
+        lambda: bob.decrypt_prekey_message(forged, bob_party.identity, bob_party.signed_pre_key, None, rng),
+        InvalidMessageError,
+    )
+    assert (
+        bob.decrypt_prekey_message(second, bob_party.identity, bob_party.signed_pre_key, None, rng)
+        == b"second"
+    )
