@@ -4,10 +4,93 @@ Each module owns one layer and opens with its theory; ``docs/protocol.md`` walks
 the order a conversation uses them.  The names below are the ones a front end needs most often.
 """
 
+from e2e.errors import (
+    DecodeError,
+    DowngradeError,
+    DuplicateMessageError,
+    E2EError,
+    FingerprintMismatchError,
+    InvalidKeyError,
+    InvalidMessageError,
+    InvalidSignatureError,
+    NoSessionError,
+    StateFormatError,
+    TooManySkippedMessagesError,
+    UntrustedIdentityError,
+)
+from e2e.explain import Event, Trace, emit, fingerprint
 from e2e.fingerprint import DisplayableFingerprint, Fingerprint, ScannableFingerprint
+from e2e.kdf import ChainKey, MessageKeys, RootKey
+from e2e.keys import KeyPair, PrivateKey, PublicKey, Rng
+from e2e.ratchet import DEFAULT_LIMITS, Limits, RatchetState
+from e2e.records import (
+    IdentityRecord,
+    PreKeyRecord,
+    SignedPreKeyRecord,
+    deserialize_identity,
+    serialize_identity,
+)
+from e2e.session import Ciphertext, SessionRecord
+from e2e.wire import (
+    CIPHERTEXT_VERSION,
+    MAX_CIPHERTEXT_LENGTH,
+    MessageType,
+    PreKeySignalMessage,
+    SignalMessage,
+)
+from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret
 
 __all__ = [
+    # Keys (e2e.keys) and the KDF chain types (e2e.kdf).
+    "PublicKey",
+    "PrivateKey",
+    "KeyPair",
+    "Rng",
+    "RootKey",
+    "ChainKey",
+    "MessageKeys",
+    # X3DH (e2e.x3dh).
+    "PreKeyBundle",
+    "InitialMessage",
+    "SharedSecret",
+    # Messages on the wire (e2e.wire).
+    "CIPHERTEXT_VERSION",
+    "MAX_CIPHERTEXT_LENGTH",
+    "MessageType",
+    "SignalMessage",
+    "PreKeySignalMessage",
+    # Sessions (e2e.session, e2e.ratchet).
+    "SessionRecord",
+    "Ciphertext",
+    "RatchetState",
+    "Limits",
+    "DEFAULT_LIMITS",
+    # Stored records (e2e.records).
+    "IdentityRecord",
+    "PreKeyRecord",
+    "SignedPreKeyRecord",
+    "serialize_identity",
+    "deserialize_identity",
+    # Safety numbers (e2e.fingerprint).
     "Fingerprint",
     "DisplayableFingerprint",
     "ScannableFingerprint",
+    # Errors (e2e.errors).
+    "E2EError",
+    "DecodeError",
+    "StateFormatError",
+    "InvalidKeyError",
+    "InvalidSignatureError",
+    "InvalidMessageError",
+    "DuplicateMessageError",
+    "TooManySkippedMessagesError",
+    "NoSessionError",
+    "UntrustedIdentityError",
+    "FingerprintMismatchError",
+    "DowngradeError",
+    # Explain mode (e2e.explain).
+    "Event",
+    "Trace",
+    "emit",
+    "fingerprint",
 ]
