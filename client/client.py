@@ -367,16 +367,25 @@ class Client:
 
     # -- the application's side: contacts and history ------------------------------------------
 
-    def safety_number(self, name: str) -> Fingerprint:
-        """The safety number of our identity and ``name``'s trusted identity (libsignal's format)."""
+    def safety_number(self, name: str, *, changed: bool = False) -> Fingerprint:
+        """The safety number of our identity and ``name``'s trusted identity (libsignal's format).
+
+        With ``changed=True``, the number for the new identity key that waits for
+        :meth:`accept_identity`: the one to compare before accepting it.
+        """
         contact = self._store.contact(name)
         if contact is None:
             raise NoSessionError(f"no identity key known for {name}; exchange a message first")
+        their_key = contact.identity_key
+        if changed:
+            if contact.changed_identity_key is None:
+                raise ValueError(f"no changed identity key is waiting for {name}")
+            their_key = contact.changed_identity_key
         return Fingerprint.create(
             self.name.encode("utf-8"),
             self.identity_key,
             name.encode("utf-8"),
-            PublicKey.deserialize(contact.identity_key),
+            PublicKey.deserialize(their_key),
         )
 
     def verify(self, name: str, their_safety_number: str) -> None:
@@ -429,7 +438,7 @@ class Client:
     async def replenish_pre_keys(self) -> int:
         """Top up the relay's one-time prekeys to the target; returns how many were uploaded."""
         connection = await self._connection()
-        return await self._replenish(connection)
+        return await self._replenish(connection, self.settings.pre_key_target)
 
     async def rotate_signed_pre_key(self) -> int:
         """Make, upload and switch to a new signed prekey; returns its id.
@@ -481,10 +490,11 @@ class Client:
             self._store.mark_pre_keys_uploaded([r.id for r in batch])
         return len(pending)
 
-    async def _replenish(self, connection: transport.Connection) -> int:
+    async def _replenish(self, connection: transport.Connection, threshold: int) -> int:
+        """Upload what is pending; then, if the relay holds fewer than ``threshold``, top it up."""
         uploaded = await self._upload_pending_pre_keys(connection)
         count = await connection.prekey_count()
-        if count >= self.settings.pre_key_low_water:
+        if count >= threshold:
             return uploaded
         wanted = self.settings.pre_key_target - count
         new = []
@@ -502,21 +512,21 @@ class Client:
     def _next_key_id(self, counter: str) -> int:
         return (self._store.next_id(counter) - 1) % (_MAX_PRE_KEY_ID - 1) + 1
 
-    async def _check_pre_keys(self, connection: transport.Connection) -> None:
+    async def _check_pre_keys(self, connection: transport.Connection, threshold: int) -> None:
         """Upload what the relay lacks, rotate an old signed prekey, top up the one-time prekeys."""
         await self._upload_signed_pre_key(connection)
         current = self._store.current_signed_pre_key()
         assert current is not None
         if self._now_ms() - current[2] > self.settings.signed_pre_key_max_age * 1000:
             await self._rotate(connection)
-        await self._replenish(connection)
+        await self._replenish(connection, threshold)
 
     async def _maintain_pre_keys(self, connection: transport.Connection) -> None:
         """Check the prekeys again whenever the relay reports a low stock."""
         while True:
             await self._pre_key_check.wait()
             self._pre_key_check.clear()
-            await self._check_pre_keys(connection)
+            await self._check_pre_keys(connection, self.settings.pre_key_target)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -767,7 +777,7 @@ class Client:
         self._pre_key_check.clear()
         connected = _Connected(connection)
         self._connected = connected
-        await self._check_pre_keys(connection)
+        await self._check_pre_keys(connection, self.settings.pre_key_low_water)
         self._connected_event.set()
         for loop in (self._maintain_pre_keys, self._pump, self._receive_loop):
             connected.tasks.append(asyncio.create_task(loop(connection)))

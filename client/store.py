@@ -349,6 +349,9 @@ class Store:
     def remove_pre_key(self, pre_key_id: int) -> None:
         self._write("DELETE FROM pre_keys WHERE id = ?", (pre_key_id,))
 
+    def pre_key_ids(self) -> list[int]:
+        return [row[0] for row in self._db.execute("SELECT id FROM pre_keys ORDER BY id")]
+
     def count_pre_keys(self) -> int:
         (count,) = self._db.execute("SELECT count(*) FROM pre_keys").fetchone()
         return int(count)

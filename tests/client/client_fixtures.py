@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,25 @@ def free_port() -> int:
 
 
 @pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+async def relay_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Relay]]]:
+    """``await relay_factory(name="relay", port=0)``: an in-process relay, database ``tmp_path/<name>.db``."""
+    relays: list[Relay] = []
+
+    async def start(name: str = "relay", port: int = 0) -> Relay:
+        server = Relay(SQLiteStore(tmp_path / f"{name}.db"), TEST_LIMITS)
+        await server.start("127.0.0.1", port)
+        relays.append(server)
+        return server
+
+    yield start
+    for server in relays:
+        await server.close()
+
+
+@pytest.fixture
+async def relay(relay_factory: Callable[..., Awaitable[Relay]]) -> Relay:
     """An in-process relay on an ephemeral port, its database ``tmp_path/relay.db``."""
-    server = Relay(SQLiteStore(tmp_path / "relay.db"), TEST_LIMITS)
-    await server.start("127.0.0.1", 0)
-    yield server
-    await server.close()
+    return await relay_factory()
 
 
 @pytest.fixture

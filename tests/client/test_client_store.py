@@ -90,6 +90,7 @@ def test_prekeys_and_signed_prekeys(store):
     store.remove_pre_key(1)
     assert store.pre_key(1) is None
     assert store.count_pre_keys() == 1
+    assert store.pre_key_ids() == [2]
 
     store.add_signed_pre_key(1, b"s1", created_at=100)
     store.mark_signed_pre_key_uploaded(1, now=100)
