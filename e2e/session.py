@@ -368,6 +368,10 @@ class SessionRecord:
         state's, or 0, is used.  A repeated message (same base key) is decrypted by the existing
         state and needs no prekey; a replayed one raises :class:`~e2e.errors.DuplicateMessageError`.
         """
+        if not isinstance(message, PreKeySignalMessage):
+            raise TypeError(
+                "decrypt_prekey_message takes a PreKeySignalMessage (see PreKeySignalMessage.deserialize)"
+            )
         known = [state for state in self._states() if state.base_key == message.base_key]
         if known:
             # The inner MAC is checked with the identity key the state recorded, so the header's

@@ -184,6 +184,17 @@ def test_bad_prekey_messages_leave_the_record_unchanged(rng: DeterministicRng) -
     )
 
 
+def test_wrong_types_are_refused(rng: DeterministicRng) -> None:
+    alice, bob = established(rng)
+    identity = Party.create(rng, 5)
+    body = alice.encrypt(b"x", rng).body
+    with pytest.raises(TypeError):
+        bob.decrypt_prekey_message(body, identity.identity, identity.signed_pre_key, None, rng)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        alice.encrypt("text", rng)  # type: ignore[arg-type]
+    assert bob.decrypt(body, rng) == b"x"
+
+
 def test_no_session(rng: DeterministicRng) -> None:
     record = SessionRecord()
     with pytest.raises(NoSessionError):
