@@ -38,9 +38,9 @@ import contextlib
 import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection
@@ -77,6 +77,8 @@ REGISTER_LABEL = b"e2e-relay register v1"
 _CHALLENGE_LENGTH = 32
 _DEFAULT_MAX_SIZE = 1024 * 1024
 _RESERVED = frozenset(("v", "id", "op"))
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 
 
 class TransportError(Exception):
@@ -221,6 +223,24 @@ def _key_bytes(key: PublicKey | KemPublicKey | bytes) -> bytes:
 def _signed_entry(entry: tuple[int, PublicKey | KemPublicKey | bytes, bytes]) -> dict[str, Any]:
     key_id, key, signature = entry
     return {"id": key_id, "public_key": _b64(_key_bytes(key)), "signature": _b64(signature)}
+
+
+def _then(source: asyncio.Future[_A], convert: Callable[[_A], _B]) -> asyncio.Future[_B]:
+    """A future resolving to ``convert(source's result)``, or failing as ``source`` fails."""
+    result: asyncio.Future[_B] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[_A]) -> None:
+        if result.done():
+            return
+        if f.cancelled():
+            result.cancel()
+        elif (exc := f.exception()) is not None:
+            result.set_exception(exc)
+        else:
+            result.set_result(convert(f.result()))
+
+    source.add_done_callback(done)
+    return result
 
 
 class Connection:
@@ -593,41 +613,16 @@ class Connection:
             type=message_type,
             body=_b64(body),
         )
-        result: asyncio.Future[SendResult] = asyncio.get_running_loop().create_future()
-
-        def done(f: asyncio.Future[dict[str, Any]]) -> None:
-            if result.done():
-                return
-            if f.cancelled():
-                result.cancel()
-            elif (exc := f.exception()) is not None:
-                result.set_exception(exc)
-            else:
-                frame = f.result()
-                result.set_result(SendResult(int(frame["server_id"]), bool(frame.get("duplicate", False))))
-
-        response.add_done_callback(done)
-        return result
+        return _then(
+            response, lambda frame: SendResult(int(frame["server_id"]), bool(frame.get("duplicate")))
+        )
 
     def send(
         self, recipient: str, recipient_device: int, client_id: str, message_type: int, body: bytes
     ) -> asyncio.Future[int]:
         """Like :meth:`send_message`, resolving to the server id alone."""
         sent = self.send_message(recipient, recipient_device, client_id, message_type, body)
-        result: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-
-        def done(f: asyncio.Future[SendResult]) -> None:
-            if result.done():
-                return
-            if f.cancelled():
-                result.cancel()
-            elif (exc := f.exception()) is not None:
-                result.set_exception(exc)
-            else:
-                result.set_result(f.result().server_id)
-
-        sent.add_done_callback(done)
-        return result
+        return _then(sent, lambda result: result.server_id)
 
     async def ack(self, server_ids: Iterable[int]) -> int:
         """Tell the relay these messages are processed; it deletes them (all or none)."""

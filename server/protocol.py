@@ -31,7 +31,7 @@ import enum
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, overload
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -234,6 +234,10 @@ def _missing(name: str) -> ProtocolError:
     return ProtocolError(ErrorCode.BAD_REQUEST, f"missing field {name!r}")
 
 
+@overload
+def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: Literal[False] = ...) -> str: ...
+@overload
+def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: Literal[True]) -> str | None: ...
 def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: bool = False) -> str | None:
     """A string field of 1 to ``max_length`` characters."""
     value = obj.get(name)
@@ -246,6 +250,14 @@ def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: bool
     return value
 
 
+@overload
+def field_int(
+    obj: dict[str, Any], name: str, *, low: int, high: int, optional: Literal[False] = ...
+) -> int: ...
+@overload
+def field_int(
+    obj: dict[str, Any], name: str, *, low: int, high: int, optional: Literal[True]
+) -> int | None: ...
 def field_int(obj: dict[str, Any], name: str, *, low: int, high: int, optional: bool = False) -> int | None:
     """An integer field in ``[low, high]`` (booleans are not integers here)."""
     value = obj.get(name)
@@ -258,6 +270,19 @@ def field_int(obj: dict[str, Any], name: str, *, low: int, high: int, optional: 
     return value
 
 
+@overload
+def field_bytes(
+    obj: dict[str, Any],
+    name: str,
+    *,
+    max_length: int,
+    exact: int | None = ...,
+    optional: Literal[False] = ...,
+) -> bytes: ...
+@overload
+def field_bytes(
+    obj: dict[str, Any], name: str, *, max_length: int, exact: int | None = ..., optional: Literal[True]
+) -> bytes | None: ...
 def field_bytes(
     obj: dict[str, Any], name: str, *, max_length: int, exact: int | None = None, optional: bool = False
 ) -> bytes | None:
@@ -282,6 +307,10 @@ def field_bytes(
     return data
 
 
+@overload
+def field_list(obj: dict[str, Any], name: str, *, optional: Literal[False] = ...) -> list[Any]: ...
+@overload
+def field_list(obj: dict[str, Any], name: str, *, optional: Literal[True]) -> list[Any] | None: ...
 def field_list(obj: dict[str, Any], name: str, *, optional: bool = False) -> list[Any] | None:
     """A JSON array field."""
     value = obj.get(name)
@@ -294,6 +323,10 @@ def field_list(obj: dict[str, Any], name: str, *, optional: bool = False) -> lis
     return value
 
 
+@overload
+def field_object(obj: dict[str, Any], name: str, *, optional: Literal[False] = ...) -> dict[str, Any]: ...
+@overload
+def field_object(obj: dict[str, Any], name: str, *, optional: Literal[True]) -> dict[str, Any] | None: ...
 def field_object(obj: dict[str, Any], name: str, *, optional: bool = False) -> dict[str, Any] | None:
     """A JSON object field."""
     value = obj.get(name)
@@ -320,6 +353,12 @@ def account_name(obj: dict[str, Any], name: str = "account") -> str:
     return value
 
 
+@overload
+def device_id(obj: dict[str, Any], name: str = ..., *, optional: Literal[False] = ...) -> int: ...
+@overload
+def device_id(obj: dict[str, Any], name: str = ..., *, optional: Literal[True]) -> int | None: ...
 def device_id(obj: dict[str, Any], name: str = "device_id", *, optional: bool = False) -> int | None:
     """A device id in ``[1, 2**31 - 1]``."""
-    return field_int(obj, name, low=1, high=MAX_DEVICE_ID, optional=optional)
+    if optional:
+        return field_int(obj, name, low=1, high=MAX_DEVICE_ID, optional=True)
+    return field_int(obj, name, low=1, high=MAX_DEVICE_ID)

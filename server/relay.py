@@ -364,7 +364,7 @@ class _Connection:
         request: Request,
         future: Awaitable[Any],
         on_result: Callable[[Any], dict[str, Any]],
-    ) -> Awaitable[None] | None:
+    ) -> Awaitable[Any] | None:
         """Answer ``request`` when ``future`` completes; returns an awaitable if the pipeline is full."""
         fut = asyncio.ensure_future(future)
         self.pipelined.add(fut)
@@ -554,7 +554,6 @@ def _bundle_fields(bundle: ClaimedBundle) -> dict[str, Any]:
 
 def _ec_public_key(obj: dict[str, Any], name: str) -> bytes:
     data = p.field_bytes(obj, name, max_length=_EC_PUBLIC_KEY_LENGTH)
-    assert data is not None
     try:
         PublicKey.deserialize(data)
     except DecodeError as exc:
@@ -564,14 +563,11 @@ def _ec_public_key(obj: dict[str, Any], name: str) -> bytes:
 
 def _signed_record(identity_key: PublicKey, obj: dict[str, Any], where: str, *, kem: bool) -> PreKeyRecord:
     key_id = p.field_int(obj, "id", low=0, high=_MAX_KEY_ID)
-    assert key_id is not None
     if kem:
         public_key = p.field_bytes(obj, "public_key", max_length=_MAX_KEM_PUBLIC_KEY_LENGTH)
-        assert public_key is not None
     else:
         public_key = _ec_public_key(obj, "public_key")
     signature = p.field_bytes(obj, "signature", max_length=_SIGNATURE_LENGTH, exact=_SIGNATURE_LENGTH)
-    assert signature is not None
     try:
         identity_key.verify(public_key, signature)
     except InvalidSignatureError:
@@ -610,12 +606,9 @@ async def _register(conn: _Connection, request: Request) -> None:
     fields = request.fields
     account = p.account_name(fields)
     device_id = p.device_id(fields)
-    assert device_id is not None
     identity_bytes = _ec_public_key(fields, "identity_key")
     registration_id = p.field_int(fields, "registration_id", low=0, high=_MAX_KEY_ID)
-    assert registration_id is not None
     signature = p.field_bytes(fields, "signature", max_length=_SIGNATURE_LENGTH, exact=_SIGNATURE_LENGTH)
-    assert signature is not None
     conn.check_challenge()
     identity_key = PublicKey.deserialize(identity_bytes)
     transcript = p.proof_transcript(p.REGISTER_LABEL, conn.challenge, account, device_id, conn.relay.origin)
@@ -641,9 +634,7 @@ async def _auth(conn: _Connection, request: Request) -> None:
     fields = request.fields
     account = p.account_name(fields)
     device_id = p.device_id(fields)
-    assert device_id is not None
     signature = p.field_bytes(fields, "signature", max_length=_SIGNATURE_LENGTH, exact=_SIGNATURE_LENGTH)
-    assert signature is not None
     conn.check_challenge()
     device = DeviceAddress(account, device_id)
     try:
@@ -678,7 +669,6 @@ async def _upload_prekeys(conn: _Connection, request: Request) -> None:
     pre_keys = []
     for item in _records(fields, "pre_keys", limit):
         key_id = p.field_int(item, "id", low=0, high=_MAX_KEY_ID)
-        assert key_id is not None
         pre_keys.append(PreKeyRecord(key_id, _ec_public_key(item, "public_key")))
     kem_pre_keys = [
         _signed_record(identity_key, item, "kem_pre_keys", kem=True)
@@ -742,9 +732,7 @@ async def _get_signed_pre_key(conn: _Connection, request: Request) -> None:
     fields = request.fields
     account = p.account_name(fields)
     device_id = p.device_id(fields)
-    assert device_id is not None
     key_id = p.field_int(fields, "key_id", low=0, high=_MAX_KEY_ID)
-    assert key_id is not None
     kind_name = p.field_str(fields, "kind", max_length=32, optional=True) or SignedKind.EC.value
     try:
         kind = SignedKind(kind_name)
@@ -763,16 +751,11 @@ async def _send(conn: _Connection, request: Request) -> None:
     assert conn.device is not None
     fields = request.fields
     to = p.field_object(fields, "to")
-    assert to is not None
     recipient_id = p.device_id(to)
-    assert recipient_id is not None
     recipient = DeviceAddress(p.account_name(to), recipient_id)
     client_id = p.field_str(fields, "client_id", max_length=_MAX_CLIENT_ID)
-    assert client_id is not None
     message_type = p.field_int(fields, "type", low=0, high=255)
-    assert message_type is not None
     body = p.field_bytes(fields, "body", max_length=conn.limits.max_body_bytes)
-    assert body is not None
     limits = conn.limits
     message = NewMessage(conn.device, recipient, client_id, message_type, body)
     started = time.perf_counter()
@@ -802,7 +785,6 @@ async def _send(conn: _Connection, request: Request) -> None:
 async def _ack(conn: _Connection, request: Request) -> None:
     assert conn.device is not None
     ids = p.field_list(request.fields, "server_ids")
-    assert ids is not None
     if not 0 < len(ids) <= conn.limits.max_ack_ids:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"server_ids must hold 1 to {conn.limits.max_ack_ids} ids")
     if any(isinstance(i, bool) or not isinstance(i, int) or not 0 < i < 2**63 for i in ids):
