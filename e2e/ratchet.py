@@ -53,6 +53,13 @@ Limits (:class:`Limits`)
 oldest; ``max_receiver_chains`` bounds the receiver chains (oldest dropped, its skipped keys stay
 until evicted); ``max_archived_states`` is used by :class:`e2e.session.SessionRecord`.
 
+``max_skip`` is also the bound on the work a forged message can cost before its MAC fails: the
+chain must be advanced to the message's counter to derive the key that checks it, one
+``KDF_CK`` per skipped message (about 5 µs each here, so ~0.1 s at the default of 25 000, as in
+libsignal), and a record tries each of its states.  Only the newest
+``max_stored_skipped_keys`` of the skipped keys are kept while walking, since older ones would
+be evicted at once.  Counters are 32-bit: a chain carries messages 0 to :data:`LAST_COUNTER`.
+
 What this module does not know
 ------------------------------
 Prekeys, X3DH, several states for one peer, or storage: :mod:`e2e.session` builds states from
@@ -94,7 +101,11 @@ __all__ = [
     "Agreement",
     "RatchetState",
     "MAX_PLAINTEXT_LENGTH",
+    "LAST_COUNTER",
 ]
+
+LAST_COUNTER: Final = UINT32_MAX - 1
+"""The last message number of a chain: counters are 32-bit, and so is the chain index after it."""
 
 MAX_PLAINTEXT_LENGTH: Final = MAX_CIPHERTEXT_LENGTH - 1
 """The longest plaintext one message carries: PKCS#7 always adds at least one byte."""
@@ -364,8 +375,8 @@ class RatchetState:
         if len(plaintext) > MAX_PLAINTEXT_LENGTH:
             raise ValueError(f"a message carries at most {MAX_PLAINTEXT_LENGTH} bytes of plaintext")
         index = self.sending_index
-        if index > UINT32_MAX:
-            raise InvalidMessageError("the sending chain is exhausted (2**32 messages)")
+        if index >= LAST_COUNTER + 1:
+            raise InvalidMessageError("the sending chain is exhausted (2**32 - 1 messages)")
         seed, next_chain_key = chain_step(self.sending_chain_key)
         keys = derive_message_keys(seed)
         ciphertext = cbc_encrypt(keys[:32], keys[64:], plaintext)
@@ -414,6 +425,8 @@ class RatchetState:
         their_key = message.ratchet_key
         raw = their_key.raw
         counter = message.counter
+        if counter > LAST_COUNTER:
+            raise InvalidMessageError(f"counter {counter} is beyond the last one a chain carries")
         skipped_seed = self.skipped.get((raw, counter))
         if skipped_seed is not None:
             plaintext = self._open(message, skipped_seed, trace)

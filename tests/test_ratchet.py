@@ -28,7 +28,7 @@ from e2e.explain import Event
 from e2e.kdf import ChainKey, RootKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
 from e2e.primitives import cbc_decrypt
-from e2e.ratchet import DEFAULT_LIMITS, Limits, PendingPreKey, RatchetState
+from e2e.ratchet import DEFAULT_LIMITS, LAST_COUNTER, Limits, PendingPreKey, RatchetState
 from e2e.wire import SignalMessage
 from e2e.x3dh import initiate, respond
 
@@ -272,3 +272,21 @@ def test_repr_never_shows_secrets(rng: DeterministicRng) -> None:
         for secret in secrets:
             assert secret.hex() not in text
             assert secret.hex()[:8] not in text
+
+
+def test_counter_beyond_the_last_is_refused(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    forged = SignalMessage.create(
+        bytes(32),
+        bob.local_identity_key,
+        bob.remote_identity_key,
+        bob.sending_ratchet_key,
+        2**32 - 1,
+        0,
+        bytes(16),
+    )
+    before = alice.serialize()
+    with pytest.raises(InvalidMessageError, match="beyond the last"):
+        alice.decrypt(forged, rng)
+    assert alice.serialize() == before
+    assert LAST_COUNTER == 2**32 - 2
