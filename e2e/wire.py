@@ -55,7 +55,7 @@ from __future__ import annotations
 import enum
 import hmac
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from e2e import protobuf
 from e2e.errors import DecodeError, InvalidMessageError
@@ -174,16 +174,27 @@ def _read_canonical(data: bytes) -> tuple[bytes, int, int, bytes] | None:
     if not data.startswith(_CANONICAL_START) or len(data) < _KEY_END + 6 + MAC_LENGTH:
         return None
     end = len(data) - MAC_LENGTH
-    position = _KEY_END
-    if data[position] != 0x10:
+    # Each varint is read inline when it is one byte (counters below 128, short ciphertexts).
+    if data[_KEY_END] != 0x10:
         return None
-    counter, position = protobuf.decode_varint(data, position + 1, end)
-    if position >= end or data[position] != 0x18:
+    counter = data[_KEY_END + 1]
+    position = _KEY_END + 2
+    if counter >= 0x80:
+        counter, position = protobuf.decode_varint(data, _KEY_END + 1, end)
+    if position + 1 >= end or data[position] != 0x18:
         return None
-    previous_counter, position = protobuf.decode_varint(data, position + 1, end)
-    if position >= end or data[position] != 0x22:
+    previous_counter = data[position + 1]
+    if previous_counter >= 0x80:
+        previous_counter, position = protobuf.decode_varint(data, position + 1, end)
+    else:
+        position += 2
+    if position + 1 >= end or data[position] != 0x22:
         return None
-    length, position = protobuf.decode_varint(data, position + 1, end)
+    length = data[position + 1]
+    if length >= 0x80:
+        length, position = protobuf.decode_varint(data, position + 1, end)
+    else:
+        position += 2
     if position + length != end:
         return None
     return data[len(_CANONICAL_START) : _KEY_END], counter, previous_counter, data[position:end]
@@ -268,9 +279,12 @@ def encode_prekey_signal_message(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class SignalMessage:
-    """A decoded (or freshly made) SignalMessage; ``serialized`` holds its exact wire bytes."""
+class SignalMessage(NamedTuple):
+    """A decoded (or freshly made) SignalMessage; ``serialized`` holds its exact wire bytes.
+
+    Immutable.  It is a named tuple rather than a frozen dataclass because one is built for every
+    message received, and a frozen dataclass's constructor costs several times as much.
+    """
 
     ratchet_key: PublicKey
     counter: int

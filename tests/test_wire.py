@@ -11,7 +11,7 @@ from conftest import DeterministicRng
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2e import protobuf
+from e2e import protobuf, wire
 from e2e.errors import DecodeError, InvalidMessageError
 from e2e.keys import KeyPair, PublicKey
 from e2e.primitives import cbc_encrypt
@@ -299,3 +299,40 @@ def test_repr_shows_no_ciphertext_or_mac() -> None:
     assert message.serialized[-8:].hex() not in text
     assert "ciphertext=<16 bytes>" in repr(message) or "bytes>" in repr(message)
     assert isinstance(PublicKey.deserialize(RATCHET.serialize()), PublicKey)
+
+
+def _general(data: bytes) -> tuple[bytes, int, int, bytes]:
+    fields = protobuf.parse(data[1:-MAC_LENGTH], wire._SIGNAL_SCHEMA)
+    key = protobuf.get_bytes(fields, 1, "ratchet key")
+    return (
+        PublicKey.deserialize(key).raw,
+        protobuf.get_uint(fields, 2, "counter"),
+        protobuf.get_uint(fields, 3, "previous counter"),
+        protobuf.get_bytes(fields, 4, "ciphertext"),
+    )
+
+
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 2**32 - 1),
+    st.binary(max_size=300),
+    st.integers(0, 400),
+    st.integers(0, 255),
+)
+def test_canonical_shortcut_agrees_with_the_general_parser(
+    counter: int, previous_counter: int, plaintext: bytes, position: int, value: int
+) -> None:
+    """The shortcut for the usual layout reads exactly what the general parser reads, also after
+    any one byte of the message was changed; where it declines, the general parser decides."""
+    data = make(plaintext, counter, previous_counter).serialized
+    assert wire._read_canonical(data) == _general(data)
+    mutated = bytearray(data)
+    mutated[position % len(data)] = value
+    try:
+        shortcut = wire._read_canonical(bytes(mutated))
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            _general(bytes(mutated))
+        return
+    if shortcut is not None:
+        assert shortcut == _general(bytes(mutated))
