@@ -65,6 +65,7 @@ from e2e import records
 from e2e.errors import DecodeError, DuplicateMessageError, E2EError, InvalidMessageError, NoSessionError
 from e2e.explain import Trace
 from e2e.fingerprint import Fingerprint
+from e2e.kem import KemKeyPair
 from e2e.keys import KeyPair, PublicKey, Rng
 from e2e.ratchet import Limits
 from e2e.session import SessionRecord
@@ -101,6 +102,15 @@ class Settings:
     """How many unclaimed one-time prekeys the relay should hold after a top-up."""
     pre_key_low_water: int = 20
     """Top up when the relay holds fewer than this many."""
+    publish_kem_pre_keys: bool = True
+    """Publish signed ML-KEM-1024 prekeys, so that peers start sessions with PQXDH."""
+    kem_pre_key_target: int = 20
+    """How many one-time KEM prekeys the relay should hold (each public key is 1,569 bytes)."""
+    kem_pre_key_low_water: int = 5
+    """Top the KEM prekeys up when the relay holds fewer than this many (the last-resort KEM
+    prekey serves when they run out)."""
+    require_pqxdh: bool = False
+    """Refuse PreKey messages made with X3DH alone (a relay could strip KEM prekeys from bundles)."""
     signed_pre_key_max_age: float = 7 * 24 * 3600.0
     """Rotate the signed prekey when it is older than this (seconds)."""
     signed_pre_key_grace: float = 14 * 24 * 3600.0
@@ -438,7 +448,7 @@ class Client:
     async def replenish_pre_keys(self) -> int:
         """Top up the relay's one-time prekeys to the target; returns how many were uploaded."""
         connection = await self._connection()
-        return await self._replenish(connection, self.settings.pre_key_target)
+        return await self._replenish(connection, top_up=True)
 
     async def rotate_signed_pre_key(self) -> int:
         """Make, upload and switch to a new signed prekey; returns its id.
@@ -449,31 +459,68 @@ class Client:
         return await self._rotate(connection)
 
     def _new_signed_pre_key(self) -> int:
+        """A new signed prekey (and, with PQXDH, a new last-resort KEM prekey), stored, not uploaded."""
+        now = self._now_ms()
         signed_pre_key_id = self._next_key_id("signed_pre_key")
         key_pair = KeyPair.generate(self._rng)
         signature = self._identity_key.sign(key_pair.public_key.serialize(), self._rng)
-        record = records.SignedPreKeyRecord(signed_pre_key_id, key_pair, signature, self._now_ms())
-        self._store.add_signed_pre_key(signed_pre_key_id, record.serialize(), self._now_ms())
+        record = records.SignedPreKeyRecord(signed_pre_key_id, key_pair, signature, now)
+        self._store.add_signed_pre_key(signed_pre_key_id, record.serialize(), now)
+        if self.settings.publish_kem_pre_keys:
+            self._new_kem_pre_keys(1, last_resort=True)
         return signed_pre_key_id
 
+    def _new_kem_pre_keys(self, count: int, *, last_resort: bool) -> None:
+        """Signed ML-KEM-1024 prekeys (PQXDH §3.2: ``Sig(IK_B, EncodeKEM(PQPK_B))``), stored, not uploaded."""
+        now = self._now_ms()
+        new = []
+        for _ in range(count):
+            key_id = self._next_key_id("kem_pre_key")
+            key_pair = KemKeyPair.generate(self._rng)
+            signature = self._identity_key.sign(key_pair.public_key.serialize(), self._rng)
+            record = records.KemPreKeyRecord(key_id, key_pair, signature, now, last_resort)
+            new.append((key_id, record.serialize(), last_resort))
+        self._store.add_kem_pre_keys(new, now)
+
     async def _upload_signed_pre_key(self, connection: transport.Connection) -> None:
+        """Upload the current signed prekey and last-resort KEM prekey if the relay lacks them.
+
+        Once the relay has a new one, the previous one is retired: it stays in the store for
+        ``settings.signed_pre_key_grace`` (for PreKey messages still in flight), then goes.
+        """
         current = self._store.current_signed_pre_key()
         if current is None:
             self._new_signed_pre_key()
             current = self._store.current_signed_pre_key()
             assert current is not None
         signed_pre_key_id, data, _created, uploaded = current
-        if uploaded:
+        grace = int(self.settings.signed_pre_key_grace * 1000)
+        if not uploaded:
+            record = records.SignedPreKeyRecord.deserialize(data)
+            await connection.upload_prekeys(
+                signed_pre_key=(record.id, record.key_pair.public_key, record.signature)
+            )
+            now = self._now_ms()
+            self._store.mark_signed_pre_key_uploaded(signed_pre_key_id, now)
+            self._store.remove_signed_pre_keys_retired_before(now - grace)
+        if not self.settings.publish_kem_pre_keys:
             return
-        record = records.SignedPreKeyRecord.deserialize(data)
-        await connection.upload_prekeys(
-            signed_pre_key=(record.id, record.key_pair.public_key, record.signature), one_time_pre_keys=[]
-        )
-        now = self._now_ms()
-        self._store.mark_signed_pre_key_uploaded(signed_pre_key_id, now)
-        self._store.remove_signed_pre_keys_retired_before(
-            now - int(self.settings.signed_pre_key_grace * 1000)
-        )
+        last_resort = self._store.current_kem_last_resort()
+        if last_resort is None:
+            self._new_kem_pre_keys(1, last_resort=True)
+            last_resort = self._store.current_kem_last_resort()
+            assert last_resort is not None
+        kem_pre_key_id, uploaded = last_resort
+        if not uploaded:
+            found = self._store.kem_pre_key(kem_pre_key_id)
+            assert found is not None
+            kem_record = records.KemPreKeyRecord.deserialize(found[0])
+            await connection.upload_prekeys(
+                kem_last_resort=(kem_record.id, kem_record.key_pair.public_key, kem_record.signature)
+            )
+            now = self._now_ms()
+            self._store.mark_kem_pre_keys_uploaded([kem_pre_key_id], now)
+            self._store.remove_kem_pre_keys_retired_before(now - grace)
 
     async def _rotate(self, connection: transport.Connection) -> int:
         signed_pre_key_id = self._new_signed_pre_key()
@@ -481,52 +528,77 @@ class Client:
         return signed_pre_key_id
 
     async def _upload_pending_pre_keys(self, connection: transport.Connection) -> int:
+        """Upload the one-time prekeys (EC and KEM) that were generated but not yet accepted."""
+        batch_size = self.settings.pre_key_batch
         pending = self._store.pending_pre_keys()
-        for start in range(0, len(pending), self.settings.pre_key_batch):
-            batch = [records.PreKeyRecord.deserialize(data) for _id, data in pending[start : start + 100]]
-            await connection.upload_prekeys(
-                signed_pre_key=None, one_time_pre_keys=[(r.id, r.key_pair.public_key) for r in batch]
-            )
+        for start in range(0, len(pending), batch_size):
+            batch = [
+                records.PreKeyRecord.deserialize(data) for _id, data in pending[start : start + batch_size]
+            ]
+            await connection.upload_prekeys(one_time_pre_keys=[(r.id, r.key_pair.public_key) for r in batch])
             self._store.mark_pre_keys_uploaded([r.id for r in batch])
-        return len(pending)
-
-    async def _replenish(self, connection: transport.Connection, threshold: int) -> int:
-        """Upload what is pending; then, if the relay holds fewer than ``threshold``, top it up."""
-        uploaded = await self._upload_pending_pre_keys(connection)
-        count = await connection.prekey_count()
-        if count >= threshold:
-            return uploaded
-        wanted = self.settings.pre_key_target - count
-        new = []
-        for _ in range(wanted):
-            pre_key_id = self._next_key_id("pre_key")
-            new.append(
-                (pre_key_id, records.PreKeyRecord(pre_key_id, KeyPair.generate(self._rng)).serialize())
+        pending_kem = self._store.pending_kem_pre_keys(last_resort=False)
+        for start in range(0, len(pending_kem), batch_size):
+            kem_batch = [
+                records.KemPreKeyRecord.deserialize(data)
+                for _id, data in pending_kem[start : start + batch_size]
+            ]
+            await connection.upload_prekeys(
+                kem_pre_keys=[(r.id, r.key_pair.public_key, r.signature) for r in kem_batch]
             )
-        self._store.add_pre_keys(new)
-        logger.info(
-            "%s/%d: uploading %d one-time prekeys (relay had %d)", self.name, self.device_id, wanted, count
-        )
-        return uploaded + await self._upload_pending_pre_keys(connection)
+            self._store.mark_kem_pre_keys_uploaded([r.id for r in kem_batch], self._now_ms())
+        return len(pending) + len(pending_kem)
+
+    async def _replenish(self, connection: transport.Connection, top_up: bool) -> int:
+        """Upload what is pending; then refill each kind of one-time prekey the relay is short of.
+
+        A kind is refilled to its target when the relay holds fewer than its low-water mark, or
+        fewer than the target itself when ``top_up`` (the relay said the stock is low, or the
+        application asked).  Returns how many keys were uploaded.
+        """
+        settings = self.settings
+        uploaded = await self._upload_pending_pre_keys(connection)
+        counts = await connection.prekey_counts()
+        threshold = settings.pre_key_target if top_up else settings.pre_key_low_water
+        if counts.pre_keys < threshold:
+            new = []
+            for _ in range(settings.pre_key_target - counts.pre_keys):
+                pre_key_id = self._next_key_id("pre_key")
+                record = records.PreKeyRecord(pre_key_id, KeyPair.generate(self._rng))
+                new.append((pre_key_id, record.serialize()))
+            self._store.add_pre_keys(new)
+        kem_threshold = settings.kem_pre_key_target if top_up else settings.kem_pre_key_low_water
+        if settings.publish_kem_pre_keys and counts.kem_pre_keys < kem_threshold:
+            self._new_kem_pre_keys(settings.kem_pre_key_target - counts.kem_pre_keys, last_resort=False)
+        uploaded += await self._upload_pending_pre_keys(connection)
+        if uploaded:
+            logger.info(
+                "%s: uploaded %d prekeys (the relay had %d one-time and %d KEM prekeys)",
+                self.name,
+                uploaded,
+                counts.pre_keys,
+                counts.kem_pre_keys,
+            )
+        return uploaded
 
     def _next_key_id(self, counter: str) -> int:
         return (self._store.next_id(counter) - 1) % (_MAX_PRE_KEY_ID - 1) + 1
 
-    async def _check_pre_keys(self, connection: transport.Connection, threshold: int) -> None:
+    async def _check_pre_keys(self, connection: transport.Connection, top_up: bool) -> None:
         """Upload what the relay lacks, rotate an old signed prekey, top up the one-time prekeys."""
         await self._upload_signed_pre_key(connection)
         current = self._store.current_signed_pre_key()
         assert current is not None
         if self._now_ms() - current[2] > self.settings.signed_pre_key_max_age * 1000:
             await self._rotate(connection)
-        await self._replenish(connection, threshold)
+        await self._replenish(connection, top_up)
 
     async def _maintain_pre_keys(self, connection: transport.Connection) -> None:
         """Check the prekeys again whenever the relay reports a low stock."""
         while True:
             await self._pre_key_check.wait()
             self._pre_key_check.clear()
-            await self._check_pre_keys(connection, self.settings.pre_key_target)
+            await self._check_pre_keys(connection, top_up=True)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -593,6 +665,7 @@ class Client:
             return None
         record: SessionRecord | None = None
         used_pre_key: int | None = None
+        used_kem_pre_key: int | None = None
         new_contact: bytes | None = None
         try:
             if incoming.type == MessageType.PREKEY:
@@ -615,12 +688,27 @@ class Client:
                     if one_time_data is not None:
                         one_time = records.PreKeyRecord.deserialize(one_time_data).key_pair
                         used_pre_key = message.pre_key_id
+                kem: KemKeyPair | None = None
+                if message.kem_pre_key_id is not None:
+                    found = self._store.kem_pre_key(message.kem_pre_key_id)
+                    if found is not None:
+                        kem = records.KemPreKeyRecord.deserialize(found[0]).key_pair
+                        if not found[1]:
+                            used_kem_pre_key = message.kem_pre_key_id
                 record = self._session(address)
                 fresh = record is None
                 if record is None:
                     record = SessionRecord(self._limits)
                 plaintext = record.decrypt_prekey_message(
-                    message, self._identity_key, signed.key_pair, one_time, self._rng, self._trace
+                    message,
+                    self._identity_key,
+                    signed.key_pair,
+                    one_time,
+                    self._rng,
+                    self._trace,
+                    our_registration_id=self.registration_id,
+                    our_kem_pre_key=kem,
+                    require_pqxdh=self.settings.require_pqxdh,
                 )
                 if fresh:
                     self._sessions[address] = record
@@ -647,14 +735,12 @@ class Client:
             # The message is authentic and its key is spent: keep the advanced session, refuse the content.
             with self._committing(address):
                 self._store.put_session(sender, device, record.serialize())
-                if used_pre_key is not None:
-                    self._store.remove_pre_key(used_pre_key)
+                self._remove_used(used_pre_key, used_kem_pre_key)
                 return self._quarantine(incoming, error, now, held_seq)
         message_id = content.message_id.hex()
         with self._committing(address):
             self._store.put_session(sender, device, record.serialize())
-            if used_pre_key is not None:
-                self._store.remove_pre_key(used_pre_key)
+            self._remove_used(used_pre_key, used_kem_pre_key)
             if new_contact is not None:
                 self._store.add_contact(sender, new_contact, now)
             self._store.add_message("in", sender, device, message_id, content.timestamp, content.body)
@@ -673,6 +759,13 @@ class Client:
         except BaseException:
             self._sessions.pop(address, None)
             raise
+
+    def _remove_used(self, pre_key_id: int | None, kem_pre_key_id: int | None) -> None:
+        """Delete the one-time prekeys a new session consumed (X3DH §3.4, PQXDH §3.4)."""
+        if pre_key_id is not None:
+            self._store.remove_pre_key(pre_key_id)
+        if kem_pre_key_id is not None:
+            self._store.remove_kem_pre_key(kem_pre_key_id)
 
     def _release(self, held_seq: int | None) -> None:
         if held_seq is not None:
@@ -777,7 +870,7 @@ class Client:
         self._pre_key_check.clear()
         connected = _Connected(connection)
         self._connected = connected
-        await self._check_pre_keys(connection, self.settings.pre_key_low_water)
+        await self._check_pre_keys(connection, top_up=False)
         self._connected_event.set()
         for loop in (self._maintain_pre_keys, self._pump, self._receive_loop):
             connected.tasks.append(asyncio.create_task(loop(connection)))

@@ -6,7 +6,8 @@ What this module owns
 must not forget:
 
 * its account (name, device id) and its identity key pair with its registration id;
-* its one-time prekeys and signed prekeys (current and recently retired);
+* its one-time prekeys and signed prekeys (current and recently retired), and its signed ML-KEM
+  prekeys for PQXDH (one-time ones and the last-resort one);
 * one session record per remote device;
 * its contacts: the identity key first seen for each remote account, whether the user verified it
   by safety number, and an identity key that changed and waits for the user's decision;
@@ -56,10 +57,25 @@ __all__ = [
     "Store",
 ]
 
-SCHEMA_VERSION = 1
-"""The version of the tables below; stored in ``PRAGMA user_version``."""
+SCHEMA_VERSION = 2
+"""The version of the tables below; stored in ``PRAGMA user_version``.
 
-_SCHEMA = """
+Version 1 had no KEM prekeys; :data:`_MIGRATIONS` brings a version-1 file up to date in place.
+"""
+
+_KEM_PRE_KEYS = """
+CREATE TABLE kem_pre_keys (
+    id INTEGER PRIMARY KEY,
+    record BLOB NOT NULL,
+    last_resort INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    retired_at INTEGER,
+    uploaded INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE account (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
     name TEXT NOT NULL,
@@ -135,8 +151,16 @@ CREATE TABLE held (
     received_at INTEGER NOT NULL
 );
 """
+    + _KEM_PRE_KEYS
+)
 
 _SELECT_CONTACTS = "SELECT name, identity_key, verified, first_seen, changed_identity_key FROM contacts"
+
+_MIGRATIONS = {
+    # From version 1 to 2: signed ML-KEM prekeys for PQXDH.
+    1: _KEM_PRE_KEYS,
+}
+"""For each old schema version, the statements that turn it into the next one."""
 
 
 class StoreError(Exception):
@@ -238,16 +262,25 @@ class Store:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version == SCHEMA_VERSION:
             return
-        if version != 0:
+        if version == 0:
+            (tables,) = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if tables:
+                raise StoreFormatError("the file holds tables of something other than a client store")
+            self._run(_SCHEMA, SCHEMA_VERSION)
+            return
+        if version not in _MIGRATIONS:
             raise StoreFormatError(f"store schema version {version}; this code reads {SCHEMA_VERSION}")
-        (tables,) = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        if tables:
-            raise StoreFormatError("the file holds tables of something other than a client store")
+        while version < SCHEMA_VERSION:
+            self._run(_MIGRATIONS[version], version + 1)
+            version += 1
+
+    def _run(self, script: str, new_version: int) -> None:
+        """Run ``script`` and set the schema version, in one transaction."""
         with self.transaction():
-            for statement in _SCHEMA.split(";"):
+            for statement in script.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute(f"PRAGMA user_version = {int(new_version)}")
 
     def close(self) -> None:
         """Close the file.  Committed transactions are already durable."""
@@ -313,6 +346,7 @@ class Store:
             self._db.execute("UPDATE account SET registered = 0")
             self._db.execute("UPDATE pre_keys SET uploaded = 0")
             self._db.execute("UPDATE signed_pre_keys SET uploaded = 0 WHERE retired_at IS NULL")
+            self._db.execute("UPDATE kem_pre_keys SET uploaded = 0 WHERE retired_at IS NULL")
 
     def next_id(self, counter: str, start: int = 1) -> int:
         """Allocate the next value of a named counter (prekey ids, signed prekey ids)."""
@@ -395,6 +429,66 @@ class Store:
         """Forget signed prekeys retired before ``cutoff``; returns how many were removed."""
         cursor = self._write(
             "DELETE FROM signed_pre_keys WHERE retired_at IS NOT NULL AND retired_at < ?", (cutoff,)
+        )
+        return cursor.rowcount
+
+    # -- KEM prekeys (PQXDH) -------------------------------------------------------------------
+
+    def add_kem_pre_keys(self, records: list[tuple[int, bytes, bool]], created_at: int) -> None:
+        """Store new KEM prekeys (id, serialized record, last resort?), not yet uploaded."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT INTO kem_pre_keys (id, record, last_resort, created_at) VALUES (?, ?, ?, ?)",
+                [(key_id, record, int(last_resort), created_at) for key_id, record, last_resort in records],
+            )
+
+    def pending_kem_pre_keys(self, last_resort: bool) -> list[tuple[int, bytes]]:
+        """KEM prekeys of one kind generated but not yet accepted by the relay, oldest first."""
+        rows = self._db.execute(
+            "SELECT id, record FROM kem_pre_keys "
+            "WHERE uploaded = 0 AND last_resort = ? AND retired_at IS NULL ORDER BY id",
+            (int(last_resort),),
+        ).fetchall()
+        return [(row[0], bytes(row[1])) for row in rows]
+
+    def mark_kem_pre_keys_uploaded(self, ids: list[int], now: int) -> None:
+        """The relay accepted these; an uploaded last-resort key retires every older one now."""
+        with self.transaction():
+            for key_id in ids:
+                self._db.execute("UPDATE kem_pre_keys SET uploaded = 1 WHERE id = ?", (key_id,))
+                self._db.execute(
+                    "UPDATE kem_pre_keys SET retired_at = ? WHERE last_resort = 1 AND retired_at IS NULL "
+                    "AND id != ? AND (SELECT last_resort FROM kem_pre_keys WHERE id = ?) = 1",
+                    (now, key_id, key_id),
+                )
+
+    def kem_pre_key(self, kem_pre_key_id: int) -> tuple[bytes, bool] | None:
+        """The serialized record and the last-resort flag of a KEM prekey."""
+        row = self._db.execute(
+            "SELECT record, last_resort FROM kem_pre_keys WHERE id = ?", (kem_pre_key_id,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bool(row[1]))
+
+    def kem_pre_key_ids(self, last_resort: bool) -> list[int]:
+        rows = self._db.execute(
+            "SELECT id FROM kem_pre_keys WHERE last_resort = ? ORDER BY id", (int(last_resort),)
+        )
+        return [row[0] for row in rows]
+
+    def current_kem_last_resort(self) -> tuple[int, bool] | None:
+        """The newest last-resort KEM prekey that is not retired: (id, uploaded)."""
+        row = self._db.execute(
+            "SELECT id, uploaded FROM kem_pre_keys WHERE last_resort = 1 AND retired_at IS NULL "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else (row[0], bool(row[1]))
+
+    def remove_kem_pre_key(self, kem_pre_key_id: int) -> None:
+        self._write("DELETE FROM kem_pre_keys WHERE id = ?", (kem_pre_key_id,))
+
+    def remove_kem_pre_keys_retired_before(self, cutoff: int) -> int:
+        cursor = self._write(
+            "DELETE FROM kem_pre_keys WHERE retired_at IS NOT NULL AND retired_at < ?", (cutoff,)
         )
         return cursor.rowcount
 

@@ -17,47 +17,41 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 
-from client import Client, Hooks, Settings
+from client_settings import TEST_SETTINGS
 
-SETTINGS = Settings(pre_key_target=12, pre_key_low_water=4, backoff_base=0.02, backoff_cap=0.5)
-
-
-def die() -> None:
-    os.kill(os.getpid(), signal.SIGKILL)
+from client import Client, Hooks
 
 
-async def receive(store: str, url: str, kill_at: int) -> None:
-    committed = 0
+def kill_at(number: int) -> Callable[..., None]:
+    """A hook that kills this process with SIGKILL on its ``number``-th call."""
+    calls = 0
 
-    def after_receive_commit(sender: str, message_id: str) -> None:
-        nonlocal committed
-        committed += 1
-        if committed == kill_at:
-            die()
+    def hook(*_arguments: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == number:
+            os.kill(os.getpid(), signal.SIGKILL)
 
+    return hook
+
+
+async def receive(store: str, url: str, number: int) -> None:
     async with Client.open(
-        store, url, settings=SETTINGS, hooks=Hooks(after_receive_commit=after_receive_commit)
+        store, url, settings=TEST_SETTINGS, hooks=Hooks(after_receive_commit=kill_at(number))
     ) as client:
         async for message in client.messages():
             print("received", message.message_id, flush=True)
 
 
-async def send(store: str, url: str, recipient: str, kill_at: int) -> None:
-    committed = 0
-
-    def after_send_commit(message_id: str) -> None:
-        nonlocal committed
-        committed += 1
-        if committed == kill_at:
-            die()
-
+async def send(store: str, url: str, recipient: str, number: int) -> None:
     async with Client.open(
-        store, url, settings=SETTINGS, hooks=Hooks(after_send_commit=after_send_commit)
+        store, url, settings=TEST_SETTINGS, hooks=Hooks(after_send_commit=kill_at(number))
     ) as client:
         await client.wait_connected(timeout=20)
-        for number in range(kill_at):
-            message_id = await client.send(recipient, f"message {number}")
+        for count in range(number):
+            message_id = await client.send(recipient, f"message {count}")
             print("sent", message_id, flush=True)
         await client.flush(timeout=20)
 

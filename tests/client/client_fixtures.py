@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from client_settings import TEST_SETTINGS
 
-from client import Client, Settings
+from client import Client
 from server import Limits, Relay, SQLiteStore
 from tests.relay.conftest import RelayProcess
 
-# Small numbers so that tests are quick; the code paths are the same as with the defaults.
-TEST_SETTINGS = Settings(pre_key_target=12, pre_key_low_water=4, backoff_base=0.02, backoff_cap=0.5)
 TEST_LIMITS = dataclasses.replace(Limits(), auth_timeout=5.0, close_timeout=2.0, sweep_interval=3600.0)
 
 

@@ -225,10 +225,13 @@ async def test_the_relay_database_holds_no_plaintext_and_no_private_key(relay, m
         for pre_key_id in client.store.pre_key_ids():
             record = records.PreKeyRecord.deserialize(client.store.pre_key(pre_key_id))
             secrets.append(record.key_pair.private_key.serialize())
+        for kem_id in client.store.kem_pre_key_ids(last_resort=False) + client.store.kem_pre_key_ids(True):
+            record = records.KemPreKeyRecord.deserialize(client.store.kem_pre_key(kem_id)[0])
+            secrets.append(record.key_pair.private_key.serialize())
         for signed_id in client.store.signed_pre_key_ids():
             record = records.SignedPreKeyRecord.deserialize(client.store.signed_pre_key(signed_id))
             secrets.append(record.key_pair.private_key.serialize())
-    assert len(secrets) >= 2 + 2 * 12 + 2
+    assert len(secrets) >= 2 * (1 + 12 + 1 + 4 + 1)
 
     plaintexts = []
     for turn in range(5):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from client_settings import TEST_SETTINGS
 
 from client import Message
 from e2e.errors import FingerprintMismatchError
+from e2e.session import SessionRecord
 
 pytest_plugins = ["client_fixtures"]
 
@@ -65,6 +69,33 @@ async def test_offline_delivery_then_reconnect_drains_in_order(relay, make_clien
     assert [m.text for m in received] == [f"message {i}" for i in range(5)]
 
 
+async def test_pqxdh_when_the_recipient_publishes_kem_prekeys_and_x3dh_when_not(relay, make_client):
+    bob = make_client(relay.url, "bob")
+    carol = make_client(
+        relay.url, "carol", settings=dataclasses.replace(TEST_SETTINGS, publish_kem_pre_keys=False)
+    )
+    alice = make_client(relay.url, "alice")
+    async with alice, bob, carol:
+        await bob.wait_connected(timeout=10)
+        await carol.wait_connected(timeout=10)
+        one_time_kem = bob.store.kem_pre_key_ids(last_resort=False)
+        assert len(one_time_kem) == TEST_SETTINGS.kem_pre_key_target
+        assert len(bob.store.kem_pre_key_ids(last_resort=True)) == 1
+        assert carol.store.kem_pre_key_ids(last_resort=False) == []
+        await alice.send("bob", "post-quantum")
+        await alice.send("carol", "classical")
+        assert (await bob.receive(timeout=10)).text == "post-quantum"
+        assert (await carol.receive(timeout=10)).text == "classical"
+        assert SessionRecord.deserialize(alice.store.session("bob", 1)).agreement == "pqxdh"
+        assert SessionRecord.deserialize(bob.store.session("alice", 1)).agreement == "pqxdh"
+        assert SessionRecord.deserialize(alice.store.session("carol", 1)).agreement == "x3dh"
+        # Bob deleted the one-time KEM prekey his first message consumed, and kept the others.
+        remaining = bob.store.kem_pre_key_ids(last_resort=False)
+        assert len(set(one_time_kem) - set(remaining)) == 1
+        await bob.send("alice", "and back")
+        assert (await alice.receive(timeout=10)).text == "and back"
+
+
 async def test_a_thousand_queued_messages_drain_in_order(relay, make_client):
     bob = make_client(relay.url, "bob")
     async with bob:
@@ -105,4 +136,5 @@ async def test_replies_step_the_double_ratchet(relay, make_client):
             assert (await alice.receive(timeout=10)).text == f"pong {turn}"
     # Every reply from Bob brings a new ratchet key, so Alice performs a DH ratchet step for each.
     assert steps.count("ratchet.dh_step") >= 6
-    assert "x3dh.kdf" in steps
+    # Bob publishes KEM prekeys, so Alice started the session with PQXDH.
+    assert "pqxdh.kem" in steps and "pqxdh.kdf" in steps

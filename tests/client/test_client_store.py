@@ -138,3 +138,46 @@ def test_contacts_outbox_held_and_history(store):
     assert [m.message_id for m in store.history("carol")] == ["h0", "h2", "h4"]
     assert [m.message_id for m in store.history(limit=2)] == ["h3", "h4"]
     assert store.forget_processed_before(10) == 0
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path):
+    path = tmp_path / "old.db"
+    store = Store(path)
+    store.create_account("alice", 1, b"identity-record")
+    store.put_session("bob", 1, b"session")
+    store.close()
+    # What version 1 of the schema was: everything but the KEM prekeys.
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE kem_pre_keys")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.session("bob", 1) == b"session" and store.account().name == "alice"
+    store.add_kem_pre_keys([(1, b"kem-record", True)], created_at=5)
+    assert store.current_kem_last_resort() == (1, False)
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    db.close()
+
+
+def test_kem_prekeys_one_time_and_last_resort(store):
+    store.add_kem_pre_keys([(1, b"lr1", True), (2, b"k2", False), (3, b"k3", False)], created_at=10)
+    assert store.pending_kem_pre_keys(last_resort=False) == [(2, b"k2"), (3, b"k3")]
+    assert store.pending_kem_pre_keys(last_resort=True) == [(1, b"lr1")]
+    store.mark_kem_pre_keys_uploaded([1, 2, 3], now=10)
+    assert store.pending_kem_pre_keys(last_resort=False) == []
+    assert store.kem_pre_key(2) == (b"k2", False) and store.kem_pre_key(1) == (b"lr1", True)
+    # A new last-resort key retires the old one only once the relay has it.
+    store.add_kem_pre_keys([(4, b"lr4", True)], created_at=20)
+    assert store.current_kem_last_resort() == (4, False)
+    assert store.remove_kem_pre_keys_retired_before(1_000) == 0
+    store.mark_kem_pre_keys_uploaded([4], now=20)
+    assert store.remove_kem_pre_keys_retired_before(15) == 0
+    assert store.remove_kem_pre_keys_retired_before(21) == 1
+    assert store.kem_pre_key_ids(last_resort=True) == [4]
+    store.remove_kem_pre_key(2)
+    assert store.kem_pre_key_ids(last_resort=False) == [3]
+    store.mark_unregistered()
+    assert store.pending_kem_pre_keys(last_resort=False) == [(3, b"k3")]
