@@ -65,8 +65,8 @@ class OurParty:
         )
 
     def start_session(self, their_bundle: PreKeyBundle) -> None:
-        """Alice's side: X3DH with the remote bundle."""
-        self.record = SessionRecord.initiate(self.identity, self.registration_id, their_bundle, self._rng)
+        """Alice's side: X3DH with the remote bundle; an existing session is archived, not lost."""
+        self.record.start_session(self.identity, self.registration_id, their_bundle, self._rng)
         self._store()
 
     def has_pre_key(self) -> bool:
