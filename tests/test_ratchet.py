@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import DeterministicRng
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from parties import established
 from test_x3dh import (
     ALICE_BASE_PRIVATE,
@@ -27,9 +28,9 @@ from e2e.errors import (
 from e2e.explain import Event
 from e2e.kdf import ChainKey, RootKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
-from e2e.primitives import cbc_decrypt
+from e2e.primitives import cbc_decrypt, chain_step, derive_message_keys
 from e2e.ratchet import DEFAULT_LIMITS, LAST_COUNTER, Limits, PendingPreKey, RatchetState
-from e2e.wire import SignalMessage
+from e2e.wire import SignalMessage, encode_signal_message
 from e2e.x3dh import initiate, respond
 
 
@@ -290,3 +291,27 @@ def test_counter_beyond_the_last_is_refused(rng: DeterministicRng) -> None:
         alice.decrypt(forged, rng)
     assert alice.serialize() == before
     assert LAST_COUNTER == 2**32 - 2
+
+
+def test_bad_padding_after_a_good_mac_leaves_the_state_unchanged(rng: DeterministicRng) -> None:
+    """A sender holding the keys (so the MAC verifies) but padding wrongly: refused, nothing kept."""
+    alice, bob, _ = _libsignal_states(rng)
+    seed, _ = chain_step(bob.sending_chain_key)
+    keys = derive_message_keys(seed)
+    encryptor = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:])).encryptor()
+    unpadded = encryptor.update(b"sixteen bytes!!!" + bytes(15) + b"\x07") + encryptor.finalize()
+    data = encode_signal_message(
+        keys[32:64],
+        bob.local_identity_key.serialize() + bob.remote_identity_key.serialize(),
+        bob.sending_ratchet_key.serialize(),
+        0,
+        0,
+        unpadded,
+    )
+    events: list[Event] = []
+    before = alice.serialize()
+    with pytest.raises(InvalidMessageError, match="padding"):
+        alice.decrypt(SignalMessage.deserialize(data), rng, events.append)
+    assert alice.serialize() == before
+    assert [event.public["ok"] for event in events if event.step == "ratchet.mac"] == [True]
+    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"proper")), rng) == b"proper"
