@@ -14,7 +14,7 @@ See ``docs/client.md``.
 
 from client.client import Client, Hooks, Settings
 from client.errors import ClientError, ClosedError, IdentityChanged, NotRegisteredError
-from client.events import Event, Message, Undecryptable
+from client.events import Event, Message, SendFailed, Undecryptable
 
 __all__ = [
     "Client",
@@ -23,6 +23,7 @@ __all__ = [
     "Event",
     "Message",
     "Undecryptable",
+    "SendFailed",
     "IdentityChanged",
     "ClientError",
     "ClosedError",

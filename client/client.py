@@ -54,13 +54,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from client import envelope, transport
 from client.backoff import Backoff
 from client.errors import AlreadyExistsError, ClosedError, IdentityChanged, NotRegisteredError
 from client.events import Event, Message, SendFailed, Undecryptable
-from client.store import HeldMessage, OutboxEntry, Store, StoredMessage
+from client.store import HeldMessage, OutboxEntry, Store, StoredMessage, StoreFormatError
 from e2e import records
 from e2e.errors import DecodeError, DuplicateMessageError, E2EError, InvalidMessageError, NoSessionError
 from e2e.explain import Trace
@@ -70,9 +70,10 @@ from e2e.keys import KeyPair, PublicKey, Rng
 from e2e.ratchet import Limits
 from e2e.session import SessionRecord
 from e2e.wire import MessageType, PreKeySignalMessage
-from e2e.x3dh import PreKeyBundle
 
 __all__ = ["Settings", "Hooks", "Client"]
+
+_Parsed = TypeVar("_Parsed")
 
 logger = logging.getLogger("client")
 
@@ -334,14 +335,12 @@ class Client:
             body = body.encode("utf-8")
         address = (name, device_id)
         async with self._lock(address):
+            self._check_identity_unchanged(name, device_id)
             record = self._session(address)
             if record is None or not record.has_current_state():
                 record = await self._start_session(name, device_id)
-            contact = self._store.contact(name)
-            if contact is not None and contact.changed_identity_key is not None:
-                raise self._identity_changed(
-                    name, device_id, contact.identity_key, contact.changed_identity_key
-                )
+            # The bundle fetch awaited: a message from the contact may have changed things since.
+            self._check_identity_unchanged(name, device_id)
             message_id = self._rng(envelope.MESSAGE_ID_LENGTH)
             timestamp = self._now_ms()
             plaintext = envelope.encode(envelope.Envelope(message_id, timestamp, body))
@@ -497,8 +496,8 @@ class Client:
         grace = int(self.settings.signed_pre_key_grace * 1000)
         if not uploaded:
             record = records.SignedPreKeyRecord.deserialize(data)
-            await connection.upload_prekeys(
-                signed_pre_key=(record.id, record.key_pair.public_key, record.signature)
+            await _upload(
+                connection, signed_pre_key=(record.id, record.key_pair.public_key, record.signature)
             )
             now = self._now_ms()
             self._store.mark_signed_pre_key_uploaded(signed_pre_key_id, now)
@@ -515,8 +514,9 @@ class Client:
             found = self._store.kem_pre_key(kem_pre_key_id)
             assert found is not None
             kem_record = records.KemPreKeyRecord.deserialize(found[0])
-            await connection.upload_prekeys(
-                kem_last_resort=(kem_record.id, kem_record.key_pair.public_key, kem_record.signature)
+            await _upload(
+                connection,
+                kem_last_resort=(kem_record.id, kem_record.key_pair.public_key, kem_record.signature),
             )
             now = self._now_ms()
             self._store.mark_kem_pre_keys_uploaded([kem_pre_key_id], now)
@@ -535,7 +535,7 @@ class Client:
             batch = [
                 records.PreKeyRecord.deserialize(data) for _id, data in pending[start : start + batch_size]
             ]
-            await connection.upload_prekeys(one_time_pre_keys=[(r.id, r.key_pair.public_key) for r in batch])
+            await _upload(connection, one_time_pre_keys=[(r.id, r.key_pair.public_key) for r in batch])
             self._store.mark_pre_keys_uploaded([r.id for r in batch])
         pending_kem = self._store.pending_kem_pre_keys(last_resort=False)
         for start in range(0, len(pending_kem), batch_size):
@@ -543,8 +543,8 @@ class Client:
                 records.KemPreKeyRecord.deserialize(data)
                 for _id, data in pending_kem[start : start + batch_size]
             ]
-            await connection.upload_prekeys(
-                kem_pre_keys=[(r.id, r.key_pair.public_key, r.signature) for r in kem_batch]
+            await _upload(
+                connection, kem_pre_keys=[(r.id, r.key_pair.public_key, r.signature) for r in kem_batch]
             )
             self._store.mark_kem_pre_keys_uploaded([r.id for r in kem_batch], self._now_ms())
         return len(pending) + len(pending_kem)
@@ -614,29 +614,42 @@ class Client:
             data = self._store.session(*address)
             if data is None:
                 return None
-            record = SessionRecord.deserialize(data, self._limits)
+            record = _from_store(functools.partial(SessionRecord.deserialize, limits=self._limits), data)
             self._sessions[address] = record
         return record
 
+    def _check_identity_unchanged(self, name: str, device_id: int) -> None:
+        contact = self._store.contact(name)
+        if contact is not None and contact.changed_identity_key is not None:
+            raise self._identity_changed(name, device_id, contact.identity_key, contact.changed_identity_key)
+
     async def _start_session(self, name: str, device_id: int) -> SessionRecord:
+        """Fetch a bundle and start a session (X3DH, or PQXDH when the bundle has a KEM prekey).
+
+        The new state is not committed here: :meth:`send` commits it with the first message.
+        """
         connection = await self._connection()
         bundle = await connection.fetch_bundle(name, device_id)
+        address = (name, device_id)
+        record = self._session(address)
+        if record is not None and record.has_current_state():
+            # While the bundle was on its way, the contact's own PreKey message started a session
+            # (the receive path does not take the send lock): use it, and let the claimed one-time
+            # prekey go unused rather than archive a state the contact is already using.
+            return record
         contact = self._store.contact(name)
         their_key = bundle.identity_key.serialize()
         if contact is not None and contact.identity_key != their_key:
             self._store.record_changed_identity(name, their_key)
             raise self._identity_changed(name, device_id, contact.identity_key, their_key)
-        record = self._initiate(bundle)
+        if record is None:
+            record = SessionRecord(self._limits)
+        # SessionRecord.start_session runs X3DH, or PQXDH when the bundle carries a signed KEM
+        # prekey (and refuses X3DH with a device that used PQXDH before); archived states stay.
+        record.start_session(self._identity_key, self.registration_id, bundle, self._rng, self._trace)
         if contact is None:
             self._store.add_contact(name, their_key, self._now_ms())
         return record
-
-    def _initiate(self, bundle: PreKeyBundle) -> SessionRecord:
-        # PQXDH: when the core's bundle type carries a KEM prekey, SessionRecord.initiate runs PQXDH
-        # on it (and refuses a downgrade); the client passes the bundle through unchanged.
-        return SessionRecord.initiate(
-            self._identity_key, self.registration_id, bundle, self._rng, self._limits, self._trace
-        )
 
     def _identity_changed(self, name: str, device_id: int, trusted: bytes, new: bytes) -> IdentityChanged:
         return IdentityChanged(name, device_id, PublicKey.deserialize(trusted), PublicKey.deserialize(new))
@@ -681,18 +694,18 @@ class Client:
                 signed_data = self._store.signed_pre_key(message.signed_pre_key_id)
                 if signed_data is None:
                     raise InvalidMessageError(f"no signed prekey with id {message.signed_pre_key_id}")
-                signed = records.SignedPreKeyRecord.deserialize(signed_data)
+                signed = _from_store(records.SignedPreKeyRecord.deserialize, signed_data)
                 one_time: KeyPair | None = None
                 if message.pre_key_id is not None:
                     one_time_data = self._store.pre_key(message.pre_key_id)
                     if one_time_data is not None:
-                        one_time = records.PreKeyRecord.deserialize(one_time_data).key_pair
+                        one_time = _from_store(records.PreKeyRecord.deserialize, one_time_data).key_pair
                         used_pre_key = message.pre_key_id
                 kem: KemKeyPair | None = None
                 if message.kem_pre_key_id is not None:
                     found = self._store.kem_pre_key(message.kem_pre_key_id)
                     if found is not None:
-                        kem = records.KemPreKeyRecord.deserialize(found[0]).key_pair
+                        kem = _from_store(records.KemPreKeyRecord.deserialize, found[0]).key_pair
                         if not found[1]:
                             used_kem_pre_key = message.kem_pre_key_id
                 record = self._session(address)
@@ -867,6 +880,9 @@ class Client:
     async def _serve(self, connection: transport.Connection) -> None:
         self.connections += 1
         self._drained_event.clear()
+        # The relay keeps a message (and its duplicate detection) for its TTL; ids older than our
+        # longer retention cannot come back.
+        self._store.forget_processed_before(self._now_ms() - int(self.settings.processed_retention * 1000))
         self._pre_key_check.clear()
         connected = _Connected(connection)
         self._connected = connected
@@ -909,7 +925,9 @@ class Client:
                 self._drained_event.set()
             elif isinstance(push, transport.PreKeysLow):
                 self._pre_key_check.set()
-        raise transport.ConnectionLost("the relay closed the connection")
+        # The pushes end when the connection does; how it ended (a close code saying we were
+        # displaced, or a network failure) decides what the connection loop does next.
+        raise await connection.wait_closed()
 
     def _acknowledge(self, connection: transport.Connection, server_id: int) -> None:
         """Acknowledge without waiting for the answer: the relay redelivers whatever it did not get."""
@@ -1005,6 +1023,35 @@ class Client:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+async def _upload(connection: transport.Connection, **keys: Any) -> None:
+    """One prekey upload, which the relay stores all or nothing.
+
+    Keys are committed to our store before they are uploaded and marked uploaded after the relay
+    answered, so a crash (or a close) in between uploads the same batch again.  Its ids are then
+    already taken, by this very batch: the relay refuses the repeat with ``key_id_conflict``,
+    which here means the upload had succeeded.
+    """
+    try:
+        await connection.upload_prekeys(**keys)
+    except transport.RelayError as error:
+        if error.code != "key_id_conflict":
+            raise
+        logger.info("the relay already held this upload of prekeys (%s)", ", ".join(sorted(keys)))
+
+
+def _from_store(parse: Callable[[bytes], _Parsed], data: bytes) -> _Parsed:
+    """Parse a record read from our own store.
+
+    A record that does not parse is a fault of the local file, not of the message being
+    processed: it raises :class:`StoreFormatError`, which stops the client, instead of the core's
+    error, which would quarantine an innocent message.
+    """
+    try:
+        return parse(data)
+    except E2EError as error:
+        raise StoreFormatError(f"a record in the local store does not parse: {error}") from error
 
 
 @dataclass(frozen=True, slots=True)

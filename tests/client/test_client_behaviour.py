@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from client import Hooks, IdentityChanged, Message, Settings, Undecryptable
+from client import ClosedError, Hooks, IdentityChanged, Message, SendFailed, Settings, Undecryptable
 from client.store import OutboxEntry, Store
 from client.transport import connect
 from e2e import records
@@ -330,3 +330,43 @@ async def test_reconnection_backs_off_with_jitter_up_to_the_cap(relay_factory, m
     # Half of min(cap, base * 2**n) each time: the jitter and the sleeping are the test's.
     assert delays == pytest.approx([0.05, 0.1, 0.2, 0.25, 0.25, 0.25])
     assert client.connections == 1
+
+
+async def test_a_message_the_relay_refuses_for_good_is_reported_and_leaves_the_outbox(relay, make_client):
+    bob = await started(make_client(relay.url, "bob"))
+    alice = await started(make_client(relay.url, "alice"))
+    too_large = await alice.send("bob", b"x" * (100 * 1024))  # The relay's cap is 96 KiB.
+    event = await alice.receive(timeout=10)
+    assert isinstance(event, SendFailed)
+    assert (event.recipient, event.message_id, event.error) == ("bob", too_large, "too_large")
+    await alice.flush(timeout=10)
+    # The session goes on: Bob never saw that message's key, and skips it.
+    await alice.send("bob", "a normal one")
+    assert (await bob.receive(timeout=10)).text == "a normal one"
+
+
+async def test_a_newer_connection_of_the_same_device_stops_the_client(relay, make_client, tmp_path, rng):
+    alice = await started(make_client(relay.url, "alice"))
+    intruder = await connect_as(tmp_path / "alice.db", relay.url, rng)
+    with pytest.raises(ClosedError, match="displaced"):
+        await alice.receive(timeout=10)
+    with pytest.raises(ClosedError):
+        await alice.send("bob", "anything")
+    await intruder.close()
+
+
+async def test_a_corrupt_local_session_stops_the_client_instead_of_quarantining(relay, make_client, tmp_path):
+    bob = await started(make_client(relay.url, "bob"))
+    alice = await started(make_client(relay.url, "alice"))
+    await alice.send("bob", "one")
+    await bob.receive(timeout=10)
+    await bob.close()
+    store = Store(tmp_path / "bob.db")
+    store.put_session("alice", 1, b"\x00 not a session record")
+    store.close()
+    await alice.send("bob", "two")
+    await alice.flush(timeout=10)
+    bob = await started(make_client(relay.url, "bob"))
+    with pytest.raises(ClosedError, match="StoreFormatError"):
+        await bob.receive(timeout=10)
+    assert bob.quarantined() == [] and [m.body for m in bob.history("alice")] == [b"one"]
