@@ -18,6 +18,7 @@ from test_x3dh import (
     _key,
 )
 
+from e2e import protobuf
 from e2e.errors import (
     DuplicateMessageError,
     InvalidKeyError,
@@ -315,3 +316,58 @@ def test_bad_padding_after_a_good_mac_leaves_the_state_unchanged(rng: Determinis
     assert alice.serialize() == before
     assert [event.public["ok"] for event in events if event.step == "ratchet.mac"] == [True]
     assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"proper")), rng) == b"proper"
+
+
+def test_skipped_keys_of_several_messages_evict_the_oldest(rng: DeterministicRng) -> None:
+    limits = Limits(max_stored_skipped_keys=3)
+    alice, bob = (
+        state.__class__.deserialize(state.serialize(), limits) for state in _libsignal_states(rng)[:2]
+    )
+    messages = _burst(bob, 6)
+    assert alice.decrypt(messages[2], rng) == b"m2"  # stores the keys of 0 and 1
+    assert alice.decrypt(messages[5], rng) == b"m5"  # stores 3 and 4, evicting 0
+    assert sorted(counter for _, counter in alice.skipped) == [1, 3, 4]
+    with pytest.raises(DuplicateMessageError):
+        alice.decrypt(messages[0], rng)
+    assert [alice.decrypt(messages[number], rng) for number in (1, 3, 4)] == [b"m1", b"m3", b"m4"]
+
+
+def test_loading_with_lower_limits_keeps_the_newest(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    messages = _burst(bob, 5)
+    alice.decrypt(messages[4], rng)
+    restored = RatchetState.deserialize(alice.serialize(), Limits(max_stored_skipped_keys=2))
+    assert sorted(counter for _, counter in restored.skipped) == [2, 3]
+
+
+def _packed_field(state: RatchetState, number: int) -> tuple[int, int]:
+    """Where field ``number`` (a packed LEN field of the state) starts and ends in serialize()."""
+    data = state.serialize()
+    position = 0
+    while True:
+        tag, after_tag = protobuf.decode_varint(data, position, len(data))
+        if tag & 7 == protobuf.VARINT:
+            _, position = protobuf.decode_varint(data, after_tag, len(data))
+            continue
+        length, start = protobuf.decode_varint(data, after_tag, len(data))
+        if tag >> 3 == number:
+            return position, start + length
+        position = start + length
+
+
+def test_malformed_states_are_refused(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    messages = _burst(bob, 3)
+    alice.decrypt(messages[2], rng)
+    data = alice.serialize()
+    start, end = _packed_field(alice, 11)
+    skipped = data[start:end][2:]  # the two skipped keys, 68 bytes each, after tag and length
+    doubled = protobuf.encode_bytes_field(11, skipped[:68] * 2)
+    with pytest.raises(StateFormatError, match="stored twice"):
+        RatchetState.deserialize(data[:start] + doubled + data[end:])
+    odd = protobuf.encode_bytes_field(11, skipped[:67])
+    with pytest.raises(StateFormatError, match="wrong length"):
+        RatchetState.deserialize(data[:start] + odd + data[end:])
+    start, end = _packed_field(alice, 4)
+    with pytest.raises(StateFormatError, match="root key is not 32 bytes"):
+        RatchetState.deserialize(data[:start] + protobuf.encode_bytes_field(4, bytes(31)) + data[end:])
