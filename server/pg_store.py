@@ -4,24 +4,37 @@ Theory
 ------
 Every relay node opens a :class:`PostgresStore` on the same database.  The database is the only
 shared state: devices, prekeys and queues live in it (schema in :mod:`server.migrations`), and a node
-keeps nothing but its connections.  Each operation is one short transaction on a pooled connection,
-committed with PostgreSQL's ``synchronous_commit = on`` before its awaitable completes, so nothing is
-acknowledged that a crash of the node or of the database could take back.  Concurrent commits from
-all nodes share WAL flushes (PostgreSQL's own group commit), so there is no batching here.
+keeps nothing but its connections.  Every write is committed with ``synchronous_commit = on`` before
+its awaitable completes, so nothing is acknowledged that a crash of the node or of the database could
+take back.
 
-The hot paths are single round trips: ``relay_enqueue`` and ``relay_ack`` are PL/pgSQL functions that
-check, write and fail atomically inside the server; a one-time prekey is claimed by one statement,
-``DELETE … WHERE key = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING …``, so two claims, on the
-same node or on two, can never receive the same key, and neither waits for the other.
+The two writes every message makes, its send and its acknowledgement, are group-committed: each
+kind has a worker that takes every waiting item (up to ``batch_limit``) into one call of a PL/pgSQL
+function (``relay_enqueue_batch``, ``relay_ack_batch``), one round trip and one transaction, and
+resolves the items' futures only after that transaction committed.  While one batch commits the next
+one gathers, so under load many sends share one WAL flush, as the SQLite store's writer thread does.
+The functions report a refused item (unknown recipient, full queue, reused client id, unknown
+message id) as an outcome instead of raising, so a refused item changes nothing and does not undo
+its neighbours.  Every other operation (registration, prekeys, claims, reads) is one short
+transaction of its own on a pooled connection.
+
+A one-time prekey is claimed by one statement, ``DELETE … WHERE key = (SELECT … ORDER BY key_id LIMIT 1
+FOR UPDATE SKIP LOCKED) RETURNING …``, so two claims, on the same node or on two, can never receive the
+same key, and neither waits for the other.
 
 Order
 -----
-Operations are submitted when called.  Operations that concern the same device (the sender and the
-recipient of a send; the device of every other operation) run one after another in submission order,
-on any connection; operations on unrelated devices run concurrently.  That is the order the relay
-relies on: one connection's pipelined sends and acknowledgements commit in the order it made them.
-Across nodes, the recipient's ``queues`` row is locked before a server id is drawn, so each
-recipient's ids grow in commit order and a delivery cursor never skips a message.
+Operations are submitted when called.  Sends are committed in submission order (one batch in flight
+at a time per node, items taken in order), and so are acknowledgements.  Other operations that
+concern the same device run one after another in submission order, on any connection; operations on
+unrelated devices run concurrently.  That is the order the relay relies on: one connection's
+pipelined sends commit in the order it made them.
+
+Across nodes, a send locks its recipient's ``queues`` row before it draws a server id, so each
+recipient's ids grow in commit order and a delivery cursor never skips a message.  Within a batch the
+items are sorted by recipient (a stable sort, so one sender's messages to one recipient keep their
+order), and every function locks ``queues`` rows before any other row: batches on different nodes
+take their locks in the same order and cannot deadlock.
 
 Wake-ups across nodes
 ---------------------
@@ -102,14 +115,6 @@ T = TypeVar("T")
 # network did.  Each is reported to the caller as a StoreError.
 _DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
-# SQLSTATEs raised by the functions of migration 0001 (class "RL" is not used by PostgreSQL).
-_RAISED: dict[str, type[StoreError]] = {
-    "RL001": UnknownDeviceError,
-    "RL002": QueueFullError,
-    "RL003": MessageIdReusedError,
-}
-_UNKNOWN_MESSAGE = "RL004"
-
 _CHANNEL_PREFIX = "e2e_relay_"
 
 # A committed change to announce: the device, what happened, and the value that goes with it (the
@@ -137,15 +142,7 @@ def _record(key_id: int, public_key: bytes, signature: bytes | None) -> PreKeyRe
 
 
 def _translate(exc: BaseException) -> BaseException:
-    """Map a database failure to the store's exception types; other exceptions pass through."""
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None)
-        text = getattr(exc, "message", None) or str(exc)
-        if state in _RAISED:
-            return _RAISED[state](text)
-        if state == _UNKNOWN_MESSAGE:
-            detail = getattr(exc, "detail", None) or ""
-            return UnknownMessageError(text, [int(part) for part in detail.split(",") if part])
+    """Map a database failure to a StoreError; other exceptions pass through."""
     if isinstance(exc, _DATABASE_ERRORS):
         _log.error("database operation failed: %s: %s", type(exc).__name__, exc)
         return StoreError(f"database unavailable: {type(exc).__name__}")
@@ -389,12 +386,112 @@ class _Wakeups:
                 marker.checked = True
 
 
+@dataclass
+class _Item:
+    """One submitted write waiting for its batch: its arguments, sort key and future."""
+
+    args: Any
+    order: tuple[str, int]
+    future: asyncio.Future[Any]
+
+
+# Runs one batch on a connection: the events to announce and each item's result or refusal, in order.
+_RunBatch = Callable[[Any, list[_Item]], Awaitable[tuple[list[_Event], list[Any]]]]
+
+
+class _Batches:
+    """Group commit for one kind of write: every waiting item goes into one statement, one transaction.
+
+    One batch is in flight at a time and items are taken in submission order, so two writes of one
+    sender never commit out of order.  Within a batch the items are stably sorted by recipient, so
+    every batch on every node locks ``queues`` rows in the same order and no two wait in a cycle.
+    ``run`` executes a batch and returns each item's result or, for a refused item, its store error.
+    If the whole statement fails (a lost connection, a deadlock abort), its
+    transaction rolled back, so each item is retried alone and only the ones that fail again fail.
+    """
+
+    def __init__(self, name: str, store: PostgresStore, run: _RunBatch, limit: int) -> None:
+        self._name = name
+        self._store = store
+        self._run = run
+        self._limit = limit
+        self._waiting: list[_Item] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._work(), name=f"pg-{self._name}")
+
+    def submit(self, args: Any, order: tuple[str, int]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Item(args, order, future))
+        self._wake.set()
+        return future
+
+    async def stop(self) -> None:
+        """Commit everything submitted so far, then end the worker."""
+        self._closing = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            await task
+
+    async def _work(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                batch = self._waiting[: self._limit]
+                del self._waiting[: self._limit]
+                batch.sort(key=lambda item: item.order)
+                await self._commit(batch)
+            if self._closing:
+                return
+
+    async def _commit(self, batch: list[_Item]) -> None:
+        try:
+            await self._attempt(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                self._fail(batch[0], exc)
+                return
+            _log.warning("a batch of %d %s failed (%s); retrying one by one", len(batch), self._name, exc)
+            for item in batch:
+                try:
+                    await self._attempt([item])
+                except Exception as again:
+                    self._fail(item, again)
+
+    async def _attempt(self, batch: list[_Item]) -> None:
+        async with self._store._pool.acquire() as conn:
+            events, outcomes = await self._run(conn, batch)
+        # Events first: a listener woken here sees the state every resolved future reports.
+        self._store._wakeups.committed(events)
+        for item, outcome in zip(batch, outcomes, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                item.future.set_exception(outcome)
+            else:
+                item.future.set_result(outcome)
+
+    @staticmethod
+    def _fail(item: _Item, exc: BaseException) -> None:
+        error = _translate(exc)
+        if not isinstance(error, StoreError):
+            _log.error("store operation failed: %s", type(exc).__name__, exc_info=exc)
+        if not item.future.done():
+            item.future.set_exception(error)
+
+
 class PostgresStore:
     """A :class:`server.store.Store` in a PostgreSQL database shared by any number of relay nodes.
 
     ``dsn`` is a ``postgresql://`` URL.  ``pool_size`` bounds this node's concurrent transactions,
-    ``partitions`` is the number of notification channels (the same on every node), and
-    ``poll_interval`` the longest a lost notification can delay a wake-up.
+    ``partitions`` is the number of notification channels (the same on every node),
+    ``poll_interval`` the longest a lost notification can delay a wake-up, and ``batch_limit`` the
+    most sends (or acknowledgements) committed in one transaction.
     """
 
     def __init__(
@@ -404,6 +501,7 @@ class PostgresStore:
         pool_size: int = 10,
         partitions: int = 64,
         poll_interval: float = 2.0,
+        batch_limit: int = 256,
     ) -> None:
         if not dsn.startswith(("postgresql://", "postgres://")):
             raise ValueError("a PostgreSQL store needs a postgresql:// URL")
@@ -413,6 +511,8 @@ class PostgresStore:
         self._wakeups = _Wakeups(dsn, partitions, poll_interval)
         self._tails: dict[Hashable, asyncio.Future[Any]] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._sends = _Batches("sends", self, self._enqueue_batch, batch_limit)
+        self._acks = _Batches("acknowledgements", self, self._ack_batch, batch_limit)
 
     def __repr__(self) -> str:
         # The URL may carry a password; show only where it points.
@@ -443,22 +543,29 @@ class PostgresStore:
             _log.info("database migrated to schema version %d", applied[-1])
         self._pool = pool
         self._wakeups.start()
+        self._sends.start()
+        self._acks.start()
 
     async def close(self) -> None:
         if self._pool is None:
             return
         while self._running:
             await asyncio.wait(list(self._running))
+        await self._sends.stop()
+        await self._acks.stop()
         await self._wakeups.stop()
         pool, self._pool = self._pool, None
         await pool.close()
 
     # The ordered execution of operations.
 
-    def _submit(self, keys: Sequence[Hashable], operation: _Operation[T]) -> asyncio.Future[T]:
-        """Start ``operation`` after every earlier operation on any of ``keys``; return its future."""
+    def _check_open(self) -> None:
         if self._pool is None:
             raise StoreError("the store is not open")
+
+    def _submit(self, keys: Sequence[Hashable], operation: _Operation[T]) -> asyncio.Future[T]:
+        """Start ``operation`` after every earlier operation on any of ``keys``; return its future."""
+        self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         before = [self._tails[key] for key in keys if key in self._tails]
@@ -797,31 +904,48 @@ class PostgresStore:
     def enqueue(
         self, message: NewMessage, now: float, ttl: float, max_messages: int, max_bytes: int
     ) -> asyncio.Future[EnqueueResult]:
-        digest = _message_digest(message)
+        self._check_open()
+        args = (message, _message_digest(message), now, ttl, max_messages, max_bytes)
+        return self._sends.submit(args, (message.recipient.account, message.recipient.device_id))
 
-        async def op(conn: Any) -> tuple[EnqueueResult, list[_Event]]:
-            row = await conn.fetchrow(
-                "SELECT server_id, duplicate FROM relay_enqueue("
-                "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                message.sender.account,
-                message.sender.device_id,
-                message.recipient.account,
-                message.recipient.device_id,
-                message.client_id,
-                message.type,
-                message.body,
-                digest,
-                now,
-                ttl,
-                max_messages,
-                max_bytes,
-            )
-            result = EnqueueResult(int(row["server_id"]), duplicate=bool(row["duplicate"]))
-            if result.duplicate:
-                return result, []
-            return result, [(message.recipient, EventKind.MESSAGES, result.server_id)]
-
-        return self._submit((message.sender, message.recipient), op)
+    @staticmethod
+    async def _enqueue_batch(conn: Any, batch: list[_Item]) -> tuple[list[_Event], list[Any]]:
+        messages: list[NewMessage] = [item.args[0] for item in batch]
+        rows = await conn.fetch(
+            "SELECT item, outcome, server_id FROM relay_enqueue_batch("
+            "$1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::integer[], $7::bytea[], "
+            "$8::bytea[], $9::float8[], $10::float8[], $11::bigint[], $12::bigint[])",
+            [m.sender.account for m in messages],
+            [m.sender.device_id for m in messages],
+            [m.recipient.account for m in messages],
+            [m.recipient.device_id for m in messages],
+            [m.client_id for m in messages],
+            [m.type for m in messages],
+            [m.body for m in messages],
+            *([item.args[column] for item in batch] for column in range(1, 6)),
+        )
+        by_item = {int(row["item"]): row for row in rows}
+        events: list[_Event] = []
+        outcomes: list[Any] = []
+        for index, message in enumerate(messages, start=1):
+            row = by_item[index]
+            outcome = row["outcome"]
+            if outcome in ("ok", "duplicate"):
+                result = EnqueueResult(int(row["server_id"]), duplicate=outcome == "duplicate")
+                if not result.duplicate:
+                    events.append((message.recipient, EventKind.MESSAGES, result.server_id))
+                outcomes.append(result)
+            elif outcome == "unknown_device":
+                outcomes.append(UnknownDeviceError(f"no device {message.recipient}"))
+            elif outcome == "queue_full":
+                outcomes.append(QueueFullError(f"the queue of {message.recipient} is full"))
+            elif outcome == "id_reused":
+                outcomes.append(
+                    MessageIdReusedError("this client message id was already used for a different message")
+                )
+            else:
+                outcomes.append(StoreError(f"unexpected outcome {outcome!r}"))
+        return events, outcomes
 
     def fetch(
         self, recipient: DeviceAddress, after_server_id: int, limit: int, now: float
@@ -853,15 +977,37 @@ class PostgresStore:
         return self._submit((recipient,), op)
 
     def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> asyncio.Future[int]:
-        ids = list(server_ids)
+        self._check_open()
+        return self._acks.submit((recipient, list(server_ids)), (recipient.account, recipient.device_id))
 
-        async def op(conn: Any) -> tuple[int, list[_Event]]:
-            removed = await conn.fetchval(
-                "SELECT relay_ack($1, $2, $3::bigint[])", recipient.account, recipient.device_id, ids
-            )
-            return int(removed), []
-
-        return self._submit((recipient,), op)
+    @staticmethod
+    async def _ack_batch(conn: Any, batch: list[_Item]) -> tuple[list[_Event], list[Any]]:
+        ids: list[int] = []
+        starts: list[int] = []
+        lengths: list[int] = []
+        for item in batch:
+            starts.append(len(ids) + 1)
+            lengths.append(len(item.args[1]))
+            ids.extend(item.args[1])
+        rows = await conn.fetch(
+            "SELECT item, outcome, removed, missing FROM relay_ack_batch("
+            "$1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::integer[])",
+            [item.args[0].account for item in batch],
+            [item.args[0].device_id for item in batch],
+            ids,
+            starts,
+            lengths,
+        )
+        by_item = {int(row["item"]): row for row in rows}
+        outcomes: list[Any] = []
+        for index in range(1, len(batch) + 1):
+            row = by_item[index]
+            if row["outcome"] == "ok":
+                outcomes.append(int(row["removed"]))
+            else:
+                missing = [int(i) for i in row["missing"] or ()]
+                outcomes.append(UnknownMessageError("no such message in this device's queue", missing))
+        return [], outcomes
 
     def expire(self, now: float) -> asyncio.Future[int]:
         async def op(conn: Any) -> tuple[int, list[_Event]]:
@@ -869,6 +1015,13 @@ class PostgresStore:
                 # One node expires at a time; the others find the lock taken and leave it to that one.
                 if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _EXPIRE_LOCK_KEY):
                     return 0, []
+                # Lock the affected queues rows first and in sorted order, as the batches do.
+                await conn.execute(
+                    "SELECT 1 FROM queues q WHERE (q.account, q.device_id) IN ("
+                    "  SELECT recipient_account, recipient_device FROM messages WHERE expires_at <= $1"
+                    ") ORDER BY q.account, q.device_id FOR UPDATE",
+                    now,
+                )
                 removed = await conn.fetchval(
                     "WITH gone AS ("
                     "  DELETE FROM messages WHERE expires_at <= $1"

@@ -7,11 +7,11 @@ benchmarks name a backend by URL and get a store that has not been opened yet.
 * ``sqlite:PATH`` (or a plain path): :class:`server.sqlite_store.SQLiteStore`, one file, one node.
 * ``postgresql://USER@HOST:PORT/DATABASE`` (or ``postgres://``):
   :class:`server.pg_store.PostgresStore`, shared by any number of relay nodes.  It needs the
-  ``postgres`` extra (asyncpg), imported only when such a URL is used.  Three query parameters
+  ``postgres`` extra (asyncpg), imported only when such a URL is used.  Four query parameters
   tune the node and are removed before the URL reaches the driver: ``pool_size`` (connections of
-  this node), ``poll_interval`` (seconds; the longest a lost wake-up can delay a delivery) and
-  ``partitions`` (notification channels; the same on every node).  Any other parameter is the
-  driver's (for example ``sslmode``).
+  this node), ``poll_interval`` (seconds; the longest a lost wake-up can delay a delivery),
+  ``partitions`` (notification channels; the same on every node) and ``batch_limit`` (sends or
+  acknowledgements per transaction).  Any other parameter is the driver's (e.g. ``sslmode``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ _POSTGRES_OPTIONS: dict[str, Callable[[str], Any]] = {
     "pool_size": int,
     "poll_interval": float,
     "partitions": int,
+    "batch_limit": int,
 }
 
 

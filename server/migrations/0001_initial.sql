@@ -103,104 +103,154 @@ CREATE TABLE sent_ids (
 );
 CREATE INDEX sent_ids_by_expiry ON sent_ids (expires_at);
 
--- The errors below use SQLSTATE class "RL" (not used by PostgreSQL); server/pg_store.py maps each
--- code to the store's exception type.
---   RL001 unknown device   RL002 queue full   RL003 client message id reused   RL004 unknown message
+-- The write paths of a message, as functions so that a node commits a whole batch of sends (or of
+-- acknowledgements) in one round trip and one transaction.  They never raise for a refused item: each
+-- item gets an outcome code, so one refused send cannot undo the others in its batch, and no
+-- subtransaction is needed.  Outcome codes (server/pg_store.py maps them to the store's errors):
+--   ok | duplicate | unknown_device | queue_full | id_reused | unknown_message
+--
+-- Lock order: every function here locks queues rows first, in the order the caller sorted the items
+-- by (recipient account, device id), and only then touches messages or sent_ids rows.  Two batches
+-- on two nodes therefore never wait for each other in a cycle.
 
--- Enqueue one message in one round trip and one transaction.  Returns the server id and whether it
--- is a repeat of an earlier send; raises RL001, RL002 or RL003 having changed nothing.
+-- Enqueue one message.  The queues row lock orders this recipient's senders: the id drawn here is
+-- larger than every id of this recipient committed before, and every later one will be larger.  It
+-- also makes a repeated send to the same recipient (a retry racing its original on another node) wait
+-- here and then find the original.
 CREATE FUNCTION relay_enqueue(
     p_sender_account text, p_sender_device bigint,
     p_recipient_account text, p_recipient_device bigint,
     p_client_id text, p_type integer, p_body bytea, p_digest bytea,
     p_now double precision, p_ttl double precision, p_max_messages bigint, p_max_bytes bigint,
-    OUT server_id bigint, OUT duplicate boolean
+    OUT outcome text, OUT server_id bigint
 ) LANGUAGE plpgsql AS $$
 DECLARE
     v_count bigint;
     v_bytes bigint;
     v_seen  sent_ids%ROWTYPE;
 BEGIN
-    -- The row lock orders this recipient's senders: the id drawn below is larger than every id of
-    -- this recipient committed before, and every later one will be larger than it.  It also makes a
-    -- repeated send to the same recipient (a retry racing its original on another node) wait here
-    -- and then find the original below.
     SELECT q.count, q.bytes INTO v_count, v_bytes FROM queues q
      WHERE q.account = p_recipient_account AND q.device_id = p_recipient_device
        FOR UPDATE;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'no device %/%', p_recipient_account, p_recipient_device USING ERRCODE = 'RL001';
+        outcome := 'unknown_device';
+        RETURN;
     END IF;
 
     SELECT s.* INTO v_seen FROM sent_ids s
      WHERE s.sender_account = p_sender_account AND s.sender_device = p_sender_device
        AND s.client_id = p_client_id AND s.expires_at > p_now;
     IF FOUND THEN
-        IF v_seen.digest <> p_digest THEN
-            RAISE EXCEPTION 'this client message id was already used for a different message'
-                USING ERRCODE = 'RL003';
-        END IF;
+        outcome := CASE WHEN v_seen.digest = p_digest THEN 'duplicate' ELSE 'id_reused' END;
         server_id := v_seen.server_id;
-        duplicate := true;
         RETURN;
     END IF;
 
     IF v_count + 1 > p_max_messages OR v_bytes + octet_length(p_body) > p_max_bytes THEN
-        RAISE EXCEPTION 'the queue of %/% is full', p_recipient_account, p_recipient_device
-            USING ERRCODE = 'RL002';
+        outcome := 'queue_full';
+        RETURN;
     END IF;
 
-    INSERT INTO messages (recipient_account, recipient_device, sender_account, sender_device,
-                          client_id, type, body, created_at, expires_at)
-    VALUES (p_recipient_account, p_recipient_device, p_sender_account, p_sender_device,
-            p_client_id, p_type, p_body, p_now, p_now + p_ttl)
-    RETURNING messages.server_id INTO server_id;
-
-    UPDATE queues q SET count = q.count + 1, bytes = q.bytes + octet_length(p_body), last_id = server_id
-     WHERE q.account = p_recipient_account AND q.device_id = p_recipient_device;
-
-    -- A concurrent send with the same client id to another recipient (so under another queue's lock)
-    -- makes this insert wait for it and then find its live row: a reuse, and everything rolls back.
+    server_id := nextval('message_ids');
+    -- The claim on the client id comes before any other write, so losing it leaves nothing to undo.
+    -- A concurrent send with the same client id to another recipient (so under another queues lock)
+    -- makes this insert wait for it and then find its live row: a reuse.
     INSERT INTO sent_ids AS s (sender_account, sender_device, client_id, server_id, digest, expires_at)
     VALUES (p_sender_account, p_sender_device, p_client_id, server_id, p_digest, p_now + p_ttl)
     ON CONFLICT (sender_account, sender_device, client_id) DO UPDATE
         SET server_id = excluded.server_id, digest = excluded.digest, expires_at = excluded.expires_at
         WHERE s.expires_at <= p_now;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'this client message id was already used for a different message'
-            USING ERRCODE = 'RL003';
+        outcome := 'id_reused';
+        server_id := NULL;
+        RETURN;
     END IF;
-    duplicate := false;
+
+    INSERT INTO messages (server_id, recipient_account, recipient_device, sender_account, sender_device,
+                          client_id, type, body, created_at, expires_at)
+    VALUES (server_id, p_recipient_account, p_recipient_device, p_sender_account, p_sender_device,
+            p_client_id, p_type, p_body, p_now, p_now + p_ttl);
+    UPDATE queues q SET count = q.count + 1, bytes = q.bytes + octet_length(p_body), last_id = server_id
+     WHERE q.account = p_recipient_account AND q.device_id = p_recipient_device;
+    outcome := 'ok';
 END
 $$;
 
--- Delete acknowledged messages from the acknowledging device's own queue, all or nothing.  Raises
--- RL004 with the missing ids (comma-separated) in DETAIL if any id is not in that queue.
-CREATE FUNCTION relay_ack(p_account text, p_device bigint, p_server_ids bigint[])
-RETURNS bigint LANGUAGE plpgsql AS $$
+-- A batch of sends, item i of every array being one message, in one transaction.  The caller sorts
+-- the items by recipient (keeping each sender's order within a recipient).  Returns one row per item.
+CREATE FUNCTION relay_enqueue_batch(
+    p_sender_accounts text[], p_sender_devices bigint[],
+    p_recipient_accounts text[], p_recipient_devices bigint[],
+    p_client_ids text[], p_types integer[], p_bodies bytea[], p_digests bytea[],
+    p_now double precision[], p_ttl double precision[], p_max_messages bigint[], p_max_bytes bigint[]
+) RETURNS TABLE (item integer, outcome text, server_id bigint) LANGUAGE plpgsql AS $$
 DECLARE
-    v_removed bigint[];
-    v_bytes   bigint;
-    v_wanted  bigint[];
+    i integer;
 BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_client_ids), 0) LOOP
+        item := i;
+        SELECT e.outcome, e.server_id INTO outcome, server_id
+          FROM relay_enqueue(p_sender_accounts[i], p_sender_devices[i],
+                             p_recipient_accounts[i], p_recipient_devices[i],
+                             p_client_ids[i], p_types[i], p_bodies[i], p_digests[i],
+                             p_now[i], p_ttl[i], p_max_messages[i], p_max_bytes[i]) AS e;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Delete acknowledged messages from the acknowledging device's own queue, all or nothing: if any id
+-- is not in that queue, nothing is deleted and the missing ids are returned.
+CREATE FUNCTION relay_ack(
+    p_account text, p_device bigint, p_server_ids bigint[],
+    OUT outcome text, OUT removed bigint, OUT missing bigint[]
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_wanted bigint[];
+    v_found  bigint[];
+    v_bytes  bigint;
+BEGIN
+    PERFORM 1 FROM queues q WHERE q.account = p_account AND q.device_id = p_device FOR UPDATE;
     SELECT coalesce(array_agg(DISTINCT id ORDER BY id), '{}') INTO v_wanted FROM unnest(p_server_ids) AS id;
-    WITH gone AS (
+    -- Lock the rows first, so that what is found is exactly what is deleted below.
+    SELECT coalesce(array_agg(locked.server_id ORDER BY locked.server_id), '{}'), coalesce(sum(locked.size), 0)
+      INTO v_found, v_bytes
+      FROM (SELECT m.server_id, octet_length(m.body) AS size FROM messages m
+             WHERE m.recipient_account = p_account AND m.recipient_device = p_device
+               AND m.server_id = ANY (v_wanted)
+               FOR UPDATE) AS locked;
+    IF cardinality(v_found) <> cardinality(v_wanted) THEN
+        outcome := 'unknown_message';
+        removed := 0;
+        SELECT array_agg(id ORDER BY id) INTO missing FROM unnest(v_wanted) AS id WHERE id <> ALL (v_found);
+        RETURN;
+    END IF;
+    IF cardinality(v_found) > 0 THEN
         DELETE FROM messages m
          WHERE m.recipient_account = p_account AND m.recipient_device = p_device
-           AND m.server_id = ANY (v_wanted)
-        RETURNING m.server_id, octet_length(m.body) AS size
-    )
-    SELECT coalesce(array_agg(server_id ORDER BY server_id), '{}'), coalesce(sum(size), 0)
-      INTO v_removed, v_bytes FROM gone;
-    IF cardinality(v_removed) <> cardinality(v_wanted) THEN
-        RAISE EXCEPTION 'no such message in this device''s queue' USING ERRCODE = 'RL004',
-            DETAIL = (SELECT string_agg(id::text, ',' ORDER BY id)
-                        FROM unnest(v_wanted) AS id WHERE id <> ALL (v_removed));
-    END IF;
-    IF cardinality(v_removed) > 0 THEN
-        UPDATE queues q SET count = q.count - cardinality(v_removed), bytes = q.bytes - v_bytes
+           AND m.server_id = ANY (v_found);
+        UPDATE queues q SET count = q.count - cardinality(v_found), bytes = q.bytes - v_bytes
          WHERE q.account = p_account AND q.device_id = p_device;
     END IF;
-    RETURN cardinality(v_removed);
+    outcome := 'ok';
+    removed := cardinality(v_found);
+END
+$$;
+
+-- A batch of acknowledgements, one per item: item i acknowledges the ids
+-- p_ids[p_starts[i] .. p_starts[i] + p_lengths[i] - 1] for device i.  Sorted by device by the caller.
+CREATE FUNCTION relay_ack_batch(
+    p_accounts text[], p_devices bigint[], p_ids bigint[], p_starts integer[], p_lengths integer[]
+) RETURNS TABLE (item integer, outcome text, removed bigint, missing bigint[]) LANGUAGE plpgsql AS $$
+DECLARE
+    i integer;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_accounts), 0) LOOP
+        item := i;
+        SELECT a.outcome, a.removed, a.missing INTO outcome, removed, missing
+          FROM relay_ack(p_accounts[i], p_devices[i],
+                         p_ids[p_starts[i] : p_starts[i] + p_lengths[i] - 1]) AS a;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
