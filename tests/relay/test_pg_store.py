@@ -305,3 +305,58 @@ async def test_two_nodes_expiring_at_once_remove_each_message_once_and_keep_the_
     for i in range(30):
         await second.enqueue(message(alice, bob, f"new{i}"), NOW + 20, TTL, 30, 10_000)
     assert len(await first.fetch(bob, 0, 100, NOW + 20)) == 30
+
+
+# Group commit.
+
+
+async def test_refused_items_in_a_batch_change_nothing_and_spare_their_neighbours(nodes) -> None:
+    store = await nodes()
+    alice = await registered(store, "alice")
+    bob = await registered(store, "bob")
+    carol = await registered(store, "carol")
+    await store.enqueue(message(alice, bob, "taken", body=b"first"), NOW, TTL, 100, 10_000)
+    await store.enqueue(message(alice, carol, "fill"), NOW, TTL, 100, 10_000)
+    # Submitted together, so they share one batch and one transaction.
+    outcomes = await asyncio.gather(
+        store.enqueue(message(alice, bob, "ok-1"), NOW, TTL, 100, 10_000),
+        store.enqueue(message(alice, DeviceAddress("nobody", 1), "lost"), NOW, TTL, 100, 10_000),
+        store.enqueue(message(alice, bob, "taken", body=b"other"), NOW, TTL, 100, 10_000),
+        store.enqueue(message(alice, carol, "over"), NOW, TTL, 1, 10_000),
+        store.enqueue(message(alice, bob, "ok-2"), NOW, TTL, 100, 10_000),
+        return_exceptions=True,
+    )
+    assert [type(o).__name__ for o in outcomes] == [
+        "EnqueueResult",
+        "UnknownDeviceError",
+        "MessageIdReusedError",
+        "QueueFullError",
+        "EnqueueResult",
+    ]
+    assert [m.client_id for m in await store.fetch(bob, 0, 10, NOW)] == ["taken", "ok-1", "ok-2"]
+    assert [m.client_id for m in await store.fetch(carol, 0, 10, NOW)] == ["fill"]
+    queued = await store.fetch(bob, 0, 10, NOW)
+    acks = await asyncio.gather(
+        store.ack(bob, [queued[0].server_id]),
+        store.ack(bob, [queued[1].server_id, 10**12]),
+        store.ack(carol, [queued[2].server_id]),
+        return_exceptions=True,
+    )
+    assert acks[0] == 1
+    assert type(acks[1]).__name__ == "UnknownMessageError" and acks[1].server_ids == (10**12,)
+    assert type(acks[2]).__name__ == "UnknownMessageError"
+    assert [m.client_id for m in await store.fetch(bob, 0, 10, NOW)] == ["ok-1", "ok-2"]
+
+
+async def test_one_senders_pipelined_messages_keep_their_order_across_batches(nodes) -> None:
+    store = await nodes(batch_limit=7)
+    alice = await registered(store, "alice")
+    recipients = [await registered(store, name) for name in ("zed", "bob", "amy")]
+    sends = [
+        store.enqueue(message(alice, recipients[n % 3], f"m{n}"), NOW, TTL, 1000, 10**6) for n in range(60)
+    ]
+    results = await asyncio.gather(*sends)
+    for index, recipient in enumerate(recipients):
+        fetched = await store.fetch(recipient, 0, 100, NOW)
+        assert [m.client_id for m in fetched] == [f"m{n}" for n in range(60) if n % 3 == index]
+    assert len({r.server_id for r in results}) == 60
