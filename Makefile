@@ -7,13 +7,15 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv demo test lint typecheck unit vectors bench clean
+.PHONY: help venv demo test lint typecheck unit vectors bench bench-cluster pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
 	@echo "make test    - set up and run every check: ruff, mypy --strict on e2e/, the test suite"
 	@echo "make bench   - protocol-core benchmark side by side with the peer libraries"
 	@echo "make vectors - check every vector file with python -m e2e.vectors"
+	@echo "make bench-cluster - relay end to end: SQLite against 1, 2 and 3 PostgreSQL nodes"
+	@echo "make pg      - a throwaway PostgreSQL on 127.0.0.1 for trying a cluster (docs/cluster.md)"
 	@echo "make clean   - remove the environment and caches"
 
 $(STAMP):
@@ -37,6 +39,15 @@ $(BENCH_STAMP): $(STAMP)
 # minute.  BENCH_ARGS="--profile" profiles this project's side instead (docs/performance.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/core_bench.py $(BENCH_ARGS)
+
+# The relay end to end on durable storage: one SQLite node, then 1, 2 and 3 relay nodes sharing a
+# throwaway PostgreSQL (docs/scaling.md).  A few minutes; CLUSTER_BENCH_ARGS="--pairs 10" for less.
+bench-cluster: $(STAMP)
+	$(BIN)/python benchmarks/cluster_load.py $(CLUSTER_BENCH_ARGS)
+
+# A throwaway PostgreSQL server until Ctrl-C: prints the URL to give each node's --store.
+pg: $(STAMP)
+	$(BIN)/python -m server.testing.pg
 
 # The README's first command: a scripted conversation through a real relay, shown side by side.
 demo: $(STAMP)
