@@ -285,6 +285,10 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._run_task
         await self._disconnect()
+        if self._acked:
+            # Acknowledged by the relay, not yet removed: remove them now rather than resend them.
+            acked, self._acked = self._acked, []
+            self._store.remove_outbox(acked)
         self._events.put_nowait(_CLOSED)
         self._store.close()
 
@@ -672,10 +676,6 @@ class Client:
             return None
         now = self._now_ms()
         contact = self._store.contact(sender)
-        if held_seq is None and contact is not None and contact.changed_identity_key is not None:
-            # The user has not decided about the new key yet: keep this one with the others.
-            self._hold(_HELD_IDENTITY, incoming, "identity key changed", now)
-            return None
         record: SessionRecord | None = None
         used_pre_key: int | None = None
         used_kem_pre_key: int | None = None
@@ -685,9 +685,14 @@ class Client:
                 message = PreKeySignalMessage.deserialize(incoming.body)
                 their_key = message.identity_key.serialize()
                 if contact is not None and contact.identity_key != their_key:
+                    # Not the key we trust: keep the message undecrypted until the user decides.
+                    # Messages on existing sessions (made with the trusted key) go on decrypting.
+                    already_reported = contact.changed_identity_key == their_key
                     with self._store.transaction():
                         self._store.record_changed_identity(sender, their_key)
                         self._hold(_HELD_IDENTITY, incoming, "identity key changed", now)
+                    if already_reported:
+                        return None
                     return self._identity_changed(sender, device, contact.identity_key, their_key)
                 if contact is None:
                     new_contact = their_key
