@@ -68,6 +68,63 @@ NODE_OPTIONS = [
 ]
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int, *, with_children: bool = False) -> float:
+    """CPU time (user + system) of a live process from /proc, optionally with its reaped children."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # Fields 14 to 17 of proc(5): utime, stime, cutime, cstime.
+    ticks = int(fields[11]) + int(fields[12])
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS
+
+
+def _postgres_cpu_seconds(postmaster: int) -> float:
+    """The server's CPU time: the postmaster, its exited children and every live backend."""
+    total = _cpu_seconds(postmaster, with_children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == postmaster:
+            total += _cpu_seconds(int(entry.name))
+    return total
+
+
+class CpuMeter:
+    """CPU seconds spent by the relay nodes and by PostgreSQL between ``start`` and ``stop``."""
+
+    def __init__(self, node_pids: list[int], postmaster: int | None) -> None:
+        self._nodes = node_pids
+        self._postmaster = postmaster
+        self.relay = 0.0
+        self.postgres = 0.0
+
+    def _read(self) -> tuple[float, float]:
+        relay = sum(_cpu_seconds(pid) for pid in self._nodes) + (
+            _cpu_seconds(os.getpid()) if not self._nodes else 0.0
+        )
+        postgres = _postgres_cpu_seconds(self._postmaster) if self._postmaster else 0.0
+        return relay, postgres
+
+    def start(self) -> None:
+        self._begin = self._read()
+
+    def stop(self) -> None:
+        relay, postgres = self._read()
+        self.relay = relay - self._begin[0]
+        self.postgres = postgres - self._begin[1]
+
+
 @dataclass
 class Row:
     label: str
@@ -75,6 +132,10 @@ class Row:
     messages: int
     seconds: float
     latencies_ms: list[float]
+    cpu: CpuMeter | None = None
+
+    def cpu_per_message(self, seconds: float) -> str:
+        return f"{seconds / self.messages * 1e6:,.0f}" if self.cpu is not None else "-"
 
     @property
     def rate(self) -> float:
@@ -139,7 +200,7 @@ async def _drain_initial(connection: Connection) -> None:
             return
 
 
-async def run_relay(urls: list[str], label: str, pairs: int, total: int, window: int) -> Row:
+async def run_relay(urls: list[str], label: str, pairs: int, total: int, window: int, meter: CpuMeter) -> Row:
     per_pair = max(1, total // pairs)
     senders = await asyncio.gather(*(_connect(urls[i % len(urls)], f"s{i}") for i in range(pairs)))
     receivers = await asyncio.gather(*(_connect(urls[(i + 1) % len(urls)], f"r{i}") for i in range(pairs)))
@@ -190,17 +251,19 @@ async def run_relay(urls: list[str], label: str, pairs: int, total: int, window:
         acking.cancel()
         finished.append(time.perf_counter())
 
+    meter.start()
     started = time.perf_counter()
     receiving = [asyncio.create_task(receive(i)) for i in range(pairs)]
     await asyncio.gather(*(send(i) for i in range(pairs)))
     await asyncio.wait_for(asyncio.gather(*receiving), 300)
     elapsed = max(finished) - started
+    meter.stop()
     for connection in [*senders, *receivers]:
         await connection.close()
-    return Row(label, pairs, per_pair * pairs, elapsed, latencies)
+    return Row(label, pairs, per_pair * pairs, elapsed, latencies, meter)
 
 
-async def run_store_only(dsn: str, pairs: int, total: int, window: int) -> Row:
+async def run_store_only(dsn: str, pairs: int, total: int, window: int, meter: CpuMeter) -> Row:
     """Enqueue, fetch and ack through PostgresStore directly: the database's share of a message.
 
     Each pair submits ``window`` sends at once, fetches them and acknowledges them in one call, as a
@@ -233,16 +296,21 @@ async def run_store_only(dsn: str, pairs: int, total: int, window: int) -> Row:
             await store.ack(receivers[index], [m.server_id for m in batch])
             latencies.append((time.perf_counter() - began) * 1000)
 
+    meter.start()
     started = time.perf_counter()
     await asyncio.gather(*(pair(i) for i in range(pairs)))
     elapsed = time.perf_counter() - started
+    meter.stop()
     await store.close()
-    return Row("PostgreSQL, store only (no relay)", pairs, rounds * window * pairs, elapsed, latencies)
+    label = "PostgreSQL, store only (no relay; relay CPU = this process)"
+    return Row(label, pairs, rounds * window * pairs, elapsed, latencies, meter)
 
 
 async def benchmark(args: argparse.Namespace, cluster: Cluster, workdir: Path) -> list[Row]:
     rows: list[Row] = []
     number = 0
+    assert cluster.process is not None
+    postmaster = cluster.process.pid
 
     def fresh_database() -> str:
         nonlocal number
@@ -254,7 +322,10 @@ async def benchmark(args: argparse.Namespace, cluster: Cluster, workdir: Path) -
             node = Node(f"sqlite:{workdir / f'bench-{pairs}.sqlite3'}", workdir / f"sqlite-{pairs}.log")
             try:
                 url = await asyncio.to_thread(node.wait_listening)
-                rows.append(await run_relay([url], "SQLite, 1 node", pairs, args.messages, args.window))
+                meter = CpuMeter([node.process.pid], None)
+                rows.append(
+                    await run_relay([url], "SQLite, 1 node", pairs, args.messages, args.window, meter)
+                )
             finally:
                 node.stop()
             print(_format(rows[-1]), flush=True)
@@ -266,24 +337,32 @@ async def benchmark(args: argparse.Namespace, cluster: Cluster, workdir: Path) -
             try:
                 urls = await asyncio.gather(*(asyncio.to_thread(n.wait_listening) for n in nodes))
                 label = f"PostgreSQL, {count} node{'s' if count > 1 else ''}"
-                rows.append(await run_relay(list(urls), label, pairs, args.messages, args.window))
+                meter = CpuMeter([n.process.pid for n in nodes], postmaster)
+                rows.append(await run_relay(list(urls), label, pairs, args.messages, args.window, meter))
             finally:
                 for node in nodes:
                     node.stop()
             print(_format(rows[-1]), flush=True)
         if args.store_only:
-            rows.append(await run_store_only(fresh_database(), pairs, args.messages, args.window))
+            meter = CpuMeter([], postmaster)
+            rows.append(await run_store_only(fresh_database(), pairs, args.messages, args.window, meter))
             print(_format(rows[-1]), flush=True)
     return rows
 
 
-HEADER = "| configuration | pairs | messages | msg/s | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|"
+HEADER = (
+    "| configuration | pairs | messages | msg/s | p50 ms | p99 ms "
+    "| relay CPU µs/msg | PostgreSQL CPU µs/msg |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|"
+)
 
 
 def _format(row: Row) -> str:
+    relay = row.cpu_per_message(row.cpu.relay) if row.cpu else "-"
+    postgres = row.cpu_per_message(row.cpu.postgres) if row.cpu and row.cpu.postgres else "-"
     return (
         f"| {row.label} | {row.pairs} | {row.messages} | {row.rate:,.0f} | "
-        f"{row.percentile(50):.1f} | {row.percentile(99):.1f} |"
+        f"{row.percentile(50):.1f} | {row.percentile(99):.1f} | {relay} | {postgres} |"
     )
 
 
