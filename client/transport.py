@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import itertools
 import json
@@ -264,6 +265,9 @@ class Connection:
         self._pushes: asyncio.Queue[Push | None] = asyncio.Queue()
         self._challenge_received: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._lost: ConnectionLost | None = None
+        self._outgoing: collections.deque[tuple[str, asyncio.Future[dict[str, Any]]]] = collections.deque()
+        self._writable = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop())
         self._reader = asyncio.create_task(self._read_loop())
 
     def __repr__(self) -> str:
@@ -325,6 +329,8 @@ class Connection:
                 if not future.done():
                     future.set_exception(lost)
             self._pending.clear()
+            self._outgoing.clear()
+            self._writer.cancel()
             if not self._challenge_received.done():
                 self._challenge_received.set_exception(lost)
             self._pushes.put_nowait(None)
@@ -424,18 +430,25 @@ class Connection:
         return future
 
     def _write(self, text: str, future: asyncio.Future[dict[str, Any]]) -> None:
-        async def write() -> None:
-            try:
-                await self._ws.send(text)
-            except ConnectionClosed:
-                if not future.done():
-                    lost = self._lost or ConnectionLost("the connection closed", self._ws.close_code)
-                    future.set_exception(lost)
+        # One writer task sends the frames in the order of these calls.
+        self._outgoing.append((text, future))
+        self._writable.set()
 
-        # websockets writes a whole frame synchronously before its first await, so frames leave in
-        # the order of these calls even though each write runs as its own task.
-        task = asyncio.ensure_future(write())
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    async def _write_loop(self) -> None:
+        while True:
+            await self._writable.wait()
+            self._writable.clear()
+            while self._outgoing:
+                text, future = self._outgoing.popleft()
+                try:
+                    await self._ws.send(text)
+                except ConnectionClosed:
+                    lost = self._lost or ConnectionLost("the connection closed", self._ws.close_code)
+                    for _, waiting in [(text, future), *self._outgoing]:
+                        if not waiting.done():
+                            waiting.set_exception(lost)
+                    self._outgoing.clear()
+                    return
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send a request and wait for its response (raises :class:`RelayError` on refusal)."""
@@ -454,6 +467,9 @@ class Connection:
             await self._ws.close()
         with contextlib.suppress(BaseException):
             await self._reader
+        self._writer.cancel()
+        with contextlib.suppress(BaseException):
+            await self._writer
 
     async def wait_closed(self) -> ConnectionLost:
         """Wait until the relay closes the connection; returns how it ended."""

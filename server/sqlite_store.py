@@ -2,7 +2,7 @@
 
 Theory
 ------
-One dedicated thread owns the only database connection.  Callers on the event loop submit
+One dedicated thread owns the only writing database connection.  Callers on the event loop submit
 operations (plain functions of a cursor) to a queue and get an :class:`asyncio.Future` back.  The
 thread takes every operation waiting in the queue (up to ``batch_limit``), runs each inside its own
 ``SAVEPOINT`` within one ``BEGIN IMMEDIATE`` transaction, commits once, and only then resolves the
@@ -14,8 +14,11 @@ transaction per message tops out near 1,800 messages a second here, ten per tran
 18,000).
 
 The database runs in WAL mode with ``synchronous=FULL`` so that a commit survives a power loss, not
-only a killed process.  Queries run on the thread, off the event loop.  Post-commit wake-ups are
-handed back to the loop together with the results.
+only a killed process.  Read-only operations (fetching a queue, counting prekeys, looking up a key)
+run on a second thread with its own connection, each batch in one read transaction: WAL lets them
+read the last committed state while the writer commits, so a delivery never waits behind an
+``fsync``.  Nothing runs on the event loop.  Post-commit wake-ups are handed back to the loop
+together with the results.
 
 Invariants
 ----------
@@ -190,78 +193,47 @@ class _Subscription:
                 del self._store._listeners[self._device]
 
 
-def _message_digest(message: NewMessage) -> bytes:
-    """What a repeated client id is compared on: recipient, type and body."""
-    h = hashlib.sha256()
-    h.update(message.recipient.account.encode("utf-8") + b"\x00")
-    h.update(message.recipient.device_id.to_bytes(8, "big"))
-    h.update(message.type.to_bytes(8, "big"))
-    h.update(message.body)
-    return h.digest()
+class _Worker:
+    """One thread owning one database connection, running submitted jobs in batches."""
 
-
-class SQLiteStore:
-    """A :class:`server.store.Store` in one SQLite file.
-
-    ``batch_limit`` bounds how many submitted operations share one transaction.
-    """
-
-    def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
-        self._path = str(path)
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], sqlite3.Connection],
+        run_batch: Callable[[sqlite3.Connection, list[_Job]], None],
+        batch_limit: int,
+    ) -> None:
+        self._connect = connect
+        self._run_batch = run_batch
         self._batch_limit = batch_limit
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._listeners: dict[DeviceAddress, set[Listener]] = {}
         self._ready = threading.Event()
-        self._open_error: BaseException | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __repr__(self) -> str:
-        return f"SQLiteStore({self._path!r})"
-
-    # Life cycle.
-
-    async def open(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="sqlite-store", daemon=True)
+    async def start(self) -> None:
         self._thread.start()
         await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
-        if self._open_error is not None:
+        if self._error is not None:
             self._thread.join()
-            self._thread = None
-            raise StoreError(f"cannot open the database: {self._open_error}") from self._open_error
+            raise StoreError(f"cannot open the database: {self._error}") from self._error
 
-    async def close(self) -> None:
-        if self._thread is None:
-            return
+    async def stop(self) -> None:
+        """Finish every job submitted so far, then close the connection."""
         self._jobs.put(None)
-        thread = self._thread
-        await asyncio.get_running_loop().run_in_executor(None, thread.join)
-        self._thread = None
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                db.execute(statement)
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif row[0] != str(SCHEMA_VERSION):
-            db.execute("ROLLBACK")
-            raise StoreError(f"unsupported schema version {row[0]!r} (this relay knows {SCHEMA_VERSION})")
-        db.execute("COMMIT")
-        return db
+    def submit(self, operation: Callable[[_Txn], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(operation, future, loop))
+        return future
 
     def _run(self) -> None:
         try:
             db = self._connect()
         except BaseException as exc:
-            self._open_error = exc
+            self._error = exc
             self._ready.set()
             return
         self._ready.set()
@@ -284,6 +256,96 @@ class SQLiteStore:
                 self._run_batch(db, batch)
         finally:
             db.close()
+
+
+def _message_digest(message: NewMessage) -> bytes:
+    """What a repeated client id is compared on: recipient, type and body."""
+    h = hashlib.sha256()
+    h.update(message.recipient.account.encode("utf-8") + b"\x00")
+    h.update(message.recipient.device_id.to_bytes(8, "big"))
+    h.update(message.type.to_bytes(8, "big"))
+    h.update(message.body)
+    return h.digest()
+
+
+class SQLiteStore:
+    """A :class:`server.store.Store` in one SQLite file.
+
+    ``batch_limit`` bounds how many submitted operations share one transaction.
+    """
+
+    def __init__(self, path: str | Path, *, batch_limit: int = 256) -> None:
+        self._path = str(path)
+        self._batch_limit = batch_limit
+        self._writer: _Worker | None = None
+        self._reader: _Worker | None = None
+        self._listeners: dict[DeviceAddress, set[Listener]] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
+
+    # Life cycle.
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        # The writer creates or checks the schema before the reader opens its connection.
+        writer = _Worker("sqlite-writer", self._connect_writer, self._run_batch, self._batch_limit)
+        await writer.start()
+        reader = _Worker("sqlite-reader", self._connect_reader, self._run_reads, self._batch_limit)
+        try:
+            await reader.start()
+        except BaseException:
+            await writer.stop()
+            raise
+        self._writer, self._reader = writer, reader
+
+    async def close(self) -> None:
+        if self._writer is None or self._reader is None:
+            return
+        writer, reader = self._writer, self._reader
+        await writer.stop()
+        await reader.stop()
+        self._writer = self._reader = None
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != str(SCHEMA_VERSION):
+            db.execute("ROLLBACK")
+            db.close()
+            raise StoreError(f"unsupported schema version {row[0]!r} (this relay knows {SCHEMA_VERSION})")
+        db.execute("COMMIT")
+        return db
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA query_only=ON")
+        return db
+
+    def _run_reads(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
+        """Run read-only operations in one read transaction: one consistent, committed snapshot."""
+        db.execute("BEGIN")
+        results: list[tuple[_Job, tuple[bool, Any]]] = []
+        for job in batch:
+            try:
+                results.append((job, (True, job.operation(_Txn(db)))))
+            except BaseException as exc:
+                if not isinstance(exc, StoreError):
+                    _log.error("store read failed: %s", type(exc).__name__, exc_info=exc)
+                results.append((job, (False, exc)))
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("COMMIT")
+        self._finish(results, [])
 
     def _run_batch(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
         try:
@@ -352,12 +414,16 @@ class SQLiteStore:
                 job.future.set_exception(value)
 
     def _submit(self, operation: Callable[[_Txn], T]) -> asyncio.Future[T]:
-        if self._thread is None:
+        """Queue a writing operation for the writer's next transaction."""
+        if self._writer is None:
             raise StoreError("the store is not open")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(operation, future, loop))
-        return future
+        return self._writer.submit(operation)
+
+    def _read(self, operation: Callable[[_Txn], T]) -> asyncio.Future[T]:
+        """Queue a read-only operation: it sees all that is committed when it runs, and waits on no commit."""
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        return self._reader.submit(operation)
 
     # Wake-ups.
 
@@ -406,7 +472,7 @@ class SQLiteStore:
                 raise UnknownDeviceError(f"no device {device}")
             return bytes(row[0])
 
-        return self._submit(op)
+        return self._read(op)
 
     def begin_connection(self, device: DeviceAddress, now: float) -> asyncio.Future[int]:
         def op(txn: _Txn) -> int:
@@ -505,7 +571,7 @@ class SQLiteStore:
             self._require_device(txn.db, device)
             return self._counts(txn.db, device)
 
-        return self._submit(op)
+        return self._read(op)
 
     def signed_prekey(
         self, device: DeviceAddress, kind: SignedKind, key_id: int, now: float, grace: float
@@ -521,7 +587,7 @@ class SQLiteStore:
                 return None
             return PreKeyRecord(key_id, bytes(row[0]), bytes(row[1]))
 
-        return self._submit(op)
+        return self._read(op)
 
     def claim_bundles(
         self, account: str, device_id: int | None, low_water: int
@@ -669,7 +735,7 @@ class SQLiteStore:
                 for r in rows
             ]
 
-        return self._submit(op)
+        return self._read(op)
 
     def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> asyncio.Future[int]:
         wanted = sorted(set(server_ids))
