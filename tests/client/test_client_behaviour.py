@@ -4,6 +4,7 @@ what the relay's database holds, prekey stock and rotation, reconnection with ba
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -370,3 +371,25 @@ async def test_a_corrupt_local_session_stops_the_client_instead_of_quarantining(
     with pytest.raises(ClosedError, match="StoreFormatError"):
         await bob.receive(timeout=10)
     assert bob.quarantined() == [] and [m.body for m in bob.history("alice")] == [b"one"]
+
+
+async def test_no_plaintext_or_private_key_in_logs_or_reprs(relay, make_client, caplog):
+    caplog.set_level(logging.DEBUG)
+    alice = await started(make_client(relay.url, "alice"))
+    bob = await started(make_client(relay.url, "bob"))
+    await alice.send("bob", "log-secret-one")
+    message = await bob.receive(timeout=10)
+    await bob.send("alice", "log-secret-two")
+    await alice.receive(timeout=10)
+    await alice.flush(timeout=10)
+    await bob.flush(timeout=10)
+    private_keys = []
+    for client in (alice, bob):
+        identity_key, _ = records.deserialize_identity(client.store.account().identity)
+        private_keys.append(identity_key.private_key.serialize())
+    shown = caplog.text + repr(alice) + repr(bob) + repr(message) + repr(alice.store.account())
+    assert caplog.records  # The clients and the relay did log.
+    for secret in (b"log-secret-one", b"log-secret-two"):
+        assert secret.decode() not in shown
+    for key in private_keys:
+        assert key.hex() not in shown and repr(key) not in shown

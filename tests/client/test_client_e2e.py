@@ -79,6 +79,7 @@ async def test_pqxdh_when_the_recipient_publishes_kem_prekeys_and_x3dh_when_not(
         await bob.wait_connected(timeout=10)
         await carol.wait_connected(timeout=10)
         one_time_kem = bob.store.kem_pre_key_ids(last_resort=False)
+        one_time_ec = bob.store.pre_key_ids()
         assert len(one_time_kem) == TEST_SETTINGS.kem_pre_key_target
         assert len(bob.store.kem_pre_key_ids(last_resort=True)) == 1
         assert carol.store.kem_pre_key_ids(last_resort=False) == []
@@ -89,9 +90,11 @@ async def test_pqxdh_when_the_recipient_publishes_kem_prekeys_and_x3dh_when_not(
         assert SessionRecord.deserialize(alice.store.session("bob", 1)).agreement == "pqxdh"
         assert SessionRecord.deserialize(bob.store.session("alice", 1)).agreement == "pqxdh"
         assert SessionRecord.deserialize(alice.store.session("carol", 1)).agreement == "x3dh"
-        # Bob deleted the one-time KEM prekey his first message consumed, and kept the others.
+        # Bob deleted the one-time prekeys (EC and KEM) Alice's first message consumed, and kept
+        # the others.
         remaining = bob.store.kem_pre_key_ids(last_resort=False)
         assert len(set(one_time_kem) - set(remaining)) == 1
+        assert len(set(one_time_ec) - set(bob.store.pre_key_ids())) == 1
         await bob.send("alice", "and back")
         assert (await alice.receive(timeout=10)).text == "and back"
 
