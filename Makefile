@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv demo test lint typecheck unit vectors bench bench-cluster pg clean
+.PHONY: help venv demo test lint typecheck unit vectors bench bench-relay bench-cluster pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
 	@echo "make test    - set up and run every check: ruff, mypy --strict on e2e/, the test suite"
 	@echo "make bench   - protocol-core benchmark side by side with the peer libraries"
 	@echo "make vectors - check every vector file with python -m e2e.vectors"
+	@echo "make bench-relay - the durable relay beside a bare forwarder: K pairs, latency, idle memory"
 	@echo "make bench-cluster - relay end to end: SQLite against 1, 2 and 3 PostgreSQL nodes"
 	@echo "make pg      - a throwaway PostgreSQL on 127.0.0.1 for trying a cluster (docs/cluster.md)"
 	@echo "make clean   - remove the environment and caches"
@@ -39,6 +40,12 @@ $(BENCH_STAMP): $(STAMP)
 # minute.  BENCH_ARGS="--profile" profiles this project's side instead (docs/performance.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/core_bench.py $(BENCH_ARGS)
+
+# The relay (SQLite, durable) beside a bare WebSocket forwarder in the same run: 1, 10, 100 and 1,000
+# pairs, latency at half rate, 10,000 idle connections (docs/performance.md).  A few minutes;
+# RELAY_BENCH_ARGS="--pairs 1,10 --idle 0" for less.
+bench-relay: $(STAMP)
+	$(BIN)/python benchmarks/relay_load.py $(RELAY_BENCH_ARGS)
 
 # The relay end to end on durable storage: one SQLite node, then 1, 2 and 3 relay nodes sharing a
 # throwaway PostgreSQL (docs/scaling.md).  A few minutes; CLUSTER_BENCH_ARGS="--pairs 10" for less.
