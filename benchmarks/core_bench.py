@@ -49,6 +49,7 @@ PROTOCOL_ROWS = [
     ("setup", "session setups/s", "1/s"),
     ("setup_pqxdh", "PQXDH session setups/s", "1/s"),
     ("burst_64", "64 B burst, msg/s", "1/s"),
+    ("burst_64_stored", "64 B burst, sessions stored and reloaded per message, msg/s", "1/s"),
     ("ping_pong_64", "64 B ping-pong, msg/s", "1/s"),
     ("burst_64k", "64 KiB messages, MB/s", "MB/s"),
 ]
@@ -127,6 +128,10 @@ def run_peer(name: str, round_seconds: float, rounds: int) -> dict[str, float | 
             attempt(
                 "ping_pong_64",
                 lambda: measure(lambda n: peer.ping_pong(n, PLAINTEXT_64), round_seconds, rounds),
+            )
+            attempt(
+                "burst_64_stored",
+                lambda: measure(lambda n: peer.burst_stored(n, PLAINTEXT_64), round_seconds, rounds),
             )
             payload = os.urandom(LARGE)
             attempt(
