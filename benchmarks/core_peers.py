@@ -476,6 +476,21 @@ class Syndace(Peer):
 
         self._loop.run_until_complete(run())
 
+    def burst_stored(self, n: int, plaintext: bytes) -> None:
+        # Both ratchets through the libraries' JSON form (text, as json.dumps writes it) and back.
+        import json
+
+        def reload(ratchet: Any) -> Any:
+            stored = json.dumps(ratchet.json)
+            return self._ratchet_class.from_json(json.loads(stored), *self._ratchet_arguments)
+
+        async def run() -> None:
+            for _ in range(n):
+                await self._send(self._alice, self._bob, self._ad, plaintext)
+                self._alice, self._bob = reload(self._alice), reload(self._bob)
+
+        self._loop.run_until_complete(run())
+
     def ping_pong(self, n: int, plaintext: bytes) -> None:
         async def run() -> None:
             for index in range(n):
@@ -579,6 +594,7 @@ class Vodozemac(SyncPeer):
         )
         _check(received, PLAINTEXT_64)
         from_parts = v.AnyOlmMessage.from_parts
+        self._sessions = [alice, bob]
 
         def a_to_b(plaintext: bytes) -> None:
             _check(bob.decrypt(from_parts(*alice.encrypt(plaintext).to_parts())), plaintext)
@@ -587,6 +603,19 @@ class Vodozemac(SyncPeer):
             _check(alice.decrypt(from_parts(*bob.encrypt(plaintext).to_parts())), plaintext)
 
         return a_to_b, b_to_a
+
+    def burst_stored(self, n: int, plaintext: bytes) -> None:
+        # vodozemac's stored form is its pickle: the session encrypted under a 32-byte key.
+        alice, bob = self._sessions
+        pickle_key = bytes(32)
+        from_pickle = self._vodozemac.Session.from_pickle
+        from_parts = self._vodozemac.AnyOlmMessage.from_parts
+        for _ in range(n):
+            message = from_parts(*alice.encrypt(plaintext).to_parts())
+            alice = from_pickle(alice.pickle(pickle_key), pickle_key)
+            _check(bob.decrypt(message), plaintext)
+            bob = from_pickle(bob.pickle(pickle_key), pickle_key)
+        self._sessions = [alice, bob]
 
 
 PEERS: dict[str, type[Peer]] = {
