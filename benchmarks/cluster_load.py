@@ -101,13 +101,21 @@ def _postgres_cpu_seconds(postmaster: int) -> float:
 
 
 class CpuMeter:
-    """CPU seconds spent by the relay nodes and by PostgreSQL between ``start`` and ``stop``."""
+    """CPU seconds spent by the relay nodes and by PostgreSQL between ``start`` and ``stop``.
 
-    def __init__(self, node_pids: list[int], postmaster: int | None) -> None:
+    Given the cluster, it also counts the bytes of write-ahead log PostgreSQL wrote meanwhile.
+    """
+
+    def __init__(self, node_pids: list[int], postmaster: int | None, cluster: Cluster | None = None) -> None:
         self._nodes = node_pids
         self._postmaster = postmaster
+        self._cluster = cluster
         self.relay = 0.0
         self.postgres = 0.0
+        self.wal_bytes = 0
+
+    def _wal(self) -> str:
+        return self._cluster.psql("SELECT pg_current_wal_insert_lsn()").strip() if self._cluster else ""
 
     def _read(self) -> tuple[float, float]:
         relay = sum(_cpu_seconds(pid) for pid in self._nodes) + (
@@ -117,12 +125,21 @@ class CpuMeter:
         return relay, postgres
 
     def start(self) -> None:
+        self._wal_begin = self._wal()
         self._begin = self._read()
 
     def stop(self) -> None:
         relay, postgres = self._read()
         self.relay = relay - self._begin[0]
         self.postgres = postgres - self._begin[1]
+        if self._cluster is not None:
+            self.wal_bytes = int(
+                self._cluster.psql(
+                    f"SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{self._wal_begin}')"
+                )
+                .strip()
+                .split(".")[0]
+            )
 
 
 @dataclass
@@ -337,14 +354,14 @@ async def benchmark(args: argparse.Namespace, cluster: Cluster, workdir: Path) -
             try:
                 urls = await asyncio.gather(*(asyncio.to_thread(n.wait_listening) for n in nodes))
                 label = f"PostgreSQL, {count} node{'s' if count > 1 else ''}"
-                meter = CpuMeter([n.process.pid for n in nodes], postmaster)
+                meter = CpuMeter([n.process.pid for n in nodes], postmaster, cluster)
                 rows.append(await run_relay(list(urls), label, pairs, args.messages, args.window, meter))
             finally:
                 for node in nodes:
                     node.stop()
             print(_format(rows[-1]), flush=True)
         if args.store_only:
-            meter = CpuMeter([], postmaster)
+            meter = CpuMeter([], postmaster, cluster)
             rows.append(await run_store_only(fresh_database(), pairs, args.messages, args.window, meter))
             print(_format(rows[-1]), flush=True)
     return rows
@@ -352,17 +369,18 @@ async def benchmark(args: argparse.Namespace, cluster: Cluster, workdir: Path) -
 
 HEADER = (
     "| configuration | pairs | messages | msg/s | p50 ms | p99 ms "
-    "| relay CPU µs/msg | PostgreSQL CPU µs/msg |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|"
+    "| relay CPU µs/msg | PostgreSQL CPU µs/msg | WAL B/msg |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
 
 def _format(row: Row) -> str:
     relay = row.cpu_per_message(row.cpu.relay) if row.cpu else "-"
     postgres = row.cpu_per_message(row.cpu.postgres) if row.cpu and row.cpu.postgres else "-"
+    wal = f"{row.cpu.wal_bytes / row.messages:,.0f}" if row.cpu and row.cpu.wal_bytes else "-"
     return (
         f"| {row.label} | {row.pairs} | {row.messages} | {row.rate:,.0f} | "
-        f"{row.percentile(50):.1f} | {row.percentile(99):.1f} | {relay} | {postgres} |"
+        f"{row.percentile(50):.1f} | {row.percentile(99):.1f} | {relay} | {postgres} | {wal} |"
     )
 
 
