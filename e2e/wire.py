@@ -39,7 +39,10 @@ Limits (all checked while decoding, before any cryptography)
 * :data:`MAX_CIPHERTEXT_LENGTH` = 256 KiB of AES ciphertext per message, hence a
   :data:`MAX_SIGNAL_MESSAGE_LENGTH` and :data:`MAX_PREKEY_MESSAGE_LENGTH` for whole messages;
 * counters, previous counters, ids and the registration id are unsigned 32-bit values;
-* the ciphertext is a non-empty whole number of AES blocks.
+* the ciphertext is a non-empty whole number of AES blocks;
+* every public key (ratchet, base and identity key) is the canonical encoding of its ``u``
+  coordinate: top bit clear and below ``p``.  X25519 would accept the others as aliases of
+  canonical keys, and a second spelling of a base key would otherwise pass for a new session.
 
 Every decoding failure raises :class:`~e2e.errors.DecodeError` with a reason; a message of
 another version names the version it carries.
@@ -154,11 +157,28 @@ def _check_version(data: bytes, what: str) -> None:
         )
 
 
+_FIELD_PRIME: Final = 2**255 - 19
+
+
+def _check_canonical(raw: bytes, what: str) -> None:
+    """Refuse a ``u`` coordinate that is not the canonical encoding of its value.
+
+    X25519 ignores the top bit of ``u`` and reduces it modulo ``p`` (RFC 7748 §5), so two (for
+    ``u < 19`` four) different byte strings act as the same key.  Every honest implementation sends the canonical
+    one, and sessions are told apart by the bytes of the base key: a second encoding of the same
+    base key would let a recorded first message be accepted once more as a new session.
+    """
+    if raw[31] >= 0x80 or (raw[31] == 0x7F and int.from_bytes(raw, "little") >= _FIELD_PRIME):
+        raise DecodeError(f"{what}: not the canonical encoding of a Curve25519 public key")
+
+
 def _public_key(value: bytes, what: str) -> PublicKey:
     try:
-        return PublicKey.deserialize(value)
+        key = PublicKey.deserialize(value)
     except DecodeError as error:
         raise DecodeError(f"{what}: {error}") from None
+    _check_canonical(key.raw, what)
+    return key
 
 
 # The canonical SignalMessage starts 0x33, then field 1 (tag 0x0a, length 33, type byte 0x05).
@@ -325,6 +345,7 @@ class SignalMessage(NamedTuple):
         fast = _read_canonical(data)
         if fast is not None:
             raw_key, counter, previous_counter, ciphertext = fast
+            _check_canonical(raw_key, "ratchet key")
             ratchet_key = PublicKey(raw_key)
         else:
             fields = protobuf.parse(data[1:-MAC_LENGTH], _SIGNAL_SCHEMA)

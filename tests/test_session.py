@@ -371,3 +371,20 @@ def test_repeated_prekey_message_with_another_identity_key_is_refused(rng: Deter
         bob.decrypt_prekey_message(second, bob_party.identity, bob_party.signed_pre_key, None, rng)
         == b"second"
     )
+
+
+def test_first_message_with_an_aliased_base_key_is_not_a_new_session(rng: DeterministicRng) -> None:
+    """X25519 ignores the top bit of a public key: the same base key with that bit set would be a
+    second spelling of the same X3DH, and without a one-time prekey Bob would accept the recorded
+    first message again as a new session.  The decoder refuses such keys."""
+    alice_party, bob_party = Party.create(rng, 1), Party.create(rng, 2, one_time=0)
+    alice = SessionRecord.initiate(alice_party.identity, 1, bob_party.bundle(rng), rng)
+    first = alice.encrypt(b"once", rng)
+    bob = SessionRecord()
+    assert bob_party.receive(bob, first, rng) == b"once"
+    base = PreKeySignalMessage.deserialize(first.body).base_key.raw
+    aliased = first.body.replace(base, base[:31] + bytes((base[31] | 0x80,)))
+    _assert_unchanged(
+        bob, lambda: bob_party.receive(bob, Ciphertext(MessageType.PREKEY, aliased), rng), DecodeError
+    )
+    _assert_unchanged(bob, lambda: bob_party.receive(bob, first, rng), DuplicateMessageError)

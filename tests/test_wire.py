@@ -336,3 +336,31 @@ def test_canonical_shortcut_agrees_with_the_general_parser(
         return
     if shortcut is not None:
         assert shortcut == _general(bytes(mutated))
+
+
+P = 2**255 - 19
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        RATCHET.raw[:31] + bytes((RATCHET.raw[31] | 0x80,)),  # the top bit, which X25519 ignores
+        P.to_bytes(32, "little"),  # p itself, an alias of 0
+        (2**255 - 1).to_bytes(32, "little"),
+    ],
+)
+def test_non_canonical_public_keys_are_refused(raw: bytes) -> None:
+    message = make()
+    aliased = message.serialized.replace(RATCHET.raw, raw)
+    with pytest.raises(DecodeError, match="canonical"):
+        SignalMessage.deserialize(aliased)
+    prekey = make_prekey().serialized
+    for key in (BASE, SENDER):
+        with pytest.raises(DecodeError, match="canonical"):
+            PreKeySignalMessage.deserialize(prekey.replace(b"\x21\x05" + key.raw, b"\x21\x05" + raw))
+
+
+def test_largest_canonical_key_is_accepted() -> None:
+    largest = PublicKey((P - 1).to_bytes(32, "little"))
+    message = SignalMessage.create(MAC_KEY, SENDER, RECEIVER, largest, 0, 0, bytes(16))
+    assert SignalMessage.deserialize(message.serialized).ratchet_key == largest
