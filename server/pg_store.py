@@ -80,7 +80,7 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
-from server.migrations import migrate
+from server.migrations import MigrationError, migrate
 from server.store import (
     ClaimedBundle,
     DeviceAddress,
@@ -536,6 +536,9 @@ class PostgresStore:
         try:
             async with pool.acquire() as conn:
                 applied = await migrate(conn)
+        except (MigrationError, *_DATABASE_ERRORS) as exc:
+            await pool.close()
+            raise StoreError(f"cannot open the database: {exc}") from exc
         except BaseException:
             await pool.close()
             raise

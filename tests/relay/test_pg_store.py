@@ -360,3 +360,15 @@ async def test_one_senders_pipelined_messages_keep_their_order_across_batches(no
         fetched = await store.fetch(recipient, 0, 100, NOW)
         assert [m.client_id for m in fetched] == [f"m{n}" for n in range(60) if n % 3 == index]
     assert len({r.server_id for r in results}) == 60
+
+
+async def test_a_store_refuses_a_database_migrated_by_a_newer_relay(pg_database) -> None:
+    dsn = pg_database()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("INSERT INTO schema_version (version, name, checksum) VALUES (999, 'future', '-')")
+    finally:
+        await conn.close()
+    store = PostgresStore(dsn)
+    with pytest.raises(StoreError, match="does not know"):
+        await store.open()
