@@ -287,7 +287,7 @@ def main() -> None:
     )
     parser.add_argument("--peer", help="measure one peer in this process and print JSON")
     parser.add_argument("--only", help="comma-separated peers to run (default: all)")
-    parser.add_argument("--round-seconds", type=float, default=0.25)
+    parser.add_argument("--round-seconds", type=float, default=0.2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--passes", type=int, default=2, help="turns over all peers; the best figure counts")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per peer")
