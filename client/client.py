@@ -20,7 +20,8 @@ One message's path
 Sending: ``send`` → ``SessionRecord.encrypt`` → commit {new session state, outbox entry, history}
 → relay ``send`` → relay's ack → remove the outbox entry.  Receiving: relay push → already
 processed? (then ack only) → ``SessionRecord.decrypt`` → commit {new session state, used one-time
-prekey removed, contact, history, processed id} → relay ack → event to the application.
+prekey removed, contact, history, processed id} → relay ack → event to the application.  Messages
+that arrive together are committed in one transaction and acknowledged together.
 
 Crash safety (the argument is spelled out in docs/client.md)
 ------------------------------------------------------------
@@ -85,6 +86,12 @@ _MAX_REGISTRATION_ID = 16380
 
 _DISPLACED = 4003
 """The relay's close code for a connection displaced by a newer one of the same device."""
+
+_MAX_ACK_IDS = 100
+"""Server ids per acknowledgement (the relay's limit)."""
+
+_MAX_BATCH = 100
+"""Incoming messages committed in one transaction at most."""
 
 _TRANSIENT_REFUSALS = frozenset({"queue_full", "rate_limited", "internal_error"})
 """Relay error codes after which a message is kept in the outbox and sent again later."""
@@ -197,6 +204,7 @@ class Client:
         self._fatal: BaseException | None = None
         self._ack_tasks: set[asyncio.Future[None]] = set()
         self._acked: list[str] = []
+        self._to_ack: list[int] = []
         self._closed = False
         self.connections = 0
         """How many times a connection to the relay was established (for tests and diagnostics)."""
@@ -915,39 +923,106 @@ class Client:
             await connected.connection.close()
 
     async def _receive_loop(self, connection: transport.Connection) -> None:
-        async for push in connection.pushes():
-            if isinstance(push, transport.IncomingMessage):
-                incoming = _Incoming(
-                    push.sender, push.sender_device, push.client_id, push.type, push.body, push.timestamp
+        """Process the relay's pushes in order, committing the messages that arrive together at once.
+
+        A reader task moves the pushes into a local queue, so that whatever has arrived by the time
+        one batch is done (at most ``_MAX_BATCH``) is processed as the next batch: one transaction,
+        one synchronous disk write, then one acknowledgement for all of them.  A backlog drains at
+        the speed of decryption rather than of the disk, and nothing is acknowledged before it is
+        committed.
+        """
+        pushes: asyncio.Queue[transport.Push | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for push in connection.pushes():
+                    pushes.put_nowait(push)
+            finally:
+                pushes.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                batch = [await pushes.get()]
+                while len(batch) < _MAX_BATCH and not pushes.empty():
+                    batch.append(pushes.get_nowait())
+                self._process_batch(
+                    connection, [p for p in batch if isinstance(p, transport.IncomingMessage)]
                 )
-                event = self._process(incoming)
-                if self._hooks.after_receive_commit is not None:
-                    self._hooks.after_receive_commit(incoming.sender, incoming.client_id)
-                self._acknowledge(connection, push.server_id)
-                if event is not None:
-                    self._events.put_nowait(event)
-            elif isinstance(push, transport.QueueEmpty):
-                self._drained_event.set()
-            elif isinstance(push, transport.PreKeysLow):
-                self._pre_key_check.set()
-        # The pushes end when the connection does; how it ended (a close code saying we were
-        # displaced, or a network failure) decides what the connection loop does next.
-        raise await connection.wait_closed()
+                for push in batch:
+                    if push is None:
+                        # The pushes end when the connection does; how it ended (a close code
+                        # saying we were displaced, or a network failure) decides what follows.
+                        raise await connection.wait_closed()
+                    if isinstance(push, transport.QueueEmpty):
+                        self._drained_event.set()
+                    elif isinstance(push, transport.PreKeysLow):
+                        self._pre_key_check.set()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    def _process_batch(
+        self, connection: transport.Connection, pushed: list[transport.IncomingMessage]
+    ) -> None:
+        """Process messages in one transaction; after the commit, acknowledge them and emit events."""
+        if not pushed:
+            return
+        try:
+            with self._store.transaction():
+                events = [
+                    self._process(
+                        _Incoming(
+                            push.sender,
+                            push.sender_device,
+                            push.client_id,
+                            push.type,
+                            push.body,
+                            push.timestamp,
+                        )
+                    )
+                    for push in pushed
+                ]
+        except BaseException:
+            # The whole batch rolled back: no cached session may keep what it did in memory.
+            self._sessions.clear()
+            raise
+        for push in pushed:
+            if self._hooks.after_receive_commit is not None:
+                self._hooks.after_receive_commit(push.sender, push.client_id)
+            self._acknowledge(connection, push.server_id)
+        for event in events:
+            if event is not None:
+                self._events.put_nowait(event)
 
     def _acknowledge(self, connection: transport.Connection, server_id: int) -> None:
-        """Acknowledge without waiting for the answer: the relay redelivers whatever it did not get."""
+        """Acknowledge a committed message, batched with the others committed in this turn.
 
-        async def ack() -> None:
+        The acknowledgements go out on the next turn of the event loop, at most 100 ids per
+        request, without waiting for the answer: the relay redelivers whatever it did not get.
+        """
+        self._to_ack.append(server_id)
+        if len(self._to_ack) == 1:
+            asyncio.get_running_loop().call_soon(self._send_acks, connection)
+
+    def _send_acks(self, connection: transport.Connection) -> None:
+        server_ids, self._to_ack = self._to_ack, []
+
+        async def ack(batch: list[int]) -> None:
             try:
-                await connection.ack([server_id])
+                await connection.ack(batch)
             except transport.ConnectionLost:
                 pass
             except transport.RelayError as error:
-                logger.warning("%s: the relay refused the ack of %d: %s", self.name, server_id, error)
+                logger.warning(
+                    "%s: the relay refused an ack of %d messages: %s", self.name, len(batch), error
+                )
 
-        task = asyncio.ensure_future(ack())
-        self._ack_tasks.add(task)
-        task.add_done_callback(self._ack_tasks.discard)
+        for start in range(0, len(server_ids), _MAX_ACK_IDS):
+            task = asyncio.ensure_future(ack(server_ids[start : start + _MAX_ACK_IDS]))
+            self._ack_tasks.add(task)
+            task.add_done_callback(self._ack_tasks.discard)
 
     async def _pump(self, connection: transport.Connection) -> None:
         """Send the outbox in order, keeping up to ``max_in_flight`` messages awaiting the relay's ack.
