@@ -156,17 +156,31 @@ def parse(data: bytes, schema: Mapping[int, Field]) -> Record:
     fields: Record = {}
     position = 0
     end = len(data)
+    # Tags, lengths and small values are nearly always one byte: those are read inline, and
+    # decode_varint handles the rest (and every truncated or over-long case).
     while position < end:
-        tag, position = decode_varint(data, position, end)
+        tag = data[position]
+        if tag < 0x80:
+            position += 1
+        else:
+            tag, position = decode_varint(data, position, end)
         number = tag >> 3
         wire_type = tag & 7
         if number == 0:
             raise DecodeError("field number 0 is not allowed")
         value: Value
         if wire_type == VARINT:
-            value, position = decode_varint(data, position, end)
+            if position < end and data[position] < 0x80:
+                value = data[position]
+                position += 1
+            else:
+                value, position = decode_varint(data, position, end)
         elif wire_type == LEN:
-            length, position = decode_varint(data, position, end)
+            if position < end and data[position] < 0x80:
+                length = data[position]
+                position += 1
+            else:
+                length, position = decode_varint(data, position, end)
             if length > end - position:
                 raise DecodeError(f"field {number}: truncated length-delimited value")
             value = data[position : position + length]
