@@ -12,6 +12,8 @@ so that the stored form is exercised against the other implementation too.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from e2e.keys import KeyPair, PrivateKey, PublicKey, Rng
 from e2e.session import SessionRecord
 from e2e.wire import MessageType, PreKeySignalMessage
@@ -46,12 +48,12 @@ class OurParty:
     def identity_key(self) -> PublicKey:
         return self.identity.public_key
 
-    def bundle(self) -> PreKeyBundle:
-        """Bob's side: a signed prekey (XEdDSA over ``0x05 ‖ SPK``) and one one-time prekey."""
+    def bundle(self, one_time_pre_key: bool = True) -> PreKeyBundle:
+        """Bob's side: a signed prekey (XEdDSA over ``0x05 ‖ SPK``) and, unless told otherwise (as
+        when a server has run out of them), one one-time prekey."""
         self.signed_pre_key = KeyPair.generate(self._rng)
         pre_key = KeyPair.generate(self._rng)
-        self.pre_keys[self.pre_key_id] = pre_key
-        return PreKeyBundle(
+        bundle = PreKeyBundle(
             registration_id=self.registration_id,
             device_id=1,
             identity_key=self.identity.public_key,
@@ -63,6 +65,10 @@ class OurParty:
             pre_key_id=self.pre_key_id,
             pre_key=pre_key.public_key,
         )
+        if not one_time_pre_key:
+            return replace(bundle, pre_key_id=None, pre_key=None)
+        self.pre_keys[self.pre_key_id] = pre_key
+        return bundle
 
     def start_session(self, their_bundle: PreKeyBundle) -> None:
         """Alice's side: X3DH with the remote bundle; an existing session is archived, not lost."""
