@@ -206,7 +206,8 @@ class _Worker:
         self._connect = connect
         self._run_batch = run_batch
         self._batch_limit = batch_limit
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._gathering: list[_Job] = []
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -220,14 +221,24 @@ class _Worker:
 
     async def stop(self) -> None:
         """Finish every job submitted so far, then close the connection."""
+        if self._gathering:
+            self._hand_over()
         self._jobs.put(None)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
     def submit(self, operation: Callable[[_Txn], T]) -> asyncio.Future[T]:
+        """Queue ``operation``; jobs submitted in one turn of the event loop reach the thread together."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(operation, future, loop))
+        if not self._gathering:
+            # One hand-over per turn of the loop, not one per job: each wakes the thread.
+            loop.call_soon(self._hand_over)
+        self._gathering.append(_Job(operation, future, loop))
         return future
+
+    def _hand_over(self) -> None:
+        jobs, self._gathering = self._gathering, []
+        self._jobs.put(jobs)
 
     def _run(self) -> None:
         try:
@@ -243,16 +254,16 @@ class _Worker:
                 first = self._jobs.get()
                 if first is None:
                     break
-                batch = [first]
+                batch = first
                 while len(batch) < self._batch_limit:
                     try:
-                        job = self._jobs.get_nowait()
+                        jobs = self._jobs.get_nowait()
                     except queue.Empty:
                         break
-                    if job is None:
+                    if jobs is None:
                         stopping = True
                         break
-                    batch.append(job)
+                    batch.extend(jobs)
                 self._run_batch(db, batch)
         finally:
             db.close()
@@ -348,37 +359,59 @@ class SQLiteStore:
         self._finish(results, [])
 
     def _run_batch(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
+        """Run ``batch`` in one transaction; resolve its futures only after the commit."""
         try:
-            db.execute("BEGIN IMMEDIATE")
+            outcome = self._attempt(db, batch, savepoints=False)
+            if outcome is None:
+                # An operation failed after writing: run the batch again, each operation inside a
+                # savepoint of its own, so that its writes alone are undone.
+                outcome = self._attempt(db, batch, savepoints=True)
+            assert outcome is not None
         except sqlite3.Error as exc:
-            self._finish([(job, (False, StoreError(f"database unavailable: {exc}"))) for job in batch], [])
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            _log.error("transaction failed: %s", exc)
+            failure = StoreError(f"database unavailable: {exc}")
+            self._finish([(job, (False, failure)) for job in batch], [])
             return
+        self._finish(*outcome)
+
+    @staticmethod
+    def _attempt(
+        db: sqlite3.Connection, batch: list[_Job], *, savepoints: bool
+    ) -> tuple[list[tuple[_Job, tuple[bool, Any]]], list[tuple[DeviceAddress, DeviceEvent]]] | None:
+        """One try at the batch; None (after a rollback) when an operation raised after writing.
+
+        Operations check before they write, so a refusal normally leaves nothing to undo and costs no
+        savepoint; ``db.total_changes`` tells the rare case apart.
+        """
+        db.execute("BEGIN IMMEDIATE")
         results: list[tuple[_Job, tuple[bool, Any]]] = []
         events: list[tuple[DeviceAddress, DeviceEvent]] = []
         for job in batch:
-            db.execute("SAVEPOINT op")
+            if savepoints:
+                db.execute("SAVEPOINT op")
+            changes = db.total_changes
             txn = _Txn(db)
             try:
                 value = job.operation(txn)
-            except BaseException as exc:
-                db.execute("ROLLBACK TO op")
-                db.execute("RELEASE op")
+            except Exception as exc:
+                if savepoints:
+                    db.execute("ROLLBACK TO op")
+                    db.execute("RELEASE op")
+                elif db.total_changes != changes:
+                    db.execute("ROLLBACK")
+                    return None
                 if not isinstance(exc, StoreError):
                     _log.error("store operation failed: %s", type(exc).__name__, exc_info=exc)
                 results.append((job, (False, exc)))
             else:
-                db.execute("RELEASE op")
+                if savepoints:
+                    db.execute("RELEASE op")
                 results.append((job, (True, value)))
                 events.extend(txn.events)
-        try:
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            failure = StoreError(f"commit failed: {exc}")
-            self._finish([(job, (False, failure)) for job in batch], [])
-            return
-        self._finish(results, events)
+        db.execute("COMMIT")
+        return results, events
 
     def _finish(
         self,
@@ -669,24 +702,27 @@ class SQLiteStore:
         def op(txn: _Txn) -> EnqueueResult:
             db = txn.db
             sender = (message.sender.account, message.sender.device_id)
-            seen = db.execute(
-                "SELECT server_id, digest FROM sent_ids "
-                "WHERE sender_account = ? AND sender_device = ? AND client_id = ? AND expires_at > ?",
-                (*sender, message.client_id, now),
+            recipient = (message.recipient.account, message.recipient.device_id)
+            size = len(message.body)
+            # One statement reads the recipient's existence, its queue totals and any earlier send
+            # under this client id.
+            row = db.execute(
+                "SELECT s.server_id, s.digest, q.count, q.bytes FROM devices d "
+                "LEFT JOIN queues q ON q.account = d.account AND q.device_id = d.device_id "
+                "LEFT JOIN sent_ids s ON s.sender_account = ? AND s.sender_device = ? "
+                "AND s.client_id = ? AND s.expires_at > ? "
+                "WHERE d.account = ? AND d.device_id = ?",
+                (*sender, message.client_id, now, *recipient),
             ).fetchone()
-            if seen is not None:
-                if bytes(seen[1]) != digest:
+            if row is None:
+                raise UnknownDeviceError(f"no device {message.recipient}")
+            if row[0] is not None:
+                if bytes(row[1]) != digest:
                     raise MessageIdReusedError(
                         "this client message id was already used for a different message"
                     )
-                return EnqueueResult(int(seen[0]), duplicate=True)
-            recipient = (message.recipient.account, message.recipient.device_id)
-            self._require_device(db, message.recipient)
-            size = len(message.body)
-            queue_row = db.execute(
-                "SELECT count, bytes FROM queues WHERE account = ? AND device_id = ?", recipient
-            ).fetchone()
-            count, total = (0, 0) if queue_row is None else (int(queue_row[0]), int(queue_row[1]))
+                return EnqueueResult(int(row[0]), duplicate=True)
+            count, total = int(row[2] or 0), int(row[3] or 0)
             if count + 1 > max_messages or total + size > max_bytes:
                 raise QueueFullError(f"the queue of {message.recipient} is full")
             server_id = db.execute(
