@@ -393,3 +393,38 @@ async def test_no_plaintext_or_private_key_in_logs_or_reprs(relay, make_client, 
         assert secret.decode() not in shown
     for key in private_keys:
         assert key.hex() not in shown and repr(key) not in shown
+
+
+async def test_an_authentic_message_without_an_envelope_spends_its_key_and_is_quarantined(
+    relay, make_client, tmp_path, rng
+):
+    bob = await started(make_client(relay.url, "bob"))
+    alice = await started(make_client(relay.url, "alice"))
+    await alice.send("bob", "hello")
+    await bob.receive(timeout=10)
+    await bob.send("alice", "hi")
+    await alice.receive(timeout=10)
+    await alice.flush(timeout=10)
+    await alice.close()
+    # Alice's own session encrypts something that is not a message envelope.
+    store = Store(tmp_path / "alice.db")
+    session = SessionRecord.deserialize(store.session("bob", 1))
+    store.close()
+    odd = session.encrypt(b"no envelope here", rng)
+    before = bob.store.session("alice", 1)
+    raw = await connect_as(tmp_path / "alice.db", relay.url, rng)
+    await raw.send("bob", 1, "odd", odd.type, odd.body)
+    await raw.close()
+
+    event = await bob.receive(timeout=10)
+    assert isinstance(event, Undecryptable) and event.error == "DecodeError"
+    # The MAC verified and the key is spent: the session moved on, the content was refused.
+    assert bob.store.session("alice", 1) != before
+    assert [m.body for m in bob.history("alice")] == [b"hello", b"hi"]
+    assert bob.quarantined()[-1].message_id == "odd"
+    # The conversation goes on after the next ratchet step.
+    await bob.send("alice", "what was that?")
+    alice = await started(make_client(relay.url, "alice"))
+    assert (await alice.receive(timeout=10)).text == "what was that?"
+    await alice.send("bob", "never mind")
+    assert (await bob.receive(timeout=10)).text == "never mind"
