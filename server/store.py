@@ -10,7 +10,9 @@ durable, so the relay can acknowledge a client the moment the awaitable complete
 acknowledges anything that a crash could take back.
 
 Operations are *submitted when the method is called* (not when the awaitable is first awaited),
-and operations submitted one after another commit in that order.  The relay relies on this to
+and writing operations submitted one after another commit in that order.  A read-only operation
+(``identity_key``, ``prekey_counts``, ``signed_prekey``, ``fetch``) sees at least every commit whose
+awaitable completed before the read was submitted; it may run beside later writes.  The relay relies on this to
 pipeline a connection's sends while keeping their order, and a backend is free to commit many
 submitted operations in one transaction (group commit) as long as it completes none of them before
 that transaction commits.
