@@ -164,9 +164,10 @@ def _check_canonical(raw: bytes, what: str) -> None:
     """Refuse a ``u`` coordinate that is not the canonical encoding of its value.
 
     X25519 ignores the top bit of ``u`` and reduces it modulo ``p`` (RFC 7748 §5), so two (for
-    ``u < 19`` four) different byte strings act as the same key.  Every honest implementation sends the canonical
-    one, and sessions are told apart by the bytes of the base key: a second encoding of the same
-    base key would let a recorded first message be accepted once more as a new session.
+    ``u < 19`` four) different byte strings act as the same key.  Every honest implementation
+    sends the canonical one, and sessions are told apart by the bytes of the base key: a second
+    encoding of the same base key would let a recorded first message be accepted once more as a
+    new session.
     """
     if raw[31] >= 0x80 or (raw[31] == 0x7F and int.from_bytes(raw, "little") >= _FIELD_PRIME):
         raise DecodeError(f"{what}: not the canonical encoding of a Curve25519 public key")
@@ -238,7 +239,7 @@ def encode_signal_message(
         raise ValueError(f"a SignalMessage carries at most {MAX_CIPHERTEXT_LENGTH} bytes of ciphertext")
     if not (0 <= counter <= UINT32_MAX and 0 <= previous_counter <= UINT32_MAX):
         raise ValueError("counters are unsigned 32-bit values")
-    body = b"".join(
+    header = b"".join(
         (
             _VERSION_PREFIX,
             _RATCHET_KEY_TAG,
@@ -249,10 +250,12 @@ def encode_signal_message(
             protobuf.encode_varint(previous_counter),
             _CIPHERTEXT_TAG,
             protobuf.encode_varint(len(ciphertext)),
-            ciphertext,
         )
     )
-    return body + mac_parts(mac_key, associated_data, body)[:MAC_LENGTH]
+    # The MAC is fed the header and the ciphertext separately, so that a long ciphertext is copied
+    # once, into the message itself.
+    mac = mac_parts(mac_key, associated_data + header, ciphertext)
+    return b"".join((header, ciphertext, mac[:MAC_LENGTH]))
 
 
 def encode_prekey_signal_message(
