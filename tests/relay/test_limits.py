@@ -74,3 +74,10 @@ async def test_incoming_frames_are_metered(relay_factory, rng):
     # Thirty frames beyond the burst at fifty a second cannot be read in less than 0.6 s.
     assert time.monotonic() - started >= 0.55
     await connection.close()
+
+
+async def test_the_relay_declines_compression(relay):
+    ws = await ws_connect(relay.url, compression="deflate", proxy=None)
+    assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+    assert ws.protocol.extensions == []
+    await ws.close()
