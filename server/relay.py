@@ -351,7 +351,7 @@ class _Connection:
             _log.exception("internal error conn=%s op=%s", self.number, request.op)
             self.send(p.error(request.id, ErrorCode.INTERNAL_ERROR, "internal error"))
         else:
-            if request.op not in ("send", "ack"):
+            if request.op not in ("send", "ack") and _log.isEnabledFor(logging.INFO):
                 log_event(
                     request.op,
                     conn=self.number,
@@ -764,16 +764,17 @@ async def _send(conn: _Connection, request: Request) -> None:
     )
 
     def answer(result: EnqueueResult) -> dict[str, Any]:
-        log_event(
-            "send",
-            conn=conn.number,
-            device=conn.device,
-            to=recipient,
-            bytes=len(body),
-            server_id=result.server_id,
-            duplicate=result.duplicate,
-            ms=f"{(time.perf_counter() - started) * 1000:.1f}",
-        )
+        if _log.isEnabledFor(logging.INFO):
+            log_event(
+                "send",
+                conn=conn.number,
+                device=conn.device,
+                to=recipient,
+                bytes=len(body),
+                server_id=result.server_id,
+                duplicate=result.duplicate,
+                ms=f"{(time.perf_counter() - started) * 1000:.1f}",
+            )
         return p.ok(request.id, server_id=result.server_id, duplicate=result.duplicate)
 
     wait = conn.pipeline(request, future, answer)
