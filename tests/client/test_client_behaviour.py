@@ -11,7 +11,7 @@ import pytest
 
 from client import ClosedError, Hooks, IdentityChanged, Message, SendFailed, Settings, Undecryptable
 from client.store import OutboxEntry, Store
-from client.transport import connect
+from client.transport import RelayError, connect
 from e2e import records
 from e2e.session import SessionRecord
 from e2e.wire import MessageType
@@ -428,3 +428,14 @@ async def test_an_authentic_message_without_an_envelope_spends_its_key_and_is_qu
     assert (await alice.receive(timeout=10)).text == "what was that?"
     await alice.send("bob", "never mind")
     assert (await bob.receive(timeout=10)).text == "never mind"
+
+
+async def test_a_name_taken_by_another_identity_stops_the_new_client(relay, make_client, tmp_path):
+    await started(make_client(relay.url, "alice"))
+    impostor = make_client(relay.url, "alice", path=tmp_path / "impostor.db")
+    await impostor.start()
+    with pytest.raises(ClosedError) as stopped:
+        await impostor.wait_connected(timeout=10)
+    assert isinstance(stopped.value.__cause__, RelayError)
+    assert stopped.value.__cause__.code == "identity_mismatch"
+    assert not impostor.store.account().registered
