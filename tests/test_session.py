@@ -13,6 +13,7 @@ from e2e.errors import (
     DecodeError,
     DuplicateMessageError,
     E2EError,
+    InvalidKeyError,
     InvalidMessageError,
     InvalidSignatureError,
     NoSessionError,
@@ -20,6 +21,7 @@ from e2e.errors import (
     TooManySkippedMessagesError,
 )
 from e2e.explain import Event
+from e2e.keys import PublicKey
 from e2e.ratchet import Limits
 from e2e.session import Ciphertext, SessionRecord
 from e2e.wire import MessageType, PreKeySignalMessage, SignalMessage
@@ -388,3 +390,29 @@ def test_first_message_with_an_aliased_base_key_is_not_a_new_session(rng: Determ
         bob, lambda: bob_party.receive(bob, Ciphertext(MessageType.PREKEY, aliased), rng), DecodeError
     )
     _assert_unchanged(bob, lambda: bob_party.receive(bob, first, rng), DuplicateMessageError)
+
+
+def test_low_order_base_key_is_refused_and_changes_nothing(rng: DeterministicRng) -> None:
+    alice_party, bob_party = Party.create(rng, 1), Party.create(rng, 2, one_time=0)
+    alice = SessionRecord.initiate(alice_party.identity, 1, bob_party.bundle(rng), rng)
+    genuine = PreKeySignalMessage.deserialize(alice.encrypt(b"hi", rng).body)
+    zero = PreKeySignalMessage.create(
+        genuine.registration_id,
+        None,
+        genuine.signed_pre_key_id,
+        PublicKey(bytes(32)),
+        genuine.identity_key,
+        genuine.message,
+    )
+    _, bob = established(DeterministicRng(b"an existing session"))
+    _assert_unchanged(
+        bob,
+        lambda: bob.decrypt_prekey_message(
+            PreKeySignalMessage.deserialize(zero.serialized),
+            bob_party.identity,
+            bob_party.signed_pre_key,
+            None,
+            rng,
+        ),
+        InvalidKeyError,
+    )
