@@ -298,6 +298,9 @@ class Client:
             acked, self._acked = self._acked, []
             self._store.remove_outbox(acked)
         self._events.put_nowait(_CLOSED)
+        # Wake whoever waits for a connection or for the outbox: they find the client closed.
+        self._connected_event.set()
+        self._outbox_empty.set()
         self._store.close()
 
     # -- the application's side: events --------------------------------------------------------
@@ -379,8 +382,10 @@ class Client:
         """Wait until the relay has acknowledged every message in the outbox."""
 
         async def drained() -> None:
-            while self._store.outbox_size():
+            while True:
                 self._check_running()
+                if not self._store.outbox_size():
+                    return
                 self._outbox_empty.clear()
                 await self._outbox_empty.wait()
 

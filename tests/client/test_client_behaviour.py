@@ -439,3 +439,16 @@ async def test_a_name_taken_by_another_identity_stops_the_new_client(relay, make
     assert isinstance(stopped.value.__cause__, RelayError)
     assert stopped.value.__cause__.code == "identity_mismatch"
     assert not impostor.store.account().registered
+
+
+async def test_closing_wakes_a_send_that_waits_for_a_connection(make_client, unused_tcp_port):
+    alice = make_client(f"ws://127.0.0.1:{unused_tcp_port}", "alice")  # No relay listens there.
+    await alice.start()
+    sending = asyncio.create_task(alice.send("bob", "hello?"))
+    await asyncio.sleep(0.2)
+    assert not sending.done()
+    await alice.close()
+    with pytest.raises(ClosedError):
+        await asyncio.wait_for(sending, 5)
+    with pytest.raises(ClosedError):
+        await alice.flush()
