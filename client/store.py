@@ -26,8 +26,9 @@ Invariants
 * :meth:`Store.transaction` is the unit of atomicity.  The client groups every change caused by one
   event (a decrypted message: new session state, plaintext, processed id, used one-time prekey) into
   one transaction, and acknowledges the event to the relay only after it committed.
-* The schema carries a version (``PRAGMA user_version``); a file of another version is refused with
-  :class:`StoreFormatError` rather than misread.
+* The schema carries a version (``PRAGMA user_version``): an older file is migrated in place, in
+  one transaction per step; a file of an unknown version is refused with :class:`StoreFormatError`
+  rather than misread.
 
 What it does not know
 ---------------------
@@ -247,7 +248,7 @@ class Store:
         self.path = Path(path)
         # isolation_level=None: the module issues BEGIN/COMMIT itself, so that a transaction spans
         # exactly what the caller put inside ``with store.transaction()``.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, isolation_level=None)
         self._depth = 0
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -291,6 +292,9 @@ class Store:
         """Group changes atomically: all of them are committed, or none (on any exception).
 
         Transactions nest: an inner ``with`` joins the outer one, and only the outermost commits.
+        An exception that leaves an inner block must also leave the outer one (as every caller in
+        the client lets it): the writes an inner block made before failing are undone only when
+        the outermost transaction rolls back.
         """
         if self._depth:
             self._depth += 1
