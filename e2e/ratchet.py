@@ -220,6 +220,7 @@ class RatchetState:
         "_associated_out",
         "_associated_in",
         "_serialized_sending_key",
+        "_serialized_static",
     )
 
     def __init__(
@@ -263,6 +264,7 @@ class RatchetState:
         self._associated_out = local_identity_key.serialize() + remote_identity_key.serialize()
         self._associated_in = remote_identity_key.serialize() + local_identity_key.serialize()
         self._serialized_sending_key = sending_ratchet_key.serialize()
+        self._serialized_static: tuple[bytes, bytes] | None = None
 
     # -- initialization -------------------------------------------------------------------------
 
@@ -597,10 +599,29 @@ class RatchetState:
         skipped = b"".join(
             raw + counter.to_bytes(4, "big") + seed for (raw, counter), seed in self.skipped.items()
         )
+        static = self._serialized_static
+        if static is None:
+            # Fields that never change for a state are encoded once, on its first serialization.
+            head = b"".join(
+                (
+                    protobuf.encode_uint_field(1, self.session_version),
+                    protobuf.encode_bytes_field(2, self.local_identity_key.serialize()),
+                    protobuf.encode_bytes_field(3, self.remote_identity_key.serialize()),
+                )
+            )
+            tail = b"".join(
+                (
+                    protobuf.encode_uint_field(13, self.local_registration_id),
+                    protobuf.encode_uint_field(14, self.remote_registration_id),
+                    protobuf.encode_bytes_field(15, self.base_key.serialize()),
+                    # X3DH states leave field 16 out, so that they are stored exactly as before
+                    # it existed.
+                    b"" if self.agreement == "x3dh" else protobuf.encode_uint_field(16, 2),
+                )
+            )
+            static = self._serialized_static = (head, tail)
         parts = [
-            protobuf.encode_uint_field(1, self.session_version),
-            protobuf.encode_bytes_field(2, self.local_identity_key.serialize()),
-            protobuf.encode_bytes_field(3, self.remote_identity_key.serialize()),
+            static[0],
             protobuf.encode_bytes_field(4, self.root_key),
             protobuf.encode_bytes_field(5, self._sending_ratchet_private.serialize()),
             protobuf.encode_bytes_field(6, self._serialized_sending_key),
@@ -626,14 +647,7 @@ class RatchetState:
                 )
             )
             parts.append(protobuf.encode_bytes_field(12, pending_fields))
-        parts += [
-            protobuf.encode_uint_field(13, self.local_registration_id),
-            protobuf.encode_uint_field(14, self.remote_registration_id),
-            protobuf.encode_bytes_field(15, self.base_key.serialize()),
-        ]
-        if self.agreement != "x3dh":
-            # X3DH states leave field 16 out, so that they are stored exactly as before it existed.
-            parts.append(protobuf.encode_uint_field(16, 2))
+        parts.append(static[1])
         return b"".join(parts)
 
     @classmethod
