@@ -13,8 +13,10 @@ from client import ClosedError, Hooks, IdentityChanged, Message, SendFailed, Set
 from client.store import OutboxEntry, Store
 from client.transport import RelayError, connect
 from e2e import records
+from e2e.keys import KeyPair
 from e2e.session import SessionRecord
 from e2e.wire import MessageType
+from e2e.x3dh import PreKeyBundle
 from tests.relay.conftest import Device
 
 pytest_plugins = ["client_fixtures"]
@@ -452,3 +454,53 @@ async def test_closing_wakes_a_send_that_waits_for_a_connection(make_client, unu
         await asyncio.wait_for(sending, 5)
     with pytest.raises(ClosedError):
         await alice.flush()
+
+
+async def test_a_prekey_message_for_an_unknown_signed_prekey_is_quarantined(
+    relay, make_client, tmp_path, rng
+):
+    bob = await started(make_client(relay.url, "bob"))
+    # Mallory builds a bundle as if Bob had published signed prekey 999 (she signs it with Bob's
+    # identity key, read from his file: the worst case), and sends a PreKey message built on it.
+    store = Store(tmp_path / "bob.db")
+    bob_identity, registration_id = records.deserialize_identity(store.account().identity)
+    store.close()
+    fake_signed = KeyPair.generate(rng)
+    bundle = PreKeyBundle(
+        registration_id=registration_id,
+        device_id=1,
+        identity_key=bob_identity.public_key,
+        signed_pre_key_id=999,
+        signed_pre_key=fake_signed.public_key,
+        signed_pre_key_signature=bob_identity.sign(fake_signed.public_key.serialize(), rng),
+    )
+    mallory = Device("mallory", 1, rng)
+    session = SessionRecord.initiate(mallory.identity, mallory.registration_id, bundle, rng)
+    ciphertext = session.encrypt(b"\x01" + bytes(24) + b"hello", rng)
+    assert ciphertext.type == MessageType.PREKEY
+    connection = await mallory.register(relay.url)
+    await connection.send("bob", 1, "stale", ciphertext.type, ciphertext.body)
+    await connection.close()
+
+    event = await bob.receive(timeout=10)
+    assert isinstance(event, Undecryptable) and event.error == "InvalidMessageError"
+    assert "999" in bob.quarantined()[-1].error
+    # Nothing of Mallory was kept: no session, no contact.
+    assert bob.store.session("mallory", 1) is None and bob.store.contact("mallory") is None
+
+
+async def test_the_event_iterators_end_when_the_client_closes(relay, make_client):
+    bob = await started(make_client(relay.url, "bob"))
+    alice = await started(make_client(relay.url, "alice"))
+    for text in ("one", "two", "three"):
+        await alice.send("bob", text)
+
+    async def read_all() -> list[str]:
+        return [message.text async for message in bob.messages()]
+
+    reader = asyncio.create_task(read_all())
+    await until(lambda: len(bob.history("alice")) == 3)
+    await asyncio.sleep(0.05)
+    await bob.close()
+    assert await asyncio.wait_for(reader, 5) == ["one", "two", "three"]
+    assert [event async for event in bob.events()] == []
