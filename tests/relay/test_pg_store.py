@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
@@ -19,6 +20,7 @@ import pytest
 
 from server.migrations import Migration, MigrationError, load_migrations, migrate, schema_version
 from server.pg_store import PostgresStore
+from server.relay import Relay
 from server.store import (
     DeviceAddress,
     DeviceEvent,
@@ -31,6 +33,7 @@ from server.store import (
     StoreError,
 )
 from server.testing.pg import Cluster
+from tests.relay.conftest import TEST_LIMITS, Device
 
 NOW = 1_800_000_000.0
 TTL = 3600.0
@@ -372,3 +375,33 @@ async def test_a_store_refuses_a_database_migrated_by_a_newer_relay(pg_database)
     store = PostgresStore(dsn)
     with pytest.raises(StoreError, match="does not know"):
         await store.open()
+
+
+async def test_the_database_holds_the_opaque_bytes_and_no_private_key(pg_cluster, pg_database, rng) -> None:
+    dsn = pg_database()
+    relay = Relay(PostgresStore(dsn), TEST_LIMITS)
+    await relay.start()
+    try:
+        alice, bob = Device("alice", 1, rng), Device("bob", 1, rng)
+        a = await alice.register(relay.url)
+        b = await bob.register(relay.url)
+        await bob.publish(b, one_time=3)
+        body = os.urandom(300)
+        await a.send("bob", 1, "opaque", 7, body)
+        await a.close()
+        await b.close()
+    finally:
+        await relay.close()
+    # What the server has written for this database: its tables and indexes (flushed to their files
+    # by a checkpoint) and the newest write-ahead log segments.
+    name = dsn.rsplit("/", 1)[1]
+    oid = pg_cluster.psql(f"CHECKPOINT; SELECT oid FROM pg_database WHERE datname = '{name}'").strip()
+    data = pg_cluster.root / "data"
+    files = [p for p in (data / "base" / oid).iterdir() if p.is_file()]
+    files += sorted((p for p in (data / "pg_wal").iterdir() if p.is_file()), key=lambda p: p.stat().st_mtime)[
+        -2:
+    ]
+    written = b"".join(path.read_bytes() for path in files)
+    assert body in written
+    for device in (alice, bob):
+        assert device.identity.private_key.serialize() not in written
