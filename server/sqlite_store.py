@@ -431,8 +431,9 @@ class SQLiteStore:
         items: list[tuple[_Job, tuple[bool, Any]]],
         events: list[tuple[DeviceAddress, DeviceEvent]],
     ) -> None:
-        # Events first: a listener woken here sees the state every resolved future reports.
-        for device, event in events:
+        # Events first: a listener woken here sees the state every resolved future reports.  A batch
+        # of sends to one recipient wakes it once.
+        for device, event in dict.fromkeys(events):
             for listener in list(self._listeners.get(device, ())):
                 try:
                     listener(event)
@@ -776,25 +777,24 @@ class SQLiteStore:
     def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> asyncio.Future[int]:
         wanted = sorted(set(server_ids))
 
+        # Only placeholders are interpolated into these statements.
+        marks = ", ".join("?" * len(wanted))
+        where = "WHERE recipient_account = ? AND recipient_device = ? AND server_id IN "
+        select = f"SELECT server_id FROM messages {where}({marks})"  # noqa: S608
+        delete = f"DELETE FROM messages WHERE server_id IN ({marks}) RETURNING length(body)"  # noqa: S608
+        owner = (recipient.account, recipient.device_id)
+
         def op(txn: _Txn) -> int:
             db = txn.db
-            removed: list[int] = []
-            size = 0
-            for server_id in wanted:
-                row = db.execute(
-                    "DELETE FROM messages WHERE server_id = ? AND recipient_account = ? "
-                    "AND recipient_device = ? RETURNING length(body)",
-                    (server_id, recipient.account, recipient.device_id),
-                ).fetchone()
-                if row is not None:
-                    removed.append(server_id)
-                    size += int(row[0])
-            if len(removed) != len(wanted):
-                missing = sorted(set(wanted) - set(removed))
+            # Check first, so that a refused acknowledgement writes nothing.
+            present = {int(row[0]) for row in db.execute(select, (*owner, *wanted))}
+            if len(present) != len(wanted):
+                missing = sorted(set(wanted) - present)
                 raise UnknownMessageError("no such message in this device's queue", missing)
+            removed = db.execute(delete, wanted).fetchall()
             db.execute(
                 "UPDATE queues SET count = count - ?, bytes = bytes - ? WHERE account = ? AND device_id = ?",
-                (len(removed), size, recipient.account, recipient.device_id),
+                (len(removed), sum(int(row[0]) for row in removed), *owner),
             )
             return len(removed)
 
