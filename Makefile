@@ -43,9 +43,11 @@ bench: $(BENCH_STAMP)
 
 # The relay (SQLite, durable) beside a bare WebSocket forwarder in the same run: 1, 10, 100 and 1,000
 # pairs, latency at half rate, 10,000 idle connections (docs/performance.md).  A few minutes;
-# RELAY_BENCH_ARGS="--pairs 1,10 --idle 0" for less.
+# RELAY_BENCH_ARGS="--pairs 1,10 --idle 0" for less.  Then the same relay on 1, 2 and 3 PostgreSQL
+# nodes beside one SQLite node (bench-cluster, docs/scaling.md).
 bench-relay: $(STAMP)
 	$(BIN)/python benchmarks/relay_load.py $(RELAY_BENCH_ARGS)
+	$(BIN)/python benchmarks/cluster_load.py $(CLUSTER_BENCH_ARGS)
 
 # The relay end to end on durable storage: one SQLite node, then 1, 2 and 3 relay nodes sharing a
 # throwaway PostgreSQL (docs/scaling.md).  A few minutes; CLUSTER_BENCH_ARGS="--pairs 10" for less.
