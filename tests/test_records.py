@@ -224,3 +224,27 @@ def test_damaged_session_records_raise_state_format_error_only(data: st.DataObje
     except StateFormatError:
         return
     assert SessionRecord.deserialize(restored.serialize()).serialize() == restored.serialize()
+
+
+@given(st.data())
+def test_damaged_key_records_raise_state_format_error_only(data: st.DataObject) -> None:
+    name, cls = data.draw(
+        st.sampled_from(
+            [
+                ("identity-v1.json", IdentityRecord),
+                ("prekey-v1.json", PreKeyRecord),
+                ("signed-prekey-v1.json", SignedPreKeyRecord),
+            ]
+        )
+    )
+    record = bytearray(bytes.fromhex(_fixture(name)["record"]))
+    position = data.draw(st.integers(0, len(record) - 1))
+    if data.draw(st.booleans()):
+        record[position] = data.draw(st.integers(0, 255))
+    else:
+        del record[position:]
+    try:
+        restored = cls.deserialize(bytes(record))
+    except StateFormatError:
+        return
+    assert cls.deserialize(restored.serialize()) == restored
