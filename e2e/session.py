@@ -366,7 +366,8 @@ class SessionRecord:
         prekeys and will not talk to peers who ignore them).  ``our_registration_id`` is recorded
         in the new state (libsignal takes it from its identity store); without it the current
         state's, or 0, is used.  A repeated message (same base key) is decrypted by the existing
-        state and needs no prekey; a replayed one raises :class:`~e2e.errors.DuplicateMessageError`.
+        state and needs no prekey, but must carry that state's identity key; a replayed one raises
+        :class:`~e2e.errors.DuplicateMessageError`.
         """
         if not isinstance(message, PreKeySignalMessage):
             raise TypeError(
