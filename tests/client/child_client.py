@@ -6,8 +6,9 @@
                                                  # the N-th is committed to the outbox, before
                                                  # its frame is written
 
-It prints one line per event it saw (``received <id>`` / ``sent <id>``), flushed at once, so the
-test knows what happened before the kill.  SIGKILL gives the process no chance to clean up: no
+It prints one line per event it saw (``received <id>`` / ``sent <id>``; the receiver first prints
+``ready`` once it is connected and has drained its queue), flushed at once, so the test knows what
+happened before the kill.  SIGKILL gives the process no chance to clean up: no
 close frame, no final commit, nothing buffered written.
 """
 
@@ -41,6 +42,9 @@ async def receive(store: str, url: str, number: int) -> None:
     async with Client.open(
         store, url, settings=TEST_SETTINGS, hooks=Hooks(after_receive_commit=kill_at(number))
     ) as client:
+        await client.wait_connected(timeout=20)
+        await client.wait_drained(timeout=20)
+        print("ready", flush=True)
         async for message in client.messages():
             print("received", message.message_id, flush=True)
 

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from client import Message
 from client.store import Store
 
@@ -41,28 +43,45 @@ async def registered(make_client, url: str, name: str) -> None:
         await client.wait_connected(timeout=10)
 
 
-async def test_receiver_killed_between_commit_and_ack_loses_nothing(relay, make_client, tmp_path):
+@pytest.mark.parametrize("arrival", ["backlog", "live"])
+async def test_receiver_killed_between_commit_and_ack_loses_nothing(relay, make_client, tmp_path, arrival):
+    """``backlog``: ten messages wait on the relay and arrive together (one batch, one commit).
+    ``live``: the receiver is online and they arrive one by one, so the kill at the fourth commit
+    leaves the later ones undelivered."""
     await registered(make_client, relay.url, "bob")
-    alice = make_client(relay.url, "alice")
-    async with alice:
-        sent = [await alice.send("bob", f"message {i}") for i in range(10)]
+    arguments = [sys.executable, str(CHILD), "receive", str(tmp_path / "bob.db"), relay.url, "4"]
+    sent = []
+    async with make_client(relay.url, "alice") as alice:
+        if arrival == "backlog":
+            sent = [await alice.send("bob", f"message {i}") for i in range(10)]
+            await alice.flush(timeout=10)
+        child = await asyncio.create_subprocess_exec(*arguments, stdout=asyncio.subprocess.PIPE)
+        if arrival == "live":
+            assert await asyncio.wait_for(child.stdout.readline(), 30) == b"ready\n"
+            for i in range(10):
+                sent.append(await alice.send("bob", f"message {i}"))
+                await alice.flush(timeout=10)
+                await asyncio.sleep(0.05)
         await alice.flush(timeout=10)
-
-    status, lines = await asyncio.to_thread(run_child, "receive", str(tmp_path / "bob.db"), relay.url, "4")
-    assert status == -signal.SIGKILL
-    # The fourth message was committed (with the others that arrived in the same batch), then the
-    # process died before acknowledging or showing it; the application may not have been
-    # scheduled to print the first three either.
+        output, _ = await asyncio.wait_for(child.communicate(), 30)
+    assert child.returncode == -signal.SIGKILL
+    # The fourth message was committed (with any that arrived in the same batch), then the process
+    # died before acknowledging or showing it; the application may not have been scheduled to
+    # print the earlier ones either.
+    lines = [line for line in output.decode().splitlines() if line != "ready"]
     assert len(lines) <= 3
     assert lines == [f"received {message_id}" for message_id in sent[: len(lines)]]
     store = Store(tmp_path / "bob.db")
     committed = [m.message_id for m in store.history("alice")]
     store.close()
     assert len(committed) >= 4 and committed == sent[: len(committed)]
+    if arrival == "live":
+        assert len(committed) < 10
 
     bob = make_client(relay.url, "bob")
     async with bob:
-        # The relay delivers the committed ones again: they are acknowledged without being shown.
+        # The relay delivers everything again: what was committed is acknowledged without being
+        # shown twice, the rest is decrypted now.
         rest = [await bob.receive(timeout=10) for _ in sent[len(committed) :]]
         await bob.wait_drained(timeout=10)
         assert [m.message_id for m in rest] == sent[len(committed) :]
