@@ -232,13 +232,19 @@ class _Wakeups:
             self._work.set()
 
     def dispatch(self, device: DeviceAddress, kind: EventKind, value: int) -> None:
+        """Wake ``device``'s listeners, unless they were already told as much (the same message
+        id or epoch can arrive twice: by notification and by the poll)."""
         marker = self._markers.get(device)
         if marker is None:
             return
         if kind is EventKind.MESSAGES:
-            marker.last_id = max(marker.last_id, value)
+            if value <= marker.last_id:
+                return
+            marker.last_id = value
         elif kind is EventKind.DISPLACED:
-            marker.epoch = max(marker.epoch, value)
+            if value <= marker.epoch:
+                return
+            marker.epoch = value
         event = DeviceEvent(kind, value if kind is EventKind.DISPLACED else 0)
         for listener in list(self._listeners.get(device, ())):
             try:

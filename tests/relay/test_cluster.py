@@ -29,7 +29,8 @@ async def cluster(
 
     async def start(count: int, *, poll_interval: float = 3600.0) -> tuple[str, list[RelayProcess]]:
         dsn = pg_database()
-        # With an hour between polls, wake-ups between nodes can only travel by notification.
+        # With an hour between polls, wake-ups between nodes travel by notification (apart from each
+        # node's one check of a device that has just connected to it).
         url = f"{dsn}?poll_interval={poll_interval}"
         nodes = [
             RelayProcess(tmp_path / "unused.sqlite3", tmp_path / f"node{i}.log", ["--store", url])
