@@ -27,7 +27,11 @@ __all__ = ["COMMANDS", "Command", "Say", "UsageError", "help_text", "parse"]
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
-    """One command: its name, argument names (``?`` marks optional ones) and one line of help."""
+    """One command: its name, argument names and one line of help.
+
+    An argument name ending in ``?`` is optional; one ending in ``...`` takes the rest of the line
+    (it must come last, and is required).
+    """
 
     name: str
     arguments: tuple[str, ...]
@@ -35,7 +39,9 @@ class CommandSpec:
 
     @property
     def usage(self) -> str:
-        shown = [f"[{a.rstrip('?')}]" if a.endswith("?") else f"<{a}>" for a in self.arguments]
+        shown = [
+            f"[{a.rstrip('?')}]" if a.endswith("?") else f"<{a.removesuffix('...')}>" for a in self.arguments
+        ]
         return " ".join([f"/{self.name}", *shown])
 
 
@@ -46,7 +52,9 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("contacts", (), "list contacts, their verification and identity state"),
     CommandSpec("history", ("count?",), "show the last messages with the current contact (default 20)"),
     CommandSpec("verify", ("name?",), "show the safety number and its QR code (default: current contact)"),
-    CommandSpec("verified", ("name?",), "mark a contact verified after comparing safety numbers"),
+    CommandSpec(
+        "verified", ("name", "number..."), "type the 60 digits NAME reads to you; marks NAME verified"
+    ),
     CommandSpec("accept", ("name",), "accept a contact's new identity key after it changed"),
     CommandSpec("explain", (), "turn the protocol-step explanations on or off"),
     CommandSpec("clear", (), "clear the screen"),
@@ -95,6 +103,12 @@ def parse(line: str) -> Command | Say | None:
     if spec is None:
         raise UsageError(f"unknown command /{words[0]}; type /help for the list")
     arguments = tuple(words[1:])
+    if spec.arguments and spec.arguments[-1].endswith("..."):
+        # The last argument takes the rest of the line, spaces and all.
+        fixed = len(spec.arguments) - 1
+        if len(arguments) <= fixed:
+            raise UsageError(f"usage: {spec.usage}")
+        arguments = (*arguments[:fixed], " ".join(arguments[fixed:]))
     required = sum(1 for argument in spec.arguments if not argument.endswith("?"))
     if not required <= len(arguments) <= len(spec.arguments):
         raise UsageError(f"usage: {spec.usage}")

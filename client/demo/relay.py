@@ -45,9 +45,10 @@ class RelayStartError(RuntimeError):
 class RelayProcess:
     """One relay process on 127.0.0.1 with an ephemeral port and its own SQLite file."""
 
-    def __init__(self, directory: Path, python: str = sys.executable) -> None:
+    def __init__(self, directory: Path, python: str = sys.executable, port: int = 0) -> None:
         self.database = directory / "relay.sqlite3"
         self.log = directory / "relay.log"
+        self.port = port
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
@@ -69,21 +70,23 @@ class RelayProcess:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self.port),
             "--db",
             str(self.database),
         ]
 
     def start(self, timeout: float = 20.0) -> str:
-        """Start the relay and return the URL it listens on."""
-        with self.log.open("wb") as log:
+        """Start the relay and return the URL it listens on (a stopped relay may be started again)."""
+        # The log may hold an earlier run's lines (a restart appends): only look at what follows.
+        start = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as log:
             # The relay logs one line per event to standard error; a file never fills up and blocks it.
             self._process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
                 self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            match = _LISTENING.search(self.log.read_text(errors="replace"))
+            match = _LISTENING.search(self.log.read_bytes()[start:].decode(errors="replace"))
             if match:
                 self.url = match.group(1)
                 return self.url

@@ -1,11 +1,15 @@
-"""What the program tests share: a scan for processes left behind, and a clean environment."""
+"""Shared by the program tests: a pseudo-terminal driver, a scan for leftover processes, an environment."""
 
 from __future__ import annotations
 
 import os
+import re
+import time
 from pathlib import Path
 
-__all__ = ["processes_mentioning", "program_environment"]
+import pexpect
+
+__all__ = ["Terminal", "processes_mentioning", "program_environment"]
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
@@ -29,3 +33,57 @@ def program_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
     environment = dict(os.environ)
     environment.update(TMPDIR=str(tmp_path), PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", **extra)
     return environment
+
+
+# Terminal control sequences prompt_toolkit writes (CSI, OSC, charset and keypad switches).
+_CONTROL = re.compile(
+    r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[=>]|\x1b[()][0-9A-Za-z]"
+)
+
+
+class Terminal:
+    """A program in a real pseudo-terminal (pexpect), read as plain text with control sequences removed."""
+
+    def __init__(
+        self, argv: list[str], env: dict[str, str], cwd: Path, size: tuple[int, int] = (40, 120)
+    ) -> None:
+        self.child = pexpect.spawn(
+            argv[0], argv[1:], env=env, cwd=str(cwd), encoding="utf-8", dimensions=size
+        )
+        self.text = ""
+        self._position = 0
+
+    def _read(self, wait: float) -> None:
+        try:
+            while True:
+                chunk = self.child.read_nonblocking(65536, timeout=wait)
+                self.text += _CONTROL.sub("", chunk).replace("\r", "")
+                wait = 0.01
+        except (pexpect.TIMEOUT, pexpect.EOF):
+            return
+
+    def expect(self, pattern: str, timeout: float = 20.0) -> re.Match[str]:
+        """Wait until ``pattern`` appears after the previous match; fail with the screen's recent text."""
+        compiled = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = compiled.search(self.text, self._position)
+            if match:
+                self._position = match.end()
+                return match
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{pattern!r} did not appear; recent output:\n{self.text[-2500:]}")
+            self._read(0.1)
+
+    def type(self, line: str) -> None:
+        self.child.sendline(line)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        self.child.expect(pexpect.EOF, timeout=timeout)
+        self.child.close()
+        return self.child.exitstatus if self.child.exitstatus is not None else -1
+
+    def close(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+        self.child.close(force=True)

@@ -19,9 +19,12 @@ def test_lines_parse_into_messages_and_commands() -> None:
     assert parse("/VERIFY") == Command("verify", ())
     assert parse("/history 5") == Command("history", ("5",))
     assert parse("/exit") == Command("quit", ())
+    assert parse("/verified bob 12345 67890  11111") == Command("verified", ("bob", "12345 67890 11111"))
 
 
-@pytest.mark.parametrize("line", ["/", "/nonsense", "/add", "/add a b", "/history zero", "/history 0", "/to"])
+@pytest.mark.parametrize(
+    "line", ["/", "/nonsense", "/add", "/add a b", "/history zero", "/history 0", "/to", "/verified bob"]
+)
 def test_malformed_commands_raise_usage_errors(line: str) -> None:
     with pytest.raises(UsageError):
         parse(line)

@@ -1,0 +1,144 @@
+"""e2e-chat in real pseudo-terminals: a relay process and two chat processes, driven by typing."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.demo.relay import RelayProcess
+
+from .helpers import Terminal, processes_mentioning, program_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+SAFETY_NUMBER = r"safety number for you and {}:\n\s*([\d ]+)\n\s*([\d ]+)\n\s*([\d ]+)\n"
+
+
+class Chats:
+    """Starts chat programs against one relay and closes whatever is left at the end."""
+
+    def __init__(self, tmp_path: Path, relay: RelayProcess) -> None:
+        self.tmp_path = tmp_path
+        self.relay = relay
+        # prompt_toolkit asks the terminal where its cursor is; pexpect does not answer.
+        self.env = program_environment(tmp_path, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
+        self.terminals: list[Terminal] = []
+
+    def start(self, name: str, *options: str) -> Terminal:
+        assert self.relay.url is not None
+        argv = [sys.executable, "-m", "client.chat", name, "--relay", self.relay.url]
+        argv += ["--state", str(self.tmp_path / f"{name}.sqlite3"), *options]
+        terminal = Terminal(argv, self.env, ROOT)
+        self.terminals.append(terminal)
+        return terminal
+
+    def close(self) -> None:
+        for terminal in self.terminals:
+            terminal.close()
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    process = RelayProcess(tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def chats(tmp_path: Path, relay: RelayProcess) -> Iterator[Chats]:
+    started = Chats(tmp_path, relay)
+    try:
+        yield started
+    finally:
+        started.close()
+        relay.stop()
+        assert processes_mentioning(str(tmp_path)) == []
+
+
+def _safety_number(terminal: Terminal, peer: str) -> str:
+    return " ".join(terminal.expect(SAFETY_NUMBER.format(peer)).groups())
+
+
+def test_two_people_chat_verify_and_find_their_history_after_a_restart(chats: Chats) -> None:
+    bob = chats.start("bob")
+    bob.expect("connected to the relay")
+    alice = chats.start("alice")
+    alice.expect("connected to the relay")
+
+    alice.type("/add bob")
+    alice.expect("added bob")
+    alice.type("hello bob, this is alice")
+    alice.expect(r"you → bob: hello bob, this is alice  \(queued\)")
+    alice.expect(r"✓ sent to relay: \"hello bob, this is alice\"")
+    bob.expect(r"\] alice: hello bob, this is alice")
+
+    bob.type("hi alice")
+    alice.expect(r"\] bob: hi alice")
+
+    # Both see the same 60 digits, and a QR code of the scannable form.
+    alice.type("/verify")
+    alice_number = _safety_number(alice, "bob")
+    alice.expect("▄")
+    bob.type("/verify alice")
+    bob_number = _safety_number(bob, "alice")
+    assert alice_number == bob_number
+    assert re.fullmatch(r"(\d{5} ){11}\d{5}", alice_number)
+    alice.type(f"/verified bob {bob_number}")
+    alice.expect("bob verified: the safety numbers match")
+    bob.type("/verified alice 12345 67890")
+    bob.expect("MISMATCH")
+
+    # Explain mode shows the ratchet's steps, secrets only as fingerprints.
+    alice.type("/explain")
+    alice.expect("explain on")
+    alice.type("second message")
+    alice.expect(r"· Ratchet: KDF_CK on the sending chain CKs: index=\d+, .*chain_key=#[0-9a-f]{8}")
+    bob.expect(r"\] alice: second message")
+
+    # Alice leaves; Bob writes; Alice comes back to her history and the message that waited for her.
+    alice.type("/quit")
+    assert alice.wait_exit() == 0
+    bob.type("are you still there?")
+    bob.expect(re.escape('sent to relay: "are you still there?"'))
+    alice = chats.start("alice")
+    alice.expect(r"── history ──\n.*you → bob: hello bob, this is alice  \(sent to relay\)\n.*bob: hi alice")
+    alice.expect(r"bob: are you still there\?  \(arrived while you were away\)")
+    alice.type("/contacts")
+    alice.expect(r"\* bob  key [0-9a-f]{16}…  verified")
+    alice.type("/quit")
+    assert alice.wait_exit() == 0
+    bob.type("/quit")
+    assert bob.wait_exit() == 0
+
+
+def test_clients_reconnect_by_themselves_when_the_relay_comes_back(chats: Chats, relay: RelayProcess) -> None:
+    bob = chats.start("bob")
+    bob.expect("connected to the relay")
+    alice = chats.start("alice", "--to", "bob")
+    alice.expect("connected to the relay")
+    alice.type("before the outage")
+    bob.expect(r"\] alice: before the outage")
+
+    assert relay.url is not None
+    relay.port = int(relay.url.rsplit(":", 1)[1])
+    relay.stop()
+    alice.expect("the relay is unreachable; reconnecting automatically")
+    bob.expect("the relay is unreachable; reconnecting automatically")
+
+    # Written while the relay is down: encrypted and kept, sent when it is back.
+    alice.type("during the outage")
+    alice.expect(r"you → bob: during the outage  \(queued\)")
+    relay.start()
+    alice.expect("reconnected to the relay")
+    alice.expect('✓ sent to relay: "during the outage"')
+    bob.expect(r"\] alice: during the outage")
+
+    for terminal in (alice, bob):
+        terminal.type("/quit")
+        assert terminal.wait_exit() == 0
