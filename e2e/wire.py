@@ -195,27 +195,20 @@ def _read_canonical(data: bytes) -> tuple[bytes, int, int, bytes] | None:
     if not data.startswith(_CANONICAL_START) or len(data) < _KEY_END + 6 + MAC_LENGTH:
         return None
     end = len(data) - MAC_LENGTH
-    # Each varint is read inline when it is one byte (counters below 128, short ciphertexts).
-    if data[_KEY_END] != 0x10:
-        return None
-    counter = data[_KEY_END + 1]
-    position = _KEY_END + 2
-    if counter >= 0x80:
-        counter, position = protobuf.decode_varint(data, _KEY_END + 1, end)
-    if position + 1 >= end or data[position] != 0x18:
-        return None
-    previous_counter = data[position + 1]
-    if previous_counter >= 0x80:
-        previous_counter, position = protobuf.decode_varint(data, position + 1, end)
-    else:
-        position += 2
-    if position + 1 >= end or data[position] != 0x22:
-        return None
-    length = data[position + 1]
-    if length >= 0x80:
-        length, position = protobuf.decode_varint(data, position + 1, end)
-    else:
-        position += 2
+    # Fields 2, 3 and 4 follow with their tags 0x10, 0x18, 0x22; each varint (counter, previous
+    # counter, ciphertext length) is read inline when it is one byte, as it nearly always is.
+    numbers = []
+    position = _KEY_END
+    for tag in (0x10, 0x18, 0x22):
+        if position + 1 >= end or data[position] != tag:
+            return None
+        value = data[position + 1]
+        if value < 0x80:
+            position += 2
+        else:
+            value, position = protobuf.decode_varint(data, position + 1, end)
+        numbers.append(value)
+    counter, previous_counter, length = numbers
     if position + length != end:
         return None
     return data[len(_CANONICAL_START) : _KEY_END], counter, previous_counter, data[position:end]

@@ -206,6 +206,16 @@ def test_repr_never_shows_private_keys(rng: DeterministicRng) -> None:
         assert record.key_pair.public_key.raw.hex() in text
 
 
+def _damaged(data: st.DataObject, record: bytearray) -> bytes:
+    """``record`` with one byte set to any value, or cut short at any point."""
+    position = data.draw(st.integers(0, len(record) - 1))
+    if data.draw(st.booleans()):
+        record[position] = data.draw(st.integers(0, 255))
+    else:
+        del record[position:]
+    return bytes(record)
+
+
 @given(st.data())
 def test_damaged_session_records_raise_state_format_error_only(data: st.DataObject) -> None:
     """Any byte of a stored record changed, or the record cut short: StateFormatError or a record
@@ -214,13 +224,8 @@ def test_damaged_session_records_raise_state_format_error_only(data: st.DataObje
     record = bytearray(
         bytes.fromhex(document["records"][data.draw(st.sampled_from(["bob", "alice_pending"]))]["record"])
     )
-    position = data.draw(st.integers(0, len(record) - 1))
-    if data.draw(st.booleans()):
-        record[position] = data.draw(st.integers(0, 255))
-    else:
-        del record[position:]
     try:
-        restored = SessionRecord.deserialize(bytes(record))
+        restored = SessionRecord.deserialize(_damaged(data, record))
     except StateFormatError:
         return
     assert SessionRecord.deserialize(restored.serialize()).serialize() == restored.serialize()
@@ -238,13 +243,8 @@ def test_damaged_key_records_raise_state_format_error_only(data: st.DataObject) 
         )
     )
     record = bytearray(bytes.fromhex(_fixture(name)["record"]))
-    position = data.draw(st.integers(0, len(record) - 1))
-    if data.draw(st.booleans()):
-        record[position] = data.draw(st.integers(0, 255))
-    else:
-        del record[position:]
     try:
-        restored = cls.deserialize(bytes(record))
+        restored = cls.deserialize(_damaged(data, record))
     except StateFormatError:
         return
     assert cls.deserialize(restored.serialize()) == restored
