@@ -409,3 +409,27 @@ async def test_the_database_holds_the_opaque_bytes_and_no_private_key(pg_cluster
     assert body in written
     for device in (alice, bob):
         assert device.identity.private_key.serialize() not in written
+
+
+async def test_a_dropped_wakeup_connection_reconnects_and_misses_nothing(nodes, pg_cluster) -> None:
+    sender_node = await nodes(poll_interval=3600)
+    recipient_node = await nodes(poll_interval=3600)
+    alice = await registered(sender_node, "alice")
+    bob = await registered(sender_node, "bob")
+    events = Events()
+    recipient_node.subscribe(bob, events)
+    await sender_node.prekey_counts(bob)
+    # The server drops every node's listening connection; a message is committed meanwhile.
+    pg_cluster.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'e2e-relay wake-ups'"
+    )
+    result = await sender_node.enqueue(message(alice, bob, "while-away"), NOW, TTL, 100, 10_000)
+    await events.wait_for(lambda e: e.kind is EventKind.MESSAGES)
+    assert [m.server_id for m in await recipient_node.fetch(bob, 0, 10, NOW)] == [result.server_id]
+    # And notifications flow again afterwards.
+    events.seen.clear()
+    later = await sender_node.enqueue(message(alice, bob, "after"), NOW, TTL, 100, 10_000)
+    await events.wait_for(lambda e: e.kind is EventKind.MESSAGES)
+    assert [m.server_id for m in await recipient_node.fetch(bob, result.server_id, 10, NOW)] == [
+        later.server_id
+    ]
