@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import random
@@ -71,6 +72,7 @@ from e2e.keys import KeyPair, PublicKey, Rng
 from e2e.ratchet import Limits
 from e2e.session import SessionRecord
 from e2e.wire import MessageType, PreKeySignalMessage
+from e2e.x3dh import PreKeyBundle
 
 __all__ = ["Settings", "Hooks", "Client"]
 
@@ -89,6 +91,9 @@ _DISPLACED = 4003
 
 _MAX_ACK_IDS = 100
 """Server ids per acknowledgement (the relay's limit)."""
+
+_BUNDLE_ATTEMPTS = 4
+"""Bundle fetches tried when the relay answers ``rate_limited`` (waiting as it says in between)."""
 
 _MAX_BATCH = 100
 """Incoming messages committed in one transaction at most."""
@@ -645,8 +650,7 @@ class Client:
 
         The new state is not committed here: :meth:`send` commits it with the first message.
         """
-        connection = await self._connection()
-        bundle = await connection.fetch_bundle(name, device_id)
+        bundle = await self._fetch_bundle(name, device_id)
         address = (name, device_id)
         record = self._session(address)
         if record is not None and record.has_current_state():
@@ -667,6 +671,19 @@ class Client:
         if contact is None:
             self._store.add_contact(name, their_key, self._now_ms())
         return record
+
+    async def _fetch_bundle(self, name: str, device_id: int) -> PreKeyBundle:
+        """Claim a bundle, waiting as the relay asks when this device fetches too often."""
+        for attempt in itertools.count(1):
+            connection = await self._connection()
+            try:
+                return await connection.fetch_bundle(name, device_id)
+            except transport.RelayError as error:
+                if error.code != "rate_limited" or attempt == _BUNDLE_ATTEMPTS:
+                    raise
+                retry_after = error.details.get("retry_after", 1.0)
+                await self._sleep(min(float(retry_after), self.settings.backoff_cap))
+        raise AssertionError("unreachable")
 
     def _identity_changed(self, name: str, device_id: int, trusted: bytes, new: bytes) -> IdentityChanged:
         return IdentityChanged(name, device_id, PublicKey.deserialize(trusted), PublicKey.deserialize(new))

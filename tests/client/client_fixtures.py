@@ -36,11 +36,12 @@ def free_port() -> int:
 
 @pytest.fixture
 async def relay_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Relay]]]:
-    """``await relay_factory(name="relay", port=0)``: an in-process relay, database ``tmp_path/<name>.db``."""
+    """``await relay_factory(name="relay", port=0, **limits)``: an in-process relay whose database is
+    ``tmp_path/<name>.db``, with the test limits and any overrides."""
     relays: list[Relay] = []
 
-    async def start(name: str = "relay", port: int = 0) -> Relay:
-        server = Relay(SQLiteStore(tmp_path / f"{name}.db"), TEST_LIMITS)
+    async def start(name: str = "relay", port: int = 0, **limits: Any) -> Relay:
+        server = Relay(SQLiteStore(tmp_path / f"{name}.db"), dataclasses.replace(TEST_LIMITS, **limits))
         await server.start("127.0.0.1", port)
         relays.append(server)
         return server

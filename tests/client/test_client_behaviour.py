@@ -504,3 +504,30 @@ async def test_the_event_iterators_end_when_the_client_closes(relay, make_client
     await bob.close()
     assert await asyncio.wait_for(reader, 5) == ["one", "two", "three"]
     assert [event async for event in bob.events()] == []
+
+
+async def test_bundle_fetches_wait_when_the_relay_rate_limits_them(relay_factory, make_client):
+    relay = await relay_factory(bundle_burst=2, bundle_rate=20.0)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+    peers = [await started(make_client(relay.url, f"peer{i}")) for i in range(4)]
+    alice = await started(make_client(relay.url, "alice", sleep=sleep))
+    for peer in peers:
+        await alice.send(peer.name, f"hello {peer.name}")
+    for peer in peers:
+        assert (await peer.receive(timeout=10)).text == f"hello {peer.name}"
+    # After a burst of two, a fetch was refused at first, and retried after the relay's delay.
+    assert waits and all(0 < wait <= 0.5 for wait in waits)
+
+
+async def test_sending_to_an_unknown_account_raises_and_leaves_nothing(relay, make_client):
+    alice = await started(make_client(relay.url, "alice"))
+    with pytest.raises(RelayError) as refused:
+        await alice.send("nobody", "hello?")
+    assert refused.value.code in {"unknown_account", "unknown_device"}
+    assert alice.store.contact("nobody") is None and alice.store.session("nobody", 1) is None
+    assert alice.store.outbox_size() == 0 and alice.history() == []
