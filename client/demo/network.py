@@ -4,7 +4,8 @@ What this module owns
 ---------------------
 :class:`Reorder`, a switch the demo flips to say "hold back the next message pushed to this
 device until two later ones have been delivered", and :class:`ReorderingClient`, a
-:class:`client.client.Client` whose connection delivers the relay's pushes through that switch.
+:class:`client.client.Client` whose connection delivers the relay's pushes through that switch,
+one message at a time.
 
 Why it exists
 -------------
@@ -32,28 +33,44 @@ The relay protocol's frames or the client's state: it wraps
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 from client import transport
-from client.client import Client
+from client.client import Client, Hooks
 
 __all__ = ["Reorder", "ReorderingClient"]
 
 
 class Reorder:
-    """How many of the next pushed messages to hold back, and after how many later ones to release them."""
+    """The demo's control over delivery to one client.
+
+    ``hold_next(count, release_after)`` holds the next ``count`` messages until ``release_after``
+    later ones were delivered.  Deliveries are also paced, one message at a time: the next push is
+    handed over only once the client has committed the previous one, so each message is decrypted
+    on its own and the demo can tell which protocol steps belong to which message.
+    """
 
     def __init__(self) -> None:
         self.hold = 0
         self.release_after = 0
         self.held_back: list[str] = []
         """Client message ids that were delivered late, in the order they were held."""
+        self._committed: dict[str, asyncio.Event] = {}
 
     def hold_next(self, count: int = 1, release_after: int = 2) -> None:
         """Hold the next ``count`` messages until ``release_after`` later ones were delivered."""
         self.hold = count
         self.release_after = release_after
+
+    def committed(self, client_id: str) -> None:
+        """The client committed message ``client_id``: the next one may be delivered."""
+        self._committed.setdefault(client_id, asyncio.Event()).set()
+
+    async def wait_committed(self, client_id: str) -> None:
+        await self._committed.setdefault(client_id, asyncio.Event()).wait()
+        del self._committed[client_id]
 
 
 class _ReorderingConnection:
@@ -71,30 +88,44 @@ class _ReorderingConnection:
         held: list[transport.IncomingMessage] = []
         overtaken = 0
         async for push in self._connection.pushes():
-            if isinstance(push, transport.IncomingMessage):
-                if reorder.hold > 0:
-                    reorder.hold -= 1
-                    reorder.held_back.append(push.client_id)
-                    held.append(push)
-                    continue
+            if not isinstance(push, transport.IncomingMessage):
                 yield push
-                if held:
-                    overtaken += 1
-                    if overtaken >= reorder.release_after:
-                        for late in held:
-                            yield late
-                        held.clear()
-                        overtaken = 0
+                continue
+            if reorder.hold > 0:
+                reorder.hold -= 1
+                reorder.held_back.append(push.client_id)
+                held.append(push)
                 continue
             yield push
+            await reorder.wait_committed(push.client_id)
+            if held:
+                overtaken += 1
+                if overtaken >= reorder.release_after:
+                    for late in held:
+                        yield late
+                        await reorder.wait_committed(late.client_id)
+                    held.clear()
+                    overtaken = 0
 
 
 class ReorderingClient(Client):
-    """A client whose incoming messages can be held back by :attr:`reorder`."""
+    """A client whose incoming messages pass through :attr:`reorder`."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, hooks: Hooks | None = None, **kwargs: Any) -> None:
         self.reorder = Reorder()
+        hooks = hooks if hooks is not None else Hooks()
+        application_hook = hooks.after_receive_commit
+
+        def after_receive_commit(sender: str, client_id: str) -> None:
+            if application_hook is not None:
+                application_hook(sender, client_id)
+            self.reorder.committed(client_id)
+
+        super().__init__(
+            *args,
+            hooks=Hooks(after_receive_commit=after_receive_commit, after_send_commit=hooks.after_send_commit),
+            **kwargs,
+        )
 
     async def _connect(self) -> transport.Connection:
         connection = await super()._connect()

@@ -281,7 +281,9 @@ class _Demo:
         if not isinstance(event, Message):
             raise DemoFailed(f"{person.name} got {event!r} instead of a message")
         self.tally.received += 1
-        return event, self._describe_received(person.steps_by_message.pop(event.message_id, []))
+        notes = self._describe_received(person.steps_by_message.pop(event.message_id, []))
+        # (A state tried and set aside can repeat a step's note; say each once.)
+        return event, list(dict.fromkeys(notes))
 
     def _received_cell(self, message: Message, notes: list[str], extra: str = "") -> str:
         lines = [f'{self.receive_arrow} "{message.text}"' + (f" {extra}" if extra else ""), *notes]
@@ -340,10 +342,10 @@ class _Demo:
         await self._online(self.bob, create=False)
         for _ in range(2):
             message, notes = await self._receive(self.bob)
+            await self._wait_deleted("alice", message.message_id)
+            server_id = self._server_id(message.message_id)
             columns.row(
-                "",
-                f"pushed #{self._server_id(message.message_id)}, acked, deleted",
-                self._received_cell(message, notes),
+                "", f"#{server_id} pushed to bob, acknowledged, deleted", self._received_cell(message, notes)
             )
         columns.row("", f"queue for bob: {len(self.database.queue('bob'))} messages", "")
 
