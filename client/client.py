@@ -99,7 +99,7 @@ _MAX_BATCH = 100
 """Incoming messages committed in one transaction at most."""
 
 _TRANSIENT_REFUSALS = frozenset({"queue_full", "rate_limited", "internal_error"})
-"""Relay error codes after which a message is kept in the outbox and sent again later."""
+"""Relay error codes after which a message is kept in the outbox and sent again after a delay."""
 
 _HELD_IDENTITY = "identity_changed"
 _HELD_UNDECRYPTABLE = "undecryptable"
@@ -1050,32 +1050,52 @@ class Client:
         """Send the outbox in order, keeping up to ``max_in_flight`` messages awaiting the relay's ack.
 
         The transport writes each frame when ``send`` is called, so frames leave in outbox order
-        and the relay commits them in that order.
+        and the relay commits them in that order.  A message the relay refused for the moment
+        (its queue for the recipient is full, or we send too fast) is sent again once the delay
+        it asked for has passed, ahead of newer ones.
         """
+        loop = asyncio.get_running_loop()
         window = asyncio.Semaphore(self.settings.max_in_flight)
+        retry: list[tuple[float, OutboxEntry]] = []
         last_seq = 0
         while True:
             self._outbox_changed.clear()
-            entries = self._store.outbox(after=last_seq, limit=self.settings.max_in_flight)
+            now = loop.time()
+            due = [entry for when, entry in retry if when <= now]
+            retry[:] = [(when, entry) for when, entry in retry if when > now]
+            entries = due + self._store.outbox(after=last_seq, limit=self.settings.max_in_flight)
             if not entries:
                 await self._outbox_changed.wait()
                 continue
             for entry in entries:
                 await window.acquire()
-                last_seq = entry.seq
+                last_seq = max(last_seq, entry.seq)
                 submitted = connection.send(
                     entry.recipient, entry.recipient_device, entry.message_id, entry.message_type, entry.body
                 )
-                submitted.add_done_callback(functools.partial(self._on_relay_ack, entry, window))
+                submitted.add_done_callback(functools.partial(self._on_relay_ack, entry, window, retry))
 
     def _on_relay_ack(
-        self, entry: OutboxEntry, window: asyncio.Semaphore, submitted: asyncio.Future[int]
+        self,
+        entry: OutboxEntry,
+        window: asyncio.Semaphore,
+        retry: list[tuple[float, OutboxEntry]],
+        submitted: asyncio.Future[int],
     ) -> None:
         window.release()
         if submitted.cancelled():
             return
         error = submitted.exception()
-        if isinstance(error, transport.RelayError) and error.code not in _TRANSIENT_REFUSALS:
+        if isinstance(error, transport.RelayError) and error.code in _TRANSIENT_REFUSALS:
+            # Refused for the moment: the message stays in the outbox and is sent again, under the
+            # same id, after the delay the relay asked for (or a second), at most the backoff cap.
+            delay = min(float(error.details.get("retry_after", 1.0)), self.settings.backoff_cap)
+            logger.info("%s: the relay deferred message %s (%s)", self.name, entry.message_id, error.code)
+            loop = asyncio.get_running_loop()
+            retry.append((loop.time() + delay, entry))
+            loop.call_later(delay, self._outbox_changed.set)
+            return
+        if isinstance(error, transport.RelayError):
             # Refused for good (unknown recipient, too large, id reused): sending it again cannot
             # help, so it leaves the outbox and the application is told.
             logger.warning("%s: the relay refused message %s: %s", self.name, entry.message_id, error.code)
@@ -1083,8 +1103,8 @@ class Client:
                 SendFailed(entry.recipient, entry.recipient_device, entry.message_id, error.code)
             )
         elif error is not None:
-            # The connection was lost, or the refusal is temporary (queue full, rate limited): the
-            # message stays in the outbox and the next connection sends it again under the same id.
+            # The connection was lost: the message stays in the outbox, and the next connection
+            # sends it again under the same id.
             return
         self._acked.append(entry.message_id)
         if len(self._acked) == 1:

@@ -531,3 +531,19 @@ async def test_sending_to_an_unknown_account_raises_and_leaves_nothing(relay, ma
     assert refused.value.code in {"unknown_account", "unknown_device"}
     assert alice.store.contact("nobody") is None and alice.store.session("nobody", 1) is None
     assert alice.store.outbox_size() == 0 and alice.history() == []
+
+
+async def test_messages_refused_for_a_full_queue_are_sent_again_later(relay_factory, make_client):
+    relay = await relay_factory(max_queue_messages=3)
+    async with make_client(relay.url, "bob") as bob:
+        await bob.wait_connected(timeout=10)
+    alice = await started(make_client(relay.url, "alice"))
+    sent = [await alice.send("bob", f"message {i}") for i in range(5)]
+    await until(lambda: alice.store.outbox_size() == 2)  # Three stored; two refused for now.
+    await asyncio.sleep(0.3)
+    assert alice.store.outbox_size() == 2  # Still waiting: Bob's queue is full.
+    bob = await started(make_client(relay.url, "bob"))
+    received = [await bob.receive(timeout=10) for _ in sent]
+    await alice.flush(timeout=10)
+    assert sorted(m.message_id for m in received) == sorted(sent)
+    assert [m.message_id for m in received[:3]] == sent[:3]
