@@ -142,3 +142,46 @@ def test_clients_reconnect_by_themselves_when_the_relay_comes_back(chats: Chats,
     for terminal in (alice, bob):
         terminal.type("/quit")
         assert terminal.wait_exit() == 0
+
+
+def test_a_changed_identity_key_is_a_loud_warning_and_waits_for_accept(
+    chats: Chats, relay: RelayProcess, tmp_path: Path
+) -> None:
+    bob = chats.start("bob")
+    bob.expect("connected to the relay")
+    alice = chats.start("alice", "--to", "bob")
+    alice.expect("connected to the relay")
+    alice.type("hello bob")
+    bob.expect(r"\] alice: hello bob")
+    for terminal in (alice, bob):
+        terminal.type("/quit")
+        assert terminal.wait_exit() == 0
+
+    # The relay loses its data and someone registers "bob" again with a new identity key: what a
+    # reinstall looks like, and also what a man in the middle would look like.
+    assert relay.url is not None
+    relay.port = int(relay.url.rsplit(":", 1)[1])
+    relay.stop()
+    for path in tmp_path.glob("relay.sqlite3*"):
+        path.unlink()
+    relay.start()
+    alice = chats.start("alice", "--to", "bob")
+    alice.expect("connected to the relay")
+    new_bob = chats.start("bob", "--state", str(tmp_path / "new-bob.sqlite3"), "--to", "alice")
+    new_bob.expect("connected to the relay")
+    new_bob.type("it is me, on a new phone")
+    new_bob.expect("sent to relay")
+
+    alice.expect(r"WARNING: bob's identity key CHANGED\n!!   trusted: [0-9a-f]{16}   now: [0-9a-f]{16}")
+    alice.expect(r"/accept bob")
+    alice.type("are you the real bob?")
+    alice.expect("WARNING: bob's identity key CHANGED")
+    assert "] bob: it is me, on a new phone" not in alice.text
+    alice.type("/contacts")
+    alice.expect(r"bob  key [0-9a-f]{16}…  IDENTITY KEY CHANGED")
+    alice.type("/accept bob")
+    alice.expect("accepted bob's new identity key")
+    alice.expect(r"\] bob: it is me, on a new phone")
+    for terminal in (alice, new_bob):
+        terminal.type("/quit")
+        assert terminal.wait_exit() == 0
