@@ -71,6 +71,10 @@ def test_two_people_chat_verify_and_find_their_history_after_a_restart(chats: Ch
     alice = chats.start("alice")
     alice.expect("connected to the relay")
 
+    alice.type("/help")
+    alice.expect(r"/verify \[name\] +show the safety number and its QR code")
+    alice.type("/nonsense")
+    alice.expect("unknown command /nonsense")
     alice.type("/add bob")
     alice.expect("added bob")
     alice.type("hello bob, this is alice")
