@@ -5,6 +5,8 @@ What this package owns
 * :mod:`client.client`: :class:`~client.client.Client`, the one object an application uses.
 * :mod:`client.store`: the device's own SQLite file (keys, sessions, contacts, history, outbox).
 * :mod:`client.transport`: the relay protocol's client half (framing, authentication, requests).
+* :mod:`client.prekeys` and :mod:`client.settings`: the device's prekeys (published, topped up,
+  rotated) and the client's tunable numbers.
 * :mod:`client.envelope`, :mod:`client.events`, :mod:`client.errors`, :mod:`client.backoff`: the
   plaintext format inside each message, what the client reports, how it fails, how it reconnects.
 
@@ -12,9 +14,10 @@ The protocol itself lives in :mod:`e2e`; this package is where it meets files, s
 See ``docs/client.md``.
 """
 
-from client.client import Client, Hooks, Settings
+from client.client import Client, Hooks
 from client.errors import ClientError, ClosedError, IdentityChanged, NotRegisteredError
 from client.events import Event, Message, SendFailed, Undecryptable
+from client.settings import Settings
 
 __all__ = [
     "Client",

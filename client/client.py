@@ -38,8 +38,9 @@ Crash safety (the argument is spelled out in docs/client.md)
 
 What it does not know
 ---------------------
-Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`) and the
-protocol's mathematics (:mod:`e2e`).  Randomness (``rng``, default :func:`os.urandom`), the clock
+Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`), which
+prekeys to make and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics
+(:mod:`e2e`).  Randomness (``rng``, default :func:`os.urandom`), the clock
 (``clock``, seconds) and sleeping (``sleep``) are injected, so tests control all three.
 """
 
@@ -62,6 +63,8 @@ from client import envelope, transport
 from client.backoff import Backoff
 from client.errors import AlreadyExistsError, ClosedError, IdentityChanged, NotRegisteredError
 from client.events import Event, Message, SendFailed, Undecryptable
+from client.prekeys import PreKeys
+from client.settings import Settings
 from client.store import HeldMessage, OutboxEntry, Store, StoredMessage, StoreFormatError
 from e2e import records
 from e2e.errors import DecodeError, DuplicateMessageError, E2EError, InvalidMessageError, NoSessionError
@@ -79,9 +82,6 @@ __all__ = ["Settings", "Hooks", "Client"]
 _Parsed = TypeVar("_Parsed")
 
 logger = logging.getLogger("client")
-
-_MAX_PRE_KEY_ID = 0xFFFFFF
-"""libsignal's prekey ids are 24-bit (``Medium.MAX_VALUE``); ours wrap around below it."""
 
 _MAX_REGISTRATION_ID = 16380
 """libsignal's ``KeyHelper.generateRegistrationId`` range is 1..16380."""
@@ -103,37 +103,6 @@ _TRANSIENT_REFUSALS = frozenset({"queue_full", "rate_limited", "internal_error"}
 
 _HELD_IDENTITY = "identity_changed"
 _HELD_UNDECRYPTABLE = "undecryptable"
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Tunable numbers; the defaults suit a demo and the tests."""
-
-    pre_key_batch: int = 100
-    """One-time prekeys per upload (the relay accepts at most 100 per request)."""
-    pre_key_target: int = 100
-    """How many unclaimed one-time prekeys the relay should hold after a top-up."""
-    pre_key_low_water: int = 20
-    """Top up when the relay holds fewer than this many."""
-    publish_kem_pre_keys: bool = True
-    """Publish signed ML-KEM-1024 prekeys, so that peers start sessions with PQXDH."""
-    kem_pre_key_target: int = 20
-    """How many one-time KEM prekeys the relay should hold (each public key is 1,569 bytes)."""
-    kem_pre_key_low_water: int = 5
-    """Top the KEM prekeys up when the relay holds fewer than this many (the last-resort KEM
-    prekey serves when they run out)."""
-    require_pqxdh: bool = False
-    """Refuse PreKey messages made with X3DH alone (a relay could strip KEM prekeys from bundles)."""
-    signed_pre_key_max_age: float = 7 * 24 * 3600.0
-    """Rotate the signed prekey when it is older than this (seconds)."""
-    signed_pre_key_grace: float = 14 * 24 * 3600.0
-    """Keep a retired signed prekey this long, for PreKey messages still in flight (seconds)."""
-    processed_retention: float = 60 * 24 * 3600.0
-    """Remember processed message ids this long; longer than the relay's queue TTL (seconds)."""
-    backoff_base: float = 0.05
-    backoff_cap: float = 30.0
-    max_in_flight: int = 128
-    """Messages sent but not yet acknowledged by the relay, per connection (the relay pipelines 128)."""
 
 
 @dataclass(slots=True)
@@ -196,6 +165,7 @@ class Client:
         self.settings = settings if settings is not None else Settings()
         self._hooks = hooks if hooks is not None else Hooks()
         self._backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap, jitter)
+        self._pre_keys = PreKeys(store, self._identity_key, self.settings, rng, self._now_ms, self.name)
         self._sessions: dict[tuple[str, int], SessionRecord] = {}
         self._session_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._events: asyncio.Queue[object] = asyncio.Queue()
@@ -469,7 +439,7 @@ class Client:
     async def replenish_pre_keys(self) -> int:
         """Top up the relay's one-time prekeys to the target; returns how many were uploaded."""
         connection = await self._connection()
-        return await self._replenish(connection, top_up=True)
+        return await self._pre_keys.replenish(connection, top_up=True)
 
     async def rotate_signed_pre_key(self) -> int:
         """Make, upload and switch to a new signed prekey; returns its id.
@@ -477,150 +447,14 @@ class Client:
         The previous one stays in the store for ``settings.signed_pre_key_grace`` seconds.
         """
         connection = await self._connection()
-        return await self._rotate(connection)
-
-    def _new_signed_pre_key(self) -> int:
-        """A new signed prekey (and, with PQXDH, a new last-resort KEM prekey), stored, not uploaded."""
-        now = self._now_ms()
-        signed_pre_key_id = self._next_key_id("signed_pre_key")
-        key_pair = KeyPair.generate(self._rng)
-        signature = self._identity_key.sign(key_pair.public_key.serialize(), self._rng)
-        record = records.SignedPreKeyRecord(signed_pre_key_id, key_pair, signature, now)
-        self._store.add_signed_pre_key(signed_pre_key_id, record.serialize(), now)
-        if self.settings.publish_kem_pre_keys:
-            self._new_kem_pre_keys(1, last_resort=True)
-        return signed_pre_key_id
-
-    def _new_kem_pre_keys(self, count: int, *, last_resort: bool) -> None:
-        """Signed ML-KEM-1024 prekeys (PQXDH §3.2: ``Sig(IK_B, EncodeKEM(PQPK_B))``), stored, not uploaded."""
-        now = self._now_ms()
-        new = []
-        for _ in range(count):
-            key_id = self._next_key_id("kem_pre_key")
-            key_pair = KemKeyPair.generate(self._rng)
-            signature = self._identity_key.sign(key_pair.public_key.serialize(), self._rng)
-            record = records.KemPreKeyRecord(key_id, key_pair, signature, now, last_resort)
-            new.append((key_id, record.serialize(), last_resort))
-        self._store.add_kem_pre_keys(new, now)
-
-    async def _upload_signed_pre_key(self, connection: transport.Connection) -> None:
-        """Upload the current signed prekey and last-resort KEM prekey if the relay lacks them.
-
-        Once the relay has a new one, the previous one is retired: it stays in the store for
-        ``settings.signed_pre_key_grace`` (for PreKey messages still in flight), then goes.
-        """
-        current = self._store.current_signed_pre_key()
-        if current is None:
-            self._new_signed_pre_key()
-            current = self._store.current_signed_pre_key()
-            assert current is not None
-        signed_pre_key_id, data, _created, uploaded = current
-        grace = int(self.settings.signed_pre_key_grace * 1000)
-        if not uploaded:
-            record = records.SignedPreKeyRecord.deserialize(data)
-            await _upload(
-                connection, signed_pre_key=(record.id, record.key_pair.public_key, record.signature)
-            )
-            now = self._now_ms()
-            self._store.mark_signed_pre_key_uploaded(signed_pre_key_id, now)
-            self._store.remove_signed_pre_keys_retired_before(now - grace)
-        if not self.settings.publish_kem_pre_keys:
-            return
-        last_resort = self._store.current_kem_last_resort()
-        if last_resort is None:
-            self._new_kem_pre_keys(1, last_resort=True)
-            last_resort = self._store.current_kem_last_resort()
-            assert last_resort is not None
-        kem_pre_key_id, uploaded = last_resort
-        if not uploaded:
-            found = self._store.kem_pre_key(kem_pre_key_id)
-            assert found is not None
-            kem_record = records.KemPreKeyRecord.deserialize(found[0])
-            await _upload(
-                connection,
-                kem_last_resort=(kem_record.id, kem_record.key_pair.public_key, kem_record.signature),
-            )
-            now = self._now_ms()
-            self._store.mark_kem_pre_keys_uploaded([kem_pre_key_id], now)
-            self._store.remove_kem_pre_keys_retired_before(now - grace)
-
-    async def _rotate(self, connection: transport.Connection) -> int:
-        signed_pre_key_id = self._new_signed_pre_key()
-        await self._upload_signed_pre_key(connection)
-        return signed_pre_key_id
-
-    async def _upload_pending_pre_keys(self, connection: transport.Connection) -> int:
-        """Upload the one-time prekeys (EC and KEM) that were generated but not yet accepted."""
-        batch_size = self.settings.pre_key_batch
-        pending = self._store.pending_pre_keys()
-        for start in range(0, len(pending), batch_size):
-            batch = [
-                records.PreKeyRecord.deserialize(data) for _id, data in pending[start : start + batch_size]
-            ]
-            await _upload(connection, one_time_pre_keys=[(r.id, r.key_pair.public_key) for r in batch])
-            self._store.mark_pre_keys_uploaded([r.id for r in batch])
-        pending_kem = self._store.pending_kem_pre_keys(last_resort=False)
-        for start in range(0, len(pending_kem), batch_size):
-            kem_batch = [
-                records.KemPreKeyRecord.deserialize(data)
-                for _id, data in pending_kem[start : start + batch_size]
-            ]
-            await _upload(
-                connection, kem_pre_keys=[(r.id, r.key_pair.public_key, r.signature) for r in kem_batch]
-            )
-            self._store.mark_kem_pre_keys_uploaded([r.id for r in kem_batch], self._now_ms())
-        return len(pending) + len(pending_kem)
-
-    async def _replenish(self, connection: transport.Connection, top_up: bool) -> int:
-        """Upload what is pending; then refill each kind of one-time prekey the relay is short of.
-
-        A kind is refilled to its target when the relay holds fewer than its low-water mark, or
-        fewer than the target itself when ``top_up`` (the relay said the stock is low, or the
-        application asked).  Returns how many keys were uploaded.
-        """
-        settings = self.settings
-        uploaded = await self._upload_pending_pre_keys(connection)
-        counts = await connection.prekey_counts()
-        threshold = settings.pre_key_target if top_up else settings.pre_key_low_water
-        if counts.pre_keys < threshold:
-            new = []
-            for _ in range(settings.pre_key_target - counts.pre_keys):
-                pre_key_id = self._next_key_id("pre_key")
-                record = records.PreKeyRecord(pre_key_id, KeyPair.generate(self._rng))
-                new.append((pre_key_id, record.serialize()))
-            self._store.add_pre_keys(new)
-        kem_threshold = settings.kem_pre_key_target if top_up else settings.kem_pre_key_low_water
-        if settings.publish_kem_pre_keys and counts.kem_pre_keys < kem_threshold:
-            self._new_kem_pre_keys(settings.kem_pre_key_target - counts.kem_pre_keys, last_resort=False)
-        uploaded += await self._upload_pending_pre_keys(connection)
-        if uploaded:
-            logger.info(
-                "%s: uploaded %d prekeys (the relay had %d one-time and %d KEM prekeys)",
-                self.name,
-                uploaded,
-                counts.pre_keys,
-                counts.kem_pre_keys,
-            )
-        return uploaded
-
-    def _next_key_id(self, counter: str) -> int:
-        return (self._store.next_id(counter) - 1) % (_MAX_PRE_KEY_ID - 1) + 1
-
-    async def _check_pre_keys(self, connection: transport.Connection, top_up: bool) -> None:
-        """Upload what the relay lacks, rotate an old signed prekey, top up the one-time prekeys."""
-        await self._upload_signed_pre_key(connection)
-        current = self._store.current_signed_pre_key()
-        assert current is not None
-        if self._now_ms() - current[2] > self.settings.signed_pre_key_max_age * 1000:
-            await self._rotate(connection)
-        await self._replenish(connection, top_up)
+        return await self._pre_keys.rotate(connection)
 
     async def _maintain_pre_keys(self, connection: transport.Connection) -> None:
         """Check the prekeys again whenever the relay reports a low stock."""
         while True:
             await self._pre_key_check.wait()
             self._pre_key_check.clear()
-            await self._check_pre_keys(connection, top_up=True)
+            await self._pre_keys.check(connection, top_up=True)
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -921,7 +755,7 @@ class Client:
         self._pre_key_check.clear()
         connected = _Connected(connection)
         self._connected = connected
-        await self._check_pre_keys(connection, top_up=False)
+        await self._pre_keys.check(connection, top_up=False)
         self._connected_event.set()
         for loop in (self._maintain_pre_keys, self._pump, self._receive_loop):
             connected.tasks.append(asyncio.create_task(loop(connection)))
@@ -1145,22 +979,6 @@ class Client:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
-
-
-async def _upload(connection: transport.Connection, **keys: Any) -> None:
-    """One prekey upload, which the relay stores all or nothing.
-
-    Keys are committed to our store before they are uploaded and marked uploaded after the relay
-    answered, so a crash (or a close) in between uploads the same batch again.  Its ids are then
-    already taken, by this very batch: the relay refuses the repeat with ``key_id_conflict``,
-    which here means the upload had succeeded.
-    """
-    try:
-        await connection.upload_prekeys(**keys)
-    except transport.RelayError as error:
-        if error.code != "key_id_conflict":
-            raise
-        logger.info("the relay already held this upload of prekeys (%s)", ", ".join(sorted(keys)))
 
 
 def _from_store(parse: Callable[[bytes], _Parsed], data: bytes) -> _Parsed:
