@@ -141,6 +141,17 @@ def _record(key_id: int, public_key: bytes, signature: bytes | None) -> PreKeyRe
     return PreKeyRecord(int(key_id), bytes(public_key), None if signature is None else bytes(signature))
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection failed (so a statement's outcome is unknown), rather
+    than the server refusing and rolling back a statement."""
+    if isinstance(
+        exc, asyncpg.exceptions.PostgresConnectionError | asyncpg.InterfaceError | OSError | TimeoutError
+    ):
+        return True
+    # Class 57P: the server is shutting down or crashed and ends the session.
+    return isinstance(exc, asyncpg.PostgresError) and str(getattr(exc, "sqlstate", "")).startswith("57P")
+
+
 def _translate(exc: BaseException) -> BaseException:
     """Map a database failure to a StoreError; other exceptions pass through."""
     if isinstance(exc, _DATABASE_ERRORS):
@@ -412,12 +423,18 @@ class _Batches:
     sender never commit out of order.  Within a batch the items are stably sorted by recipient, so
     every batch on every node locks ``queues`` rows in the same order and no two wait in a cycle.
     ``run`` executes a batch and returns each item's result or, for a refused item, its store error.
-    If the whole statement fails (a lost connection, a deadlock abort), its
+    If the whole statement fails with an error from the server (a deadlock abort, say), its
     transaction rolled back, so each item is retried alone and only the ones that fail again fail.
+    If the connection is lost, the outcome is unknown: sends, which are idempotent by client id, are
+    retried alone all the same; acknowledgements fail (the client acknowledges again, and a repeated
+    acknowledgement of a deleted message is refused without harm).
     """
 
-    def __init__(self, name: str, store: PostgresStore, run: _RunBatch, limit: int) -> None:
+    def __init__(
+        self, name: str, store: PostgresStore, run: _RunBatch, limit: int, *, idempotent: bool
+    ) -> None:
         self._name = name
+        self._idempotent = idempotent
         self._store = store
         self._run = run
         self._limit = limit
@@ -458,16 +475,25 @@ class _Batches:
     async def _commit(self, batch: list[_Item]) -> None:
         try:
             await self._attempt(batch)
+            return
         except Exception as exc:
-            if len(batch) == 1:
-                self._fail(batch[0], exc)
-                return
-            _log.warning("a batch of %d %s failed (%s); retrying one by one", len(batch), self._name, exc)
+            failure = exc
+            await self._store._after_failure(exc)
+        # An error the server reported means the transaction rolled back, so trying again is safe.
+        # A lost connection leaves the outcome unknown: only an idempotent write may be tried again
+        # (a resent message is recognised by its client id and answered with its first server id).
+        rolled_back = not _connection_lost(failure)
+        if not (self._idempotent or rolled_back) or (len(batch) == 1 and rolled_back):
             for item in batch:
-                try:
-                    await self._attempt([item])
-                except Exception as again:
-                    self._fail(item, again)
+                self._fail(item, failure)
+            return
+        _log.warning("a batch of %d %s failed (%s); retrying one by one", len(batch), self._name, failure)
+        for item in batch:
+            try:
+                await self._attempt([item])
+            except Exception as again:
+                await self._store._after_failure(again)
+                self._fail(item, again)
 
     async def _attempt(self, batch: list[_Item]) -> None:
         async with self._store._pool.acquire() as conn:
@@ -517,8 +543,8 @@ class PostgresStore:
         self._wakeups = _Wakeups(dsn, partitions, poll_interval)
         self._tails: dict[Hashable, asyncio.Future[Any]] = {}
         self._running: set[asyncio.Task[None]] = set()
-        self._sends = _Batches("sends", self, self._enqueue_batch, batch_limit)
-        self._acks = _Batches("acknowledgements", self, self._ack_batch, batch_limit)
+        self._sends = _Batches("sends", self, self._enqueue_batch, batch_limit, idempotent=True)
+        self._acks = _Batches("acknowledgements", self, self._ack_batch, batch_limit, idempotent=False)
 
     def __repr__(self) -> str:
         # The URL may carry a password; show only where it points.
@@ -568,6 +594,13 @@ class PostgresStore:
 
     # The ordered execution of operations.
 
+    async def _after_failure(self, exc: BaseException) -> None:
+        """After a lost connection, replace every pooled one: a server that dropped one (a restart,
+        a failover) has usually dropped them all, and asyncpg would otherwise hand them out again."""
+        if _connection_lost(exc):
+            with contextlib.suppress(*_DATABASE_ERRORS):
+                await self._pool.expire_connections()
+
     def _check_open(self) -> None:
         if self._pool is None:
             raise StoreError("the store is not open")
@@ -599,6 +632,7 @@ class PostgresStore:
                 async with self._pool.acquire() as conn:
                     result, events = await operation(conn)
             except Exception as exc:
+                await self._after_failure(exc)
                 error = _translate(exc)
                 if not isinstance(error, StoreError):
                     _log.error("store operation failed: %s", type(exc).__name__, exc_info=exc)

@@ -433,3 +433,17 @@ async def test_a_dropped_wakeup_connection_reconnects_and_misses_nothing(nodes, 
     assert [m.server_id for m in await recipient_node.fetch(bob, result.server_id, 10, NOW)] == [
         later.server_id
     ]
+
+
+async def test_a_send_survives_the_server_dropping_the_nodes_connections(nodes, pg_cluster) -> None:
+    store = await nodes()
+    alice = await registered(store, "alice")
+    bob = await registered(store, "bob")
+    await store.enqueue(message(alice, bob, "before"), NOW, TTL, 100, 10_000)
+    pg_cluster.psql(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'e2e-relay'"
+    )
+    # The send meets a dead connection, is tried again on a fresh one, and is stored once.
+    result = await store.enqueue(message(alice, bob, "after"), NOW, TTL, 100, 10_000)
+    assert not result.duplicate
+    assert [m.client_id for m in await store.fetch(bob, 0, 10, NOW)] == ["before", "after"]
