@@ -97,7 +97,7 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
     def toolbar() -> str:
         peer = app.peer or "nobody yet"
         connection = "connected" if app.online else "offline, retrying"
-        pending = len(app._pending)
+        pending = app.waiting_for_relay
         waiting = f" · {pending} waiting for the relay" if pending else ""
         explain = " · explain on" if explainer.enabled else ""
         return f" {client.name} → {peer} · {connection}{waiting}{explain} · /help"

@@ -97,6 +97,11 @@ class ChatApp:
         self._tasks: list[asyncio.Task[None]] = []
         self.quit = asyncio.Event()
 
+    @property
+    def waiting_for_relay(self) -> int:
+        """How many sent messages the relay has not acknowledged yet."""
+        return len(self._pending)
+
     # -- start and stop ------------------------------------------------------------------------
 
     async def start(self) -> None:

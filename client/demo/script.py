@@ -53,7 +53,7 @@ from client.chat.verify import format_safety_number
 from client.client import Client, Hooks, Settings
 from client.demo.layout import Columns
 from client.demo.network import ReorderingClient
-from client.demo.relay import RelayDatabase, RelayProcess, StoredRow
+from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
 from client.events import Message
 from client.explain import SHOW_SECRETS_WARNING, Explainer
 from e2e.explain import Event
@@ -511,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     directory = Path(tempfile.mkdtemp(prefix="e2e-demo-"))
     try:
         asyncio.run(run(options, sys.stdout, directory))
-    except (TimeoutError, DemoFailed, OSError) as error:
+    except (TimeoutError, DemoFailed, RelayStartError, OSError) as error:
         print(f"\ndemo failed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -73,3 +73,20 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
     # Nothing is left running and the temporary directory is gone.
     assert processes_mentioning(str(tmp_path)) == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_demo_that_fails_says_so_and_still_stops_its_relay(tmp_path: Path) -> None:
+    # No step can finish in a microsecond: the demo must fail cleanly, not hang or leak the relay.
+    result = subprocess.run(
+        [sys.executable, "-m", "client.demo", "--timeout", "0.000001"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=program_environment(tmp_path),
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "demo failed:" in result.stderr
+    assert "Summary" not in result.stdout
+    assert processes_mentioning(str(tmp_path)) == []
+    assert list(tmp_path.iterdir()) == []
