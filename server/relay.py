@@ -486,7 +486,14 @@ class _Connection:
                     self.window_full = inflight_room <= 0
                     self.queue_full = queue_room <= 0
                     break
-                batch = await store.fetch(self.device, cursor, room, self.relay.clock())
+                try:
+                    batch = await store.fetch(self.device, cursor, room, self.relay.clock())
+                except StoreError as exc:
+                    # Try again shortly; the messages stay queued meanwhile.
+                    _log.error("fetch failed conn=%s: %s", self.number, exc)
+                    await asyncio.sleep(1.0)
+                    self.wake.set()
+                    break
                 for message in batch:
                     self.send(_message_push(message))
                     self.inflight.add(message.server_id)

@@ -15,10 +15,11 @@ transaction per message tops out near 1,800 messages a second here, ten per tran
 
 The database runs in WAL mode with ``synchronous=FULL`` so that a commit survives a power loss, not
 only a killed process.  Read-only operations (fetching a queue, counting prekeys, looking up a key)
-run on a second thread with its own connection, each batch in one read transaction: WAL lets them
-read the last committed state while the writer commits, so a delivery never waits behind an
-``fsync``.  Nothing runs on the event loop.  Post-commit wake-ups are handed back to the loop
-together with the results.
+run on the event loop itself, on a second connection, each in one read transaction: WAL lets them
+read the last committed state while the writer commits, so they never wait behind an ``fsync``,
+and they cost less than the hand-over to a thread would (see :meth:`SQLiteStore._read`).  Writes
+never run on the loop.  Post-commit wake-ups are handed back to the loop together with the
+results.
 
 Invariants
 ----------
@@ -79,18 +80,21 @@ SCHEMA_VERSION = 1
 
 _log = logging.getLogger("server.store")
 
+# A read waits at most this long for a lock (in WAL mode only recovery after a crash takes one).
+_READ_BUSY_TIMEOUT = 0.5
+
 T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS accounts (
     account TEXT PRIMARY KEY,
     identity_key BLOB NOT NULL,
     created_at REAL NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS devices (
     account TEXT NOT NULL REFERENCES accounts(account),
     device_id INTEGER NOT NULL,
@@ -99,7 +103,7 @@ CREATE TABLE IF NOT EXISTS devices (
     last_seen REAL NOT NULL,
     epoch INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (account, device_id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS signed_prekeys (
     account TEXT NOT NULL,
     device_id INTEGER NOT NULL,
@@ -110,7 +114,7 @@ CREATE TABLE IF NOT EXISTS signed_prekeys (
     uploaded_at REAL NOT NULL,
     retired_at REAL,
     PRIMARY KEY (account, device_id, kind, key_id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS one_time_prekeys (
     account TEXT NOT NULL,
     device_id INTEGER NOT NULL,
@@ -119,7 +123,7 @@ CREATE TABLE IF NOT EXISTS one_time_prekeys (
     public_key BLOB NOT NULL,
     signature BLOB,
     PRIMARY KEY (account, device_id, kind, key_id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     server_id INTEGER PRIMARY KEY AUTOINCREMENT,
     recipient_account TEXT NOT NULL,
@@ -141,7 +145,7 @@ CREATE TABLE IF NOT EXISTS queues (
     count INTEGER NOT NULL,
     bytes INTEGER NOT NULL,
     PRIMARY KEY (account, device_id)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sent_ids (
     sender_account TEXT NOT NULL,
     sender_device INTEGER NOT NULL,
@@ -150,7 +154,7 @@ CREATE TABLE IF NOT EXISTS sent_ids (
     digest BLOB NOT NULL,
     expires_at REAL NOT NULL,
     PRIMARY KEY (sender_account, sender_device, client_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sent_ids_by_expiry ON sent_ids (expires_at);
 """
 
@@ -289,7 +293,7 @@ class SQLiteStore:
         self._path = str(path)
         self._batch_limit = batch_limit
         self._writer: _Worker | None = None
-        self._reader: _Worker | None = None
+        self._reader: sqlite3.Connection | None = None
         self._listeners: dict[DeviceAddress, set[Listener]] = {}
 
     def __repr__(self) -> str:
@@ -303,12 +307,12 @@ class SQLiteStore:
         # The writer creates or checks the schema before the reader opens its connection.
         writer = _Worker("sqlite-writer", self._connect_writer, self._run_batch, self._batch_limit)
         await writer.start()
-        reader = _Worker("sqlite-reader", self._connect_reader, self._run_reads, self._batch_limit)
         try:
-            await reader.start()
-        except BaseException:
+            reader = sqlite3.connect(self._path, isolation_level=None, timeout=_READ_BUSY_TIMEOUT)
+            reader.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as exc:
             await writer.stop()
-            raise
+            raise StoreError(f"cannot open the database: {exc}") from exc
         self._writer, self._reader = writer, reader
 
     async def close(self) -> None:
@@ -316,7 +320,7 @@ class SQLiteStore:
             return
         writer, reader = self._writer, self._reader
         await writer.stop()
-        await reader.stop()
+        reader.close()
         self._writer = self._reader = None
 
     def _connect_writer(self) -> sqlite3.Connection:
@@ -337,26 +341,6 @@ class SQLiteStore:
             raise StoreError(f"unsupported schema version {row[0]!r} (this relay knows {SCHEMA_VERSION})")
         db.execute("COMMIT")
         return db
-
-    def _connect_reader(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA query_only=ON")
-        return db
-
-    def _run_reads(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
-        """Run read-only operations in one read transaction: one consistent, committed snapshot."""
-        db.execute("BEGIN")
-        results: list[tuple[_Job, tuple[bool, Any]]] = []
-        for job in batch:
-            try:
-                results.append((job, (True, job.operation(_Txn(db)))))
-            except BaseException as exc:
-                if not isinstance(exc, StoreError):
-                    _log.error("store read failed: %s", type(exc).__name__, exc_info=exc)
-                results.append((job, (False, exc)))
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("COMMIT")
-        self._finish(results, [])
 
     def _run_batch(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
         """Run ``batch`` in one transaction; resolve its futures only after the commit."""
@@ -454,10 +438,28 @@ class SQLiteStore:
         return self._writer.submit(operation)
 
     def _read(self, operation: Callable[[_Txn], T]) -> asyncio.Future[T]:
-        """Queue a read-only operation: it sees all that is committed when it runs, and waits on no commit."""
-        if self._reader is None:
+        """Run a read-only operation now, on the event loop, in one read transaction.
+
+        In WAL mode a reader never waits for the writer, and fetching a queue this way cost about
+        30 µs of CPU on this project's 2-core machine, against about 140 µs through a thread of its
+        own (mostly the hand-over and the wake-up back): inline is the cheaper and the faster way.
+        """
+        db = self._reader
+        if db is None:
             raise StoreError("the store is not open")
-        return self._reader.submit(operation)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        try:
+            db.execute("BEGIN")
+            try:
+                future.set_result(operation(_Txn(db)))
+            finally:
+                db.execute("COMMIT")
+        except StoreError as exc:
+            future.set_exception(exc)
+        except sqlite3.Error as exc:
+            _log.error("store read failed: %s", exc)
+            future.set_exception(StoreError(f"database unavailable: {exc}"))
+        return future
 
     # Wake-ups.
 
@@ -665,12 +667,11 @@ class SQLiteStore:
                 low = False
                 for one_time_kind in OneTimeKind:
                     taken = db.execute(
-                        "DELETE FROM one_time_prekeys WHERE rowid = ("
-                        "  SELECT rowid FROM one_time_prekeys"
-                        "  WHERE account = ? AND device_id = ? AND kind = ?"
-                        "  ORDER BY key_id LIMIT 1"
-                        ") RETURNING key_id, public_key, signature",
-                        (account, one_id, one_time_kind.value),
+                        "DELETE FROM one_time_prekeys WHERE account = ? AND device_id = ? AND kind = ? "
+                        "AND key_id = (SELECT min(key_id) FROM one_time_prekeys "
+                        "WHERE account = ? AND device_id = ? AND kind = ?) "
+                        "RETURNING key_id, public_key, signature",
+                        (account, one_id, one_time_kind.value) * 2,
                     ).fetchone()
                     if taken is not None:
                         claimed[one_time_kind] = PreKeyRecord(
