@@ -165,6 +165,7 @@ class _Demo:
         self.database: RelayDatabase | None = None
         self.captured: dict[str, StoredRow | None] = {}
         self.url = ""
+        self.step = "starting"
 
     # -- output --------------------------------------------------------------------------------
 
@@ -178,6 +179,10 @@ class _Demo:
             text, self.columns.width, initial_indent=prefix, subsequent_indent=" " * (len(prefix) + 2)
         ):
             self._print(line)
+
+    def _heading(self, text: str) -> None:
+        self.step = text
+        self.columns.heading(text)
 
     def _cells(self, person: _Person, text: str, middle: str = "", other: str = "") -> None:
         cells = ["", middle, ""]
@@ -305,13 +310,13 @@ class _Demo:
         columns = self.columns
         if self.options.show_secrets:
             self._print(SHOW_SECRETS_WARNING)
-        columns.heading("1. A relay starts: its own process, its own SQLite file, an ephemeral port")
+        self._heading("1. A relay starts: its own process, its own SQLite file, an ephemeral port")
         self.url = self.relay.start()
         self.database = RelayDatabase(self.relay.database)
         columns.header()
         columns.row("", f"listening on {self.url}\ndatabase {self.relay.database.name} (read-only here)", "")
 
-        columns.heading("2. Bob registers, publishes his prekey bundle, and goes offline")
+        self._heading("2. Bob registers, publishes his prekey bundle, and goes offline")
         await self._online(self.bob, create=True)
         stock = await self._wait_for_stock("bob")
         identity = self.database.identity_key("bob") or b""
@@ -326,7 +331,7 @@ class _Demo:
         await self._offline(self.bob)
         columns.row("", "", "offline")
 
-        columns.heading("3. Alice fetches Bob's bundle, starts a session, and sends while Bob is offline")
+        self._heading("3. Alice fetches Bob's bundle, starts a session, and sends while Bob is offline")
         await self._online(self.alice, create=True)
         for text in OFFLINE:
             sent_cell, message_id = await self._send(self.alice, self.bob, text)
@@ -338,7 +343,7 @@ class _Demo:
         left = self.database.pre_key_stock("bob").one_time_ec
         columns.row("", f"bob's one-time prekeys: {left} (the fetch claimed one, once)", "")
 
-        columns.heading("4. Bob comes online: the relay pushes his queue, he decrypts and acknowledges")
+        self._heading("4. Bob comes online: the relay pushes his queue, he decrypts and acknowledges")
         await self._online(self.bob, create=False)
         for _ in range(2):
             message, notes = await self._receive(self.bob)
@@ -349,12 +354,12 @@ class _Demo:
             )
         columns.row("", f"queue for bob: {len(self.database.queue('bob'))} messages", "")
 
-        columns.heading("5. Back and forth: every change of speaker is a Double Ratchet DH step")
+        self._heading("5. Back and forth: every change of speaker is a Double Ratchet DH step")
         for sender_name, text in BACK_AND_FORTH:
             sender, recipient = (self.alice, self.bob) if sender_name == "alice" else (self.bob, self.alice)
             await self._exchange(sender, recipient, text)
 
-        columns.heading("6. Alice sends three; the network hands Bob the first one last")
+        self._heading("6. Alice sends three; the network hands Bob the first one last")
         bob_client = self.bob.running
         assert isinstance(bob_client, ReorderingClient)
         bob_client.reorder.hold_next(1, release_after=2)
@@ -378,7 +383,7 @@ class _Demo:
             raise DemoFailed("the messages arrived in order; the network did not reorder them")
         self.tally.out_of_order = len(bob_client.reorder.held_back)
 
-        columns.heading("7. They compare safety numbers (in person, or by scanning each other's QR code)")
+        self._heading("7. They compare safety numbers (in person, or by scanning each other's QR code)")
         alice_view = self.alice.running.safety_number("bob")
         bob_view = self.bob.running.safety_number("alice")
         columns.row(
@@ -469,6 +474,9 @@ async def run(options: Options, out: TextIO, directory: Path) -> None:
     demo = _Demo(options, out, directory)
     try:
         await demo.run()
+    except (TimeoutError, DemoFailed, RelayStartError, OSError) as error:
+        reason = str(error) or f"a step took longer than {options.timeout:g} s ({type(error).__name__})"
+        raise DemoFailed(f"in step “{demo.step}”: {reason}") from error
     finally:
         await demo.close()
         status = demo.relay.stop()
