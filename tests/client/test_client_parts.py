@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from client.backoff import Backoff
 from client.envelope import Envelope, decode, encode
@@ -57,3 +59,18 @@ def test_message_repr_hides_the_body_and_identity_changed_is_typed(rng):
     error = IdentityChanged("bob", 1, old, new)
     assert isinstance(error, UntrustedIdentityError)
     assert old.fingerprint() in str(error) and new.fingerprint() in str(error)
+
+
+@given(message_id=st.binary(min_size=16, max_size=16), timestamp=st.integers(0, 2**64 - 1), body=st.binary())
+def test_envelope_round_trips_any_content(message_id, timestamp, body):
+    envelope = Envelope(message_id, timestamp, body)
+    assert decode(encode(envelope)) == envelope
+
+
+@given(data=st.binary(max_size=64))
+def test_envelope_decoding_raises_only_decode_error(data):
+    try:
+        envelope = decode(data)
+    except DecodeError:
+        return
+    assert encode(envelope) == data
