@@ -12,8 +12,11 @@ What each operation includes, for every peer alike:
   signature and one one-time prekey); Alice verifying it and encrypting a 64-byte first message;
   Bob decrypting that message.
 * ``burst``: Alice encrypts, Bob decrypts, ``n`` times; no replies, so no DH ratchet step.
+* ``burst_stored``: the burst with both sides' session state serialized and loaded back after
+  every message, in each library's own stored form.
 * ``ping_pong``: the direction alternates, so every message starts a new sending chain (a DH
   ratchet step with a fresh key pair and two Diffie-Hellman operations).
+* ``pqxdh_setups``: ``setups`` with a signed ML-KEM-1024 prekey in the bundle (this project only).
 * Messages are checked to decrypt to what was sent.  Where a peer has a wire format, its bytes are
   produced and parsed (ours, python-axolotl, oldmemo's configuration, vodozemac); Syndace's generic
   configuration has none of its own and passes its message objects directly.
