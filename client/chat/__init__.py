@@ -124,6 +124,9 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
         finally:
             await app.stop()
             client_logger.removeHandler(handler)
+    if app.failed:
+        print(f"e2e-chat: {app.failure}", file=sys.stderr)
+        return 1
     return 0
 
 

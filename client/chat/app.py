@@ -90,6 +90,10 @@ class ChatApp:
         self.peer = peer
         self._clear_screen = clear_screen
         self.online = False
+        self._said_offline = False
+        self.failed = False
+        """Set when the client stopped on an error (the program then exits with status 1)."""
+        self.failure = ""
         self.drained = False
         self._seen_connections = 0
         self._pending: dict[str, str] = {}
@@ -155,6 +159,8 @@ class ChatApp:
                 self.show_event(event)
         except ClosedError as error:
             self.write(f"!! the client stopped: {error}")
+            self.failed = True
+            self.failure = str(error)
             self.quit.set()
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
@@ -195,6 +201,7 @@ class ChatApp:
                     first = self._seen_connections == 0
                     self._seen_connections = self.client.connections
                     self.online = True
+                    self._said_offline = False
                     self.write("connected to the relay" if first else "reconnected to the relay")
                 if drained_task.done() and not self.drained:
                     self.drained = True
@@ -209,8 +216,12 @@ class ChatApp:
 
     def on_client_log(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
+        if record.exc_info and record.exc_info[1] is not None:
+            message += f": {record.exc_info[1]}"
         if "connection lost" in message or "cannot connect" in message:
-            if self.online or (self._seen_connections == 0 and "cannot connect" in message):
+            # Said once per outage; the status loop says when the connection is back.
+            if not self._said_offline:
+                self._said_offline = True
                 self.online = False
                 self.write("the relay is unreachable; reconnecting automatically…")
             return

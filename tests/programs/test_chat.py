@@ -189,3 +189,13 @@ def test_a_changed_identity_key_is_a_loud_warning_and_waits_for_accept(
     for terminal in (alice, new_bob):
         terminal.type("/quit")
         assert terminal.wait_exit() == 0
+
+
+def test_a_name_taken_by_another_identity_is_refused_with_the_reason(chats: Chats, tmp_path: Path) -> None:
+    bob = chats.start("bob")
+    bob.expect("connected to the relay")
+    impostor = chats.start("bob", "--state", str(tmp_path / "impostor.sqlite3"))
+    impostor.expect("registered with a different identity key")
+    assert impostor.wait_exit() == 1
+    bob.type("/quit")
+    assert bob.wait_exit() == 0
