@@ -11,8 +11,9 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
    prekey) and sends two messages, which wait at the relay.
 3. Bob comes online and receives them; then they reply back and forth, every change of speaker a
    Double Ratchet DH step.
-4. Alice sends three messages and the network hands the first to Bob last (:mod:`.network`): Bob
-   stores a skipped message key and uses it when the late message arrives.
+4. Alice sends four messages and the network hands the first two to Bob after the others
+   (:mod:`.network`): Bob stores two skipped message keys and uses them when the late messages
+   arrive.
 5. They compare safety numbers, both forms.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
@@ -69,8 +70,9 @@ BACK_AND_FORTH = (
     ("bob", "So a key stolen today opens no old message."),
 )
 """The replies, each with its sender."""
-REORDERED = ("One (sent first).", "Two (sent second).", "Three (sent third).")
-"""Alice's three messages, of which the network delivers the first one last."""
+REORDERED = ("One (sent first).", "Two (sent second).", "Three (sent third).", "Four (sent fourth).")
+"""Alice's four messages; the network delivers the first two after the last two."""
+_LATE = 2
 
 _TYPE_NAMES = {int(MessageType.PREKEY): "PreKeySignalMessage", int(MessageType.WHISPER): "SignalMessage"}
 
@@ -359,10 +361,10 @@ class _Demo:
             sender, recipient = (self.alice, self.bob) if sender_name == "alice" else (self.bob, self.alice)
             await self._exchange(sender, recipient, text)
 
-        self._heading("6. Alice sends three; the network hands Bob the first one last")
+        self._heading("6. Alice sends four; the network hands Bob the first two after the others")
         bob_client = self.bob.running
         assert isinstance(bob_client, ReorderingClient)
-        bob_client.reorder.hold_next(1, release_after=2)
+        bob_client.reorder.hold_next(_LATE, release_after=len(REORDERED) - _LATE)
         texts = REORDERED
         sent: dict[str, str] = {}
         for text in texts:
@@ -372,7 +374,7 @@ class _Demo:
         for position in range(len(texts)):
             message, notes = await self._receive(self.bob)
             arrived.append(message.message_id)
-            order = ["1st", "2nd", "3rd"][position]
+            order = ["1st", "2nd", "3rd", "4th"][position]
             relay = _relay_cell(self.captured.get(message.message_id))
             columns.row(
                 sent.get(message.message_id, "?"),
@@ -451,7 +453,8 @@ class _Demo:
             f"{tally.queued_offline} waited at the relay while Bob was offline; "
             f"{tally.out_of_order} overtaken by later ones and still decrypted",
             f"double ratchet:  {tally.dh_steps} DH ratchet steps seen by receivers; "
-            f"{tally.skipped_stored} skipped message key stored, {tally.skipped_used} used",
+            f"{tally.skipped_stored} skipped message key{'s' if tally.skipped_stored != 1 else ''} stored, "
+            f"{tally.skipped_used} used",
             f"relay database:  {'NO' if not found else 'FOUND'} plaintext in the relay's files "
             f"(all {len(tally.plaintexts)} messages searched byte for byte)",
             "safety numbers:  equal on both sides, verified both ways",
@@ -460,7 +463,10 @@ class _Demo:
         if self.options.keep:
             lines.append(f"kept:            {self.directory}")
         for line in lines:
-            self._print("  " + line)
+            for wrapped in textwrap.wrap(
+                line, self.columns.width, initial_indent="  ", subsequent_indent=" " * 19
+            ):
+                self._print(wrapped)
         if found:
             raise DemoFailed("plaintext found in the relay's files")
         if relay_status != 0:

@@ -41,11 +41,12 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
     output = result.stdout
 
     # It ends on its own with a summary naming the key agreement and the checks it made.
-    summary = output[output.index("── Summary") :]
+    summary = " ".join(output[output.index("── Summary") :].split())
     assert re.search(r"key agreement:\s+(X3DH|PQXDH)", summary)
     assert "NO plaintext in the relay's files" in summary
-    assert "relay:           stopped, exit status 0" in summary
-    assert re.search(r"\b1 overtaken by later ones and still decrypted", summary)
+    assert "relay: stopped, exit status 0" in summary
+    assert re.search(r"\b2 overtaken by later ones and still decrypted", summary)
+    assert "2 skipped message keys stored, 2 used" in summary
 
     # Plaintext only at the two ends; the relay column shows ids, sizes and ciphertext.
     left, middle, right = _columns(output)
@@ -59,8 +60,10 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
     assert re.search(r"33 ([0-9a-f]{2} ){7}…", middle)
 
     # The late message was decrypted with a stored skipped key.
-    assert "(arrived 3rd)" in right
+    assert '"One (sent first)." (arrived 3rd)' in right
+    assert '"Two (sent second)." (arrived 4th)' in right
     assert "late: stored key for #0 used" in right
+    assert "late: stored key for #1 used" in right
 
     # Explain mode: both sides print the four DH results, and they agree.
     alice_dh = re.findall(r"\[Alice\] X3DH: (DH\d) = DH\([^)]*\) = (#[0-9a-f]{8})", output)
