@@ -312,13 +312,13 @@ class _Demo:
         columns = self.columns
         if self.options.show_secrets:
             self._print(SHOW_SECRETS_WARNING)
-        self._heading("1. A relay starts: its own process, its own SQLite file, an ephemeral port")
+        self._heading("1. A relay starts: its own process, SQLite file and ephemeral port")
         self.url = self.relay.start()
         self.database = RelayDatabase(self.relay.database)
         columns.header()
         columns.row("", f"listening on {self.url}\ndatabase {self.relay.database.name} (read-only here)", "")
 
-        self._heading("2. Bob registers, publishes his prekey bundle, and goes offline")
+        self._heading("2. Bob registers, publishes his prekey bundle, goes offline")
         await self._online(self.bob, create=True)
         stock = await self._wait_for_stock("bob")
         identity = self.database.identity_key("bob") or b""
@@ -333,7 +333,7 @@ class _Demo:
         await self._offline(self.bob)
         columns.row("", "", "offline")
 
-        self._heading("3. Alice fetches Bob's bundle, starts a session, and sends while Bob is offline")
+        self._heading("3. Alice fetches Bob's bundle and sends while Bob is offline")
         await self._online(self.alice, create=True)
         for text in OFFLINE:
             sent_cell, message_id = await self._send(self.alice, self.bob, text)
@@ -345,7 +345,7 @@ class _Demo:
         left = self.database.pre_key_stock("bob").one_time_ec
         columns.row("", f"bob's one-time prekeys: {left} (the fetch claimed one, once)", "")
 
-        self._heading("4. Bob comes online: the relay pushes his queue, he decrypts and acknowledges")
+        self._heading("4. Bob comes online: the relay pushes his queue")
         await self._online(self.bob, create=False)
         for _ in range(2):
             message, notes = await self._receive(self.bob)
@@ -356,12 +356,12 @@ class _Demo:
             )
         columns.row("", f"queue for bob: {len(self.database.queue('bob'))} messages", "")
 
-        self._heading("5. Back and forth: every change of speaker is a Double Ratchet DH step")
+        self._heading("5. Back and forth: each change of speaker is a DH ratchet step")
         for sender_name, text in BACK_AND_FORTH:
             sender, recipient = (self.alice, self.bob) if sender_name == "alice" else (self.bob, self.alice)
             await self._exchange(sender, recipient, text)
 
-        self._heading("6. Alice sends four; the network hands Bob the first two after the others")
+        self._heading("6. Alice sends four; the network delivers the first two last")
         bob_client = self.bob.running
         assert isinstance(bob_client, ReorderingClient)
         bob_client.reorder.hold_next(_LATE, release_after=len(REORDERED) - _LATE)
@@ -385,12 +385,12 @@ class _Demo:
             raise DemoFailed("the messages arrived in order; the network did not reorder them")
         self.tally.out_of_order = len(bob_client.reorder.held_back)
 
-        self._heading("7. They compare safety numbers (in person, or by scanning each other's QR code)")
+        self._heading("7. They compare safety numbers (read out, or scanned as a QR code)")
         alice_view = self.alice.running.safety_number("bob")
         bob_view = self.bob.running.safety_number("alice")
         columns.row(
             format_safety_number(str(alice_view.displayable)),
-            "the relay never sees these; they come\nfrom both identity keys",
+            "the relay never sees these: each side computes them from both identity keys",
             format_safety_number(str(bob_view.displayable)),
         )
         self.alice.running.verify("bob", str(bob_view.displayable))
