@@ -94,7 +94,7 @@ class ChatApp:
         self.failed = False
         """Set when the client stopped on an error (the program then exits with status 1)."""
         self.failure = ""
-        self.drained = False
+        self._started_ms = 0
         self._seen_connections = 0
         self._pending: dict[str, str] = {}
         """Sent messages the relay has not acknowledged yet: message id → a short preview."""
@@ -120,7 +120,10 @@ class ChatApp:
             self.write("── history ──")
             self._show_history(history)
             self.write("── end of history ──")
-        self._pending = {entry.message_id: entry.recipient for entry in self.client.store.outbox()}
+        self._pending = {
+            entry.message_id: f"a message to {entry.recipient}" for entry in self.client.store.outbox()
+        }
+        self._started_ms = int(time.time() * 1000)
         if self.peer is not None:
             self.write(f"talking to {self.peer} (switch with /to NAME)")
         else:
@@ -165,7 +168,9 @@ class ChatApp:
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
         if isinstance(event, Message):
-            away = "" if self.drained else "  (arrived while you were away)"
+            # The relay stamps each message when it accepts it: one it held before we started
+            # waited for us while we were offline.
+            away = "  (arrived while you were away)" if event.relay_timestamp < self._started_ms else ""
             self.write(f"[{_clock(event.timestamp)}] {event.sender}: {event.text}{away}")
             if self.peer is None:
                 self.peer = event.sender
@@ -194,25 +199,19 @@ class ChatApp:
     # -- background: delivery and connection state ---------------------------------------------
 
     async def _status_loop(self) -> None:
-        drained_task = asyncio.create_task(self.client.wait_drained())
-        try:
-            while True:
-                if self.client.connections != self._seen_connections:
-                    first = self._seen_connections == 0
-                    self._seen_connections = self.client.connections
-                    self.online = True
-                    self._said_offline = False
-                    self.write("connected to the relay" if first else "reconnected to the relay")
-                if drained_task.done() and not self.drained:
-                    self.drained = True
-                if self._pending:
-                    waiting = {entry.message_id for entry in self.client.store.outbox()}
-                    for message_id in [m for m in self._pending if m not in waiting]:
-                        preview = self._pending.pop(message_id)
-                        self.write(f"  ✓ sent to relay: {preview}")
-                await asyncio.sleep(_DELIVERY_POLL)
-        finally:
-            drained_task.cancel()
+        while True:
+            if self.client.connections != self._seen_connections:
+                first = self._seen_connections == 0
+                self._seen_connections = self.client.connections
+                self.online = True
+                self._said_offline = False
+                self.write("connected to the relay" if first else "reconnected to the relay")
+            if self._pending:
+                waiting = {entry.message_id for entry in self.client.store.outbox()}
+                for message_id in [m for m in self._pending if m not in waiting]:
+                    preview = self._pending.pop(message_id)
+                    self.write(f"  ✓ sent to relay: {preview}")
+            await asyncio.sleep(_DELIVERY_POLL)
 
     def on_client_log(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
