@@ -5,10 +5,15 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import pytest
+
+from client.demo import main as demo_main
 from client.demo.layout import Columns
 from client.demo.script import BACK_AND_FORTH, OFFLINE, REORDERED
+from client.explain import SHOW_SECRETS_WARNING
 
 from .helpers import processes_mentioning, program_environment
 
@@ -92,4 +97,24 @@ def test_a_demo_that_fails_says_so_and_still_stops_its_relay(tmp_path: Path) -> 
     assert "demo failed:" in result.stderr
     assert "Summary" not in result.stdout
     assert processes_mentioning(str(tmp_path)) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_show_secrets_is_loud_and_shows_the_same_secrets_on_both_sides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None
+    try:
+        assert demo_main(["--show-secrets", "--width", str(WIDTH)]) == 0
+    finally:
+        tempfile.tempdir = None
+    output = capsys.readouterr().out
+    # The warning opens and closes the output.
+    assert output.lstrip().startswith(SHOW_SECRETS_WARNING)
+    assert output.rstrip().endswith(SHOW_SECRETS_WARNING)
+    alice = re.findall(r"\[Alice\] X3DH: (DH\d) = DH\([^)]*\) = SECRET ([0-9a-f]{64})", output)
+    bob = re.findall(r"\[Bob\] X3DH: (DH\d) = DH\([^)]*\) = SECRET ([0-9a-f]{64})", output)
+    assert len(alice) == 4
+    assert alice == bob
     assert list(tmp_path.iterdir()) == []
