@@ -52,7 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("name", help="your account name on the relay")
     parser.add_argument("--relay", default=DEFAULT_RELAY, help="relay URL (default: %(default)s)")
-    parser.add_argument("--state", type=Path, default=None, help="state file (default: per user, see --help)")
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="state file (default: $XDG_DATA_HOME/e2e-chat/NAME.sqlite3, "
+        "else ~/.local/share/e2e-chat/NAME.sqlite3)",
+    )
     parser.add_argument("--to", dest="peer", default=None, help="start talking to this contact")
     parser.add_argument("--explain", action="store_true", help="print each protocol step as it happens")
     parser.add_argument(
