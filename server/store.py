@@ -10,12 +10,12 @@ durable, so the relay can acknowledge a client the moment the awaitable complete
 acknowledges anything that a crash could take back.
 
 Operations are *submitted when the method is called* (not when the awaitable is first awaited),
-and writing operations submitted one after another commit in that order.  A read-only operation
-(``identity_key``, ``prekey_counts``, ``signed_prekey``, ``fetch``) sees at least every commit whose
-awaitable completed before the read was submitted; it may run beside later writes.  The relay relies on this to
-pipeline a connection's sends while keeping their order, and a backend is free to commit many
+and writing operations submitted one after another commit in that order.  The relay relies on this
+to pipeline a connection's sends while keeping their order, and a backend is free to commit many
 submitted operations in one transaction (group commit) as long as it completes none of them before
-that transaction commits.
+that transaction commits.  A read-only operation (``identity_key``, ``prekey_counts``,
+``signed_prekey``, ``fetch``) sees at least every commit whose awaitable completed before the read
+was submitted; it may run beside later writes.
 
 Wake-ups are part of the interface because they have to cross nodes once there is more than one
 relay process: a message committed on one node must wake the recipient's connection on another,
