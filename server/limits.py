@@ -71,6 +71,7 @@ class Limits:
     write_timeout: float = 30.0
     """Seconds one write may wait for the peer to read before the peer is disconnected as too slow."""
     max_errors: int = 32
-    """Refused requests one connection may make before it is closed with 1008."""
+    """Malformed requests (bad frames, bad fields, unknown ops) one connection may make before it is
+    closed with 1008; refusals of well-formed requests do not count."""
     sweep_interval: float = 60.0
     """Seconds between deletions of expired messages."""

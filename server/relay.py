@@ -99,6 +99,19 @@ _MAX_KEM_PUBLIC_KEY_LENGTH = 2048
 _MAX_CLIENT_ID = 64
 _FETCH_BATCH = 64
 
+# Refusals that say the peer does not speak the protocol; only these count towards Limits.max_errors
+# (a refused send to a full queue or a repeated acknowledgement is ordinary life).
+_MALFORMED = frozenset(
+    {
+        ErrorCode.BAD_FRAME,
+        ErrorCode.UNSUPPORTED_VERSION,
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.UNKNOWN_OP,
+        ErrorCode.UNAUTHENTICATED,
+        ErrorCode.TOO_LARGE,
+    }
+)
+
 # Which store error becomes which wire error.
 _STORE_ERRORS: dict[type[StoreError], ErrorCode] = {
     IdentityMismatchError: ErrorCode.IDENTITY_MISMATCH,
@@ -292,14 +305,15 @@ class _Connection:
                 self.wake.set()
 
     def refuse(self, request_id: int | str | None, exc: ProtocolError) -> None:
-        """Answer with an error; too many refusals close the connection (1008)."""
-        self.errors += 1
+        """Answer with an error; too many malformed requests close the connection (1008)."""
+        if exc.code in _MALFORMED:
+            self.errors += 1
         log_event("refused", conn=self.number, device=self.device, code=exc.code.value)
         self.send(p.error(request_id, exc.code, exc.message, **exc.details))
         if exc.close is not None:
             self.close_after_flush(exc.close, exc.close.name.lower().replace("_", " "))
         elif self.errors >= self.limits.max_errors:
-            self.close_after_flush(CloseCode.POLICY_VIOLATION, "too many refused requests")
+            self.close_after_flush(CloseCode.POLICY_VIOLATION, "too many malformed requests")
 
     # Input.
 

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from client.transport import AUTH_LABEL, origin_of, proof_transcript
+from client.transport import AUTH_LABEL, RelayError, origin_of, proof_transcript
 from tests.relay.conftest import Device, drain
 
 
@@ -246,6 +246,18 @@ async def test_a_connection_that_keeps_misbehaving_is_closed(relay_factory, rng)
             await raw.response()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     await still_serving(relay, rng)
+
+
+async def test_ordinary_refusals_do_not_count_as_misbehaviour(relay_factory, rng):
+    relay = await relay_factory(max_errors=3)
+    alice = Device("alice", 1, rng)
+    connection = await alice.register(relay.url)
+    for server_id in range(1, 8):
+        with pytest.raises(RelayError) as refused:
+            await connection.ack([server_id])
+        assert refused.value.code == "unknown_message"
+    await connection.ping()
+    await connection.close()
 
 
 async def test_garbage_from_many_connections_leaves_others_served(relay, rng):
