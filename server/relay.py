@@ -516,6 +516,8 @@ class _Connection:
                 if len(batch) < room:
                     drained = True
                     break
+                # A long backlog: let other connections run between batches.
+                await asyncio.sleep(0)
             if drained and (pushed or first):
                 first = False
                 self.send(p.push("queue_empty"))
