@@ -269,3 +269,17 @@ async def test_garbage_from_many_connections_leaves_others_served(relay, rng):
     await still_serving(relay, rng)
     for raw in bads:
         await raw.ws.close()
+
+
+async def test_unknown_fields_are_ignored(relay, rng):
+    alice, bob = Device("alice", 1, rng), Device("bob", 1, rng)
+    await (await bob.register(relay.url)).close()
+    await (await alice.register(relay.url)).close()
+    raw = await Raw.open(relay.url)
+    await raw.auth(alice)
+    fields = send_fields(future_field={"nested": [1, 2]}, priority="high")
+    fields["to"]["routing_hint"] = "x"
+    response = await raw.request(**fields)
+    assert response["ok"] is True and response["duplicate"] is False
+    assert (await raw.request(op="ping", trace=True))["ok"] is True
+    assert len(await queue_of(relay, bob)) == 1
