@@ -10,7 +10,9 @@ Theory and invariants:
 
 * PostgreSQL refuses to run as root.  When this process is root (as CI is), ``initdb`` and ``postgres``
   run as the unprivileged ``nobody`` account: the temporary directory is handed to that account and the
-  child switches user before it executes the server.  Otherwise they run as the current user.
+  child switches user before it executes the server.  Otherwise they run as the current user.  If
+  ``nobody`` cannot reach the binaries where they are installed (a checkout below ``/root``, say), the
+  part of the installation the server needs is copied into the cluster's directory first.
 * The server is a child of this process and receives SIGQUIT (immediate shutdown) if the thread that
   started it dies, so a test run that is killed leaves no server running behind it (its temporary
   directory is then left for the system's temporary-file cleaning).
