@@ -50,6 +50,13 @@ def empty_database(pg_cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture
+async def empty_conn(empty_database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(empty_database)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
 async def nodes(pg_database: Callable[[], str]) -> AsyncIterator[Callable[..., Awaitable[PostgresStore]]]:
     """Open stores ("nodes") on one fresh database; all closed after the test."""
     dsn = pg_database()
@@ -104,18 +111,15 @@ class Events:
 # Migrations.
 
 
-async def test_migrations_apply_once_and_a_rerun_changes_nothing(empty_database: str) -> None:
-    conn = await asyncpg.connect(empty_database)
-    try:
-        newest = load_migrations()[-1].version
-        assert await schema_version(conn) == 0
-        assert await migrate(conn) == list(range(1, newest + 1))
-        assert await migrate(conn) == []
-        assert await schema_version(conn) == newest
-        tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
-        assert {"accounts", "devices", "messages", "queues", "sent_ids", "one_time_prekeys"} <= tables
-    finally:
-        await conn.close()
+async def test_migrations_apply_once_and_a_rerun_changes_nothing(empty_conn) -> None:
+    conn = empty_conn
+    newest = load_migrations()[-1].version
+    assert await schema_version(conn) == 0
+    assert await migrate(conn) == list(range(1, newest + 1))
+    assert await migrate(conn) == []
+    assert await schema_version(conn) == newest
+    tables = {r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables")}
+    assert {"accounts", "devices", "messages", "queues", "sent_ids", "one_time_prekeys"} <= tables
 
 
 async def test_nodes_migrating_at_the_same_moment_apply_each_migration_once(empty_database: str) -> None:
@@ -131,35 +135,29 @@ async def test_nodes_migrating_at_the_same_moment_apply_each_migration_once(empt
             await conn.close()
 
 
-async def test_a_failing_migration_leaves_no_trace(empty_database: str) -> None:
-    conn = await asyncpg.connect(empty_database)
-    try:
-        first = Migration(1, "first", "CREATE TABLE one (x integer);")
-        broken = Migration(2, "broken", "CREATE TABLE two (x integer); SELECT no_such_function();")
-        with pytest.raises(asyncpg.PostgresError):
-            await migrate(conn, [first, broken])
-        assert await schema_version(conn) == 1
-        assert await conn.fetchval("SELECT to_regclass('two')") is None
-    finally:
-        await conn.close()
+async def test_a_failing_migration_leaves_no_trace(empty_conn) -> None:
+    conn = empty_conn
+    first = Migration(1, "first", "CREATE TABLE one (x integer);")
+    broken = Migration(2, "broken", "CREATE TABLE two (x integer); SELECT no_such_function();")
+    with pytest.raises(asyncpg.PostgresError):
+        await migrate(conn, [first, broken])
+    assert await schema_version(conn) == 1
+    assert await conn.fetchval("SELECT to_regclass('two')") is None
 
 
-async def test_a_database_from_a_newer_relay_or_an_edited_migration_is_refused(empty_database: str) -> None:
-    conn = await asyncpg.connect(empty_database)
-    try:
-        first = Migration(1, "first", "CREATE TABLE one (x integer);")
-        second = Migration(2, "second", "CREATE TABLE two (x integer);")
-        await migrate(conn, [first, second])
-        with pytest.raises(MigrationError, match="does not know"):
-            await migrate(conn, [first])
-        edited = Migration(1, "first", "CREATE TABLE one (x bigint);")
-        with pytest.raises(MigrationError, match="changed after it was applied"):
-            await migrate(conn, [edited, second])
-        with pytest.raises(MigrationError, match="1, 2, 3"):
-            await migrate(conn, [first, Migration(3, "third", "SELECT 1;")])
-        assert await schema_version(conn) == 2
-    finally:
-        await conn.close()
+async def test_a_database_from_a_newer_relay_or_an_edited_migration_is_refused(empty_conn) -> None:
+    conn = empty_conn
+    first = Migration(1, "first", "CREATE TABLE one (x integer);")
+    second = Migration(2, "second", "CREATE TABLE two (x integer);")
+    await migrate(conn, [first, second])
+    with pytest.raises(MigrationError, match="does not know"):
+        await migrate(conn, [first])
+    edited = Migration(1, "first", "CREATE TABLE one (x bigint);")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        await migrate(conn, [edited, second])
+    with pytest.raises(MigrationError, match="1, 2, 3"):
+        await migrate(conn, [first, Migration(3, "third", "SELECT 1;")])
+    assert await schema_version(conn) == 2
 
 
 async def test_a_store_that_cannot_reach_its_database_fails_to_open_with_a_store_error() -> None:
