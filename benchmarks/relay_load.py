@@ -10,6 +10,9 @@ What it measures
   messages delivered end to end per second, and the latency from send to receipt (p50, p99).
 * **Latency at half rate.**  The same pairs paced at half the throughput just measured on the same
   server: p50 and p99 there are what a user would see on a busy but not saturated relay.
+* **Server CPU per message.**  The server process's CPU time (all threads) over the throughput row,
+  divided by the messages: on a machine whose cores are shared with the load generator (and with
+  whatever else runs), this is the steadiest measure of what the server itself costs.
 * **Idle connections.**  ``--idle`` authenticated connections that do nothing; the relay's resident
   memory before and after, per connection.
 
@@ -177,6 +180,11 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the server process (all its threads) so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -352,8 +360,11 @@ async def bench(args: argparse.Namespace) -> None:
     )
     print(f"# {BODY_BYTES}-byte bodies, window {args.window} per sender, {args.messages} messages per row")
     print()
-    print("| pairs | server | msg/s | p50 ms | p99 ms | at half rate: msg/s | p50 ms | p99 ms | relay/bare |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| pairs | server | msg/s | p50 ms | p99 ms | at half rate: msg/s | p50 ms | p99 ms "
+        "| server CPU µs/msg | relay/bare msg/s |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory(prefix="relay-load-") as tmp:
         for k in args.pairs:
             rates: dict[str, float] = {}
@@ -362,7 +373,9 @@ async def bench(args: argparse.Namespace) -> None:
                 try:
                     pairs = await Pairs.open(server.url, k)
                     await throughput(pairs, max(k, 1000), args.window)  # warm-up
+                    cpu = server.cpu_seconds()
                     full = await throughput(pairs, args.messages, args.window)
+                    cpu_us = (server.cpu_seconds() - cpu) / full.messages * 1e6
                     half = await paced(pairs, full.rate / 2, args.paced_seconds)
                     await pairs.close()
                 finally:
@@ -373,7 +386,7 @@ async def bench(args: argparse.Namespace) -> None:
                 print(
                     f"| {k} | {label} | {full.rate:,.0f} "
                     f"| {full.percentile(50):.1f} | {full.percentile(99):.1f} | {half.rate:,.0f} "
-                    f"| {half.percentile(50):.1f} | {half.percentile(99):.1f} | {ratio} |",
+                    f"| {half.percentile(50):.1f} | {half.percentile(99):.1f} | {cpu_us:.0f} | {ratio} |",
                     flush=True,
                 )
         if args.idle:
