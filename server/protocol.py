@@ -170,6 +170,11 @@ def _no_constant(name: str) -> Any:
     raise ProtocolError(ErrorCode.BAD_FRAME, f"{name} is not valid JSON")
 
 
+# Built once: json.loads and json.dumps with options build a new decoder or encoder on every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def parse_request(text: str) -> Request:
     """Parse one text frame into a :class:`Request`.
 
@@ -177,7 +182,7 @@ def parse_request(text: str) -> Request:
     error response can carry it.
     """
     try:
-        frame = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        frame = _DECODER.decode(text)
     except ProtocolError:
         raise
     except (ValueError, RecursionError):
@@ -205,7 +210,7 @@ def parse_request(text: str) -> Request:
 
 def encode(frame: dict[str, Any]) -> str:
     """A frame as compact JSON text."""
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(frame)
 
 
 def ok(request_id: int | str, **fields: Any) -> dict[str, Any]:

@@ -45,6 +45,7 @@ SQL (see :mod:`server.store`), ratchets, sessions or message formats.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -212,7 +213,8 @@ class _Connection:
         self.proof_attempted = False
         self.closing = False
         self.errors = 0
-        self.outgoing: asyncio.Queue[str | _CloseAfter] = asyncio.Queue()
+        self.outgoing: collections.deque[str | _CloseAfter] = collections.deque()
+        self.writable = asyncio.Event()
         self.wake = asyncio.Event()
         self.inflight: set[int] = set()
         self.window_full = False
@@ -240,27 +242,29 @@ class _Connection:
         """Queue a frame for the writer; a peer that lets the queue overflow is disconnected."""
         if self.closing:
             return
-        if self.outgoing.qsize() >= self.limits.max_outgoing_frames:
-            log_event("slow_consumer", conn=self.number, device=self.device, queued=self.outgoing.qsize())
+        if len(self.outgoing) >= self.limits.max_outgoing_frames:
+            log_event("slow_consumer", conn=self.number, device=self.device, queued=len(self.outgoing))
             self.abort(CloseCode.SLOW_CONSUMER, "outgoing queue overflow")
             return
-        self.outgoing.put_nowait(p.encode(frame))
+        self.outgoing.append(p.encode(frame))
+        self.writable.set()
 
     def close_after_flush(self, code: CloseCode, reason: str) -> None:
         """Write everything queued so far, then close with ``code``."""
         if self.closing:
             return
         self.closing = True
-        self.outgoing.put_nowait(_CloseAfter(code, reason))
+        self.outgoing.append(_CloseAfter(code, reason))
+        self.writable.set()
 
     def abort(self, code: CloseCode, reason: str) -> None:
         """Close with ``code`` now, dropping whatever is still queued."""
         if self.closing:
             return
         self.closing = True
-        while not self.outgoing.empty():
-            self.outgoing.get_nowait()
-        self.outgoing.put_nowait(_CloseAfter(code, reason))
+        self.outgoing.clear()
+        self.outgoing.append(_CloseAfter(code, reason))
+        self.writable.set()
         self.wake.set()
 
     async def write_loop(self) -> None:
@@ -269,9 +273,10 @@ class _Connection:
         outgoing = self.outgoing
         sock = ws.transport.get_extra_info("socket") if _TCP_CORK is not None else None
         while True:
-            batch = [await outgoing.get()]
-            while not outgoing.empty():
-                batch.append(outgoing.get_nowait())
+            await self.writable.wait()
+            self.writable.clear()
+            batch = list(outgoing)
+            outgoing.clear()
             # Several frames at once (a push and the queue-empty marker, a burst of answers) leave in
             # as few TCP segments as they fit: on loopback and on virtual machines every segment costs
             # the relay a send and the peer a wake-up.
@@ -493,7 +498,7 @@ class _Connection:
             drained = False
             while not self.closing:
                 inflight_room = limits.max_inflight - len(self.inflight)
-                queue_room = limits.max_outgoing_frames // 2 - self.outgoing.qsize()
+                queue_room = limits.max_outgoing_frames // 2 - len(self.outgoing)
                 room = min(inflight_room, queue_room, _FETCH_BATCH)
                 if room <= 0:
                     # Woken again by an acknowledgement or by the writer making room.
