@@ -14,6 +14,7 @@ spec                   here
 ``CKs``, ``Ns``        ``sending_chain_key``, ``sending_index``
 ``CKr``, ``Nr``        one :class:`ReceiverChain` per remote ratchet key (key, index)
 ``PN``                 ``previous_counter``
+(pending ``DHRatchet``) ``sending_chain_pending``: the sending half is due at the next send
 ``MKSKIPPED``          ``skipped``: ``(DHr, N) → mk``, oldest first
 =====================  ==============================================================
 
@@ -43,8 +44,43 @@ Decryption, and the no-partial-state invariant
 the receiving chain (an existing one advanced, or a new one from a DH ratchet step), the skipped
 message keys on the way, the new root key.  It checks the MAC (in constant time) and decrypts, and
 only then writes those values into the state.  Nothing is copied per message and any exception
-leaves the state exactly as it was.  The new sending ratchet key of a DH step is drawn only after
-the message authenticated, so a forged message costs one Diffie-Hellman and no randomness.
+leaves the state exactly as it was.  A forged message costs at most one Diffie-Hellman and never
+draws randomness.
+
+The DH ratchet step, split at the next send
+-------------------------------------------
+The specification's ``DHRatchet`` (§3.5), and libsignal, do both halves of a step when a message
+with a new remote ratchet key arrives: the receiving half ``RK, CKr = KDF_RK(RK, DH(DHs, DHr))``
+and, at once, the sending half: a fresh ``DHs`` and ``RK, CKs = KDF_RK(RK, DH(DHs, DHr))``.  Here
+(as Olm and vodozemac do) :meth:`RatchetState.decrypt` does the receiving half only and marks the
+sending half as due (``sending_chain_pending``); the next :meth:`RatchetState.encrypt` draws the
+fresh ``DHs``, does the sending half from the ``RK`` and ``DHr`` it left, sets ``PN`` and starts
+``CKs`` at 0.  A receive that is not followed by a send then costs no key generation and one DH
+instead of two, and so does every session setup on Bob's side.
+
+Why this is the same protocol:
+
+* *On the wire*: the first message after the step carries the fresh ``DHs`` and a ``CKs`` derived
+  by the same two ``KDF_RK`` from the same inputs in the same order; the peer cannot tell the two
+  designs apart, and interoperates with libsignal both ways.
+* *Post-compromise security* is unchanged: in both designs the fresh ratchet key is generated
+  before the first message that uses it, and no message is ever sent under the previous sending
+  chain once a new remote key has been received.  An attacker who learns the state in between
+  learns, in the eager design, the fresh private key (stored in the state) and, here, the root
+  key the sending half starts from: either way the next sending chain, and in neither design
+  anything the state did not already hold.  Healing happens, as before, once the peer has answered
+  a key generated after the compromise.
+* *Forward secrecy* is unchanged: the old sending chain key is never used again (encrypt starts
+  the new chain while pending), and the previous ``DHs`` private key, kept until the next send, is
+  the key the peer's messages are still built on, as in both designs' view of the peer.
+* Until we send, the peer knows only our previous ``DHs``; a further new remote ratchet key in
+  that interval is therefore answered with that key, which is what the peer computed with.
+* Randomness is drawn by :meth:`RatchetState.encrypt` instead of :meth:`RatchetState.decrypt`,
+  so deterministic test vectors differ in the ratchet keys after the first reply.
+
+Explain events: the receiving half's ``ratchet.dh_step`` (``direction: receiving``) is emitted by
+the decrypt that received the new key, the sending half's (``direction: sending``) by the encrypt
+that uses the fresh key, so each side's trace shows the step with the message it belongs to.
 
 Limits (:class:`Limits`)
 ------------------------
@@ -177,9 +213,11 @@ DEFAULT_LIMITS: Final = Limits()
 """The limits used when none are given."""
 
 _STATE_SCHEMA: Final = {
-    number: protobuf.Field(protobuf.VARINT if number in (1, 8, 9, 13, 14, 16) else protobuf.LEN)
-    for number in range(1, 17)
+    number: protobuf.Field(protobuf.VARINT if number in (1, 8, 9, 13, 14, 16, 17) else protobuf.LEN)
+    for number in range(1, 18)
 }
+# Field 17 (session format version 3): the sending half of a DH ratchet step is due.
+_PENDING_SENDING_CHAIN: Final = protobuf.encode_uint_field(17, 1)
 _PENDING_SCHEMA: Final = {
     1: protobuf.Field(protobuf.VARINT),
     2: protobuf.Field(protobuf.VARINT),
@@ -217,6 +255,7 @@ class RatchetState:
         "remote_registration_id",
         "base_key",
         "agreement",
+        "sending_chain_pending",
         "_associated_out",
         "_associated_in",
         "_serialized_sending_key",
@@ -242,6 +281,7 @@ class RatchetState:
         base_key: PublicKey,
         limits: Limits,
         agreement: Agreement = "x3dh",
+        sending_chain_pending: bool = False,
     ) -> None:
         self.limits = limits
         self.session_version = CIPHERTEXT_VERSION
@@ -260,6 +300,9 @@ class RatchetState:
         self.remote_registration_id = remote_registration_id
         self.base_key = base_key
         self.agreement: Agreement = agreement
+        # Whether the sending half of a DH ratchet step is due at the next encrypt (the module
+        # docstring); the sending chain fields then belong to the chain that will not be used again.
+        self.sending_chain_pending = sending_chain_pending
         # The MAC's associated data in each direction, Encode(IK_sender) ‖ Encode(IK_receiver).
         self._associated_out = local_identity_key.serialize() + remote_identity_key.serialize()
         self._associated_in = remote_identity_key.serialize() + local_identity_key.serialize()
@@ -370,32 +413,58 @@ class RatchetState:
 
     # -- the ratchet ----------------------------------------------------------------------------
 
-    def encrypt(self, plaintext: bytes, trace: Trace | None = None) -> bytes:
-        """Encrypt one message on the sending chain (§3.4); returns the SignalMessage's bytes."""
+    def encrypt(self, plaintext: bytes, rng: Rng, trace: Trace | None = None) -> bytes:
+        """Encrypt one message on the sending chain (§3.4); returns the SignalMessage's bytes.
+
+        ``rng`` is used only when the sending half of a DH ratchet step is due (module docstring).
+        """
         if not isinstance(plaintext, bytes):
             raise TypeError("the plaintext must be bytes")
         if len(plaintext) > MAX_PLAINTEXT_LENGTH:
             raise ValueError(f"a message carries at most {MAX_PLAINTEXT_LENGTH} bytes of plaintext")
-        index = self.sending_index
-        if index >= LAST_COUNTER + 1:
-            raise InvalidMessageError("the sending chain is exhausted (2**32 - 1 messages)")
-        seed, next_chain_key = chain_step(self.sending_chain_key)
+        pending = self.sending_chain_pending
+        if pending:
+            # The sending half of DHRatchet (§3.5): a fresh DHs, then KDF_RK with the newest DHr.
+            their_key = self.receiver_chains[-1].ratchet_key
+            new_sending = KeyPair.generate(rng)
+            dh_out = new_sending.agree(their_key)
+            root_key, chain_key = root_step(self.root_key, dh_out)
+            previous_counter = max(self.sending_index - 1, 0)
+            sending_public = new_sending.public_key
+            sending_key = sending_public.serialize()
+            index = 0
+            if trace is not None:
+                emit(
+                    trace,
+                    "ratchet.dh_step",
+                    {
+                        "direction": "sending",
+                        "our_ratchet_key": new_sending.public_key.fingerprint(),
+                        "their_ratchet_key": their_key.fingerprint(),
+                        "previous_counter": previous_counter,
+                    },
+                    {"dh": dh_out, "root_key": root_key, "chain_key": chain_key},
+                )
+        else:
+            chain_key = self.sending_chain_key
+            index = self.sending_index
+            previous_counter = self.previous_counter
+            sending_public = self.sending_ratchet_key
+            sending_key = self._serialized_sending_key
+            if index >= LAST_COUNTER + 1:
+                raise InvalidMessageError("the sending chain is exhausted (2**32 - 1 messages)")
+        seed, next_chain_key = chain_step(chain_key)
         keys = derive_message_keys(seed)
         ciphertext = cbc_encrypt(keys[:32], keys[64:], plaintext)
         serialized = encode_signal_message(
-            keys[32:64],
-            self._associated_out,
-            self._serialized_sending_key,
-            index,
-            self.previous_counter,
-            ciphertext,
+            keys[32:64], self._associated_out, sending_key, index, previous_counter, ciphertext
         )
         if trace is not None:
             emit(
                 trace,
                 "ratchet.chain_step",
-                {"chain": "sending", "index": index, "ratchet_key": self.sending_ratchet_key.fingerprint()},
-                {"chain_key": self.sending_chain_key, "next_chain_key": next_chain_key},
+                {"chain": "sending", "index": index, "ratchet_key": sending_public.fingerprint()},
+                {"chain_key": chain_key, "next_chain_key": next_chain_key},
             )
             emit(
                 trace,
@@ -403,6 +472,13 @@ class RatchetState:
                 {"direction": "encrypt", "counter": index},
                 {"message_keys": keys},
             )
+        if pending:
+            self.root_key = root_key
+            self.previous_counter = previous_counter
+            self.sending_ratchet_key = sending_public
+            self._sending_ratchet_private = new_sending.private_key
+            self._serialized_sending_key = sending_key
+            self.sending_chain_pending = False
         self.sending_chain_key = next_chain_key
         self.sending_index = index + 1
         return serialized
@@ -423,6 +499,7 @@ class RatchetState:
         Raises :class:`~e2e.errors.DuplicateMessageError` for a message whose key was used or
         dropped, :class:`~e2e.errors.TooManySkippedMessagesError` beyond ``max_skip``, and
         :class:`~e2e.errors.InvalidMessageError` for a bad MAC, padding or ratchet key.
+        ``rng`` is not used: a DH step's fresh ratchet key is drawn by the next :meth:`encrypt`.
         """
         their_key = message.ratchet_key
         raw = their_key.raw
@@ -505,11 +582,10 @@ class RatchetState:
             )
         plaintext = self._open(message, seed, trace)
 
-        # The message is authentic: commit.  Everything below succeeds except key generation for
-        # a DH step, which is done first so that nothing has been written if it failed.
+        # The message is authentic: commit.  Nothing below can fail.
         if chain is None:
             assert new_root_key is not None  # Set on the branch that left chain None.
-            self._complete_dh_step(their_key, new_root_key, next_chain_key, counter + 1, rng, trace)
+            self._commit_receiving_step(their_key, new_root_key, next_chain_key, counter + 1)
         else:
             chain.chain_key = next_chain_key
             chain.index = counter + 1
@@ -536,42 +612,15 @@ class RatchetState:
             )
         return cbc_decrypt(keys[:32], keys[64:], message.ciphertext)
 
-    def _complete_dh_step(
-        self,
-        their_key: PublicKey,
-        receiving_root_key: bytes,
-        receiving_chain_key: bytes,
-        receiving_index: int,
-        rng: Rng,
-        trace: Trace | None,
+    def _commit_receiving_step(
+        self, their_key: PublicKey, root_key: bytes, chain_key: bytes, index: int
     ) -> None:
-        """The sending half of the DH ratchet step, then the commit of both halves."""
-        new_sending = KeyPair.generate(rng)
-        dh_out = new_sending.agree(their_key)
-        root_key, sending_chain_key = root_step(receiving_root_key, dh_out)
-        if trace is not None:
-            emit(
-                trace,
-                "ratchet.dh_step",
-                {
-                    "direction": "sending",
-                    "our_ratchet_key": new_sending.public_key.fingerprint(),
-                    "their_ratchet_key": their_key.fingerprint(),
-                    "previous_counter": max(self.sending_index - 1, 0),
-                },
-                {"dh": dh_out, "root_key": root_key, "chain_key": sending_chain_key},
-            )
-        self.receiver_chains.append(ReceiverChain(their_key, receiving_chain_key, receiving_index))
+        """Commit the receiving half of a DH ratchet step; the sending half is due at the next send."""
+        self.receiver_chains.append(ReceiverChain(their_key, chain_key, index))
         if len(self.receiver_chains) > self.limits.max_receiver_chains:
             del self.receiver_chains[: len(self.receiver_chains) - self.limits.max_receiver_chains]
         self.root_key = root_key
-        # libsignal writes PN as the last index used on the old sending chain (0 when none was).
-        self.previous_counter = max(self.sending_index - 1, 0)
-        self.sending_ratchet_key = new_sending.public_key
-        self._sending_ratchet_private = new_sending.private_key
-        self._serialized_sending_key = new_sending.public_key.serialize()
-        self.sending_chain_key = sending_chain_key
-        self.sending_index = 0
+        self.sending_chain_pending = True
 
     def _store_skipped(self, raw: bytes, seeds: list[tuple[int, bytes]], trace: Trace | None) -> None:
         skipped = self.skipped
@@ -631,6 +680,8 @@ class RatchetState:
             protobuf.encode_bytes_field(10, chains),
             protobuf.encode_bytes_field(11, skipped),
         ]
+        if self.sending_chain_pending:
+            parts.append(_PENDING_SENDING_CHAIN)
         pending = self.pending_prekey
         if pending is not None:
             pending_fields = b"".join(
@@ -716,6 +767,13 @@ class RatchetState:
                 if 5 in pending_fields
                 else None,
             )
+        sending_chain_pending = False
+        if 17 in fields:
+            if protobuf.get_uint(fields, 17, "sending chain pending") != 1:
+                raise StateFormatError("field 17 (sending chain pending) is stored only as 1")
+            if not chains:
+                raise StateFormatError("a pending sending chain without a receiver chain to answer")
+            sending_chain_pending = True
         agreement: Agreement = "x3dh"
         if 16 in fields:
             code = protobuf.get_uint(fields, 16, "key agreement")
@@ -739,6 +797,7 @@ class RatchetState:
             base_key=key(15, "base key"),
             limits=limits,
             agreement=agreement,
+            sending_chain_pending=sending_chain_pending,
         )
 
     def __repr__(self) -> str:
@@ -748,6 +807,6 @@ class RatchetState:
             f"sending_ratchet_key={self.sending_ratchet_key.fingerprint()}, "
             f"sending_index={self.sending_index}, receiver_chains={len(self.receiver_chains)}, "
             f"skipped_keys={len(self.skipped)}, pending_prekey={self.pending_prekey is not None}, "
-            f"agreement={self.agreement}, "
+            f"agreement={self.agreement}, sending_chain_pending={self.sending_chain_pending}, "
             "keys=<redacted>)"
         )

@@ -36,8 +36,8 @@ Every method either succeeds or raises with the record unchanged: a state is onl
 its own :meth:`~e2e.ratchet.RatchetState.decrypt`, which commits nothing unless the message
 decrypted, and a new state only enters the record after it has decrypted its first message.
 
-Storage format, versions 1 and 2 (see :mod:`e2e.records` for the header shared by every record)
------------------------------------------------------------------------------------------------
+Storage format, versions 1 to 3 (see :mod:`e2e.records` for the header shared by every record)
+------------------------------------------------------------------------------------------------
 ``"S" ‖ version ‖ protobuf{1: current state, 2: archived state (repeated, most recent first)}``,
 each state being the protobuf-style record :meth:`~e2e.ratchet.RatchetState.serialize` writes:
 
@@ -63,13 +63,19 @@ field  type                               content
                                           absent = X3DH
 12.4   varint (version 2)                 pending KEM prekey id (PQXDH)
 12.5   bytes (1569, version 2)            pending KEM ciphertext ``0x0A ‖ c`` (PQXDH)
+17     varint (version 3)                 1: the sending half of a DH ratchet step is due at
+                                          the next send (:mod:`e2e.ratchet`); fields 5–9
+                                          then hold the previous sending chain; absent = no
 =====  =================================  ================================================
 
 Version 2 added fields 16, 12.4 and 12.5.  Code that reads only version 1 would skip them
 silently and then send PQXDH messages without their KEM ciphertext, so a record with any of them
 is written as version 2, which such code refuses; a record of X3DH states only is written as
-version 1, byte for byte as before.  Both versions are read; a version-1 record that holds a
-version-2 field is refused.
+version 1, byte for byte as before.  Version 3 added field 17: code that reads only versions 1
+and 2 would skip it and encrypt on a sending chain the state no longer uses, so a record with a
+pending sending chain is written as version 3 (the lowest version that can hold a record is always
+the one written).  All three versions are read, and a record that holds a field of a later
+version than its header says is refused.
 
 Packed entries keep a state with thousands of skipped keys a single ``bytes.join`` to write and a
 slice loop to read.  The sending ratchet's public key is stored next to its private key so that
@@ -108,7 +114,7 @@ from e2e.x3dh import PreKeyBundle
 
 __all__ = ["Ciphertext", "SessionRecord", "SESSION_FORMAT_VERSIONS"]
 
-SESSION_FORMAT_VERSIONS: Final = (1, 2)
+SESSION_FORMAT_VERSIONS: Final = (1, 2, 3)
 """The session record format versions this code reads (module docstring); it writes the lower
 one that can hold the record."""
 
@@ -275,13 +281,14 @@ class SessionRecord:
     def encrypt(self, plaintext: bytes, rng: Rng, trace: Trace | None = None) -> Ciphertext:
         """Encrypt with the current state; a PREKEY message until a reply has been decrypted.
 
-        ``rng`` is unused by libsignal's ratchet when encrypting (new ratchet keys are drawn when
-        a reply arrives); it is accepted so that every operation has the same shape.
+        ``rng`` draws the fresh ratchet key of a DH ratchet step when this is the first message
+        after a new remote ratchet key arrived (:mod:`e2e.ratchet`: the sending half of the step is
+        done at the next send); otherwise it is not used.
         """
         state = self._current
         if state is None:
             raise NoSessionError("no current session state to encrypt with")
-        serialized = state.encrypt(plaintext, trace)
+        serialized = state.encrypt(plaintext, rng, trace)
         pending = state.pending_prekey
         if pending is None:
             return Ciphertext(MessageType.WHISPER, serialized)
@@ -418,7 +425,7 @@ class SessionRecord:
 
     def serialize(self) -> bytes:
         """The record in storage format 1, or 2 if a state needs it (module docstring); never pickle."""
-        version = 2 if any(_needs_version_2(state) for state in self._states()) else 1
+        version = max((_format_version(state) for state in self._states()), default=1)
         parts = [header(SESSION_RECORD_KIND, version)]
         if self._current is not None:
             parts.append(protobuf.encode_bytes_field(1, self._current.serialize()))
@@ -440,14 +447,23 @@ class SessionRecord:
         record._archived = [
             RatchetState.deserialize(state, limits) for state in archived[: limits.max_archived_states]
         ]
-        if data[1] == 1 and any(_needs_version_2(state) for state in record._states()):
-            raise StateFormatError("a version-1 session record holds PQXDH fields of version 2")
+        needed = max((_format_version(state) for state in record._states()), default=1)
+        if needed > data[1]:
+            raise StateFormatError(
+                f"a version-{data[1]} session record holds fields of version {needed} "
+                + ("(a pending sending chain)" if needed == 3 else "(PQXDH)")
+            )
         return record
 
     def __repr__(self) -> str:
         return f"SessionRecord(current={self._current!r}, archived={len(self._archived)})"
 
 
-def _needs_version_2(state: RatchetState) -> bool:
+def _format_version(state: RatchetState) -> int:
+    """The lowest session record format version that can hold ``state`` (module docstring)."""
+    if state.sending_chain_pending:
+        return 3
     pending = state.pending_prekey
-    return state.agreement != "x3dh" or (pending is not None and pending.kem_pre_key_id is not None)
+    if state.agreement != "x3dh" or (pending is not None and pending.kem_pre_key_id is not None):
+        return 2
+    return 1

@@ -28,7 +28,7 @@ from e2e.errors import (
 )
 from e2e.explain import Event
 from e2e.kdf import ChainKey, RootKey
-from e2e.keys import KeyPair, PrivateKey, PublicKey
+from e2e.keys import KeyPair, PrivateKey, PublicKey, Rng
 from e2e.primitives import cbc_decrypt, chain_step, derive_message_keys
 from e2e.ratchet import DEFAULT_LIMITS, LAST_COUNTER, Limits, PendingPreKey, RatchetState
 from e2e.wire import SignalMessage, encode_signal_message
@@ -81,7 +81,7 @@ def test_message_keys_follow_the_reference_chain(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
     chain = ChainKey(bob.sending_chain_key, 0)
     for counter in range(3):
-        serialized = bob.encrypt(b"message %d" % counter)
+        serialized = bob.encrypt(b"message %d" % counter, rng)
         message = SignalMessage.deserialize(serialized)
         assert (message.counter, message.previous_counter, message.ratchet_key) == (
             counter,
@@ -102,33 +102,79 @@ def test_dh_step_as_libsignal(rng: DeterministicRng) -> None:
     bob_signed = _key(BOB_SIGNED_PRE_KEY_PRIVATE)
     root = RootKey(bob.root_key)
     for _ in range(2):
-        bob.encrypt(b"before")  # Bob sends twice on his first chain, so PN becomes 1.
-    message = SignalMessage.deserialize(alice.encrypt(b"hi"))
-    new_ratchet = rng(32)
-    assert bob.decrypt(message, _fixed(new_ratchet)) == b"hi"
+        bob.encrypt(b"before", rng)  # Bob sends twice on his first chain, so PN becomes 1.
+    message = SignalMessage.deserialize(alice.encrypt(b"hi", rng))
+    assert bob.decrypt(message, _no_randomness) == b"hi"
     receiving_root, receiving_chain = root.kdf_rk(bob_signed.agree(alice_ratchet.public_key))
+    # The receiving half is done and the sending half is due: no key is drawn until Bob sends.
+    assert bob.root_key == receiving_root.key
+    assert bob.sending_chain_pending
+    assert bob.sending_ratchet_key == bob_signed.public_key
+    assert bob.receiver_chains[-1].chain_key == receiving_chain.next().key
+    new_ratchet = rng(32)
+    reply = SignalMessage.deserialize(bob.encrypt(b"reply", _fixed(new_ratchet)))
     new_key = KeyPair(PrivateKey(new_ratchet))
     sending_root, sending_chain = receiving_root.kdf_rk(new_key.agree(alice_ratchet.public_key))
+    assert (reply.ratchet_key, reply.counter, reply.previous_counter) == (new_key.public_key, 0, 1)
     assert bob.root_key == sending_root.key
     assert bob.sending_ratchet_key == new_key.public_key
-    assert (bob.sending_chain_key, bob.sending_index, bob.previous_counter) == (sending_chain.key, 0, 1)
-    assert bob.receiver_chains[-1].chain_key == receiving_chain.next().key
+    assert not bob.sending_chain_pending
+    assert (bob.sending_chain_key, bob.sending_index, bob.previous_counter) == (
+        sending_chain.next().key,
+        1,
+        1,
+    )
+    keys = sending_chain.message_keys()
+    reply.verify_mac(keys.mac_key, bob.local_identity_key, bob.remote_identity_key)
+    assert alice.decrypt(reply, rng) == b"reply"
+
+
+def _no_randomness(n: int) -> bytes:
+    raise AssertionError("decrypt drew randomness")
+
+
+def test_receives_without_sends_cost_no_key_generation(rng: DeterministicRng) -> None:
+    """Messages on a new remote ratchet key draw nothing; the fresh key is drawn by the next send."""
+    alice, bob, _ = _libsignal_states(rng)
+    assert bob.decrypt(SignalMessage.deserialize(alice.encrypt(b"one", rng)), _no_randomness) == b"one"
+    assert bob.decrypt(SignalMessage.deserialize(alice.encrypt(b"two", rng)), _no_randomness) == b"two"
+    assert bob.sending_chain_pending
+    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"three", rng)), rng) == b"three"
+    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"four", rng)), rng) == b"four"
+    assert not bob.sending_chain_pending
+    assert bob.decrypt(SignalMessage.deserialize(alice.encrypt(b"five", rng)), _no_randomness) == b"five"
+    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"six", rng)), rng) == b"six"
+
+
+def test_pending_sending_chain_survives_storage(rng: DeterministicRng) -> None:
+    alice, bob, _ = _libsignal_states(rng)
+    bob.decrypt(SignalMessage.deserialize(alice.encrypt(b"hi", rng)), rng)
+    data = bob.serialize()
+    loaded = RatchetState.deserialize(data)
+    assert loaded.sending_chain_pending and loaded.serialize() == data
+    fresh = rng(32)
+    assert loaded.encrypt(b"reply", _fixed(fresh)) == bob.encrypt(b"reply", _fixed(fresh))
+    assert loaded.serialize() == bob.serialize()
+    assert not RatchetState.deserialize(bob.serialize()).sending_chain_pending
+    assert data.count(b"\x88\x01\x01") == 1
+    with pytest.raises(StateFormatError, match="only as 1"):
+        RatchetState.deserialize(data.replace(b"\x88\x01\x01", b"\x88\x01\x02"))
 
 
 def test_alice_stops_sending_prekey_after_a_reply(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
     assert alice.pending_prekey is not None
-    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"reply")), rng) == b"reply"
+    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"reply", rng)), rng) == b"reply"
     assert alice.pending_prekey is None
 
 
-def _burst(sender: RatchetState, count: int) -> list[SignalMessage]:
-    return [SignalMessage.deserialize(sender.encrypt(b"m%d" % number)) for number in range(count)]
+def _burst(sender: RatchetState, count: int, rng: Rng) -> list[SignalMessage]:
+    return [SignalMessage.deserialize(sender.encrypt(b"m%d" % number, rng)) for number in range(count)]
 
 
 def test_out_of_order_and_skipped_keys_are_used_once(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
-    messages = _burst(bob, 5)
+    messages = _burst(bob, 5, rng)
     events: list[Event] = []
     assert alice.decrypt(messages[4], rng, events.append) == b"m4"
     assert len(alice.skipped) == 4
@@ -147,7 +193,7 @@ def test_max_skip_per_message(rng: DeterministicRng) -> None:
         state.__class__.deserialize(state.serialize(), Limits(max_skip=3))
         for state in _libsignal_states(rng)[:2]
     )
-    messages = _burst(bob, 6)
+    messages = _burst(bob, 6, rng)
     before = alice.serialize()
     with pytest.raises(TooManySkippedMessagesError):
         alice.decrypt(messages[4], rng)
@@ -170,7 +216,7 @@ def test_stored_skipped_keys_are_capped_oldest_first(rng: DeterministicRng) -> N
     alice, bob = (
         state.__class__.deserialize(state.serialize(), limits) for state in _libsignal_states(rng)[:2]
     )
-    messages = _burst(bob, 6)
+    messages = _burst(bob, 6, rng)
     assert alice.decrypt(messages[5], rng) == b"m5"
     assert sorted(counter for _, counter in alice.skipped) == [2, 3, 4]
     for number in (0, 1):
@@ -198,21 +244,22 @@ def test_receiver_chains_are_capped(rng: DeterministicRng) -> None:
 
 def test_failed_key_generation_leaves_the_state_unchanged(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
-    message = SignalMessage.deserialize(alice.encrypt(b"hi"))
+    assert bob.decrypt(SignalMessage.deserialize(alice.encrypt(b"hi", rng)), rng) == b"hi"
     before = bob.serialize()
 
     def broken_rng(n: int) -> bytes:
         return b"short"
 
+    # The fresh ratchet key of the DH step is drawn by the first send after it.
     with pytest.raises(InvalidKeyError):
-        bob.decrypt(message, broken_rng)
+        bob.encrypt(b"reply", broken_rng)
     assert bob.serialize() == before
-    assert bob.decrypt(message, rng) == b"hi"
+    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"reply", rng)), rng) == b"reply"
 
 
 def test_low_order_ratchet_key_is_an_invalid_message(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
-    genuine = SignalMessage.deserialize(alice.encrypt(b"hi"))
+    genuine = SignalMessage.deserialize(alice.encrypt(b"hi", rng))
     zero_key = SignalMessage.create(
         bytes(32), alice.local_identity_key, alice.remote_identity_key, PublicKey(bytes(32)), 0, 0, bytes(16)
     )
@@ -226,15 +273,15 @@ def test_low_order_ratchet_key_is_an_invalid_message(rng: DeterministicRng) -> N
 def test_encrypt_refuses_what_does_not_fit(rng: DeterministicRng) -> None:
     alice, _, _ = _libsignal_states(rng)
     with pytest.raises(TypeError):
-        alice.encrypt("text")  # type: ignore[arg-type]
+        alice.encrypt("text", rng)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at most"):
-        alice.encrypt(bytes(256 * 1024))
+        alice.encrypt(bytes(256 * 1024), rng)
 
 
 def test_state_round_trip_and_refusals(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
-    _burst(bob, 3)
-    alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"x")), rng)
+    _burst(bob, 3, rng)
+    alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"x", rng)), rng)
     for state in (alice, bob):
         data = state.serialize()
         assert RatchetState.deserialize(data).serialize() == data
@@ -264,8 +311,8 @@ def test_limits_are_validated(bad: dict[str, float]) -> None:
 
 def test_repr_never_shows_secrets(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
-    bob.encrypt(b"x")
-    alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"y")), rng)
+    bob.encrypt(b"x", rng)
+    alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"y", rng)), rng)
     for state in (alice, bob):
         text = repr(state) + "".join(repr(chain) for chain in state.receiver_chains)
         secrets = [state.root_key, state.sending_chain_key, *(c.chain_key for c in state.receiver_chains)]
@@ -315,7 +362,7 @@ def test_bad_padding_after_a_good_mac_leaves_the_state_unchanged(rng: Determinis
         alice.decrypt(SignalMessage.deserialize(data), rng, events.append)
     assert alice.serialize() == before
     assert [event.public["ok"] for event in events if event.step == "ratchet.mac"] == [True]
-    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"proper")), rng) == b"proper"
+    assert alice.decrypt(SignalMessage.deserialize(bob.encrypt(b"proper", rng)), rng) == b"proper"
 
 
 def test_skipped_keys_of_several_messages_evict_the_oldest(rng: DeterministicRng) -> None:
@@ -323,7 +370,7 @@ def test_skipped_keys_of_several_messages_evict_the_oldest(rng: DeterministicRng
     alice, bob = (
         state.__class__.deserialize(state.serialize(), limits) for state in _libsignal_states(rng)[:2]
     )
-    messages = _burst(bob, 6)
+    messages = _burst(bob, 6, rng)
     assert alice.decrypt(messages[2], rng) == b"m2"  # stores the keys of 0 and 1
     assert alice.decrypt(messages[5], rng) == b"m5"  # stores 3 and 4, evicting 0
     assert sorted(counter for _, counter in alice.skipped) == [1, 3, 4]
@@ -334,7 +381,7 @@ def test_skipped_keys_of_several_messages_evict_the_oldest(rng: DeterministicRng
 
 def test_loading_with_lower_limits_keeps_the_newest(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
-    messages = _burst(bob, 5)
+    messages = _burst(bob, 5, rng)
     alice.decrypt(messages[4], rng)
     restored = RatchetState.deserialize(alice.serialize(), Limits(max_stored_skipped_keys=2))
     assert sorted(counter for _, counter in restored.skipped) == [2, 3]
@@ -357,7 +404,7 @@ def _packed_field(state: RatchetState, number: int) -> tuple[int, int]:
 
 def test_malformed_states_are_refused(rng: DeterministicRng) -> None:
     alice, bob, _ = _libsignal_states(rng)
-    messages = _burst(bob, 3)
+    messages = _burst(bob, 3, rng)
     alice.decrypt(messages[2], rng)
     data = alice.serialize()
     start, end = _packed_field(alice, 11)

@@ -262,7 +262,16 @@ def test_archived_states_are_capped(rng: DeterministicRng) -> None:
 
 
 def test_record_format_refusals(rng: DeterministicRng) -> None:
-    alice, _ = established(rng)
+    alice, bob = established(rng)
+    # Alice has received Bob's new ratchet key and not answered yet: her sending chain is pending,
+    # which only format version 3 can hold; older versions with that field are refused.
+    pending = alice.serialize()
+    assert pending[:2] == b"S\x03"
+    assert SessionRecord.deserialize(pending).serialize() == pending
+    for older in (b"S\x01", b"S\x02"):
+        with pytest.raises(StateFormatError, match="pending sending chain"):
+            SessionRecord.deserialize(older + pending[2:])
+    assert bob.decrypt(alice.encrypt(b"answer", rng).body, rng) == b"answer"
     data = alice.serialize()
     assert data[:2] == b"S\x01"
     assert SessionRecord.deserialize(data).serialize() == data

@@ -173,6 +173,9 @@ def test_an_x3dh_bundle_still_gives_an_x3dh_session_in_format_version_1(rng: Rng
     bob_record = SessionRecord()
     assert bob.receive(bob_record, first.body, rng) == b"hello"
     assert bob_record.agreement == "x3dh"
+    # Until Bob answers, his state holds a pending sending chain (format version 3).
+    assert bob_record.serialize()[:2] == b"S\x03"
+    bob_record.encrypt(b"hi", rng)
     assert alice.serialize()[:2] == b"S\x01" and bob_record.serialize()[:2] == b"S\x01"
 
 
@@ -189,6 +192,7 @@ def test_pqxdh_records_are_format_version_2_and_round_trip(rng: Rng) -> None:
     bob_record = SessionRecord()
     assert bob.receive(bob_record, first.body, rng) == b"after a restart"
     assert SessionRecord.deserialize(bob_record.serialize()).agreement == "pqxdh"
+    bob_record.encrypt(b"answer", rng)  # Bob's pending sending chain (format version 3) is used.
     assert bob_record.serialize()[:2] == b"S\x02"
 
 
@@ -227,8 +231,8 @@ def test_a_version_1_record_with_version_2_fields_is_refused(rng: Rng) -> None:
     stored = SessionRecord.initiate(KeyPair.generate(rng), 7, bob.bundle(), rng).serialize()
     with pytest.raises(StateFormatError, match="version-1"):
         SessionRecord.deserialize(b"S\x01" + stored[2:])
-    with pytest.raises(StateFormatError, match="version 3"):
-        SessionRecord.deserialize(b"S\x03" + stored[2:])
+    with pytest.raises(StateFormatError, match="version 4"):
+        SessionRecord.deserialize(b"S\x04" + stored[2:])
 
 
 def test_stored_agreement_codes_are_checked(rng: Rng) -> None:
