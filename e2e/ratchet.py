@@ -63,20 +63,24 @@ Why this is the same protocol:
 * *On the wire*: the first message after the step carries the fresh ``DHs`` and a ``CKs`` derived
   by the same two ``KDF_RK`` from the same inputs in the same order; the peer cannot tell the two
   designs apart, and interoperates with libsignal both ways.
-* *Post-compromise security* is unchanged: in both designs the fresh ratchet key is generated
+* *Post-compromise security* is not weakened: in both designs the fresh ratchet key is generated
   before the first message that uses it, and no message is ever sent under the previous sending
-  chain once a new remote key has been received.  An attacker who learns the state in between
-  learns, in the eager design, the fresh private key (stored in the state) and, here, the root
-  key the sending half starts from: either way the next sending chain, and in neither design
-  anything the state did not already hold.  Healing happens, as before, once the peer has answered
-  a key generated after the compromise.
+  chain once a new remote key has been received.  An attacker who reads the state between the
+  receive and the next send learns, in the eager design, the fresh private key stored in it and
+  so the next sending chain; here that key does not exist yet, so the state alone (without the
+  randomness) does not give the next sending chain.  Healing otherwise happens as before, once
+  the peer has answered a key generated after the compromise.
 * *Forward secrecy* is unchanged: the old sending chain key is never used again (encrypt starts
-  the new chain while pending), and the previous ``DHs`` private key, kept until the next send, is
-  the key the peer's messages are still built on, as in both designs' view of the peer.
+  the new chain while the step is due).  The previous ``DHs`` private key is kept until the next
+  send instead of being replaced at once; what it opens (the receiving chain of the newest remote
+  key) is in the state anyway, as ``CKr``, in both designs.
 * Until we send, the peer knows only our previous ``DHs``; a further new remote ratchet key in
   that interval is therefore answered with that key, which is what the peer computed with.
-* Randomness is drawn by :meth:`RatchetState.encrypt` instead of :meth:`RatchetState.decrypt`,
-  so deterministic test vectors differ in the ratchet keys after the first reply.
+* Randomness is drawn by :meth:`RatchetState.encrypt` instead of :meth:`RatchetState.decrypt`.
+  Each side still draws its ratchet keys in the same order, so seeded conversations give the
+  same bytes as before (the published conversation vectors did not change).  A copy of a state
+  whose sending half is due draws a fresh key of its own when it encrypts, where a copy of an
+  eager state would repeat the stored key and with it the message keys of the copied chain.
 
 Explain events: the receiving half's ``ratchet.dh_step`` (``direction: receiving``) is emitted by
 the decrypt that received the new key, the sending half's (``direction: sending``) by the encrypt
