@@ -10,6 +10,7 @@ from e2e.errors import (
     DuplicateMessageError,
     E2EError,
     FingerprintMismatchError,
+    FingerprintVersionMismatchError,
     InvalidKeyError,
     InvalidMessageError,
     InvalidSignatureError,
@@ -21,10 +22,12 @@ from e2e.errors import (
 from e2e.explain import Event, Trace, emit
 from e2e.fingerprint import DisplayableFingerprint, Fingerprint, ScannableFingerprint
 from e2e.kdf import ChainKey, MessageKeys, RootKey
+from e2e.kem import KemCiphertext, KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey, Rng
 from e2e.ratchet import DEFAULT_LIMITS, Limits, RatchetState
 from e2e.records import (
     IdentityRecord,
+    KemPreKeyRecord,
     PreKeyRecord,
     SignedPreKeyRecord,
     deserialize_identity,
@@ -49,6 +52,11 @@ __all__ = [
     "RootKey",
     "ChainKey",
     "MessageKeys",
+    # ML-KEM-1024 keys for PQXDH (e2e.kem); the agreements themselves are e2e.x3dh and e2e.pqxdh.
+    "KemPublicKey",
+    "KemPrivateKey",
+    "KemKeyPair",
+    "KemCiphertext",
     # X3DH (e2e.x3dh).
     "PreKeyBundle",
     "InitialMessage",
@@ -69,6 +77,7 @@ __all__ = [
     "IdentityRecord",
     "PreKeyRecord",
     "SignedPreKeyRecord",
+    "KemPreKeyRecord",
     "serialize_identity",
     "deserialize_identity",
     # Safety numbers (e2e.fingerprint).
@@ -87,6 +96,7 @@ __all__ = [
     "NoSessionError",
     "UntrustedIdentityError",
     "FingerprintMismatchError",
+    "FingerprintVersionMismatchError",
     "DowngradeError",
     # Explain mode (e2e.explain; its fingerprint() stays there, the name e2e.fingerprint being the
     # safety-number module).
