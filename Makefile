@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv demo test lint typecheck unit vectors bench bench-relay bench-cluster pg clean
+.PHONY: help venv demo fuzz test lint typecheck unit vectors bench bench-relay bench-cluster pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
 	@echo "make test    - set up and run every check: ruff, mypy --strict on e2e/, the test suite"
 	@echo "make bench   - protocol-core benchmark side by side with the peer libraries"
 	@echo "make vectors - check every vector file with python -m e2e.vectors"
+	@echo "make fuzz    - the property and differential tests with FUZZ_SCALE (default 50) times the examples"
 	@echo "make bench-relay - the durable relay beside a bare forwarder: K pairs, latency, idle memory"
 	@echo "make bench-cluster - relay end to end: SQLite against 1, 2 and 3 PostgreSQL nodes"
 	@echo "make pg      - a throwaway PostgreSQL on 127.0.0.1 for trying a cluster (docs/cluster.md)"
@@ -71,6 +72,13 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q --cov=e2e --cov=server --cov=client --cov-report=term:skip-covered
+
+# The hypothesis properties (delivery orders, bit flips, the stateful honest pair over a hostile
+# network) and the differential run against python-axolotl, FUZZ_SCALE times longer than in make test.
+FUZZ_SCALE ?= 50
+fuzz: $(STAMP)
+	E2E_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 \
+		tests/test_session_properties.py tests/interop/test_differential.py
 
 vectors: $(STAMP)
 	$(BIN)/python -m e2e.vectors check tests/vectors/*.json

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -25,7 +26,12 @@ from e2e.ratchet import Limits
 from e2e.session import Ciphertext, SessionRecord
 from e2e.wire import MessageType, PreKeySignalMessage
 
-PROPERTY_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# `make fuzz` raises E2E_FUZZ_SCALE for a long run; `make test` runs the bounded default.
+FUZZ_SCALE = int(os.environ.get("E2E_FUZZ_SCALE", "1"))
+
+PROPERTY_SETTINGS = settings(
+    max_examples=40 * FUZZ_SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @PROPERTY_SETTINGS
@@ -249,6 +255,9 @@ class HonestPair(RuleBasedStateMachine):
 
 
 HonestPair.TestCase.settings = settings(
-    max_examples=50, stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=50 * FUZZ_SCALE,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 TestHonestPair = HonestPair.TestCase

@@ -18,6 +18,7 @@ therefore refused by python-axolotl and may still decrypt with us.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from axolotl.duplicatemessagexception import DuplicateMessageException
@@ -128,7 +129,11 @@ def assert_same(ours: list[Event], reference: list[Event]) -> None:
         assert event == expected
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30 * int(os.environ.get("E2E_FUZZ_SCALE", "1")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(steps=STEPS)
 def test_random_schedules_match_axolotl(rng: Rng, steps: list[Step]) -> None:
     alice_scalar = scalar_with_sign_bit(b"differential alice", 0)
