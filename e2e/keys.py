@@ -46,7 +46,6 @@ import hashlib
 import hmac
 from collections.abc import Callable
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from nacl.bindings import (
     crypto_scalarmult,
     crypto_scalarmult_base,
@@ -101,13 +100,12 @@ class PublicKey:
     :meth:`serialize` is libsignal's 33-byte form with the ``0x05`` type byte.
     """
 
-    __slots__ = ("_raw", "_x25519")
+    __slots__ = ("_raw",)
 
     def __init__(self, raw: bytes) -> None:
         if not isinstance(raw, bytes) or len(raw) != KEY_LENGTH:
             raise InvalidKeyError(f"a Curve25519 public key is {KEY_LENGTH} bytes")
         self._raw = raw
-        self._x25519: X25519PublicKey | None = None
 
     @classmethod
     def deserialize(cls, data: bytes) -> PublicKey:
@@ -126,11 +124,6 @@ class PublicKey:
     def raw(self) -> bytes:
         """The bare 32-byte ``u`` coordinate."""
         return self._raw
-
-    def _as_x25519(self) -> X25519PublicKey:
-        if self._x25519 is None:
-            self._x25519 = X25519PublicKey.from_public_bytes(self._raw)
-        return self._x25519
 
     def verify(self, message: bytes, signature: bytes) -> None:
         """Verify an XEdDSA signature by this key's owner over ``message``.
@@ -179,13 +172,12 @@ class PrivateKey:
     and is meant for the versioned state formats only.
     """
 
-    __slots__ = ("_scalar", "_x25519", "_public", "_edwards_public")
+    __slots__ = ("_scalar", "_public", "_edwards_public")
 
     def __init__(self, scalar: bytes) -> None:
         if not isinstance(scalar, bytes) or len(scalar) != KEY_LENGTH:
             raise InvalidKeyError(f"a Curve25519 private key is {KEY_LENGTH} bytes")
         self._scalar = _clamp(scalar)
-        self._x25519: X25519PrivateKey | None = None
         self._public: PublicKey | None = None
         self._edwards_public: bytes | None = None
 
