@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 
 from e2e.keys import PrivateKey
 from e2e.vectors import FORMAT, VERSION, SeededRng
-from e2e.vectors.kinds import KINDS
+from e2e.vectors.kinds import KINDS, fixed_rng
+from e2e.vectors.registry import REGISTRY
 
 __all__ = ["generate_all", "generated_files", "reproduced_files", "render"]
 
@@ -30,14 +31,19 @@ def render(document: Mapping[str, object]) -> str:
 
 
 def _document(kind: str, provenance: str, cases: list[tuple[str, dict[str, object]]]) -> Document:
-    """A file of generated cases: every case's expected output is what the kind computes."""
+    """A file of generated cases: every case's expected output is what the kind computes.
+
+    A kind of version 1 is written as version 1 (those files stay byte for byte what they were);
+    a later kind with the version that introduced it.
+    """
+    spec = REGISTRY[kind]
     return {
         "format": FORMAT,
-        "version": VERSION,
+        "version": max(VERSION, spec.since_version),
         "kind": kind,
         "provenance": provenance,
         "cases": [
-            {"name": name, "inputs": inputs, "expected": KINDS[kind](inputs)} for name, inputs in cases
+            {"name": name, "inputs": inputs, "expected": spec.compute(inputs)} for name, inputs in cases
         ],
     }
 
@@ -89,6 +95,62 @@ def _xeddsa_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
         ),
     ):
         cases.append((name, dict(verify)))
+    return cases
+
+
+def _xeddsa_spec_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """Signatures in the specification's convention for keys of both Edwards sign bits, and
+    verification cases, among them libsignal-form signatures that only libsignal's rule accepts."""
+    cases: list[tuple[str, dict[str, object]]] = []
+    signed: dict[int, tuple[dict[str, object], Mapping[str, object]]] = {}
+    number = 0
+    while len(signed) < 2 or number < 6:
+        length = (0, 1, 32, 100, 33, 64)[number % 6]
+        private = PrivateKey(rng(32))
+        inputs: dict[str, object] = {
+            "private_key": private.serialize().hex(),
+            "message": rng(length).hex() if length else "",
+            "random": rng(64).hex(),
+        }
+        # The libsignal-form signature's top bit is the Edwards sign bit of A = a·B.
+        sign_bit = private.sign(b"", fixed_rng(bytes(64)))[63] >> 7
+        cases.append((f"sign-{number}-len{length}-signbit{sign_bit}", inputs))
+        signed.setdefault(sign_bit, (inputs, REGISTRY["xeddsa_spec"].compute(inputs)))
+        number += 1
+    for sign_bit in (0, 1):
+        inputs, output = signed[sign_bit]
+        public_key, message = str(output["public_key"]), str(inputs["message"])
+        signature = str(output["signature"])
+        private = PrivateKey(bytes.fromhex(str(inputs["private_key"])))
+        libsignal_form = private.sign(
+            bytes.fromhex(message), fixed_rng(bytes.fromhex(str(inputs["random"])))
+        ).hex()
+        flipped = bytes((int(signature[:2], 16) ^ 0x01,)).hex() + signature[2:]
+        for name, verify in (
+            ("good", signature),
+            ("libsignal-form", libsignal_form),
+            ("flipped-r", flipped),
+            ("top-bit-set", signature[:126] + bytes((int(signature[126:], 16) | 0x80,)).hex()),
+        ):
+            cases.append(
+                (
+                    f"verify-signbit{sign_bit}-{name}",
+                    {"public_key": public_key, "message": message, "signature": verify},
+                )
+            )
+    # u = p is not a canonical field element: the specification refuses it, libsignal reads it as 0.
+    inputs, output = signed[0]
+    unreduced = "05" + (2**255 - 19).to_bytes(32, "little").hex()
+    cases.append(
+        (
+            "verify-non-canonical-u",
+            {
+                "public_key": unreduced,
+                "message": str(inputs["message"]),
+                "signature": str(output["signature"]),
+            },
+        )
+    )
     return cases
 
 
@@ -288,6 +350,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "message_keys.json": ("message_keys", _message_keys_cases),
     "fingerprint.json": ("fingerprint", _fingerprint_cases),
     "conversation.json": ("conversation", _conversation_cases),
+    "xeddsa_spec.json": ("xeddsa_spec", _xeddsa_spec_cases),
 }
 
 

@@ -23,7 +23,7 @@ from e2e.vectors import SeededRng, VectorFormatError
 from e2e.wire import MessageType, PreKeySignalMessage
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret, initiate, respond
 
-__all__ = ["KINDS", "Inputs", "Kind"]
+__all__ = ["KINDS", "Inputs", "Kind", "Output", "fixed_rng", "hex_bytes"]
 
 Output = dict[str, object]
 
@@ -72,6 +72,14 @@ class Inputs:
             raise VectorFormatError(f"input {name!r} is a non-negative integer")
         return value
 
+    def optional_text(self, name: str) -> str | None:
+        value = self._get(name, optional=True)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise VectorFormatError(f"input {name!r} is a string")
+        return value
+
     def public_key(self, name: str) -> PublicKey:
         try:
             return PublicKey.deserialize(self.hex(name, 33))
@@ -106,7 +114,7 @@ def hex_bytes(name: str, value: object, length: int | None = None) -> bytes:
     return decoded
 
 
-def _fixed_rng(data: bytes) -> Callable[[int], bytes]:
+def fixed_rng(data: bytes) -> Callable[[int], bytes]:
     """An rng that returns ``data`` once, for randomness pinned as an input."""
     remaining = [data]
 
@@ -135,7 +143,7 @@ def xeddsa(raw: Mapping[str, object]) -> Output:
     private_key = inputs.private_key("private_key")
     random = inputs.hex("random", 64)
     inputs.done()
-    signature = private_key.sign(message, _fixed_rng(random))
+    signature = private_key.sign(message, fixed_rng(random))
     try:
         private_key.public_key().verify(message, signature)
         valid = True
@@ -166,7 +174,7 @@ class _Handshake:
         if (self.pre_key_id is None) != (self.bob_one_time is None):
             raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
         self.signature = self.bob_identity.sign(
-            self.bob_signed.public_key.serialize(), _fixed_rng(self.signature_random)
+            self.bob_signed.public_key.serialize(), fixed_rng(self.signature_random)
         )
 
     def bundle(self) -> PreKeyBundle:
@@ -229,7 +237,7 @@ def x3dh(raw: Mapping[str, object]) -> Output:
     inputs.done()
     events: list[Event] = []
     message, alice_secret = initiate(
-        handshake.alice_identity, handshake.bundle(), _fixed_rng(handshake.alice_base_private), events.append
+        handshake.alice_identity, handshake.bundle(), fixed_rng(handshake.alice_base_private), events.append
     )
     bob_secret = respond(handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, message)
     return handshake.output(message, alice_secret, bob_secret, events, {}, {})
@@ -246,7 +254,7 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     inputs.done()
 
     kem_signature = handshake.bob_identity.sign(
-        bob_kem.public_key.serialize(), _fixed_rng(kem_signature_random)
+        bob_kem.public_key.serialize(), fixed_rng(kem_signature_random)
     )
     bundle = replace(
         handshake.bundle(),
@@ -258,9 +266,9 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     message, alice_secret = pqxdh_agreement.initiate(
         handshake.alice_identity,
         bundle,
-        _fixed_rng(handshake.alice_base_private),
+        fixed_rng(handshake.alice_base_private),
         events.append,
-        kem_rng=_fixed_rng(kem_random),
+        kem_rng=fixed_rng(kem_random),
     )
     bob_secret = pqxdh_agreement.respond(
         handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, bob_kem, message
@@ -405,7 +413,7 @@ def conversation(raw: Mapping[str, object]) -> Output:
         signed_pre_key_id=signed_pre_key_id,
         signed_pre_key=bob_signed.public_key,
         signed_pre_key_signature=bob.identity.sign(
-            bob_signed.public_key.serialize(), _fixed_rng(signature_random)
+            bob_signed.public_key.serialize(), fixed_rng(signature_random)
         ),
         pre_key_id=pre_key_id,
         pre_key=None if bob_one_time is None else bob_one_time.public_key,
