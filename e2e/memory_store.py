@@ -118,6 +118,10 @@ class InMemoryProtocolStore:
     def store_signed_pre_key(self, record: SignedPreKeyRecord) -> None:
         self._signed_pre_keys[record.id] = record
 
+    def remove_signed_pre_key(self, signed_pre_key_id: int) -> None:
+        """Delete a retired signed prekey (no error if it is gone already)."""
+        self._signed_pre_keys.pop(signed_pre_key_id, None)
+
     def signed_pre_key_ids(self) -> list[int]:
         """The ids of the signed prekeys held, sorted."""
         return sorted(self._signed_pre_keys)
