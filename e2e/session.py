@@ -86,7 +86,8 @@ What this module does not know
 ------------------------------
 Where prekeys, identities and records are stored, or whether the remote identity key is trusted:
 the caller checks identities (see :class:`~e2e.errors.UntrustedIdentityError`) and deletes a
-one-time prekey after its first message decrypted.
+one-time prekey after its first message decrypted.  :mod:`e2e.session_cipher` does both over the
+store protocols of :mod:`e2e.stores`.
 """
 
 from __future__ import annotations

@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import DeterministicRng
@@ -79,6 +81,22 @@ def test_an_outside_harness_drives_a_conversation_in_twenty_lines() -> None:
         message = to_bob.encrypt(b"message %d" % number, rng)
         assert message.type == MessageType.WHISPER
         assert to_alice.decrypt(message) == b"message %d" % number
+
+
+def test_the_documented_harness_is_this_test_and_runs() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "store-api.md").read_text(encoding="utf-8")
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    _, code = block.split("\n\n", 1)
+    ours = [
+        line.strip()
+        for line in inspect.getsource(
+            test_an_outside_harness_drives_a_conversation_in_twenty_lines
+        ).splitlines()
+    ]
+    documented = [line.strip() for line in code.splitlines() if line.strip()]
+    assert documented == [line for line in ours if line and line in documented]
+    assert len(documented) <= 22
+    exec(compile(block, "docs/store-api.md", "exec"), {})
 
 
 # -- helpers ----------------------------------------------------------------------------------
