@@ -172,7 +172,13 @@ class Ours(SyncPeer):
         message = self._PreKeySignalMessage.deserialize(first.body)
         _check(
             bob.decrypt_prekey_message(
-                message, bob_identity, signed_pre_key, one_time_pre_key, rng, our_kem_pre_key=kem_pre_key
+                message,
+                bob_identity,
+                signed_pre_key,
+                one_time_pre_key,
+                rng,
+                our_registration_id=2,
+                our_kem_pre_key=kem_pre_key,
             ),
             PLAINTEXT_64,
         )
@@ -184,7 +190,12 @@ class Ours(SyncPeer):
             ciphertext = alice.encrypt(plaintext, rng)
             if ciphertext.type == prekey_type:
                 received = bob.decrypt_prekey_message(
-                    deserialize(ciphertext.body), bob_identity, signed_pre_key, None, rng
+                    deserialize(ciphertext.body),
+                    bob_identity,
+                    signed_pre_key,
+                    None,
+                    rng,
+                    our_registration_id=2,
                 )
             else:
                 received = bob.decrypt(ciphertext.body, rng)

@@ -4,6 +4,7 @@ Each module owns one layer and opens with its theory; ``docs/protocol.md`` walks
 the order a conversation uses them.  The names below are the ones a front end needs most often.
 """
 
+from e2e.address import ProtocolAddress
 from e2e.errors import (
     DecodeError,
     DowngradeError,
@@ -17,6 +18,7 @@ from e2e.errors import (
     NoSessionError,
     StateFormatError,
     TooManySkippedMessagesError,
+    UnknownPreKeyError,
     UntrustedIdentityError,
 )
 from e2e.explain import Event, Trace, emit
@@ -24,6 +26,7 @@ from e2e.fingerprint import DisplayableFingerprint, Fingerprint, ScannableFinger
 from e2e.kdf import ChainKey, MessageKeys, RootKey
 from e2e.kem import KemCiphertext, KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey, Rng
+from e2e.memory_store import InMemoryProtocolStore
 from e2e.ratchet import DEFAULT_LIMITS, Limits, RatchetState
 from e2e.records import (
     IdentityRecord,
@@ -34,6 +37,8 @@ from e2e.records import (
     serialize_identity,
 )
 from e2e.session import Ciphertext, SessionRecord
+from e2e.session_cipher import SessionBuilder, SessionCipher, make_pre_key_bundle
+from e2e.stores import Direction, ProtocolStore
 from e2e.wire import (
     CIPHERTEXT_VERSION,
     MAX_CIPHERTEXT_LENGTH,
@@ -73,6 +78,14 @@ __all__ = [
     "RatchetState",
     "Limits",
     "DEFAULT_LIMITS",
+    # Sessions over stores (e2e.address, e2e.stores, e2e.memory_store, e2e.session_cipher).
+    "ProtocolAddress",
+    "Direction",
+    "ProtocolStore",
+    "InMemoryProtocolStore",
+    "SessionBuilder",
+    "SessionCipher",
+    "make_pre_key_bundle",
     # Stored records (e2e.records).
     "IdentityRecord",
     "PreKeyRecord",
@@ -94,6 +107,7 @@ __all__ = [
     "DuplicateMessageError",
     "TooManySkippedMessagesError",
     "NoSessionError",
+    "UnknownPreKeyError",
     "UntrustedIdentityError",
     "FingerprintMismatchError",
     "FingerprintVersionMismatchError",

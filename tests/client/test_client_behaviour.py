@@ -488,8 +488,8 @@ async def test_a_prekey_message_for_an_unknown_signed_prekey_is_quarantined(
     await connection.close()
 
     event = await bob.receive(timeout=10)
-    assert isinstance(event, Undecryptable) and event.error == "InvalidMessageError"
-    assert "999" in bob.quarantined()[-1].error
+    assert isinstance(event, Undecryptable) and event.error == "UnknownPreKeyError"
+    assert "signed prekey with id 999" in bob.quarantined()[-1].error
     # Nothing of Mallory was kept: no session, no contact.
     assert bob.store.session("mallory", 1) is None and bob.store.contact("mallory") is None
 
