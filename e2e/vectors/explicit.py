@@ -220,7 +220,8 @@ def x3dh_responder(raw: Mapping[str, object]) -> Output:
                 bob_signed,
                 bob_one_time,
                 _no_rng,
-                our_registration_id=bob_registration_id,
+                # The registration id is recorded in the state and influences no byte here.
+                our_registration_id=bob_registration_id or 0,
                 our_kem_pre_key=bob_kem,
             )
         elif signal_bytes is not None:
