@@ -21,6 +21,7 @@ from axolotl.state.prekeyrecord import PreKeyRecord
 from axolotl.state.signedprekeyrecord import SignedPreKeyRecord
 from axolotl.tests.inmemoryaxolotlstore import InMemoryAxolotlStore
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from interop.axolotl_peer import axolotl_key_pair
@@ -30,6 +31,7 @@ from e2e.vectors.__main__ import main
 from e2e.vectors.generate import render
 from e2e.vectors.registry import REGISTRY
 from e2e.vectors.schema import schema
+from e2e.wire import PreKeySignalMessage
 
 REPOSITORY = Path(__file__).parent.parent
 VECTORS = Path(__file__).parent / "vectors"
@@ -343,3 +345,42 @@ def test_rfc_files_agree_with_openssl() -> None:
             bytes.fromhex(inputs["info"]),
         ).derive(bytes.fromhex(inputs["ikm"]))
         assert okm.hex() == case["expected"]["okm"], case["name"]
+
+
+def test_generated_responder_cases_agree_with_python_axolotl_and_openssl() -> None:
+    # X3DH messages: python-axolotl, holding Bob's keys, decrypts them to the same plaintext.
+    # PQXDH: OpenSSL's ML-KEM-1024 decapsulates the same shared secret from the same seed.
+    checked = {"x3dh": 0, "pqxdh": 0}
+    for case in _load("x3dh_responder.json")["cases"]:
+        inputs, expected = case["inputs"], case["expected"]
+        if expected.get("error") is not None:
+            continue
+        if expected["agreement"] == "pqxdh":
+            ciphertext = bytes.fromhex(inputs.get("kem_ciphertext", ""))
+            if "prekey_message" in inputs:
+                ciphertext = PreKeySignalMessage.deserialize(
+                    bytes.fromhex(inputs["prekey_message"])
+                ).kem_ciphertext
+                ciphertext = ciphertext.serialize()
+            key = MLKEM1024PrivateKey.from_seed_bytes(bytes.fromhex(inputs["bob_kem_pre_key_seed"]))
+            assert key.decapsulate(ciphertext[1:]).hex() == expected["kem_shared_secret"], case["name"]
+            checked["pqxdh"] += 1
+        elif "prekey_message" in inputs:
+            message = PreKeySignalMessage.deserialize(bytes.fromhex(inputs["prekey_message"]))
+            store = InMemoryAxolotlStore()
+            identity = axolotl_key_pair(bytes.fromhex(inputs["bob_identity_private"]))
+            store.identityKeyStore.identityKeyPair = IdentityKeyPair(
+                IdentityKey(identity.getPublicKey()), identity.getPrivateKey()
+            )
+            store.identityKeyStore.localRegistrationId = inputs["bob_registration_id"]
+            signed = axolotl_key_pair(bytes.fromhex(inputs["bob_signed_pre_key_private"]))
+            store.storeSignedPreKey(
+                message.signed_pre_key_id, SignedPreKeyRecord(message.signed_pre_key_id, 0, signed, bytes(64))
+            )
+            one_time = axolotl_key_pair(bytes.fromhex(inputs["bob_one_time_pre_key_private"]))
+            store.storePreKey(message.pre_key_id, PreKeyRecord(message.pre_key_id, one_time))
+            cipher = SessionCipher(store, store, store, store, "alice", 1)
+            plaintext = cipher.decryptPkmsg(PreKeyWhisperMessage(serialized=message.serialized))
+            assert bytes(plaintext).hex() == expected["plaintext"], case["name"]
+            checked["x3dh"] += 1
+    assert checked == {"x3dh": 1, "pqxdh": 4}

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from e2e.keys import PrivateKey
+from e2e import pqxdh as pqxdh_agreement
+from e2e import x3dh as x3dh_agreement
+from e2e.kem import KemKeyPair, KemPrivateKey
+from e2e.keys import KeyPair, PrivateKey
+from e2e.ratchet import PendingPreKey, RatchetState
 from e2e.vectors import FORMAT, VERSION, SeededRng
 from e2e.vectors.kinds import KINDS, fixed_rng
 from e2e.vectors.registry import REGISTRY
+from e2e.wire import PreKeySignalMessage, encode_prekey_signal_message
+from e2e.x3dh import PreKeyBundle
 
 __all__ = ["generate_all", "generated_files", "reproduced_files", "render"]
 
@@ -198,6 +204,97 @@ def _pqxdh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _responder_message(rng: SeededRng, with_one_time: bool, pqxdh: bool) -> tuple[dict[str, object], bytes]:
+    """Bob's private keys and a PreKeySignalMessage Alice made to him, every random byte seeded.
+
+    The message is assembled here as :meth:`SessionRecord.encrypt <e2e.session.SessionRecord.encrypt>`
+    assembles it, because PQXDH's encapsulation is reproducible only with ``kem_rng`` pinned,
+    which the session API (rightly) does not take.
+    """
+    alice_identity = KeyPair(PrivateKey(rng(32)))
+    bob_identity = KeyPair(PrivateKey(rng(32)))
+    bob_signed = KeyPair(PrivateKey(rng(32)))
+    bob_one_time = KeyPair(PrivateKey(rng(32))) if with_one_time else None
+    bob_kem = KemKeyPair(KemPrivateKey(rng(64))) if pqxdh else None
+    signed_pre_key_id, pre_key_id, kem_pre_key_id = (int.from_bytes(rng(3), "big") for _ in range(3))
+    bundle = PreKeyBundle(
+        registration_id=int.from_bytes(rng(2), "big") & 0x3FFF,
+        device_id=1,
+        identity_key=bob_identity.public_key,
+        signed_pre_key_id=signed_pre_key_id,
+        signed_pre_key=bob_signed.public_key,
+        signed_pre_key_signature=bob_identity.sign(bob_signed.public_key.serialize(), rng),
+        pre_key_id=pre_key_id if bob_one_time else None,
+        pre_key=bob_one_time.public_key if bob_one_time else None,
+        kem_pre_key_id=kem_pre_key_id if bob_kem else None,
+        kem_pre_key=bob_kem.public_key if bob_kem else None,
+        kem_pre_key_signature=bob_identity.sign(bob_kem.public_key.serialize(), rng) if bob_kem else None,
+    )
+    if bob_kem is not None:
+        initial, secret = pqxdh_agreement.initiate(alice_identity, bundle, rng, kem_rng=rng)
+    else:
+        initial, secret = x3dh_agreement.initiate(alice_identity, bundle, rng)
+    state = RatchetState.initialize_alice(
+        secret,
+        alice_identity.public_key,
+        bob_identity.public_key,
+        bob_signed.public_key,
+        initial.base_key,
+        PendingPreKey(initial.pre_key_id, signed_pre_key_id, initial.base_key),
+        int.from_bytes(rng(2), "big") & 0x3FFF,
+        bundle.registration_id,
+        rng,
+    )
+    inner = state.encrypt(rng(int.from_bytes(rng(1), "big") % 48), rng)
+    body = encode_prekey_signal_message(
+        state.local_registration_id,
+        initial.pre_key_id,
+        signed_pre_key_id,
+        initial.base_key.serialize(),
+        alice_identity.public_key.serialize(),
+        inner,
+        initial.kem_pre_key_id,
+        None if initial.kem_ciphertext is None else initial.kem_ciphertext.serialize(),
+    )
+    bob: dict[str, object] = {
+        "bob_identity_private": bob_identity.private_key.serialize().hex(),
+        "bob_signed_pre_key_private": bob_signed.private_key.serialize().hex(),
+        "bob_registration_id": bundle.registration_id,
+    }
+    if bob_one_time is not None:
+        bob["bob_one_time_pre_key_private"] = bob_one_time.private_key.serialize().hex()
+    if bob_kem is not None:
+        bob["bob_kem_pre_key_seed"] = bob_kem.private_key.serialize().hex()
+    return bob, body
+
+
+def _x3dh_responder_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for name, with_one_time, pqxdh in (
+        ("pqxdh-with-one-time-pre-key", True, True),
+        ("pqxdh-without-one-time-pre-key", False, True),
+        ("x3dh-with-one-time-pre-key", True, False),
+    ):
+        bob, body = _responder_message(rng, with_one_time, pqxdh)
+        cases.append((f"{name}-message", {**bob, "prekey_message": body.hex()}))
+        message = PreKeySignalMessage.deserialize(body)
+        keys_only: dict[str, object] = {
+            **bob,
+            "alice_identity_public": message.identity_key.serialize().hex(),
+            "alice_base_public": message.base_key.serialize().hex(),
+        }
+        if message.kem_ciphertext is not None:
+            keys_only["kem_ciphertext"] = message.kem_ciphertext.serialize().hex()
+        cases.append((f"{name}-keys-only", keys_only))
+        if pqxdh and with_one_time:
+            # Another KEM prekey decapsulates to another secret (FIPS 203's implicit rejection):
+            # the message's MAC then fails.
+            other = {**bob, "bob_kem_pre_key_seed": rng(64).hex(), "prekey_message": body.hex()}
+            cases.append(("pqxdh-another-kem-pre-key", other))
+            cases.append(("pqxdh-truncated-message", {**bob, "prekey_message": body[:-40].hex()}))
+    return cases
+
+
 def _kdf_root_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return [(f"kdf-rk-{n}", {"root_key": rng(32).hex(), "dh_out": rng(32).hex()}) for n in range(4)]
 
@@ -351,6 +448,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "fingerprint.json": ("fingerprint", _fingerprint_cases),
     "conversation.json": ("conversation", _conversation_cases),
     "xeddsa_spec.json": ("xeddsa_spec", _xeddsa_spec_cases),
+    "x3dh_responder.json": ("x3dh_responder", _x3dh_responder_cases),
 }
 
 
