@@ -8,11 +8,13 @@ import json
 
 import pytest
 
+from e2e.address import ProtocolAddress
 from e2e.peer import MAX_LINE, OPERATIONS, Peer, bundle_from_json
 from e2e.peer.__main__ import main, serve
 from e2e.vectors import SeededRng
 
 ALICE = {"name": "alice", "device_id": 1}
+ALICE_ADDRESS = ProtocolAddress("alice", 1)
 BOB = {"name": "bob", "device_id": 2}
 
 
@@ -172,6 +174,15 @@ def test_serve_stops_at_end_of_input() -> None:
     assert json.loads(replies.getvalue())["ok"] is True
 
 
+def test_main_serves_standard_input(monkeypatch, capsys) -> None:
+    requests = b'{"op": "hello", "id": 1}\n{"op": "create", "id": 2, "registration_id": 5}\n'
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(requests)))
+    assert main(["--seed", "0a0b"]) == 0
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert first["protocol"] == "e2e-peer" and first["implementation"].startswith("e2e-relay")
+    assert second["ok"] is True and second["identity_key"].startswith("05")
+
+
 def test_a_bad_seed_is_a_usage_error() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--seed", "not hex"])
@@ -182,8 +193,3 @@ def test_repr_says_nothing_secret() -> None:
     peer = _peer(b"repr")
     _ok(peer, "create", registration_id=1, identity_private="22" * 32)
     assert "22" * 4 not in repr(peer) and repr(peer) == "Peer(implementation='test', created=True)"
-
-
-from e2e.address import ProtocolAddress  # noqa: E402
-
-ALICE_ADDRESS = ProtocolAddress("alice", 1)
