@@ -295,6 +295,62 @@ def _x3dh_responder_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]
     return cases
 
 
+# Public keys of low order (RFC 7748 §6.1; the points of order 1, 2, 4 and 8) and non-canonical
+# encodings of some of them (u + p), for which X25519 gives all zeros and the core refuses.
+_P25519 = 2**255 - 19
+_LOW_ORDER_U = (
+    ("zero", 0),
+    ("one", 1),
+    (
+        "order-8-a",
+        int.from_bytes(
+            bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"), "little"
+        ),
+    ),
+    (
+        "order-8-b",
+        int.from_bytes(
+            bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"), "little"
+        ),
+    ),
+    ("p-minus-1", _P25519 - 1),
+    ("p", _P25519),
+    ("p-plus-1", _P25519 + 1),
+)
+
+
+def _x25519_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for number in range(3):
+        # Raw, unclamped private bytes: X25519 clamps them (RFC 7748 §5).
+        their = PrivateKey(rng(32)).public_key().raw
+        cases.append((f"random-{number}", {"private_key": rng(32).hex(), "their_public_key": their.hex()}))
+    top_bit = bytearray(PrivateKey(rng(32)).public_key().raw)
+    top_bit[31] |= 0x80
+    cases.append(("top-bit-set", {"private_key": rng(32).hex(), "their_public_key": bytes(top_bit).hex()}))
+    for name, u in _LOW_ORDER_U:
+        cases.append(
+            (
+                f"low-order-{name}",
+                {"private_key": rng(32).hex(), "their_public_key": u.to_bytes(32, "little").hex()},
+            )
+        )
+    cases.append(
+        ("iterated-10", {"private_key": rng(32).hex(), "their_public_key": rng(32).hex(), "iterations": 10})
+    )
+    return cases
+
+
+def _hkdf_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for length in (1, 32, 64, 80, 255 * 32):
+        inputs = {"ikm": rng(32).hex(), "salt": rng(32).hex(), "info": b"WhisperText".hex(), "length": length}
+        cases.append((f"length-{length}", inputs))
+    cases.append(("empty-salt-and-info", {"ikm": rng(22).hex(), "salt": "", "info": "", "length": 42}))
+    cases.append(("too-long", {"ikm": rng(32).hex(), "salt": "", "info": "", "length": 255 * 32 + 1}))
+    return cases
+
+
 def _kdf_root_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return [(f"kdf-rk-{n}", {"root_key": rng(32).hex(), "dh_out": rng(32).hex()}) for n in range(4)]
 
@@ -449,6 +505,8 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "conversation.json": ("conversation", _conversation_cases),
     "xeddsa_spec.json": ("xeddsa_spec", _xeddsa_spec_cases),
     "x3dh_responder.json": ("x3dh_responder", _x3dh_responder_cases),
+    "x25519.json": ("x25519", _x25519_cases),
+    "hkdf.json": ("hkdf", _hkdf_cases),
 }
 
 
