@@ -37,6 +37,9 @@
 //                                  -> {distribution_id, chain_id, iteration, ciphertext, signature_valid?}
 //   sender_key_record_export: party, sender, distribution_id -> {record} (null when there is none)
 //   sender_key_record_import: party, sender, distribution_id, record -> {}
+//   sender_key_record_delete: party, sender, distribution_id -> {deleted: bool}
+//       What a client does to rotate its own sender key: the next
+//       sender_key_distribution_create then makes a new chain.
 //   shutdown:                                         -> {} and the peer exits
 //
 // New ops are added to the OPS table at the bottom; each gets the request object and returns (a
@@ -321,6 +324,12 @@ const OPS = {
     const record = lib.SenderKeyRecord.deserialize(bytesArg(request, 'record'));
     await party.senderKeys.saveSenderKey(addressArg(request, 'sender'), distributionArg(request), record);
     return {};
+  },
+
+  sender_key_record_delete: async (request) => {
+    const party = partyArg(request);
+    const key = `${addressKey(addressArg(request, 'sender'))}/${distributionArg(request)}`;
+    return { deleted: party.senderKeys.records.delete(key) };
   },
 
   shutdown: async () => ({}),
