@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-relay bench-cluster pg clean
+.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-relay bench-cluster pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
@@ -48,6 +48,11 @@ $(BENCH_STAMP): $(STAMP)
 # minute.  BENCH_ARGS="--profile" profiles this project's side instead (docs/performance.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/core_bench.py $(BENCH_ARGS)
+
+# Kyber-1024 (round 3, pure Python) beside ML-KEM-1024 (OpenSSL and pure Python): milliseconds per
+# key generation, encapsulation and decapsulation; a few seconds (docs/pqxdh.md).
+bench-kem: $(STAMP)
+	$(BIN)/python benchmarks/kem_bench.py $(KEM_BENCH_ARGS)
 
 # The relay (SQLite, durable) beside a bare WebSocket forwarder in the same run: 1, 10, 100 and 1,000
 # pairs, latency at half rate, 10,000 idle connections (docs/performance.md).  A few minutes;

@@ -27,6 +27,7 @@ __all__ = [
     "InvalidSignatureError",
     "InvalidMessageError",
     "DuplicateMessageError",
+    "VersionMismatchError",
     "TooManySkippedMessagesError",
     "NoSessionError",
     "UnknownPreKeyError",
@@ -67,6 +68,10 @@ class DuplicateMessageError(InvalidMessageError):
     """A message whose key was already used: a replay or a duplicate delivery."""
 
 
+class VersionMismatchError(InvalidMessageError):
+    """A message of another protocol version (3 or 4) than the session state it was tried with."""
+
+
 class TooManySkippedMessagesError(InvalidMessageError):
     """A message that would require skipping more message keys than the configured limit."""
 
@@ -79,7 +84,7 @@ class UnknownPreKeyError(InvalidMessageError):
     """A PreKeySignalMessage (or a bundle to build) naming a prekey the store does not hold:
     never made, already used, or retired (libsignal's ``InvalidPreKeyId`` and its kin).
 
-    ``kind`` says which: ``"signed prekey"``, ``"one-time prekey"`` or ``"KEM prekey"``.
+    ``kind`` says which: ``"signed prekey"``, ``"one-time prekey"``, ``"KEM prekey"`` or ``"Kyber prekey"``.
     """
 
     def __init__(self, kind: str, pre_key_id: int) -> None:
