@@ -23,8 +23,8 @@ from e2e.errors import (
     InvalidKeyError,
     InvalidMessageError,
     InvalidSignatureError,
-    UnknownPreKeyError,
     StateFormatError,
+    UnknownPreKeyError,
     VersionMismatchError,
 )
 from e2e.kem import KemKeyPair

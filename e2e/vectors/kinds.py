@@ -8,8 +8,8 @@ generator stores it as ``expected``.  ``docs/vectors.md`` describes each kind's 
 
 from __future__ import annotations
 
-import uuid
 import hashlib
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
@@ -526,6 +526,9 @@ def sender_key(raw: Mapping[str, object]) -> Output:
         "signing_public_key": signing.public_key.serialize().hex(),
         "distribution_message": offer.serialize().hex(),
         "messages": outputs,
+    }
+
+
 def kyber1024(raw: Mapping[str, object]) -> Output:
     """One record of the round-3 NIST KAT for Kyber1024 (``PQCkemKAT_3168.rsp``).
 
