@@ -378,6 +378,7 @@ def test_a_version_4_session_never_goes_back_to_version_3(rng: Rng) -> None:
             bob.signed_pre_key,
             bob.one_time_pre_keys.get(v3_first.pre_key_id or -1),
             rng,
+            our_registration_id=bob.registration_id,
         )
     assert bob_record.serialize() == before
     # Told to, both accept it.
