@@ -34,6 +34,8 @@ __all__ = [
     "FingerprintMismatchError",
     "FingerprintVersionMismatchError",
     "DowngradeError",
+    "NoSenderKeyError",
+    "DistributionMismatchError",
 ]
 
 
@@ -120,3 +122,11 @@ class FingerprintVersionMismatchError(FingerprintMismatchError):
 
 class DowngradeError(E2EError):
     """An attempt to start a session with a weaker key agreement than the peer advertised."""
+
+
+class NoSenderKeyError(NoSessionError):
+    """No sender-key state to use: an unknown sender, distribution or chain, or a key not our own."""
+
+
+class DistributionMismatchError(InvalidMessageError):
+    """A group message or distribution message whose distribution id is not the one it was given for."""

@@ -279,6 +279,43 @@ def _check_conversation(name: str, inputs: Mapping[str, object]) -> None:
                 raise AssertionError(f"{name}: delivery of {step['deliver']} gave {output}")
 
 
+def _sender_key_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """Both framings, chains starting at 0 and far along, signing keys of both Edwards sign bits."""
+    cases: list[tuple[str, dict[str, object]]] = []
+    sign_bits_seen: set[int] = set()
+    plans = (
+        ("libsignal", 0x1234_5678, 0, (0, 1, 16, 100)),
+        ("libsignal", 0x7FFF_FFFF, 1000, (31, 4096)),
+        ("libsignal", 0, 24_999, (5, 5, 5)),
+        ("axolotl", 42, 0, (0, 17, 64)),
+        ("axolotl", 0x7FFF_FFFE, 7, (3,)),
+    )
+    for framing, chain_id, iteration, lengths in plans:
+        inputs: dict[str, object] = {"framing": framing}
+        if framing == "libsignal":
+            inputs["distribution_id"] = rng(16).hex()
+        inputs.update(
+            {
+                "chain_id": chain_id,
+                "iteration": iteration,
+                "chain_key": rng(32).hex(),
+                "signing_private_key": _private_hex(rng),
+                "messages": [
+                    {"plaintext": rng(length).hex() if length else "", "signature_random": rng(64).hex()}
+                    for length in lengths
+                ],
+            }
+        )
+        output = KINDS["sender_key"](inputs)
+        first = output["messages"][0]  # type: ignore[index]
+        sign_bit = bytes.fromhex(first["message"])[-1] >> 7
+        sign_bits_seen.add(sign_bit)
+        cases.append((f"{framing}-chain{chain_id}-from{iteration}-signbit{sign_bit}", inputs))
+    if sign_bits_seen != {0, 1}:
+        raise AssertionError("the seeded signing keys must cover both Edwards sign bits")
+    return cases
+
+
 _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str, object]]]]]] = {
     "xeddsa.json": ("xeddsa", _xeddsa_cases),
     "x3dh.json": ("x3dh", _x3dh_cases),
@@ -288,6 +325,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "message_keys.json": ("message_keys", _message_keys_cases),
     "fingerprint.json": ("fingerprint", _fingerprint_cases),
     "conversation.json": ("conversation", _conversation_cases),
+    "sender_key.json": ("sender_key", _sender_key_cases),
 }
 
 

@@ -8,6 +8,7 @@ generator stores it as ``expected``.  ``docs/vectors.md`` describes each kind's 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
@@ -15,9 +16,12 @@ from e2e import pqxdh as pqxdh_agreement
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
+from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName
 from e2e.kdf import ChainKey, RootKey
 from e2e.kem import KemKeyPair, KemPrivateKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
+from e2e.sender_key_messages import SenderKeyFraming
+from e2e.sender_key_state import SenderChainKey, SenderKeyRecord, SenderKeyState
 from e2e.session import Ciphertext, SessionRecord
 from e2e.vectors import SeededRng, VectorFormatError
 from e2e.wire import MessageType, PreKeySignalMessage
@@ -80,6 +84,12 @@ class Inputs:
 
     def private_key(self, name: str) -> PrivateKey:
         return PrivateKey(self.hex(name, 32))
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self._get(name, optional=False)
+        if not isinstance(value, str) or value not in choices:
+            raise VectorFormatError(f"input {name!r} is one of {', '.join(choices)}")
+        return value
 
     def sequence(self, name: str) -> list[object]:
         value = self._get(name, optional=False)
@@ -457,6 +467,65 @@ def conversation(raw: Mapping[str, object]) -> Output:
     return {"steps": steps}
 
 
+_FRAMINGS = {"libsignal": SenderKeyFraming.LIBSIGNAL, "axolotl": SenderKeyFraming.AXOLOTL}
+_MAX_SENDER_KEY_MESSAGES = 100
+
+
+def _no_rng(n: int) -> bytes:
+    raise VectorFormatError(f"a sender-key case draws no randomness beyond its inputs (asked for {n} bytes)")
+
+
+def sender_key(raw: Mapping[str, object]) -> Output:
+    """One sender chain from a pinned chain key and signing key: its distribution message, then one
+    group message per listed plaintext with its pinned signature randomness (see docs/vectors.md)."""
+    inputs = Inputs(raw)
+    framing = _FRAMINGS[inputs.choice("framing", tuple(_FRAMINGS))]
+    distribution = inputs.optional_hex("distribution_id", 16)
+    if (distribution is None) != (framing is SenderKeyFraming.AXOLOTL):
+        raise VectorFormatError("distribution_id is given exactly in the libsignal framing")
+    chain_id = inputs.integer("chain_id")
+    iteration = inputs.integer("iteration")
+    if chain_id > 0xFFFF_FFFF or iteration > 0xFFFF_FFFF - _MAX_SENDER_KEY_MESSAGES:
+        raise VectorFormatError("chain_id and iteration are 32-bit, with room for the messages")
+    chain_key = SenderChainKey(iteration, inputs.hex("chain_key", 32))
+    signing = KeyPair(inputs.private_key("signing_private_key"))
+    messages = inputs.sequence("messages")
+    inputs.done()
+    if not messages or len(messages) > _MAX_SENDER_KEY_MESSAGES:
+        raise VectorFormatError(f"messages is a list of 1 to {_MAX_SENDER_KEY_MESSAGES} objects")
+    name = SenderKeyName("sender", 1, uuid.UUID(bytes=distribution or bytes(16)))
+    store = InMemorySenderKeyStore()
+    store.store_sender_key(
+        name, SenderKeyRecord([SenderKeyState(framing, chain_id, chain_key, signing.public_key, signing)])
+    )
+    cipher = GroupCipher(store, framing)
+    offer = cipher.create_distribution_message(name, _no_rng)
+    outputs: list[Output] = []
+    for entry in messages:
+        if not isinstance(entry, Mapping):
+            raise VectorFormatError("each message is an object")
+        message = Inputs(entry)
+        plaintext = message.hex("plaintext")
+        random = message.hex("signature_random", 64)
+        message.done()
+        iv, cipher_key = chain_key.message_key().iv_and_cipher_key
+        outputs.append(
+            {
+                "iteration": chain_key.iteration,
+                "chain_key": chain_key.key.hex(),
+                "iv": iv.hex(),
+                "cipher_key": cipher_key.hex(),
+                "message": cipher.encrypt(name, plaintext, _fixed_rng(random)).hex(),
+            }
+        )
+        chain_key = chain_key.next()
+    return {
+        "signing_public_key": signing.public_key.serialize().hex(),
+        "distribution_message": offer.serialize().hex(),
+        "messages": outputs,
+    }
+
+
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
@@ -466,4 +535,5 @@ KINDS: dict[str, Kind] = {
     "message_keys": message_keys,
     "fingerprint": fingerprint,
     "conversation": conversation,
+    "sender_key": sender_key,
 }
