@@ -41,9 +41,8 @@ Crash safety (the argument is spelled out in docs/client.md)
 What it does not know
 ---------------------
 Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`) and its
-adaptation to the core's store protocols (:mod:`client.protocol_store`), which
-prekeys to make and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics
-(:mod:`e2e`).  Randomness (``rng``, default :func:`os.urandom`), the clock
+adaptation to the core's store protocols (:mod:`client.protocol_store`), which prekeys to make
+and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics (:mod:`e2e`).  Randomness (``rng``, default :func:`os.urandom`), the clock
 (``clock``, seconds) and sleeping (``sleep``) are injected, so tests control all three.
 """
 
