@@ -42,8 +42,9 @@ What it does not know
 ---------------------
 Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`) and its
 adaptation to the core's store protocols (:mod:`client.protocol_store`), which prekeys to make
-and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics (:mod:`e2e`).  Randomness (``rng``, default :func:`os.urandom`), the clock
-(``clock``, seconds) and sleeping (``sleep``) are injected, so tests control all three.
+and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics (:mod:`e2e`).
+Randomness (``rng``, default :func:`os.urandom`), the clock (``clock``, seconds) and sleeping
+(``sleep``) are injected, so tests control all three.
 """
 
 from __future__ import annotations
