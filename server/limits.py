@@ -64,12 +64,15 @@ class Limits:
     close_timeout: float = 5.0
     max_outgoing_frames: int = 512
     """Frames waiting to be written to one connection; a connection that overflows it is closed."""
+    max_outgoing_bytes: int = 4 * MIB
+    """Bytes of pushed messages waiting to be written to one connection; pushing pauses beyond it."""
     max_inflight: int = 256
     """Pushed messages waiting for the recipient's acknowledgement before pushing pauses."""
     max_pipelined: int = 128
     """Sends and acknowledgements of one connection waiting for their commit."""
     write_timeout: float = 30.0
-    """Seconds one write may wait for the peer to read before the peer is disconnected as too slow."""
+    """Seconds the relay's writes to one connection may make no progress (the peer reads nothing)
+    before the connection is dropped at the TCP level as too slow."""
     max_errors: int = 32
     """Malformed requests (bad frames, bad fields, unknown ops) one connection may make before it is
     closed with 1008; refusals of well-formed requests do not count."""
