@@ -1011,7 +1011,7 @@ async def _ack(conn: _Connection, request: Request) -> None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"server_ids must hold 1 to {conn.limits.max_ack_ids} ids")
     if any(isinstance(i, bool) or not isinstance(i, int) or not 0 < i < 2**63 for i in ids):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "server_ids must be positive integers")
-    future = conn.relay.store.ack(conn.device, ids)
+    future = conn.relay.store.ack(conn.device, ids, conn.relay.clock())
 
     def answer(count: int) -> dict[str, Any]:
         conn.inflight.difference_update(ids)
