@@ -1021,9 +1021,7 @@ class PostgresStore:
 
     def ack(self, recipient: DeviceAddress, server_ids: Sequence[int], now: float) -> asyncio.Future[int]:
         self._check_open()
-        return self._acks.submit(
-            (recipient, list(server_ids), now), (recipient.account, recipient.device_id)
-        )
+        return self._acks.submit((recipient, list(server_ids), now), (recipient.account, recipient.device_id))
 
     @staticmethod
     async def _ack_batch(conn: Any, batch: list[_Item]) -> tuple[list[_Event], list[Any]]:

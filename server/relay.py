@@ -70,6 +70,7 @@ except ImportError:  # pragma: no cover (not on Windows)
     fcntl = None  # type: ignore[assignment]
     termios = None  # type: ignore[assignment]
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -108,6 +109,11 @@ __all__ = ["Relay"]
 _log = logging.getLogger("server.relay")
 
 _MAX_KEY_ID = 2**32 - 1
+_CURVE25519_P = 2**255 - 19
+# Any X25519 private key does: a clamped scalar is a multiple of the cofactor 8, so its product with
+# a point of order 1, 2, 4 or 8 is the identity, whose encoding, the all-zero shared secret, the
+# library refuses.  A constant key keeps the relay free of hidden randomness.
+_LOW_ORDER_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(32)))
 _EC_PUBLIC_KEY_LENGTH = 33
 _SIGNATURE_LENGTH = 64
 _MAX_KEM_PUBLIC_KEY_LENGTH = 2048
@@ -774,11 +780,27 @@ def _bundle_fields(bundle: ClaimedBundle) -> dict[str, Any]:
 
 
 def _ec_public_key(obj: dict[str, Any], name: str) -> bytes:
+    """A Curve25519 public key in libsignal's encoding that can take part in a Diffie-Hellman.
+
+    Beyond the encoding, the ``u`` coordinate must be canonical (below 2^255 - 19, top bit clear)
+    and not of low order: a low-order key (all zeros is one) makes every X25519 with it all zeros
+    (RFC 7748 §6.1), so a bundle carrying one would be refused by every client that fetches it, or
+    worse, used by one that does not check.  The relay refuses it at upload instead.
+    """
     data = p.field_bytes(obj, name, max_length=_EC_PUBLIC_KEY_LENGTH)
     try:
-        PublicKey.deserialize(data)
+        key = PublicKey.deserialize(data)
     except DecodeError as exc:
         raise ProtocolError(ErrorCode.INVALID_KEY, f"{name!r}: {exc}") from None
+    u = key.raw
+    if int.from_bytes(u, "little") >= _CURVE25519_P:
+        raise ProtocolError(ErrorCode.INVALID_KEY, f"{name!r}: not a canonical Curve25519 encoding")
+    try:
+        _LOW_ORDER_PROBE.exchange(X25519PublicKey.from_public_bytes(u))
+    except ValueError:
+        raise ProtocolError(
+            ErrorCode.INVALID_KEY, f"{name!r}: a low-order point (every Diffie-Hellman with it is all zeros)"
+        ) from None
     return data
 
 
