@@ -1108,18 +1108,23 @@ class Relay:
         """Open the store and listen; ``port`` 0 picks a free port (see :attr:`port`)."""
         await self.store.open()
         limits = self.limits
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            compression=None,
-            max_size=limits.max_frame_bytes,
-            open_timeout=limits.open_timeout,
-            ping_interval=limits.ping_interval,
-            ping_timeout=limits.ping_timeout,
-            close_timeout=limits.close_timeout,
-            server_header=None,
-        )
+        try:
+            self._server = await serve(
+                self._handle,
+                host,
+                port,
+                compression=None,
+                max_size=limits.max_frame_bytes,
+                open_timeout=limits.open_timeout,
+                ping_interval=limits.ping_interval,
+                ping_timeout=limits.ping_timeout,
+                close_timeout=limits.close_timeout,
+                server_header=None,
+            )
+        except BaseException:
+            # Nothing listens (the port is taken, the address is not ours): leave nothing open.
+            await self.store.close()
+            raise
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         if self._origin is None:
