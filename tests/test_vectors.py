@@ -59,6 +59,7 @@ def test_every_kind_and_source_has_a_file() -> None:
     names = {path.name for path in FILES}
     assert {"libsignal_x3dh.json", "libsignal_fingerprint.json", "libsignal_chain_key.json"} <= names
     assert "nist_kyber1024_kat.json" in names
+    assert {"kyber1024", "pqxdh_v4"} <= kinds
 
 
 def test_checker_passes_on_every_file(capsys) -> None:
@@ -400,3 +401,32 @@ def test_generation_is_deterministic() -> None:
     assert {name: render(doc) for name, doc in first.items()} == {
         name: render(doc) for name, doc in second.items()
     }
+
+
+def test_pqxdh_v4_vectors_follow_libsignals_kdf_and_kyber() -> None:
+    # Independently of e2e.pqxdh_v4: HKDF-SHA256 without salt over 0xFF×32 ‖ DH1..DH4 ‖ SS, info
+    # "WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024", 96 bytes = RK ‖ CK ‖ PQRK; and the Kyber
+    # ciphertext decapsulates to SS under the key from the pinned seed.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from e2e import kyber
+
+    document = _load("pqxdh_v4.json")
+    assert len(document["cases"]) == 3
+    for case in document["cases"]:
+        inputs, expected = case["inputs"], case["expected"]
+        dh = b"".join(
+            bytes.fromhex(expected[name]) for name in ("dh1", "dh2", "dh3", "dh4") if name in expected
+        )
+        ss = bytes.fromhex(expected["kyber_shared_secret"])
+        derived = HKDF(hashes.SHA256(), 96, None, b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024").derive(
+            b"\xff" * 32 + dh + ss
+        )
+        assert derived.hex() == expected["root_key"] + expected["chain_key"] + expected["pq_ratchet_key"]
+        seed = bytes.fromhex(inputs["bob_kyber_pre_key_seed"])
+        pk, sk = kyber.keygen_internal(seed[:32], seed[32:])
+        assert expected["bob_kyber_pre_key_public"] == "08" + pk.hex()
+        ciphertext = bytes.fromhex(expected["initial_message"]["kyber_ciphertext"])
+        assert ciphertext[0] == 0x08 and len(ciphertext) == 1569
+        assert kyber.decaps_internal(sk, ciphertext[1:]) == ss

@@ -136,6 +136,30 @@ def _pqxdh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _pqxdh_v4_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for number, with_one_time in enumerate((True, False, True)):
+        inputs: dict[str, object] = {
+            "alice_identity_private": _private_hex(rng),
+            "alice_base_private": _private_hex(rng),
+            "bob_identity_private": _private_hex(rng),
+            "bob_signed_pre_key_private": _private_hex(rng),
+            "signed_pre_key_signature_random": rng(64).hex(),
+            "bob_kyber_pre_key_seed": rng(64).hex(),
+            "kyber_pre_key_signature_random": rng(64).hex(),
+            "kyber_encapsulation_random": rng(32).hex(),
+            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
+            "device_id": 1 + number,
+            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
+            "kyber_pre_key_id": int.from_bytes(rng(3), "big"),
+        }
+        if with_one_time:
+            inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
+            inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
+        cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
+    return cases
+
+
 def _kdf_root_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return [(f"kdf-rk-{n}", {"root_key": rng(32).hex(), "dh_out": rng(32).hex()}) for n in range(4)]
 
@@ -320,6 +344,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "xeddsa.json": ("xeddsa", _xeddsa_cases),
     "x3dh.json": ("x3dh", _x3dh_cases),
     "pqxdh.json": ("pqxdh", _pqxdh_cases),
+    "pqxdh_v4.json": ("pqxdh_v4", _pqxdh_v4_cases),
     "kdf_root.json": ("kdf_root", _kdf_root_cases),
     "kdf_chain.json": ("kdf_chain", _kdf_chain_cases),
     "message_keys.json": ("message_keys", _message_keys_cases),

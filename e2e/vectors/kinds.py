@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from e2e import kyber
 from e2e import pqxdh as pqxdh_agreement
+from e2e import pqxdh_v4 as pqxdh_v4_agreement
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
@@ -22,6 +23,7 @@ from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName
 from e2e.kdf import ChainKey, RootKey
 from e2e.kem import KemKeyPair, KemPrivateKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
+from e2e.kyber import KyberKeyPair
 from e2e.sender_key_messages import SenderKeyFraming
 from e2e.sender_key_state import SenderChainKey, SenderKeyRecord, SenderKeyState
 from e2e.session import Ciphertext, SessionRecord
@@ -119,12 +121,12 @@ def hex_bytes(name: str, value: object, length: int | None = None) -> bytes:
     return decoded
 
 
-def _fixed_rng(data: bytes) -> Callable[[int], bytes]:
-    """An rng that returns ``data`` once, for randomness pinned as an input."""
-    remaining = [data]
+def _fixed_rng(*data: bytes) -> Callable[[int], bytes]:
+    """An rng that returns each of ``data`` once, in order, for randomness pinned as inputs."""
+    remaining = list(reversed(data))
 
     def rng(n: int) -> bytes:
-        if not remaining or len(remaining[0]) != n:
+        if not remaining or len(remaining[-1]) != n:
             raise VectorFormatError(f"the pinned randomness does not cover a request for {n} bytes")
         return remaining.pop()
 
@@ -294,6 +296,62 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
             "kem_ciphertext": message.kem_ciphertext.serialize().hex(),
         },
     )
+
+
+def pqxdh_v4(raw: Mapping[str, object]) -> Output:
+    """Both sides of Signal's PQXDH (Kyber1024, message version 4), every random byte pinned.
+
+    Bob's Kyber prekey comes from the 64-byte ``d ‖ z`` of ``bob_kyber_pre_key_seed``; Alice's
+    ``rng`` gives her base key and then the encapsulation's 32 bytes.  Outputs add the Kyber prekey
+    and its signature, the Kyber shared secret, the ciphertext and ``pq_ratchet_key``.
+    """
+    inputs = Inputs(raw)
+    handshake = _Handshake(inputs)
+    bob_kyber = KyberKeyPair.generate(_fixed_rng(inputs.hex("bob_kyber_pre_key_seed", 64)))
+    kyber_signature_random = inputs.hex("kyber_pre_key_signature_random", 64)
+    kyber_random = inputs.hex("kyber_encapsulation_random", 32)
+    kyber_pre_key_id = inputs.integer("kyber_pre_key_id")
+    inputs.done()
+
+    kyber_signature = handshake.bob_identity.sign(
+        bob_kyber.public_key.serialize(), _fixed_rng(kyber_signature_random)
+    )
+    bundle = replace(
+        handshake.bundle(),
+        kem_pre_key_id=kyber_pre_key_id,
+        kem_pre_key=bob_kyber.public_key,
+        kem_pre_key_signature=kyber_signature,
+    )
+    events: list[Event] = []
+    message, alice_secret = pqxdh_v4_agreement.initiate(
+        handshake.alice_identity,
+        bundle,
+        _fixed_rng(handshake.alice_base_private, kyber_random),
+        events.append,
+    )
+    bob_secret = pqxdh_v4_agreement.respond(
+        handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, bob_kyber, message
+    )
+    if message.kem_ciphertext is None or alice_secret.pq_ratchet_key is None:
+        raise VectorFormatError("PQXDH v4 made no Kyber ciphertext or no pq_ratchet_key")
+    output = handshake.output(
+        message,
+        alice_secret,
+        bob_secret,
+        events,
+        {
+            "bob_kyber_pre_key_public": bob_kyber.public_key.serialize().hex(),
+            "kyber_pre_key_signature": kyber_signature.hex(),
+        },
+        {
+            "kyber_pre_key_id": message.kem_pre_key_id,
+            "kyber_ciphertext": message.kem_ciphertext.serialize().hex(),
+        },
+    )
+    output["kyber_shared_secret"] = output.pop("kem_shared_secret")
+    output["pq_ratchet_key"] = alice_secret.pq_ratchet_key.hex()
+    output["bob_pq_ratchet_key"] = (bob_secret.pq_ratchet_key or b"").hex()
+    return output
 
 
 def kdf_root(raw: Mapping[str, object]) -> Output:
@@ -557,6 +615,7 @@ KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
     "pqxdh": pqxdh,
+    "pqxdh_v4": pqxdh_v4,
     "kdf_root": kdf_root,
     "kdf_chain": kdf_chain,
     "message_keys": message_keys,
