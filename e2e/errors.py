@@ -18,9 +18,11 @@ __all__ = [
     "DecodeError",
     "StateFormatError",
     "InvalidKeyError",
+    "PreKeyNotFoundError",
     "InvalidSignatureError",
     "InvalidMessageError",
     "DuplicateMessageError",
+    "VersionMismatchError",
     "TooManySkippedMessagesError",
     "NoSessionError",
     "UntrustedIdentityError",
@@ -46,6 +48,10 @@ class InvalidKeyError(E2EError):
     """A key of the wrong type or length, or a Diffie-Hellman result that is all zeros."""
 
 
+class PreKeyNotFoundError(InvalidKeyError):
+    """A message names a prekey (one-time, signed or Kyber) that does not exist or was already used."""
+
+
 class InvalidSignatureError(E2EError):
     """A signature that does not verify under the given public key."""
 
@@ -56,6 +62,10 @@ class InvalidMessageError(E2EError):
 
 class DuplicateMessageError(InvalidMessageError):
     """A message whose key was already used: a replay or a duplicate delivery."""
+
+
+class VersionMismatchError(InvalidMessageError):
+    """A message of another protocol version (3 or 4) than the session state it was tried with."""
 
 
 class TooManySkippedMessagesError(InvalidMessageError):

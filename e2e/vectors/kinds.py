@@ -8,9 +8,11 @@ generator stores it as ``expected``.  ``docs/vectors.md`` describes each kind's 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from e2e import kyber
 from e2e import pqxdh as pqxdh_agreement
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
@@ -20,6 +22,7 @@ from e2e.kem import KemKeyPair, KemPrivateKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
 from e2e.session import Ciphertext, SessionRecord
 from e2e.vectors import SeededRng, VectorFormatError
+from e2e.vectors.nist_drbg import NistDrbg
 from e2e.wire import MessageType, PreKeySignalMessage
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret, initiate, respond
 
@@ -457,6 +460,30 @@ def conversation(raw: Mapping[str, object]) -> Output:
     return {"steps": steps}
 
 
+def kyber1024(raw: Mapping[str, object]) -> Output:
+    """One record of the round-3 NIST KAT for Kyber1024 (``PQCkemKAT_3168.rsp``).
+
+    The record's 48-byte ``seed`` seeds NIST's AES-256 CTR_DRBG, from which key generation draws
+    ``d`` and ``z`` and encapsulation its 32 bytes, as ``PQCgenKAT_kem.c`` does.  The outputs are
+    the SHA-256 digests of ``pk``, ``sk`` and ``ct`` and the shared secret ``ss``, which
+    decapsulation must reproduce.
+    """
+    inputs = Inputs(raw)
+    drbg = NistDrbg(inputs.hex("drbg_seed", 48))
+    inputs.done()
+    d, z = drbg(32), drbg(32)
+    pk, sk = kyber.keygen_internal(d, z)
+    ss, ct = kyber.encaps_internal(pk, drbg(32))
+    if kyber.decaps_internal(sk, ct) != ss:
+        raise VectorFormatError("decapsulation does not reproduce the shared secret")
+    return {
+        "pk_sha256": hashlib.sha256(pk).hexdigest(),
+        "sk_sha256": hashlib.sha256(sk).hexdigest(),
+        "ct_sha256": hashlib.sha256(ct).hexdigest(),
+        "ss": ss.hex(),
+    }
+
+
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
@@ -466,4 +493,5 @@ KINDS: dict[str, Kind] = {
     "message_keys": message_keys,
     "fingerprint": fingerprint,
     "conversation": conversation,
+    "kyber1024": kyber1024,
 }
