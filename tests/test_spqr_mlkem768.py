@@ -18,7 +18,7 @@ from e2e.spqr import mlkem768
 def _expanded(seed: bytes) -> bytes:
     # The expanded FIPS 203 key dk_PKE ‖ ek ‖ H(ek) ‖ z is not exported by OpenSSL; rebuild it
     # from K-PKE key generation (Algorithm 13) to test the expanded-key path.
-    from e2e.fips203 import _byte_encode, _ntt, _prf, _sample_poly_cbd
+    from e2e.kpke import _byte_encode, _ntt, _prf, _sample_poly_cbd
 
     d, z = seed[:32], seed[32:]
     rho_sigma = hashlib.sha3_512(d + bytes((3,))).digest()

@@ -36,7 +36,7 @@ to the same ``K``.
 What it is not
 --------------
 Not constant time: the encapsulation runs in pure Python (reusing the K-PKE building blocks of
-:mod:`e2e.fips203`, which are generic in ``k``), a few tens of milliseconds, once per epoch per
+:mod:`e2e.kpke`, which are generic in ``k``), a few tens of milliseconds, once per epoch per
 side.  Key generation and decapsulation are OpenSSL's.
 
 Notation as FIPS 203: ``G`` = SHA3-512, ``H`` = SHA3-256, ``PRF_η`` = SHAKE256, ``q = 3329``.
@@ -51,21 +51,24 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 
-# The K-PKE building blocks are parameter-free (they work polynomial by polynomial); only the
-# rank and compression widths below are ML-KEM-768's.
-from e2e.fips203 import (
+from e2e.keys import Rng
+
+# The K-PKE building blocks of e2e.kpke are parameter-free (they work polynomial by polynomial,
+# and _dot sums over however many polynomials it is given); only the rank and the compression
+# widths below are ML-KEM-768's.
+from e2e.kpke import (
     _add,
     _byte_decode,
     _byte_encode,
     _compress,
-    _multiply_ntts,
+    _decompress,
+    _dot,
     _ntt,
     _ntt_inverse,
     _prf,
     _sample_ntt,
     _sample_poly_cbd,
 )
-from e2e.keys import Rng
 
 __all__ = [
     "SEED_SIZE",
@@ -175,21 +178,16 @@ def _encrypt_c1(rho: bytes, y_hat: list[list[int]], e1: list[list[int]]) -> byte
     """
     c1 = b""
     for i in range(_K):
-        accumulator = [0] * 256
-        for j in range(_K):
-            accumulator = _add(accumulator, _multiply_ntts(_sample_ntt(rho + bytes((i, j))), y_hat[j]))
-        c1 += _byte_encode(_compress(_add(_ntt_inverse(accumulator), e1[i]), _DU), _DU)
+        column = [_sample_ntt(rho + bytes((i, j))) for j in range(_K)]
+        c1 += _byte_encode(_compress(_add(_ntt_inverse(_dot(column, y_hat)), e1[i]), _DU), _DU)
     return c1
 
 
 def _encrypt_c2(vector: bytes, y_hat: list[list[int]], e2: list[int], m: bytes) -> bytes:
     """``c2 = Compress_dv(v)``, ``v = NTT⁻¹(t̂ᵀ ∘ ŷ) + e2 + μ`` (Algorithm 14, lines 20-23)."""
     t_hat = [_byte_decode(vector[384 * i : 384 * (i + 1)], 12) for i in range(_K)]
-    accumulator = [0] * 256
-    for j in range(_K):
-        accumulator = _add(accumulator, _multiply_ntts(t_hat[j], y_hat[j]))
     mu = [bit * ((_Q + 1) // 2) for bit in _byte_decode(m, 1)]
-    v = _add(_add(_ntt_inverse(accumulator), e2), mu)
+    v = _add(_add(_ntt_inverse(_dot(t_hat, y_hat)), e2), mu)
     return _byte_encode(_compress(v, _DV), _DV)
 
 
@@ -218,11 +216,6 @@ def encaps2(vector: bytes, header: bytes, encaps_state: bytes) -> bytes:
     return _encrypt_c2(vector, y_hat, e2, encaps_state)
 
 
-def _decompress(f: list[int], d: int) -> list[int]:
-    """§4.2.1: ``round(q / 2^d · y)``."""
-    return [(y * _Q + (1 << (d - 1))) >> d for y in f]
-
-
 def _decaps_expanded(dk: bytes, c1: bytes, c2: bytes) -> bytes:
     """Algorithm 18 (``ML-KEM.Decaps_internal``) on an expanded decapsulation key."""
     dk_pke, ek = dk[: 384 * _K], dk[384 * _K : 768 * _K + 32]
@@ -231,10 +224,8 @@ def _decaps_expanded(dk: bytes, c1: bytes, c2: bytes) -> bytes:
     u = [_decompress(_byte_decode(c1[320 * i : 320 * (i + 1)], _DU), _DU) for i in range(_K)]
     v = _decompress(_byte_decode(c2, _DV), _DV)
     s_hat = [_byte_decode(dk_pke[384 * i : 384 * (i + 1)], 12) for i in range(_K)]
-    accumulator = [0] * 256
-    for i in range(_K):
-        accumulator = _add(accumulator, _multiply_ntts(s_hat[i], _ntt(u[i])))
-    w = [(a - b) % _Q for a, b in zip(v, _ntt_inverse(accumulator), strict=True)]
+    product = _ntt_inverse(_dot(s_hat, [_ntt(p) for p in u]))
+    w = [(a - b) % _Q for a, b in zip(v, product, strict=True)]
     m = _byte_encode(_compress(w, 1), 1)
     digest = hashlib.sha3_512(m + h).digest()
     shared_secret, r = digest[:32], digest[32:]
