@@ -20,6 +20,7 @@ The concept splits into one module per part, each with its own theory:
 * :mod:`e2e.spqr.chain` — per-epoch, per-direction message-key chains with their limits;
 * :mod:`e2e.spqr.message` — the ``pq_ratchet`` wire format;
 * :mod:`e2e.spqr.state` — version negotiation, ``send`` / ``recv``, the storage format;
+* :mod:`e2e.spqr.ratchet` — the handle and factory a v4 session uses (:mod:`e2e.pq_ratchet`);
 * :mod:`e2e.spqr.errors` — the typed errors.
 
 Use
@@ -32,6 +33,7 @@ Use
     bob, key_again = bob.recv(pq_ratchet)              # key_again == key
 
 States are immutable; keep the returned one only when the enclosing message authenticated.
+A v4 session takes ``SessionRecord(pq_ratchet_factory=SpqrRatchetFactory())``, which does that.
 
 What it does not know
 ---------------------
@@ -57,6 +59,7 @@ from e2e.spqr.errors import (
     SpqrStateFormatError,
     SpqrVersionError,
 )
+from e2e.spqr.ratchet import SpqrRatchet, SpqrRatchetFactory
 from e2e.spqr.state import SpqrState, Version, initial_state
 
 __all__ = [
@@ -67,6 +70,8 @@ __all__ = [
     "initial_state",
     "message_keys",
     "MESSAGE_KEYS_INFO",
+    "SpqrRatchet",
+    "SpqrRatchetFactory",
     "SpqrError",
     "MalformedSpqrMessageError",
     "SpqrVersionError",
