@@ -38,6 +38,8 @@
 //   sender_key_record_export: party, sender, distribution_id -> {record} (null when there is none)
 //   sender_key_record_import: party, sender, distribution_id, record -> {}
 //   shutdown:                                         -> {} and the peer exits
+//   session_*: one-to-one v4 sessions (bundles with a Kyber prekey, encrypt, decrypt, records);
+//       see session_ops.mjs
 //
 // New ops are added to the OPS table at the bottom; each gets the request object and returns (a
 // promise of) its result object.
@@ -45,6 +47,7 @@
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
+import { sessionOps } from './session_ops.mjs';
 
 const modulesDir = process.argv[2];
 if (!modulesDir) {
@@ -324,6 +327,8 @@ const OPS = {
   },
 
   shutdown: async () => ({}),
+
+  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }),
 };
 
 function errorAnswer(id, error) {
