@@ -445,9 +445,14 @@ def _read_chain(data: bytes) -> Chain:
     )
 
 
-def _read_encoder(data: bytes) -> ChunkEncoder:
+def _read_encoder(data: bytes, expected_length: int) -> ChunkEncoder:
     record = protobuf.parse(data, _ENCODER_SCHEMA)
-    encoder = ChunkEncoder.encode(protobuf.get_bytes(record, 1, "encoder message"))
+    message = protobuf.get_bytes(record, 1, "encoder message")
+    if len(message) != expected_length:
+        raise SpqrStateFormatError(
+            f"stored SPQR encoder holds {len(message)} bytes, expected {expected_length}"
+        )
+    encoder = ChunkEncoder.encode(message)
     return ChunkEncoder(encoder.lanes, protobuf.get_uint(record, 2, "encoder index", _UINT32_MAX))
 
 
@@ -480,6 +485,12 @@ _BYTES_LENGTHS: Final[dict[str, tuple[int, ...]]] = {
     "ct1": (mlkem768.CIPHERTEXT1_SIZE,),
     "encaps_state": (mlkem768.ENCAPS_STATE_SIZE,),
 }
+_ENCODER_LENGTHS: Final = {
+    "sending_hdr": braid.HEADER_MESSAGE_SIZE,
+    "sending_ek": mlkem768.VECTOR_SIZE,
+    "sending_ct1": mlkem768.CIPHERTEXT1_SIZE,
+    "sending_ct2": braid.CT2_MESSAGE_SIZE,
+}
 _DECODER_LENGTHS: Final = {
     "receiving_ct1": mlkem768.CIPHERTEXT1_SIZE,
     "receiving_ct2": braid.CT2_MESSAGE_SIZE,
@@ -505,7 +516,9 @@ def _read_braid(data: bytes) -> braid.BraidState:
         if item.name in _BYTES_FIELDS:
             values[item.name] = _fixed(record, _BYTES_FIELDS[item.name], item.name, _BYTES_LENGTHS[item.name])
         elif item.name in _ENCODER_FIELDS:
-            values[item.name] = _read_encoder(protobuf.get_bytes(record, 10, "encoder"))
+            values[item.name] = _read_encoder(
+                protobuf.get_bytes(record, 10, "encoder"), _ENCODER_LENGTHS[item.name]
+            )
         elif item.name in _DECODER_FIELDS:
             values[item.name] = _read_decoder(
                 protobuf.get_bytes(record, 11, "decoder"), _DECODER_LENGTHS[item.name]
