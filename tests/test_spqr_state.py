@@ -12,6 +12,9 @@ from collections.abc import Callable
 
 import pytest
 from conftest import DeterministicRng
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from e2e.errors import InvalidMessageError
 from e2e.kdf import ChainKey
@@ -24,6 +27,7 @@ from e2e.spqr import (
     MalformedSpqrMessageError,
     SpqrAuthenticationError,
     SpqrError,
+    SpqrKeyTrimmedError,
     SpqrReplayError,
     SpqrState,
     SpqrStateFormatError,
@@ -402,3 +406,56 @@ def test_reprs_redact_every_secret() -> None:
 def test_errors_are_core_errors() -> None:
     assert issubclass(SpqrReplayError, InvalidMessageError)
     assert issubclass(SpqrStateFormatError, SpqrError)
+
+
+class TwoParties(RuleBasedStateMachine):
+    """Hypothesis drives sends, deliveries in any order, losses and duplicate deliveries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rng = DeterministicRng(b"spqr-stateful")
+        self.parties = dict(zip("ab", pair(), strict=True))
+        self.in_flight: dict[str, list[tuple[bytes, bytes]]] = {"a": [], "b": []}
+        self.delivered: dict[str, list[bytes]] = {"a": [], "b": []}
+
+    @rule(sender=st.sampled_from("ab"), count=st.integers(1, 6))
+    def send(self, sender: str, count: int) -> None:
+        receiver = "b" if sender == "a" else "a"
+        for _ in range(count):
+            state, message, key = self.parties[sender].send(self.rng)
+            assert key is not None
+            self.parties[sender] = state
+            self.in_flight[receiver].append((message, key))
+
+    @rule(receiver=st.sampled_from("ab"), pick=st.integers(0, 1000), deliver=st.booleans())
+    def deliver_or_lose(self, receiver: str, pick: int, deliver: bool) -> None:
+        queue = self.in_flight[receiver]
+        if not queue:
+            return
+        message, key = queue.pop(pick % len(queue))
+        if not deliver:
+            return
+        before = self.parties[receiver]
+        try:
+            after, key_again = before.recv(message)
+        except (EpochOutOfRangeError, SpqrKeyTrimmedError):
+            return  # too late for the keys still held; the state is unchanged (immutable)
+        assert key_again == key
+        self.parties[receiver] = after
+        self.delivered[receiver].append(message)
+
+    @rule(receiver=st.sampled_from("ab"), pick=st.integers(0, 1000))
+    def duplicate(self, receiver: str, pick: int) -> None:
+        if not self.delivered[receiver]:
+            return
+        message = self.delivered[receiver][pick % len(self.delivered[receiver])]
+        with pytest.raises((SpqrReplayError, EpochOutOfRangeError)):
+            self.parties[receiver].recv(message)
+
+    @invariant()
+    def epochs_stay_close(self) -> None:
+        assert abs(self.parties["a"].epoch - self.parties["b"].epoch) <= 1
+
+
+TwoParties.TestCase.settings = settings(max_examples=25, stateful_step_count=60, deadline=None)
+test_two_parties_stateful = TwoParties.TestCase
