@@ -249,7 +249,8 @@ class Chain:
                 links[i] = ChainEpoch(send=links[i].send.retired(), recv=links[i].recv)
         send, ctr, key = links[index].send.next_key()
         links[index] = ChainEpoch(send=send, recv=links[index].recv)
-        return replace(self, send_epoch=epoch, links=tuple(links)), ctr, key
+        chain = Chain(self.direction, self.current_epoch, epoch, tuple(links), self.next_root, self.params)
+        return chain, ctr, key
 
     def recv_key(self, epoch: int, at: int) -> tuple[Chain, bytes]:
         """The receiving key of message ``at`` of ``epoch``, with the chain that no longer holds it."""
@@ -257,7 +258,10 @@ class Chain:
         recv, key = self.links[index].recv.key(at, self.params)
         links = list(self.links)
         links[index] = ChainEpoch(send=links[index].send, recv=recv)
-        return replace(self, links=tuple(links)), key
+        chain = Chain(
+            self.direction, self.current_epoch, self.send_epoch, tuple(links), self.next_root, self.params
+        )
+        return chain, key
 
     def __repr__(self) -> str:
         return (

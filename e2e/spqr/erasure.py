@@ -118,6 +118,13 @@ def _evaluate(
     return _EXP[(log_node_product + _LOG[total]) % _GROUP]
 
 
+@lru_cache(maxsize=16)
+def _needed_points(length: int) -> tuple[int, ...]:
+    """How many points each lane needs to decode a message of ``length`` bytes."""
+    values = length // 2
+    return tuple(values // LANES + (1 if lane < values % LANES else 0) for lane in range(LANES))
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkEncoder:
     """The chunk stream of one message; :meth:`next_chunk` returns the next one and a new encoder.
@@ -181,8 +188,7 @@ class ChunkDecoder:
         return cls(length, ((),) * LANES)
 
     def _needed(self, lane: int) -> int:
-        values = self.length // 2
-        return values // LANES + (1 if lane < values % LANES else 0)
+        return _needed_points(self.length)[lane]
 
     def add_chunk(self, chunk: Chunk) -> ChunkDecoder:
         """The decoder with ``chunk`` added.
@@ -193,6 +199,7 @@ class ChunkDecoder:
         x = chunk.index
         data = chunk.data
         lanes = list(self.lanes)
+        needed_points = _needed_points(self.length)
         for lane in range(LANES):
             y = data[2 * lane] << 8 | data[2 * lane + 1]
             points = lanes[lane]
@@ -203,7 +210,7 @@ class ChunkDecoder:
                         f"chunk {x} contradicts an earlier chunk with the same index"
                     )
                 continue
-            needed = self._needed(lane)
+            needed = needed_points[lane]
             # Keep a point when the lane still lacks points, or when it is one of the message's
             # own values (x below the point count), which saves interpolating it later.
             if x < needed or len(points) < needed:
@@ -212,12 +219,13 @@ class ChunkDecoder:
 
     def decoded(self) -> bytes | None:
         """The message once every lane has enough points, else ``None``."""
-        for lane in range(LANES):
-            if len(self.lanes[lane]) < self._needed(lane):
+        needed_points = _needed_points(self.length)
+        for points, needed in zip(self.lanes, needed_points, strict=True):
+            if len(points) < needed:
                 return None
         columns: list[list[int]] = []
         for lane in range(LANES):
-            needed = self._needed(lane)
+            needed = needed_points[lane]
             held = dict(self.lanes[lane])
             basis = self.lanes[lane][:needed]
             xs = tuple(x for x, _ in basis)

@@ -158,12 +158,19 @@ def vector_matches_header(vector: bytes, header: bytes) -> bool:
     return True
 
 
-def _noise(r: bytes) -> tuple[list[list[int]], list[list[int]], list[int]]:
-    """``ŷ`` (in the NTT domain), ``e1`` and ``e2`` from ``r`` (Algorithm 14, lines 9-17)."""
-    y_hat = [_ntt(_sample_poly_cbd(_prf(_ETA1, r, i), _ETA1)) for i in range(_K)]
-    e1 = [_sample_poly_cbd(_prf(_ETA2, r, _K + i), _ETA2) for i in range(_K)]
-    e2 = _sample_poly_cbd(_prf(_ETA2, r, 2 * _K), _ETA2)
-    return y_hat, e1, e2
+def _y_hat(r: bytes) -> list[list[int]]:
+    """``ŷ = NTT(y)`` from ``r`` (Algorithm 14, lines 9-12 and 18)."""
+    return [_ntt(_sample_poly_cbd(_prf(_ETA1, r, i), _ETA1)) for i in range(_K)]
+
+
+def _e1(r: bytes) -> list[list[int]]:
+    """``e1`` from ``r`` (Algorithm 14, lines 13-16)."""
+    return [_sample_poly_cbd(_prf(_ETA2, r, _K + i), _ETA2) for i in range(_K)]
+
+
+def _e2(r: bytes) -> list[int]:
+    """``e2`` from ``r`` (Algorithm 14, line 17)."""
+    return _sample_poly_cbd(_prf(_ETA2, r, 2 * _K), _ETA2)
 
 
 def _check_header(header: bytes) -> None:
@@ -199,8 +206,7 @@ def encaps1(header: bytes, rng: Rng) -> tuple[bytes, bytes, bytes]:
         raise ValueError("rng returned the wrong number of bytes")
     digest = hashlib.sha3_512(m + header[32:]).digest()
     shared_secret, r = digest[:32], digest[32:]
-    y_hat, e1, _ = _noise(r)
-    return _encrypt_c1(header[:32], y_hat, e1), m, shared_secret
+    return _encrypt_c1(header[:32], _y_hat(r), _e1(r)), m, shared_secret
 
 
 def encaps2(vector: bytes, header: bytes, encaps_state: bytes) -> bytes:
@@ -212,8 +218,7 @@ def encaps2(vector: bytes, header: bytes, encaps_state: bytes) -> bytes:
     if len(vector) != VECTOR_SIZE or len(encaps_state) != ENCAPS_STATE_SIZE:
         raise ValueError("wrong vector or encapsulation state length")
     r = hashlib.sha3_512(encaps_state + header[32:]).digest()[32:]
-    y_hat, _, e2 = _noise(r)
-    return _encrypt_c2(vector, y_hat, e2, encaps_state)
+    return _encrypt_c2(vector, _y_hat(r), _e2(r), encaps_state)
 
 
 def _decaps_expanded(dk: bytes, c1: bytes, c2: bytes) -> bytes:
@@ -229,7 +234,7 @@ def _decaps_expanded(dk: bytes, c1: bytes, c2: bytes) -> bytes:
     m = _byte_encode(_compress(w, 1), 1)
     digest = hashlib.sha3_512(m + h).digest()
     shared_secret, r = digest[:32], digest[32:]
-    y_hat, e1, e2 = _noise(r)
+    y_hat, e1, e2 = _y_hat(r), _e1(r), _e2(r)
     rejected = hashlib.shake_256(z + c1 + c2).digest(32)
     reencrypted = _encrypt_c1(ek[384 * _K :], y_hat, e1) + _encrypt_c2(ek[: 384 * _K], y_hat, e2, m)
     return shared_secret if hmac.compare_digest(reencrypted, c1 + c2) else rejected

@@ -65,7 +65,7 @@ of this format is kept in the tests.  This is the project's own layout, not the 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Final
 
 from e2e import protobuf
@@ -159,7 +159,7 @@ class SpqrState:
                 chain = chain.add_epoch(outgoing.secret.epoch, outgoing.secret.secret)
             chain, index, key = chain.send_key(outgoing.epoch - 1)
         message = SpqrMessage(outgoing.epoch, index, outgoing.type, outgoing.chunk).serialize()
-        return replace(self, braid=new_braid, chain=chain), message, key
+        return SpqrState(new_braid, chain, self.negotiation), message, key
 
     def recv(self, data: bytes) -> tuple[SpqrState, bytes | None]:
         """``(new state, SPQR message key or None)`` for a received ``pq_ratchet`` field.
