@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-relay bench-cluster pg clean
+.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-spqr bench-relay bench-cluster pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-relay - the durable relay beside a bare forwarder: K pairs, latency, idle memory"
 	@echo "make bench-cluster - relay end to end: SQLite against 1, 2 and 3 PostgreSQL nodes"
 	@echo "make pg      - a throwaway PostgreSQL on 127.0.0.1 for trying a cluster (docs/cluster.md)"
+	@echo "make bench-spqr - SPQR's cost per message and v4 sessions with it beside v3"
 	@echo "make node    - Node (from .venv) and the pinned npm packages the interop tests drive, in .node/"
 	@echo "make clean   - remove the environment and caches"
 
@@ -53,6 +54,11 @@ bench: $(BENCH_STAMP)
 # key generation, encapsulation and decapsulation; a few seconds (docs/pqxdh.md).
 bench-kem: $(STAMP)
 	$(BIN)/python benchmarks/kem_bench.py $(KEM_BENCH_ARGS)
+
+# SPQR per message (send, recv, the once-per-epoch KEM steps, bytes added) and v4 sessions with
+# and without it beside v3; a few seconds (docs/spqr.md).  SPQR_BENCH_ARGS="--messages 5000" for more.
+bench-spqr: $(STAMP)
+	$(BIN)/python benchmarks/spqr_bench.py $(SPQR_BENCH_ARGS)
 
 # The relay (SQLite, durable) beside a bare WebSocket forwarder in the same run: 1, 10, 100 and 1,000
 # pairs, latency at half rate, 10,000 idle connections (docs/performance.md).  A few minutes;

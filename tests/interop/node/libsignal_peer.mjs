@@ -41,6 +41,8 @@
 //       What a client does to rotate its own sender key: the next
 //       sender_key_distribution_create then makes a new chain.
 //   shutdown:                                         -> {} and the peer exits
+//   session_*: one-to-one v4 sessions (bundles with a Kyber prekey, encrypt, decrypt, records);
+//       see session_ops.mjs
 //
 // Version-4 session start (Kyber prekeys; the section "Version 4 session start" below):
 //   kyber_key_pair_generate:                          -> {public_key (1569), secret_key (3169)}
@@ -63,6 +65,7 @@
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
+import { sessionOps } from './session_ops.mjs';
 
 const modulesDir = process.argv[2];
 if (!modulesDir) {
@@ -348,6 +351,8 @@ const OPS = {
   },
 
   shutdown: async () => ({}),
+
+  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }),
 };
 
 // ---- Version 4 session start: Kyber prekeys, bundles, PQXDH through libsignal's session API ----
