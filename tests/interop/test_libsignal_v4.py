@@ -73,7 +73,7 @@ def _chain(data: bytes) -> tuple[bytes, bytes]:
 
 
 def _libsignal_session(peer: NodePeer, party: str, address: Address) -> dict[str, Any]:
-    exported = peer.call("session_record_export", party=party, address=address.to_json())["record"]
+    exported = peer.call("session_record_export", party=party, peer=address.to_json())["record"]
     record = protobuf.parse(base64.b64decode(exported), _RECORD)
     session = protobuf.parse(protobuf.get_bytes(record, 1, "current session"), _SESSION)
     receiver_chains = [_chain(chain) for chain in session[7]]
@@ -216,6 +216,7 @@ def test_libsignal_starts_a_v4_session_from_our_bundle(libsignal: NodePeer, with
             bob["signed"],
             bob["one_time"] if with_one_time else None,
             bob["rng"],
+            our_registration_id=4242,
             our_kem_pre_key=bob["kyber"],
         )
     assert not record.has_current_state()

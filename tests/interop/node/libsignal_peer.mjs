@@ -55,7 +55,6 @@
 //       registration_id, device_id, signed_pre_key_id, kyber_pre_key_id, pre_key_id?)  -> {}
 //   encrypt: party, address, local_address, plaintext  -> {type (2 or 3), body}
 //   decrypt_prekey: party, address, local_address, message -> {plaintext}
-//   session_record_export: party, address              -> {record} (null when there is none)
 //   log_capture:                                       -> {messages}: libsignal's log lines (warnings
 //       and errors) since the previous log_capture; the first call starts the capture.
 //
@@ -473,11 +472,6 @@ Object.assign(OPS, {
     return { messages };
   },
 
-  session_record_export: async (request) => {
-    const party = partyArg(request);
-    const record = await party.sessions.getSession(addressArg(request, 'address'));
-    return { record: record === null ? null : b64(record.serialize()) };
-  },
 });
 
 function errorAnswer(id, error) {
