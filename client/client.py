@@ -17,10 +17,12 @@ What this module owns
 
 One message's path
 ------------------
-Sending: ``send`` → ``SessionRecord.encrypt`` → commit {new session state, outbox entry, history}
-→ relay ``send`` → relay's ack → remove the outbox entry.  Receiving: relay push → already
-processed? (then ack only) → ``SessionRecord.decrypt`` → commit {new session state, used one-time
-prekey removed, contact, history, processed id} → relay ack → event to the application.  Messages
+Sending: ``send`` → (``SessionBuilder`` with a fetched bundle) → ``SessionCipher.encrypt`` →
+commit {new session state, outbox entry, history} → relay ``send`` → relay's ack → remove the
+outbox entry.  Receiving: relay push → already processed? (then ack only) →
+``SessionCipher.decrypt`` → commit {new session state, used one-time prekey removed, contact,
+history, processed id} → relay ack → event to the application.  The cipher runs over the SQLite
+store through :mod:`client.protocol_store`, inside the transaction that commits.  Messages
 that arrive together are committed in one transaction and acknowledged together.
 
 Crash safety (the argument is spelled out in docs/client.md)
@@ -38,10 +40,11 @@ Crash safety (the argument is spelled out in docs/client.md)
 
 What it does not know
 ---------------------
-Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`), which
-prekeys to make and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics
-(:mod:`e2e`).  Randomness (``rng``, default :func:`os.urandom`), the clock
-(``clock``, seconds) and sleeping (``sleep``) are injected, so tests control all three.
+Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`) and its
+adaptation to the core's store protocols (:mod:`client.protocol_store`), which prekeys to make
+and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics (:mod:`e2e`).
+Randomness (``rng``, default :func:`os.urandom`), the clock (``clock``, seconds) and sleeping
+(``sleep``) are injected, so tests control all three.
 """
 
 from __future__ import annotations

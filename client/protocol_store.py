@@ -20,6 +20,10 @@ Invariants
   runs each cipher call inside the one transaction that also records the plaintext, the processed
   id or the outbox entry, so the session state and its effects are committed together or not at
   all (docs/client.md, "Crash safety").
+* The trusted identity key of each account seen is cached too (it is read for every message).
+  The client changes a trusted key only through :meth:`client.Client.accept_identity`, which
+  removes the account's sessions here (:meth:`SqliteProtocolStore.remove_sessions`) and so
+  forgets the account's cached entries.
 * The cache hands out the record it keeps.  The cipher changes a record only by methods that
   commit on success, so a failed call leaves it as it was; when a transaction around a successful
   call rolls back, the client drops the cached records (:meth:`SqliteProtocolStore.forget`), so
@@ -81,6 +85,7 @@ class SqliteProtocolStore:
         self._limits = limits
         self._parse_session = functools.partial(SessionRecord.deserialize, limits=limits)
         self._sessions: dict[ProtocolAddress, SessionRecord] = {}
+        self._trusted: dict[str, bytes] = {}
 
     # -- identities ----------------------------------------------------------------------------
 
@@ -94,8 +99,8 @@ class SqliteProtocolStore:
         self, address: ProtocolAddress, their_identity_key: PublicKey, direction: Direction
     ) -> None:
         """Trust on first use, per account (module docstring)."""
-        contact = self._store.contact(address.name)
-        if contact is not None and contact.identity_key != their_identity_key.serialize():
+        trusted = self._trusted_key(address.name)
+        if trusted is not None and trusted != their_identity_key.serialize():
             raise UntrustedIdentityError(
                 f"{address} presents {their_identity_key.fingerprint()}, not the trusted key "
                 f"({direction.value})",
@@ -104,19 +109,29 @@ class SqliteProtocolStore:
             )
 
     def save_identity(self, address: ProtocolAddress, their_identity_key: PublicKey) -> bool:
-        contact = self._store.contact(address.name)
+        trusted = self._trusted_key(address.name)
         key = their_identity_key.serialize()
-        if contact is None:
+        if trusted == key:
+            return False
+        if trusted is None:
             self._store.add_contact(address.name, key, self._now_ms())
-            return False
-        if contact.identity_key == key:
-            return False
-        self._store.replace_identity(address.name, key, self._now_ms())
-        return True
+        else:
+            self._store.replace_identity(address.name, key, self._now_ms())
+        self._trusted[address.name] = key
+        return trusted is not None
 
     def get_identity(self, address: ProtocolAddress) -> PublicKey | None:
-        contact = self._store.contact(address.name)
-        return None if contact is None else from_store(PublicKey.deserialize, contact.identity_key)
+        trusted = self._trusted_key(address.name)
+        return None if trusted is None else from_store(PublicKey.deserialize, trusted)
+
+    def _trusted_key(self, name: str) -> bytes | None:
+        trusted = self._trusted.get(name)
+        if trusted is None:
+            contact = self._store.contact(name)
+            if contact is None:
+                return None
+            trusted = self._trusted[name] = contact.identity_key
+        return trusted
 
     # -- prekeys -------------------------------------------------------------------------------
 
@@ -177,10 +192,13 @@ class SqliteProtocolStore:
         self.forget(name)
 
     def forget(self, name: str | None = None) -> None:
-        """Drop cached records (of account ``name``, or all): after a rollback, or when they were deleted."""
+        """Drop cached records and trusted keys (of account ``name``, or all): after a rollback, or
+        when they were changed or deleted."""
         if name is None:
             self._sessions.clear()
+            self._trusted.clear()
         else:
+            self._trusted.pop(name, None)
             for address in [address for address in self._sessions if address.name == name]:
                 del self._sessions[address]
 

@@ -7,6 +7,7 @@ the order a conversation uses them.  The names below are the ones a front end ne
 from e2e.address import ProtocolAddress
 from e2e.errors import (
     DecodeError,
+    DistributionMismatchError,
     DowngradeError,
     DuplicateMessageError,
     E2EError,
@@ -15,6 +16,7 @@ from e2e.errors import (
     InvalidKeyError,
     InvalidMessageError,
     InvalidSignatureError,
+    NoSenderKeyError,
     NoSessionError,
     StateFormatError,
     TooManySkippedMessagesError,
@@ -23,6 +25,7 @@ from e2e.errors import (
 )
 from e2e.explain import Event, Trace, emit
 from e2e.fingerprint import DisplayableFingerprint, Fingerprint, ScannableFingerprint
+from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName, SenderKeyStore
 from e2e.kdf import ChainKey, MessageKeys, RootKey
 from e2e.kem import KemCiphertext, KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey, Rng
@@ -36,6 +39,8 @@ from e2e.records import (
     deserialize_identity,
     serialize_identity,
 )
+from e2e.sender_key_messages import SenderKeyDistributionMessage, SenderKeyFraming, SenderKeyMessage
+from e2e.sender_key_state import SenderKeyRecord
 from e2e.session import Ciphertext, SessionRecord
 from e2e.session_cipher import SessionBuilder, SessionCipher, make_pre_key_bundle
 from e2e.stores import Direction, ProtocolStore
@@ -112,6 +117,17 @@ __all__ = [
     "FingerprintMismatchError",
     "FingerprintVersionMismatchError",
     "DowngradeError",
+    # Group messages with Sender Keys (e2e.group_cipher, e2e.sender_key_messages, e2e.sender_key_state).
+    "GroupCipher",
+    "SenderKeyName",
+    "SenderKeyStore",
+    "InMemorySenderKeyStore",
+    "SenderKeyFraming",
+    "SenderKeyMessage",
+    "SenderKeyDistributionMessage",
+    "SenderKeyRecord",
+    "NoSenderKeyError",
+    "DistributionMismatchError",
     # Explain mode (e2e.explain; its fingerprint() stays there, the name e2e.fingerprint being the
     # safety-number module).
     "Event",

@@ -3,10 +3,10 @@
 What this module owns
 ---------------------
 :class:`ProtocolAddress`, libsignal's ``ProtocolAddress``: an account name and a device id.  It is
-the key of every per-device store in :mod:`e2e.stores` (sessions, trusted identities), and the
-first half of the key of a sender-key store, whose entries are named by ``(sender address,
-distribution id)``: the address is frozen, hashable and ordered, so it serves in a tuple key as
-well as alone.
+the key of every per-device store in :mod:`e2e.stores` (sessions, trusted identities); a
+sender-key store names its entries by the sender's name and device id with a distribution id
+(:class:`e2e.group_cipher.SenderKeyName`).  The address is frozen, hashable and ordered, so it
+serves in a tuple key as well as alone.
 
 Invariants
 ----------

@@ -27,6 +27,7 @@ __all__ = [
     "InvalidSignatureError",
     "InvalidMessageError",
     "DuplicateMessageError",
+    "VersionMismatchError",
     "TooManySkippedMessagesError",
     "NoSessionError",
     "UnknownPreKeyError",
@@ -34,6 +35,8 @@ __all__ = [
     "FingerprintMismatchError",
     "FingerprintVersionMismatchError",
     "DowngradeError",
+    "NoSenderKeyError",
+    "DistributionMismatchError",
 ]
 
 
@@ -65,6 +68,10 @@ class DuplicateMessageError(InvalidMessageError):
     """A message whose key was already used: a replay or a duplicate delivery."""
 
 
+class VersionMismatchError(InvalidMessageError):
+    """A message of another protocol version (3 or 4) than the session state it was tried with."""
+
+
 class TooManySkippedMessagesError(InvalidMessageError):
     """A message that would require skipping more message keys than the configured limit."""
 
@@ -77,7 +84,7 @@ class UnknownPreKeyError(InvalidMessageError):
     """A PreKeySignalMessage (or a bundle to build) naming a prekey the store does not hold:
     never made, already used, or retired (libsignal's ``InvalidPreKeyId`` and its kin).
 
-    ``kind`` says which: ``"signed prekey"``, ``"one-time prekey"`` or ``"KEM prekey"``.
+    ``kind`` says which: ``"signed prekey"``, ``"one-time prekey"``, ``"KEM prekey"`` or ``"Kyber prekey"``.
     """
 
     def __init__(self, kind: str, pre_key_id: int) -> None:
@@ -120,3 +127,11 @@ class FingerprintVersionMismatchError(FingerprintMismatchError):
 
 class DowngradeError(E2EError):
     """An attempt to start a session with a weaker key agreement than the peer advertised."""
+
+
+class NoSenderKeyError(NoSessionError):
+    """No sender-key state to use: an unknown sender, distribution or chain, or a key not our own."""
+
+
+class DistributionMismatchError(InvalidMessageError):
+    """A group message or distribution message whose distribution id is not the one it was given for."""

@@ -249,9 +249,11 @@ def _parts(message: bytes | Ciphertext, message_type: MessageType | int | None) 
     """The body and the explicit type of a message given as a Ciphertext or as bytes and a type."""
     if isinstance(message, Ciphertext):
         if message_type is not None and message_type != message.type:
-            raise ValueError(f"the Ciphertext is of type {message.type.name}, not {message_type}")
-        return message.body, message.type
-    if not isinstance(message, bytes):
+            raise ValueError(f"the Ciphertext is of type {message.type}, not {message_type}")
+        body, message_type = message.body, message.type
+    elif isinstance(message, bytes):
+        body = message
+    else:
         raise TypeError(f"decrypt takes bytes or a Ciphertext, not {type(message).__name__}")
     if message_type is None:
         raise TypeError(
@@ -260,7 +262,7 @@ def _parts(message: bytes | Ciphertext, message_type: MessageType | int | None) 
     if not isinstance(message_type, int) or isinstance(message_type, bool):
         raise TypeError(f"a message type is an int, not {type(message_type).__name__}")
     try:
-        return message, MessageType(message_type)
+        return body, MessageType(message_type)
     except ValueError:
         raise DecodeError(f"unknown message type {message_type}") from None
 

@@ -13,8 +13,10 @@ The contracts between :mod:`e2e.session_cipher` and whatever keeps a device's st
 * :class:`SessionStore`: one :class:`~e2e.session.SessionRecord` per remote device;
 * :class:`ProtocolStore`: all five, which is what :class:`~e2e.session_cipher.SessionCipher` takes.
 
-A sender-key store for groups belongs beside them, keyed by ``(sender address, distribution id)``;
-it is not part of :class:`ProtocolStore`, so that adding it changes no existing implementation.
+The sender-key store for groups is :class:`e2e.group_cipher.SenderKeyStore`, keyed by a
+:class:`~e2e.group_cipher.SenderKeyName` (the sender's name and device id, as in its
+:class:`~e2e.address.ProtocolAddress`, and the distribution id); it is not part of
+:class:`ProtocolStore`, so a store of 1:1 sessions need not implement it.
 :mod:`e2e.memory_store` implements every protocol here in memory; the client's SQLite store
 implements them over its tables (``client/protocol_store.py``).
 

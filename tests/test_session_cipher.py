@@ -188,7 +188,8 @@ def test_the_message_type_is_never_guessed(rng: DeterministicRng) -> None:
     assert_unchanged(stores, lambda: to_alice.decrypt(bytearray(first.body), 3), TypeError)  # type: ignore[arg-type]
     # A PreKey message given as a SignalMessage does not parse as one.
     assert_unchanged(stores, lambda: to_alice.decrypt(first.body, MessageType.WHISPER), E2EError)
-    assert to_alice.decrypt(first.body, MessageType.PREKEY) == b"one"
+    assert_unchanged(stores, lambda: to_alice.decrypt(Ciphertext(7, first.body)), DecodeError)  # type: ignore[arg-type]
+    assert to_alice.decrypt(Ciphertext(3, first.body)) == b"one"  # type: ignore[arg-type]
 
 
 # -- prekeys -----------------------------------------------------------------------------------

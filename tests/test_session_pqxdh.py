@@ -237,8 +237,8 @@ def test_a_version_1_record_with_version_2_fields_is_refused(rng: Rng) -> None:
     stored = SessionRecord.initiate(KeyPair.generate(rng), 7, bob.bundle(), rng).serialize()
     with pytest.raises(StateFormatError, match="version-1"):
         SessionRecord.deserialize(b"S\x01" + stored[2:])
-    with pytest.raises(StateFormatError, match="version 4"):
-        SessionRecord.deserialize(b"S\x04" + stored[2:])
+    with pytest.raises(StateFormatError, match="version 5"):
+        SessionRecord.deserialize(b"S\x05" + stored[2:])
 
 
 def test_stored_agreement_codes_are_checked(rng: Rng) -> None:

@@ -58,6 +58,20 @@ REGISTRY: dict[str, KindSpec] = {
         | _names("bob_kem_pre_key_seed kem_pre_key_signature_random kem_encapsulation_random kem_pre_key_id"),
         _X3DH_OUTPUTS | _names("bob_kem_pre_key_public kem_pre_key_signature kem_shared_secret"),
     ),
+    "pqxdh_v4": KindSpec(
+        KINDS["pqxdh_v4"],
+        1,
+        _X3DH_INPUTS
+        | _names(
+            "bob_kyber_pre_key_seed kyber_pre_key_signature_random kyber_encapsulation_random "
+            "kyber_pre_key_id"
+        ),
+        _X3DH_OUTPUTS
+        | _names(
+            "bob_kyber_pre_key_public kyber_pre_key_signature kyber_shared_secret pq_ratchet_key "
+            "bob_pq_ratchet_key"
+        ),
+    ),
     "kdf_root": KindSpec(KINDS["kdf_root"], 1, _names("root_key dh_out"), _names("root_key chain_key")),
     "kdf_chain": KindSpec(KINDS["kdf_chain"], 1, _names("chain_key indices"), _names("steps")),
     "message_keys": KindSpec(
@@ -83,6 +97,15 @@ REGISTRY: dict[str, KindSpec] = {
             "pre_key_id signed_pre_key_signature_random alice_rng_seed bob_rng_seed script"
         ),
         _names("steps"),
+    ),
+    "sender_key": KindSpec(
+        KINDS["sender_key"],
+        1,
+        _names("framing distribution_id chain_id iteration chain_key signing_private_key messages"),
+        _names("signing_public_key distribution_message messages"),
+    ),
+    "kyber1024": KindSpec(
+        KINDS["kyber1024"], 1, _names("drbg_seed"), _names("pk_sha256 sk_sha256 ct_sha256 ss")
     ),
     "x25519": KindSpec(
         primitive_kinds.x25519,

@@ -136,3 +136,18 @@ def test_a_corrupt_local_record_is_a_store_error(pair, rng):
     assert "private" not in repr(
         bob
     ) and bob.get_identity_key_pair().private_key.serialize().hex() not in repr(bob)
+
+
+def test_a_rolled_back_first_use_is_forgotten_with_the_cache(pair, rng):
+    _, _, bob_store, bob = pair
+    carol = ProtocolAddress("carol", 1)
+    key = KeyPair.generate(rng).public_key
+    with pytest.raises(RuntimeError), bob_store.transaction():
+        bob.save_identity(carol, key)
+        assert bob.get_identity(carol) == key
+        raise RuntimeError("after the first use, before the commit")
+    assert bob_store.contact("carol") is None
+    bob.forget("carol")
+    assert bob.get_identity(carol) is None
+    other = KeyPair.generate(rng).public_key
+    bob.check_trusted_identity(carol, other, Direction.RECEIVING)
