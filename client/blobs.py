@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,4 +235,6 @@ class BlobClient:
                 if failures > self._retries:
                     raise BlobServiceError("unreachable", "the download failed too many times")
                 await self._pause(failures)
-            os.fsync(file.fileno())
+            # No fsync: the partial ciphertext is a cache for resuming; losing it costs a download,
+            # and what must be durable is the verified plaintext, which the caller fsyncs.
+            file.flush()
