@@ -17,21 +17,10 @@ from .helpers import Terminal, processes_mentioning, program_environment
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class RelayWithBlobs(RelayProcess):
-    """The demo's relay process, started with the blob service in the same process."""
-
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
-        self.blobs = directory / "blobs"
-
-    @property
-    def command(self) -> list[str]:
-        return [*super().command, "--blobs", str(self.blobs), "--blobs-port", "0"]
-
-
 @pytest.fixture
-def relay(tmp_path: Path) -> Iterator[RelayWithBlobs]:
-    process = RelayWithBlobs(tmp_path)
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    # The demo's relay process serves the blob service too (e2e-relay --blobs DIR).
+    process = RelayProcess(tmp_path)
     process.start()
     try:
         yield process
@@ -49,7 +38,7 @@ def _chat(tmp_path: Path, relay: RelayProcess, name: str) -> Terminal:
     return Terminal(argv, env, ROOT)
 
 
-def test_send_a_file_with_progress_and_receive_it_verified(tmp_path: Path, relay: RelayWithBlobs) -> None:
+def test_send_a_file_with_progress_and_receive_it_verified(tmp_path: Path, relay: RelayProcess) -> None:
     picture = tmp_path / "beach at dawn.jpg"
     picture.write_bytes(os.urandom(700_000))
     bob = _chat(tmp_path, relay, "bob")
