@@ -24,8 +24,9 @@ ciphertext).
 
 Bounds (:class:`BlobLimits`): the size of one blob (2 GiB by default), each device's quota, the
 rate of upload creations per device and of requests per address (token buckets), how long a
-blob lives (30 days) and how long an unfinished upload may wait (1 day).  A PATCH body is read in
-chunks and written as it arrives: no request holds more than a chunk in memory.
+blob lives (30 days), how long an unfinished upload may wait (1 day) and how long a body may stall
+(30 s).  A PATCH body is read in chunks and written as it arrives: no request holds more than a
+chunk in memory, and a stalled sender holds its upload only until the idle timeout.
 
 What this module does not know
 ------------------------------
@@ -110,6 +111,8 @@ class BlobLimits:
     request_burst: int = 200
     sweep_interval: float = 60.0
     """Seconds between deletions of expired blobs and abandoned uploads."""
+    idle_timeout: float = 30.0
+    """Seconds an upload body may stall; then what arrived is confirmed and the request ends."""
 
 
 class _Bucket:
@@ -346,7 +349,9 @@ class BlobService:
         if declared is not None and offset + declared > upload.length:
             raise _Refusal(BlobErrorCode.TOO_LARGE, "the body goes past the upload's length")
         try:
-            confirmed = await self.store.append(upload.upload_id, offset, _body_chunks(request))
+            confirmed = await self.store.append(
+                upload.upload_id, offset, _body_chunks(request, self.limits.idle_timeout)
+            )
         except OffsetMismatchError as error:
             raise _Refusal(
                 BlobErrorCode.OFFSET_MISMATCH, str(error), **{"Upload-Offset": str(error.offset)}
@@ -420,17 +425,23 @@ class BlobService:
 _K = tuple[str, int] | str
 
 
-async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The request body in chunks; a body cut short ends the iteration instead of raising."""
-    try:
-        async for chunk in request.content.iter_chunked(_READ_CHUNK):
-            yield chunk
-    except (ConnectionError, asyncio.IncompleteReadError):
-        return
-    except Exception as error:  # aiohttp reports a broken body with its own payload errors
-        if type(error).__module__.startswith("aiohttp"):
+async def _body_chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The request body in chunks; a body cut short or stalled ends the iteration instead of raising.
+
+    Either way the store confirms what arrived, and the device continues from there.
+    """
+    while True:
+        try:
+            chunk = await asyncio.wait_for(request.content.read(_READ_CHUNK), idle_timeout)
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             return
-        raise
+        except Exception as error:  # aiohttp reports a broken body with its own payload errors
+            if type(error).__module__.startswith("aiohttp"):
+                return
+            raise
+        if not chunk:
+            return
+        yield chunk
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int]:

@@ -55,7 +55,16 @@ def _run(capsys, *arguments: str) -> tuple[int, str, str]:
 
 def test_every_kind_and_source_has_a_file() -> None:
     kinds = {_load(path.name)["kind"] for path in FILES}
-    assert {"xeddsa", "x3dh", "kdf_root", "kdf_chain", "message_keys", "fingerprint", "conversation"} <= kinds
+    assert {
+        "xeddsa",
+        "x3dh",
+        "kdf_root",
+        "kdf_chain",
+        "message_keys",
+        "fingerprint",
+        "conversation",
+        "attachment",
+    } <= kinds
     names = {path.name for path in FILES}
     assert {"libsignal_x3dh.json", "libsignal_fingerprint.json", "libsignal_chain_key.json"} <= names
 

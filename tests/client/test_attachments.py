@@ -6,6 +6,7 @@ an interrupted upload resumes; saved names are made safe and never overwrite."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -339,3 +340,58 @@ async def test_upload_file_alone_names_and_types_the_file(tmp_path: Path) -> Non
     finally:
         await blobs.close()
         await service.close()
+
+
+async def test_a_companion_e2e_blobs_beside_a_relay_process(tmp_path: Path, make_client) -> None:
+    """The deployment with two programs: e2e-relay issuing tokens under a key file, and e2e-blobs
+    checking them with the same file."""
+    import subprocess
+    import sys
+
+    from client_fixtures import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    key_file = tmp_path / "blobs.key"
+    relay_port, blobs_port = free_port(), free_port()
+    blob_url = f"http://127.0.0.1:{blobs_port}"
+    logs = [(tmp_path / "relay.log").open("wb"), (tmp_path / "blobs.log").open("wb")]
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "server", "--port", str(relay_port), "--db", str(tmp_path / "relay.db"),
+         "--blob-token-key", str(key_file), "--blob-url", blob_url],
+        cwd=root, stdout=subprocess.DEVNULL, stderr=logs[0],
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            if key_file.exists() and "listening" in (tmp_path / "relay.log").read_text():
+                break
+            await asyncio.sleep(0.05)
+        blobs = subprocess.Popen(
+            [sys.executable, "-m", "server.blob_cli", "--port", str(blobs_port), "--dir", str(tmp_path / "b"),
+             "--token-key", str(key_file)],
+            cwd=root, stdout=subprocess.DEVNULL, stderr=logs[1],
+        )  # fmt: skip
+        try:
+            for _ in range(200):
+                if "blobs listening" in (tmp_path / "blobs.log").read_text():
+                    break
+                await asyncio.sleep(0.05)
+            assert key_file.stat().st_mode & 0o777 == 0o600
+            source = tmp_path / "letter.txt"
+            source.write_text("Dear Bob,\n" * 500)
+            url = f"ws://127.0.0.1:{relay_port}"
+            alice, bob = make_client(url, "alice"), make_client(url, "bob")
+            async with alice, bob:
+                await bob.wait_connected(timeout=10)
+                await alice.send_file("bob", source)
+                pointer = bob.attachment(await _attachment(bob))
+                saved = await bob.download(pointer, tmp_path / "bob-files")
+                assert saved.read_text() == source.read_text()
+                assert pointer.content_type == "text/plain"
+        finally:
+            blobs.terminate()
+            assert blobs.wait(timeout=10) == 0
+    finally:
+        relay.terminate()
+        assert relay.wait(timeout=10) == 0
+        for log in logs:
+            log.close()

@@ -335,6 +335,29 @@ async def test_a_dropped_upload_resumes_from_the_confirmed_byte(blobs: Service) 
     assert (await blobs.get(payload["blob_id"]))[1] == data
 
 
+async def test_a_stalled_upload_is_confirmed_and_released(
+    blobs_factory: Callable[..., Awaitable[Service]],
+) -> None:
+    blobs = await blobs_factory(idle_timeout=0.3)
+    data = os.urandom(100_000)
+    upload_id = await blobs.new_upload(len(data))
+    token = blobs.token()["Authorization"]
+    _reader, writer = await asyncio.open_connection(blobs.service.host, blobs.service.port)
+    writer.write(
+        f"PATCH /v1/uploads/{upload_id} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+        f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        + data[:30_000]
+    )
+    await writer.drain()
+    # The sender stalls with its connection open; after the idle timeout the upload is free again.
+    await asyncio.sleep(0.8)
+    assert await blobs.offset(upload_id) == 30_000
+    status, payload, _ = await blobs.patch(upload_id, 30_000, data[30_000:])
+    assert status == 201, payload
+    writer.transport.abort()
+    assert (await blobs.get(payload["blob_id"]))[1] == data
+
+
 async def test_an_unfinished_upload_survives_a_restart(
     tmp_path: Path, blobs_factory: Callable[..., Awaitable[Service]]
 ) -> None:
