@@ -68,6 +68,13 @@ async def _refusal(response: aiohttp.ClientResponse) -> BlobServiceError:
         return BlobServiceError("http_error", f"HTTP status {response.status}", response.status)
 
 
+def _offset(value: str | None, length: int) -> int:
+    """An ``Upload-Offset`` the service sent, checked to lie within the upload."""
+    if value is None or not value.isdigit() or int(value) > length:
+        raise BlobServiceError("bad_offset", f"the service confirmed an impossible offset {value!r}")
+    return int(value)
+
+
 class BlobClient:
     """HTTP to one or more blob services; ``sleep`` is a parameter so tests need not wait."""
 
@@ -101,56 +108,75 @@ class BlobClient:
     async def upload(
         self, url: str, token: str, length: int, source: Source, progress: Progress | None = None
     ) -> UploadReceipt:
-        """Upload ``length`` bytes from ``source``; resumes after a dropped connection."""
+        """Upload ``length`` bytes from ``source``; resumes after a dropped connection.
+
+        Every attempt that ends without the service confirming a byte more than before counts as a
+        failure; after ``retries`` of them the upload gives up (``unreachable``).
+        """
         auth = {"Authorization": f"Bearer {token}"}
         http = self._http()
         upload_id = await self._create(http, url, auth, length)
         location = f"{url}/v1/uploads/{upload_id}"
         offset, failures = 0, 0
         while True:
+            before = offset
             try:
-                sent = [offset]
-
-                async def body(start: int = offset, counter: list[int] = sent) -> AsyncIterator[bytes]:
-                    async for chunk in source(start):
-                        counter[0] += len(chunk)
-                        if progress is not None:
-                            progress(counter[0], length)
-                        yield chunk
-
-                async with http.patch(
-                    location,
-                    data=body(),
-                    headers={
-                        **auth,
-                        "Upload-Offset": str(offset),
-                        "Content-Type": "application/offset+octet-stream",
-                    },
-                ) as response:
-                    if response.status == 201:
-                        receipt = await response.json()
-                        return UploadReceipt(
-                            str(receipt["blob_id"]),
-                            int(receipt["size"]),
-                            int(receipt["uploaded"]),
-                            int(receipt["expires"]),
-                        )
-                    if response.status == 204:
-                        offset = int(response.headers["Upload-Offset"])
-                        continue
-                    error = await _refusal(response)
-                    if error.code == "offset_mismatch":
-                        offset = int(response.headers["Upload-Offset"])
-                        continue
-                    if error.code not in ("busy", "rate_limited"):
-                        raise error
+                offset_or_receipt = await self._attempt(
+                    http, location, auth, offset, length, source, progress
+                )
             except (TimeoutError, aiohttp.ClientError, ConnectionError):
-                pass
-            failures += 1
-            if failures > self._retries:
-                raise BlobServiceError("unreachable", "the upload failed too many times")
-            await self._pause(failures)
-            offset = await self._confirmed(http, location, auth, failures)
+                offset_or_receipt = None
+            if isinstance(offset_or_receipt, UploadReceipt):
+                return offset_or_receipt
+            if offset_or_receipt is None:
+                await self._pause(failures + 1)
+                offset = await self._confirmed(http, location, auth, length, failures)
+            else:
+                offset = offset_or_receipt
+            if offset <= before:
+                failures += 1
+                if failures > self._retries:
+                    raise BlobServiceError("unreachable", "the upload makes no progress")
+
+    async def _attempt(
+        self,
+        http: aiohttp.ClientSession,
+        location: str,
+        auth: dict[str, str],
+        offset: int,
+        length: int,
+        source: Source,
+        progress: Progress | None,
+    ) -> UploadReceipt | int | None:
+        """One PATCH from ``offset``: the receipt, the offset to continue at, or None to ask."""
+        sent = offset
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal sent
+            async for chunk in source(offset):
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent, length)
+                yield chunk
+
+        headers = {**auth, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"}
+        async with http.patch(location, data=body(), headers=headers) as response:
+            if response.status == 201:
+                receipt = await response.json()
+                return UploadReceipt(
+                    str(receipt["blob_id"]),
+                    int(receipt["size"]),
+                    int(receipt["uploaded"]),
+                    int(receipt["expires"]),
+                )
+            if response.status == 204:
+                return _offset(response.headers.get("Upload-Offset"), length)
+            error = await _refusal(response)
+            if error.code == "offset_mismatch":
+                return _offset(response.headers.get("Upload-Offset"), length)
+            if error.code in ("busy", "rate_limited"):
+                return None
+            raise error
 
     async def _create(self, http: aiohttp.ClientSession, url: str, auth: dict[str, str], length: int) -> str:
         for attempt in range(self._retries + 1):
@@ -169,13 +195,13 @@ class BlobClient:
         raise BlobServiceError("unreachable", "the blob service could not be reached")
 
     async def _confirmed(
-        self, http: aiohttp.ClientSession, location: str, auth: dict[str, str], failures: int
+        self, http: aiohttp.ClientSession, location: str, auth: dict[str, str], length: int, failures: int
     ) -> int:
         while True:
             try:
                 async with http.head(location, headers=auth) as response:
                     if response.status == 200:
-                        return int(response.headers["Upload-Offset"])
+                        return _offset(response.headers.get("Upload-Offset"), length)
                     if response.status != 429:
                         raise BlobServiceError(
                             "upload_lost", f"HTTP status {response.status}", response.status

@@ -185,6 +185,7 @@ class Client:
         self._to_ack: list[int] = []
         self._closed = False
         self._blobs: BlobClient | None = None
+        self._blob_url: str | None = None
         self.connections = 0
         """How many times a connection to the relay was established (for tests and diagnostics)."""
 
@@ -999,10 +1000,11 @@ class Client:
     # -- attachments (client/attachments.py; docs/attachments.md) ------------------------------
 
     async def _blob_service(self) -> tuple[str, str]:
-        """An upload token from the relay, and the blob service's URL it names."""
+        """An upload token from the relay, and the blob service's URL it names (kept for downloads)."""
         connection = await self._connection()
         answer = await connection.request("blob_upload_token")
-        return str(answer["url"]), str(answer["token"])
+        self._blob_url = str(answer["url"])
+        return self._blob_url, str(answer["token"])
 
     def _blob_client(self) -> BlobClient:
         if self._blobs is None:
@@ -1062,7 +1064,7 @@ class Client:
         deleted) and :class:`client.blobs.BlobServiceError` when it cannot be fetched.
         """
         self._check_running()
-        url, _ = await self._blob_service()
+        url = self._blob_url or (await self._blob_service())[0]
         return await download_file(self._blob_client(), url, pointer, Path(folder), progress=progress)
 
 

@@ -38,12 +38,13 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 __all__ = [
     "BLOB_ID",
@@ -60,6 +61,8 @@ __all__ = [
     "FilesystemBlobStore",
     "valid_id",
 ]
+
+_log = logging.getLogger("server.blob_store")
 
 # Blob and upload ids: 32 random bytes in unpadded base64url.  Nothing else reaches a path.
 BLOB_ID: Final = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -181,6 +184,21 @@ def _write_json_atomically(path: Path, document: dict[str, object]) -> None:
     _fsync_dir(path.parent)
 
 
+def _read_meta(path: Path, fields: tuple[str, ...]) -> dict[str, Any] | None:
+    """A metadata file of version 1 with ``fields``, or None (logged, left in place) if it is not one."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or meta.get("v") != _META_VERSION:
+            raise ValueError("not a version-1 metadata object")
+        for name in fields:
+            if not isinstance(meta.get(name), str if name == "account" else int):
+                raise ValueError(f"field {name!r} is missing or of the wrong type")
+        return meta
+    except (OSError, ValueError) as error:
+        _log.error("blob store: %s is unreadable, ignored: %s", path.name, error)
+        return None
+
+
 def _storage_error(error: OSError) -> BlobStoreError | None:
     return StorageFullError("the blob storage is full") if error.errno in _FULL_ERRNOS else None
 
@@ -210,8 +228,10 @@ class FilesystemBlobStore:
             if path.suffix == ".tmp":
                 path.unlink()
             elif path.suffix == ".json" and valid_id(path.stem):
-                meta = json.loads(path.read_text(encoding="utf-8"))
+                meta = _read_meta(path, ("account", "device_id", "length", "created"))
                 part = path.with_suffix(".part")
+                if meta is None:
+                    continue
                 if not part.exists():
                     path.unlink()
                     continue
@@ -227,7 +247,9 @@ class FilesystemBlobStore:
                     # Metadata written but the data never renamed into place: a crash mid-completion.
                     path.unlink()
                     continue
-                meta = json.loads(path.read_text(encoding="utf-8"))
+                meta = _read_meta(path, ("size", "account", "device_id", "uploaded", "expires"))
+                if meta is None:
+                    continue
                 self._blobs[path.stem] = BlobInfo(
                     path.stem,
                     meta["size"],

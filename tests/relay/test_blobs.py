@@ -497,9 +497,14 @@ async def test_crash_leftovers_are_never_visible(
         '{"v": 1, "size": 10, "account": "a", "device_id": 1, "uploaded": 0, "expires": 99999999999999}'
     )
     (root / "blobs" / f"{half}.json.tmp").write_text("{")
+    # Unreadable metadata beside data is ignored (and left for an operator), never served.
+    broken = "C" * 43
+    (root / "blobs" / broken).write_bytes(b"data")
+    (root / "blobs" / f"{broken}.json").write_text('{"v": 1, "size": "ten"}')
     blobs = await blobs_factory(root)
     assert (await blobs.get(half))[0] == 404
-    assert not list((root / "blobs").iterdir())
+    assert (await blobs.get(broken))[0] == 404
+    assert sorted(p.name for p in (root / "blobs").iterdir()) == [broken, f"{broken}.json"]
 
 
 # -- a disk that fills ------------------------------------------------------------------------------
