@@ -46,7 +46,7 @@ $(BENCH_STAMP): $(STAMP)
 
 # The protocol core side by side with python-axolotl, Syndace's libraries and vodozemac; about a
 # minute.  BENCH_ARGS="--profile" profiles this project's side instead (docs/performance.md).
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) node
 	$(BIN)/python benchmarks/core_bench.py $(BENCH_ARGS)
 
 # The relay (SQLite, durable) beside a bare WebSocket forwarder in the same run: 1, 10, 100 and 1,000
