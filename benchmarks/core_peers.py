@@ -778,6 +778,10 @@ class Libsignal(Peer):
     def cpu_clock(self) -> float:
         return float(self._peer.call("cpu_time")["seconds"])
 
+    def close(self) -> None:
+        """Stop the Node peer (it also stops by itself when this process exits)."""
+        self._peer.close()
+
     def start_group(self, members: int) -> None:
         import base64
         import uuid
