@@ -30,9 +30,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from e2e import protobuf
+from e2e.keys import KeyPair
+
 from .node_setup import PACKAGE_DIR, node_environment, node_executable, node_modules
 
-__all__ = ["PEER_SCRIPT", "Address", "NodePeer", "NodePeerError", "NodePeerFailure"]
+__all__ = [
+    "PEER_SCRIPT",
+    "Address",
+    "NodePeer",
+    "NodePeerError",
+    "NodePeerFailure",
+    "libsignal_sender_key_record",
+]
 
 PEER_SCRIPT = PACKAGE_DIR / "libsignal_peer.mjs"
 # Seconds to wait for one answer; libsignal answers sender-key requests in milliseconds.
@@ -72,6 +82,26 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
+
+
+def libsignal_sender_key_record(chain_id: int, iteration: int, chain_key: bytes, signing: KeyPair) -> bytes:
+    """libsignal's own stored form of one sender chain of ours, for ``sender_key_record_import``.
+
+    ``SenderKeyRecordStructure{1: SenderKeyStateStructure{1: chain_id, 2: {1: iteration, 2: seed},
+    3: {1: public, 2: private}, 5: message_version 3}}`` (libsignal's ``storage.proto``).  It pins
+    libsignal's sending side: given it, libsignal encrypts with our chain key and signing key.
+    """
+    chain = protobuf.encode_uint_field(1, iteration) + protobuf.encode_bytes_field(2, chain_key)
+    signing_key = protobuf.encode_bytes_field(
+        1, signing.public_key.serialize()
+    ) + protobuf.encode_bytes_field(2, signing.private_key.serialize())
+    state = (
+        protobuf.encode_uint_field(1, chain_id)
+        + protobuf.encode_bytes_field(2, chain)
+        + protobuf.encode_bytes_field(3, signing_key)
+        + protobuf.encode_uint_field(5, 3)
+    )
+    return protobuf.encode_bytes_field(1, state)
 
 
 class NodePeer:
