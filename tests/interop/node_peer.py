@@ -20,6 +20,7 @@ so session ops added to the script later need no change here.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import queue
 import subprocess
@@ -142,9 +143,11 @@ class NodePeer:
         for line in self._process.stderr:
             self._stderr.append(line.rstrip("\n"))
 
-    def _failure(self, what: str) -> NodePeerFailure:
-        if self._process.poll() is not None:
-            # The process is gone: let the reader take in the last of what it wrote.
+    def _failure(self, what: str, ended: bool = False) -> NodePeerFailure:
+        if ended or self._process.poll() is not None:
+            # The process is gone or going: let the reader take in the last of what it wrote.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=self.timeout)
             self._readers[1].join(timeout=self.timeout)
         tail = "\n".join(self._stderr)
         return NodePeerFailure(f"{what}; peer stderr:\n{tail}" if tail else what)
@@ -164,14 +167,14 @@ class NodePeer:
             self._process.stdin.write(json.dumps({"id": request_id, "op": op, **arguments}) + "\n")
             self._process.stdin.flush()
         except BrokenPipeError as exc:
-            raise self._failure("peer closed its input") from exc
+            raise self._failure("peer closed its input", ended=True) from exc
         try:
             line = self._answers.get(timeout=self.timeout)
         except queue.Empty:
             self.kill()
             raise self._failure(f"no answer to {op} within {self.timeout} s") from None
         if line is None:
-            raise self._failure(f"peer exited while answering {op}")
+            raise self._failure(f"peer exited while answering {op}", ended=True)
         try:
             answer = json.loads(line)
         except json.JSONDecodeError as exc:
