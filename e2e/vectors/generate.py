@@ -19,6 +19,7 @@ from e2e.kem import KemKeyPair, KemPrivateKey
 from e2e.keys import KeyPair, PrivateKey
 from e2e.ratchet import PendingPreKey, RatchetState
 from e2e.vectors import FORMAT, VERSION, SeededRng
+from e2e.vectors.device_kinds import device_linking_cases
 from e2e.vectors.kinds import KINDS, fixed_rng
 from e2e.vectors.registry import REGISTRY
 from e2e.wire import PreKeySignalMessage, encode_prekey_signal_message
@@ -614,6 +615,8 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "x25519.json": ("x25519", _x25519_cases),
     "hkdf.json": ("hkdf", _hkdf_cases),
     "attachment.json": ("attachment", _attachment_cases),
+    # Linked devices (e2e.devices, e2e.linking).
+    "device_linking.json": ("device_linking", device_linking_cases),
 }
 
 

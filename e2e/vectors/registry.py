@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from e2e.vectors import explicit, primitive_kinds
+from e2e.vectors import device_kinds, explicit, primitive_kinds
 from e2e.vectors.kinds import KINDS, Kind
 
 __all__ = ["KindSpec", "REGISTRY"]
@@ -142,5 +142,12 @@ REGISTRY: dict[str, KindSpec] = {
         2,
         explicit.CONVERSATION_INPUTS,
         explicit.CONVERSATION_OUTPUTS,
+    ),
+    # Linked devices: the linking signatures, the signed device list and the link code.
+    "device_linking": KindSpec(
+        device_kinds.device_linking,
+        2,
+        device_kinds.LINK_INPUTS | device_kinds.CHECK_INPUTS,
+        device_kinds.OUTPUTS,
     ),
 }
