@@ -90,6 +90,10 @@ class Limits:
     closed with 1008; refusals of well-formed requests do not count."""
     sweep_interval: float = 60.0
     """Seconds between deletions of expired messages."""
+    max_companions: int = 4
+    """Companion devices an account may link besides its primary (docs/devices.md)."""
+    link_ttl: float = 600.0
+    """Seconds a sealed linking payload waits for its companion."""
 
     def __post_init__(self) -> None:
         """Refuse a bound that cannot work: every limit is a finite number above zero.

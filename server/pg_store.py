@@ -80,7 +80,9 @@ from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
+from server.device_store import NotOnDeviceListError
 from server.migrations import MigrationError, migrate
+from server.pg_devices import PostgresDeviceOps
 from server.store import (
     ClaimedBundle,
     DeviceAddress,
@@ -107,6 +109,9 @@ from server.store import (
 
 __all__ = ["PostgresStore"]
 
+# The device id of an account's primary (e2e.devices.PRIMARY_DEVICE_ID).
+_PRIMARY_DEVICE = 1
+
 _log = logging.getLogger("server.store")
 
 T = TypeVar("T")
@@ -122,7 +127,12 @@ _CHANNEL_PREFIX = "e2e_relay_"
 _Event = tuple[DeviceAddress, EventKind, int]
 _Operation = Callable[[Any], Awaitable[tuple[T, list[_Event]]]]
 
-_KIND_CODES = {EventKind.MESSAGES: "m", EventKind.DISPLACED: "d", EventKind.PREKEYS_LOW: "p"}
+_KIND_CODES = {
+    EventKind.MESSAGES: "m",
+    EventKind.DISPLACED: "d",
+    EventKind.PREKEYS_LOW: "p",
+    EventKind.REMOVED: "r",  # linked devices (server/pg_devices.py)
+}
 _CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 
 
@@ -517,7 +527,7 @@ class _Batches:
             item.future.set_exception(error)
 
 
-class PostgresStore:
+class PostgresStore(PostgresDeviceOps):
     """A :class:`server.store.Store` in a PostgreSQL database shared by any number of relay nodes.
 
     ``dsn`` is a ``postgresql://`` URL.  ``pool_size`` bounds this node's concurrent transactions,
@@ -660,6 +670,16 @@ class PostgresStore:
     ) -> asyncio.Future[bool]:
         async def op(conn: Any) -> tuple[bool, list[_Event]]:
             async with conn.transaction():
+                # Only a primary (device 1) registers this way; companions are linked
+                # (server/device_store.py).  Devices migrated from schema version 2 that shared the
+                # account's key may still register again with that key.
+                existing = await conn.fetchval(
+                    "SELECT identity_key FROM devices WHERE account = $1 AND device_id = $2",
+                    device.account,
+                    device.device_id,
+                )
+                if existing is None and device.device_id != _PRIMARY_DEVICE:
+                    raise NotOnDeviceListError("a companion device is linked by the primary, not registered")
                 await conn.execute(
                     "INSERT INTO accounts (account, identity_key, created_at) VALUES ($1, $2, $3) "
                     "ON CONFLICT (account) DO NOTHING",
@@ -670,17 +690,19 @@ class PostgresStore:
                 bound = await conn.fetchval(
                     "SELECT identity_key FROM accounts WHERE account = $1", device.account
                 )
-                if bytes(bound) != identity_key:
+                if bytes(bound) != identity_key or (existing is not None and bytes(existing) != identity_key):
                     raise IdentityMismatchError("the account is registered with a different identity key")
                 # xmax is 0 for a row this statement inserted and non-zero for one it updated.
                 created = await conn.fetchval(
-                    "INSERT INTO devices (account, device_id, registration_id, created_at, last_seen) "
-                    "VALUES ($1, $2, $3, $4, $4) ON CONFLICT (account, device_id) "
+                    "INSERT INTO devices "
+                    "(account, device_id, registration_id, created_at, last_seen, identity_key) "
+                    "VALUES ($1, $2, $3, $4, $4, $5) ON CONFLICT (account, device_id) "
                     "DO UPDATE SET registration_id = excluded.registration_id RETURNING xmax = 0",
                     device.account,
                     device.device_id,
                     registration_id,
                     now,
+                    identity_key,
                 )
                 await conn.execute(
                     "INSERT INTO queues (account, device_id) VALUES ($1, $2) "
@@ -695,8 +717,7 @@ class PostgresStore:
     def identity_key(self, device: DeviceAddress) -> asyncio.Future[bytes]:
         async def op(conn: Any) -> tuple[bytes, list[_Event]]:
             key = await conn.fetchval(
-                "SELECT a.identity_key FROM devices d JOIN accounts a ON a.account = d.account "
-                "WHERE d.account = $1 AND d.device_id = $2",
+                "SELECT identity_key FROM devices WHERE account = $1 AND device_id = $2",
                 device.account,
                 device.device_id,
             )
@@ -865,20 +886,19 @@ class PostgresStore:
             events: list[_Event] = []
             bundles: list[ClaimedBundle] = []
             async with conn.transaction():
-                identity_key = await conn.fetchval(
-                    "SELECT identity_key FROM accounts WHERE account = $1", account
-                )
-                if identity_key is None:
+                if await conn.fetchval("SELECT 1 FROM accounts WHERE account = $1", account) is None:
                     raise UnknownAccountError(f"no account {account!r}")
-                registration_ids = {
-                    int(row["device_id"]): int(row["registration_id"])
-                    for row in await conn.fetch(
-                        "SELECT device_id, registration_id FROM devices "
-                        "WHERE account = $1 AND ($2::bigint IS NULL OR device_id = $2) ORDER BY device_id",
-                        account,
-                        device_id,
-                    )
-                }
+                # Each device has its own identity key (linked devices, server/pg_devices.py).
+                identity_keys: dict[int, bytes] = {}
+                registration_ids: dict[int, int] = {}
+                for row in await conn.fetch(
+                    "SELECT device_id, registration_id, identity_key FROM devices "
+                    "WHERE account = $1 AND ($2::bigint IS NULL OR device_id = $2) ORDER BY device_id",
+                    account,
+                    device_id,
+                ):
+                    registration_ids[int(row["device_id"])] = int(row["registration_id"])
+                    identity_keys[int(row["device_id"])] = bytes(row["identity_key"])
                 ids = list(registration_ids)
                 if device_id is not None and not ids:
                     raise UnknownDeviceError(f"no device {DeviceAddress(account, device_id)}")
@@ -931,7 +951,7 @@ class PostgresStore:
                     ClaimedBundle(
                         device,
                         registration_ids[one_id],
-                        bytes(identity_key),
+                        identity_keys[one_id],
                         signed[one_id],
                         claimed[one_id],
                         remaining[one_id],

@@ -97,6 +97,12 @@ class ErrorCode(enum.StrEnum):
     MESSAGE_ID_REUSED = "message_id_reused"
     UNKNOWN_MESSAGE = "unknown_message"
     RATE_LIMITED = "rate_limited"
+    # Linked devices (docs/devices.md).
+    NOT_LINKED = "not_linked"
+    NOT_PRIMARY = "not_primary"
+    STALE_DEVICE_LIST = "stale_device_list"
+    TOO_MANY_DEVICES = "too_many_devices"
+    MAILBOX_FULL = "mailbox_full"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -113,6 +119,7 @@ class CloseCode(enum.IntEnum):
     AUTH_TIMEOUT = 4002
     DISPLACED = 4003
     SLOW_CONSUMER = 4004
+    DEVICE_REMOVED = 4005
 
 
 class ProtocolError(Exception):

@@ -78,6 +78,7 @@ from e2e.errors import DecodeError, InvalidSignatureError
 from e2e.keys import PublicKey
 from server import protocol as p
 from server.blob_tokens import BlobTokens
+from server.device_store import MailboxFullError, NotOnDeviceListError, StaleDeviceListError
 from server.limits import Limits
 from server.protocol import CloseCode, ErrorCode, ProtocolError, Request
 from server.store import (
@@ -145,6 +146,10 @@ _STORE_ERRORS: dict[type[StoreError], ErrorCode] = {
     QueueFullError: ErrorCode.QUEUE_FULL,
     MessageIdReusedError: ErrorCode.MESSAGE_ID_REUSED,
     UnknownMessageError: ErrorCode.UNKNOWN_MESSAGE,
+    # Linked devices (server/device_store.py).
+    NotOnDeviceListError: ErrorCode.NOT_LINKED,
+    StaleDeviceListError: ErrorCode.STALE_DEVICE_LIST,
+    MailboxFullError: ErrorCode.MAILBOX_FULL,
 }
 
 
@@ -643,6 +648,10 @@ class _Connection:
                 self.abort(CloseCode.DISPLACED, "a newer connection of this device took over")
         elif event.kind is EventKind.PREKEYS_LOW and self.device is not None:
             self.spawn(self.notify_prekeys_low())
+        elif event.kind is EventKind.REMOVED:
+            # The primary's new device list dropped this device (server/device_ops.py).
+            log_event("device_removed", conn=self.number, device=self.device)
+            self.abort(CloseCode.DEVICE_REMOVED, "this device was removed from its account")
 
     async def notify_prekeys_low(self) -> None:
         assert self.device is not None
@@ -868,6 +877,11 @@ async def _register(conn: _Connection, request: Request) -> None:
     except IdentityMismatchError:
         raise conn.fail_auth(
             ErrorCode.IDENTITY_MISMATCH, "this account is registered with a different identity key"
+        ) from None
+    except NotOnDeviceListError:
+        raise conn.fail_auth(
+            ErrorCode.NOT_LINKED,
+            "a new companion registers with register_companion after its primary links it",
         ) from None
     log_event("registered", conn=conn.number, device=device, created=created)
     await conn.become(request, device, identity_key)
@@ -1200,3 +1214,7 @@ class Relay:
                 code=ws.close_code,
                 seconds=f"{time.perf_counter() - started:.1f}",
             )
+
+
+# The linked-device operations join the table above (docs/devices.md).
+from server import device_ops  # noqa: E402, F401

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from server.device_store import NotOnDeviceListError
+from server.sqlite_devices import DEVICES_MIGRATION, SQLiteDeviceOps
 from server.store import (
     ClaimedBundle,
     DeviceAddress,
@@ -76,9 +78,13 @@ from server.store import (
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 1 is ``_SCHEMA``; each later version is one step of ``_MIGRATIONS``."""
 
 _log = logging.getLogger("server.store")
+
+# The device id of an account's primary (e2e.devices.PRIMARY_DEVICE_ID).
+PRIMARY_DEVICE = 1
 
 # A read waits at most this long for a lock (in WAL mode only recovery after a crash takes one).
 _READ_BUSY_TIMEOUT = 0.5
@@ -312,7 +318,13 @@ def _message_digest(message: NewMessage) -> bytes:
     return h.digest()
 
 
-class SQLiteStore:
+# Schema steps after version 1, applied in order inside the writer's opening transaction.
+_MIGRATIONS: dict[int, str] = {
+    2: DEVICES_MIGRATION,  # linked devices (server/sqlite_devices.py)
+}
+
+
+class SQLiteStore(SQLiteDeviceOps):
     """A :class:`server.store.Store` in one SQLite file.
 
     ``batch_limit`` bounds how many submitted operations share one transaction.
@@ -363,11 +375,19 @@ class SQLiteStore:
                 db.execute(statement)
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
-            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif row[0] != str(SCHEMA_VERSION):
+            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+            row = ("1",)
+        version = int(row[0]) if str(row[0]).isdigit() else -1
+        if not 1 <= version <= SCHEMA_VERSION:
             db.execute("ROLLBACK")
             db.close()
             raise StoreError(f"unsupported schema version {row[0]!r} (this relay knows {SCHEMA_VERSION})")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(step),))
+            _log.info("database migrated to schema version %d", step)
         db.execute("COMMIT")
         return db
 
@@ -502,35 +522,42 @@ class SQLiteStore:
         self, device: DeviceAddress, identity_key: bytes, registration_id: int, now: float
     ) -> asyncio.Future[bool]:
         def op(txn: _Txn) -> bool:
+            # Only a primary (device 1) registers this way; companions are linked
+            # (server/device_store.py).  Devices of a version 1 store that shared the account's key
+            # may still register again with that key.
             row = txn.db.execute(
                 "SELECT identity_key FROM accounts WHERE account = ?", (device.account,)
             ).fetchone()
+            existing = txn.db.execute(
+                "SELECT identity_key FROM devices WHERE account = ? AND device_id = ?",
+                (device.account, device.device_id),
+            ).fetchone()
+            if existing is None and device.device_id != PRIMARY_DEVICE:
+                raise NotOnDeviceListError("a companion device is linked by the primary, not registered")
             if row is None:
                 txn.db.execute(
                     "INSERT INTO accounts (account, identity_key, created_at) VALUES (?, ?, ?)",
                     (device.account, identity_key, now),
                 )
-            elif bytes(row[0]) != identity_key:
+            elif bytes(row[0]) != identity_key or (
+                existing is not None and bytes(existing[0]) != identity_key
+            ):
                 raise IdentityMismatchError("the account is registered with a different identity key")
-            existed = txn.db.execute(
-                "SELECT 1 FROM devices WHERE account = ? AND device_id = ?",
-                (device.account, device.device_id),
-            ).fetchone()
             txn.db.execute(
-                "INSERT INTO devices (account, device_id, registration_id, created_at, last_seen) "
-                "VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO devices "
+                "(account, device_id, registration_id, created_at, last_seen, identity_key) "
+                "VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (account, device_id) DO UPDATE SET registration_id = excluded.registration_id",
-                (device.account, device.device_id, registration_id, now, now),
+                (device.account, device.device_id, registration_id, now, now, identity_key),
             )
-            return existed is None
+            return existing is None
 
         return self._submit(op)
 
     def identity_key(self, device: DeviceAddress) -> asyncio.Future[bytes]:
         def op(txn: _Txn) -> bytes:
             row = txn.db.execute(
-                "SELECT a.identity_key FROM devices d JOIN accounts a ON a.account = d.account "
-                "WHERE d.account = ? AND d.device_id = ?",
+                "SELECT identity_key FROM devices WHERE account = ? AND device_id = ?",
                 (device.account, device.device_id),
             ).fetchone()
             if row is None:
@@ -659,28 +686,29 @@ class SQLiteStore:
     ) -> asyncio.Future[list[ClaimedBundle]]:
         def op(txn: _Txn) -> list[ClaimedBundle]:
             db = txn.db
-            row = db.execute("SELECT identity_key FROM accounts WHERE account = ?", (account,)).fetchone()
+            row = db.execute("SELECT 1 FROM accounts WHERE account = ?", (account,)).fetchone()
             if row is None:
                 raise UnknownAccountError(f"no account {account!r}")
-            identity_key = bytes(row[0])
+            # Each device has its own identity key (linked devices, server/device_store.py).
             if device_id is None:
                 ids = [
-                    (int(r[0]), int(r[1]))
+                    (int(r[0]), int(r[1]), bytes(r[2]))
                     for r in db.execute(
-                        "SELECT device_id, registration_id FROM devices WHERE account = ? ORDER BY device_id",
+                        "SELECT device_id, registration_id, identity_key FROM devices WHERE account = ? "
+                        "ORDER BY device_id",
                         (account,),
                     )
                 ]
             else:
                 row = db.execute(
-                    "SELECT registration_id FROM devices WHERE account = ? AND device_id = ?",
+                    "SELECT registration_id, identity_key FROM devices WHERE account = ? AND device_id = ?",
                     (account, device_id),
                 ).fetchone()
                 if row is None:
                     raise UnknownDeviceError(f"no device {account}/{device_id}")
-                ids = [(device_id, int(row[0]))]
+                ids = [(device_id, int(row[0]), bytes(row[1]))]
             bundles = []
-            for one_id, registration_id in ids:
+            for one_id, registration_id, identity_key in ids:
                 device = DeviceAddress(account, one_id)
                 signed: dict[SignedKind, PreKeyRecord] = {}
                 for kind, key_id, public_key, signature in db.execute(

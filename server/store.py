@@ -193,6 +193,8 @@ class EventKind(enum.Enum):
     """A bundle fetch left it with fewer one-time prekeys than the low-water mark."""
     DISPLACED = "displaced"
     """A newer connection of the same device authenticated; older ones must close."""
+    REMOVED = "removed"
+    """The primary's new device list dropped this device (server/device_store.py); it must close."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,3 +238,23 @@ def relay_process(
     for process in processes:
         if process.process is not None and process.process.poll() is None:
             process.kill()
+
+
+async def link(url: str, primary: Connection, primary_device: Device, companion: Device) -> Connection:
+    """Link ``companion`` to ``primary_device``'s account the real way; returns its connection.
+
+    The companion shows an offer, the primary links it (device list, then the sealed payload), the
+    companion fetches and opens the payload and registers.  ``companion.device_id`` is set to the
+    id the primary gave it.
+    """
+    from client.devices import link_device, register_companion, wait_for_link
+    from e2e.linking import LinkOffer
+
+    offer = LinkOffer.generate(companion.identity.public_key, companion.rng)
+    waiting = asyncio.ensure_future(wait_for_link(url, offer, timeout=10.0, poll_interval=0.05))
+    device_id, _ = await link_device(primary, primary_device.identity, offer, rng=primary_device.rng)
+    opened = await waiting
+    companion.account, companion.device_id = primary_device.account, device_id
+    return await register_companion(
+        url, opened, companion.identity, companion.registration_id, rng=companion.rng
+    )

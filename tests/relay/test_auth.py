@@ -141,14 +141,24 @@ async def test_a_proof_for_another_relay_is_refused(relay, rng):
 async def test_a_registered_account_keeps_its_identity_key(relay, rng):
     alice = Device("alice", 1, rng)
     await (await alice.register(relay.url)).close()
-    impostor = Device("alice", 2, rng)
+    impostor = Device("alice", 1, rng)
     connection = await Connection.open(relay.url)
-    await expect_refusal(connection.register("alice", 2, impostor.identity, 1, rng), "identity_mismatch")
+    await expect_refusal(connection.register("alice", 1, impostor.identity, 1, rng), "identity_mismatch")
     assert (await connection.wait_closed()).code == 4001
-    # A second device that holds the account's identity key may join.
+
+
+@pytest.mark.parametrize("share_key", [False, True])
+async def test_a_further_device_cannot_register_itself(relay, rng, share_key):
+    """Further devices are linked by the primary (docs/devices.md); even the primary's own key
+    does not let a new device id register."""
+    alice = Device("alice", 1, rng)
+    await (await alice.register(relay.url)).close()
     second = Device("alice", 2, rng)
-    second.identity = alice.identity
-    await (await second.register(relay.url)).close()
+    if share_key:
+        second.identity = alice.identity
+    connection = await Connection.open(relay.url)
+    await expect_refusal(connection.register("alice", 2, second.identity, 1, rng), "not_linked")
+    assert (await connection.wait_closed()).code == 4001
 
 
 async def test_unknown_device_is_refused(relay, rng):

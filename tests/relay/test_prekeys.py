@@ -10,7 +10,7 @@ import pytest
 from client.transport import Connection, PreKeysLow, RelayError
 from e2e.kem import KemKeyPair
 from e2e.keys import KeyPair
-from tests.relay.conftest import Device, collect
+from tests.relay.conftest import Device, collect, link
 
 
 def b64(data: bytes) -> str:
@@ -65,11 +65,12 @@ async def test_many_fetchers_race_for_the_last_keys(relay, rng):
 async def test_a_bundle_for_every_device_of_an_account(relay, rng):
     first = Device("bob", 1, rng)
     second = Device("bob", 2, rng)
-    second.identity = first.identity
-    for device in (first, second):
-        connection = await online(relay, device)
-        await device.publish(connection, one_time=1)
-        await connection.close()
+    primary = await online(relay, first)
+    await first.publish(primary, one_time=1)
+    companion = await link(relay.url, primary, first, second)
+    await second.publish(companion, one_time=1)
+    await companion.close()
+    await primary.close()
     alice = await online(relay, Device("alice", 1, rng))
     bundles = await alice.fetch_bundles("bob")
     assert [(b.device_id, b.pre_key_id) for b in bundles] == [(1, 1), (2, 1)]
