@@ -68,6 +68,7 @@ from client.backoff import Backoff
 from client.blobs import BlobClient, Progress
 from client.errors import AlreadyExistsError, ClosedError, IdentityChanged, NotRegisteredError
 from client.events import Event, Message, SendFailed, Undecryptable
+from client.fanout import FanOut
 from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer, encode_pointer
 from client.prekeys import PreKeys
 from client.protocol_store import SqliteProtocolStore
@@ -133,7 +134,7 @@ class _Connected:
 _CLOSED = object()
 
 
-class Client:
+class Client(FanOut):
     """One device.  Make one with :meth:`create` (new identity) or :meth:`open` (existing store).
 
     Use it as an async context manager, or call :meth:`start` and :meth:`close`.
@@ -191,6 +192,8 @@ class Client:
         self._blob_url: str | None = None
         self.connections = 0
         """How many times a connection to the relay was established (for tests and diagnostics)."""
+        # Linked devices: the device lists verified so far (client/fanout.py).
+        self._init_devices()
 
     # -- construction --------------------------------------------------------------------------
 
@@ -431,6 +434,8 @@ class Client:
         with self._store.transaction():
             self._store.replace_identity(name, contact.changed_identity_key, self._now_ms())
             self._protocol.remove_sessions(name)
+            # Lists signed by the old primary key no longer say anything (client/fanout.py).
+            self._forget_devices(name)
         for held in self._store.held(_HELD_IDENTITY, name):
             event = self._process(_Incoming.from_held(held), held_seq=held.seq)
             if event is not None:
@@ -572,6 +577,25 @@ class Client:
                 # cipher wrote it in this transaction), refuse the content.
                 return self._quarantine(incoming, error, now, held_seq)
             message_id = content.message_id.hex()
+            if content.content_type == envelope.CONTENT_TRANSCRIPT:
+                # A message our own other device sent (client/fanout.py).
+                try:
+                    peer, inner_type, inner_body = self._transcript(sender, content)
+                except DecodeError as error:
+                    return self._quarantine(incoming, error, now, held_seq)
+                self._store.add_message("out", peer, 1, message_id, content.timestamp, inner_body)
+                self._store.mark_processed(sender, device, client_id, now)
+                self._release(held_seq)
+                return Message(
+                    sender,
+                    device,
+                    message_id,
+                    content.timestamp,
+                    incoming.relay_timestamp,
+                    inner_body,
+                    inner_type,
+                    to=peer,
+                )
             self._store.add_message("in", sender, device, message_id, content.timestamp, content.body)
             self._store.mark_processed(sender, device, client_id, now)
             if message_id != client_id:
@@ -750,9 +774,10 @@ class Client:
                 batch = [await pushes.get()]
                 while len(batch) < _MAX_BATCH and not pushes.empty():
                     batch.append(pushes.get_nowait())
-                self._process_batch(
-                    connection, [p for p in batch if isinstance(p, transport.IncomingMessage)]
-                )
+                messages = [p for p in batch if isinstance(p, transport.IncomingMessage)]
+                # Linked devices: verify the lists of companions not seen before (client/fanout.py).
+                await self._learn_senders({(m.sender, m.sender_device) for m in messages})
+                self._process_batch(connection, messages)
                 for push in batch:
                     if push is None:
                         # The pushes end when the connection does; how it ended (a close code

@@ -256,6 +256,10 @@ class DeviceListBook:
     def seen(self, account: str) -> DeviceList | None:
         return self._seen.get(account)
 
+    def forget(self, account: str) -> None:
+        """Drop what was seen for ``account`` (its primary key was replaced)."""
+        self._seen.pop(account, None)
+
     def remember(self, device_list: DeviceList) -> None:
         """Adopt a list already verified (e.g. one loaded from the local store)."""
         self._seen[device_list.account] = device_list

@@ -45,6 +45,9 @@ class Message:
     body: bytes = field(repr=False)
     content_type: int = 0
     """The envelope's content type: 0 text, 1 an attachment pointer (``Client.attachment`` reads it)."""
+    to: str | None = None
+    """Set on a message one of our own other devices sent (``sender`` is then our own account):
+    the contact it went to (client/fanout.py)."""
 
     @property
     def is_attachment(self) -> bool:

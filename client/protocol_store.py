@@ -86,6 +86,12 @@ class SqliteProtocolStore:
         self._parse_session = functools.partial(SessionRecord.deserialize, limits=limits)
         self._sessions: dict[ProtocolAddress, SessionRecord] = {}
         self._trusted: dict[str, bytes] = {}
+        self.device_keys: dict[tuple[str, int], bytes] = {}
+        """Identity keys of linked devices, from device lists verified under the account's trusted
+        primary key (client/fanout.py).  A listed device is trusted with exactly its listed key;
+        the account's contact row (its primary key, the one the safety number covers) is untouched."""
+        self.listed_accounts: set[str] = set()
+        """Accounts with a verified list: a device of theirs that is not listed is not trusted."""
 
     # -- identities ----------------------------------------------------------------------------
 
@@ -98,7 +104,9 @@ class SqliteProtocolStore:
     def check_trusted_identity(
         self, address: ProtocolAddress, their_identity_key: PublicKey, direction: Direction
     ) -> None:
-        """Trust on first use, per account (module docstring)."""
+        """Trust on first use, per account (module docstring); linked devices by their list."""
+        if self._listed_check(address, their_identity_key, direction):
+            return
         trusted = self._trusted_key(address.name)
         if trusted is not None and trusted != their_identity_key.serialize():
             raise UntrustedIdentityError(
@@ -109,6 +117,8 @@ class SqliteProtocolStore:
             )
 
     def save_identity(self, address: ProtocolAddress, their_identity_key: PublicKey) -> bool:
+        if self.device_keys.get((address.name, address.device_id)) == their_identity_key.serialize():
+            return False
         trusted = self._trusted_key(address.name)
         key = their_identity_key.serialize()
         if trusted == key:
@@ -121,8 +131,33 @@ class SqliteProtocolStore:
         return trusted is not None
 
     def get_identity(self, address: ProtocolAddress) -> PublicKey | None:
+        listed = self.device_keys.get((address.name, address.device_id))
+        if listed is not None:
+            return from_store(PublicKey.deserialize, listed)
         trusted = self._trusted_key(address.name)
         return None if trusted is None else from_store(PublicKey.deserialize, trusted)
+
+    def _listed_check(
+        self, address: ProtocolAddress, their_identity_key: PublicKey, direction: Direction
+    ) -> bool:
+        """True when a device list decides: the key is the listed one.  Raises when the list says no."""
+        listed = self.device_keys.get((address.name, address.device_id))
+        if listed is None:
+            if address.device_id != 1 and address.name in self.listed_accounts:
+                raise UntrustedIdentityError(
+                    f"{address} is not on {address.name}'s signed device list ({direction.value})",
+                    address=address,
+                    identity_key=their_identity_key,
+                )
+            return False
+        if listed != their_identity_key.serialize():
+            raise UntrustedIdentityError(
+                f"{address} presents {their_identity_key.fingerprint()}, not the key its account's "
+                f"signed device list names ({direction.value})",
+                address=address,
+                identity_key=their_identity_key,
+            )
+        return True
 
     def _trusted_key(self, name: str) -> bytes | None:
         trusted = self._trusted.get(name)

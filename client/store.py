@@ -58,10 +58,11 @@ __all__ = [
     "Store",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the tables below; stored in ``PRAGMA user_version``.
 
-Version 1 had no KEM prekeys; :data:`_MIGRATIONS` brings a version-1 file up to date in place.
+Version 1 had no KEM prekeys, version 2 no device lists; :data:`_MIGRATIONS` brings an older file up
+to date in place.
 """
 
 _KEM_PRE_KEYS = """
@@ -72,6 +73,15 @@ CREATE TABLE kem_pre_keys (
     created_at INTEGER NOT NULL,
     retired_at INTEGER,
     uploaded INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+# Linked devices (client/fanout.py): the newest signed device list verified per account, ours too.
+_DEVICE_LISTS = """
+CREATE TABLE device_lists (
+    account TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    signed BLOB NOT NULL
 );
 """
 
@@ -153,6 +163,7 @@ CREATE TABLE held (
 );
 """
     + _KEM_PRE_KEYS
+    + _DEVICE_LISTS
 )
 
 _SELECT_CONTACTS = "SELECT name, identity_key, verified, first_seen, changed_identity_key FROM contacts"
@@ -160,6 +171,8 @@ _SELECT_CONTACTS = "SELECT name, identity_key, verified, first_seen, changed_ide
 _MIGRATIONS = {
     # From version 1 to 2: signed ML-KEM prekeys for PQXDH.
     1: _KEM_PRE_KEYS,
+    # From version 2 to 3: the device lists of linked devices.
+    2: _DEVICE_LISTS,
 }
 """For each old schema version, the statements that turn it into the next one."""
 
@@ -667,6 +680,27 @@ class Store:
 
     def release_held(self, seq: int) -> None:
         self._write("DELETE FROM held WHERE seq = ?", (seq,))
+
+    # -- linked devices (client/fanout.py) -----------------------------------------------------
+
+    def device_list(self, account: str) -> bytes | None:
+        """The newest signed device list verified for ``account`` (its encoding), or None."""
+        row = self._db.execute("SELECT signed FROM device_lists WHERE account = ?", (account,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def device_lists(self) -> list[tuple[str, bytes]]:
+        return [(str(a), bytes(b)) for a, b in self._db.execute("SELECT account, signed FROM device_lists")]
+
+    def remove_device_list(self, account: str) -> None:
+        self._write("DELETE FROM device_lists WHERE account = ?", (account,))
+
+    def put_device_list(self, account: str, version: int, signed: bytes) -> None:
+        """Keep a verified list (the caller checked it is newer than the one kept)."""
+        self._write(
+            "INSERT INTO device_lists (account, version, signed) VALUES (?, ?, ?) "
+            "ON CONFLICT (account) DO UPDATE SET version = excluded.version, signed = excluded.signed",
+            (account, version, signed),
+        )
 
 
 def _contact(row: tuple[object, ...]) -> Contact:

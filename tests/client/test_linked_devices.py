@@ -1,0 +1,178 @@
+"""Linked devices end to end: two accounts with three devices each (real relay, real SQLite files,
+real sockets) hold a conversation; every message reaches every device exactly once, the sender's
+own other devices included; unlinking stops delivery; a relay swapping a companion's key is caught."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from client_settings import TEST_SETTINGS
+
+from client import Client, Message
+from client.errors import ClosedError
+from client.fanout import DeviceKeyMismatchError, decode_transcript, encode_transcript, link_companion
+from e2e.errors import DecodeError
+from e2e.linking import LinkOffer
+
+pytest_plugins = ["client_fixtures"]
+
+
+async def link_one(primary: Client, url: str, path) -> Client:
+    offers: asyncio.Queue[LinkOffer] = asyncio.Queue()
+    companion_task = asyncio.ensure_future(
+        link_companion(path, url, on_offer=offers.put_nowait, timeout=10, settings=TEST_SETTINGS)
+    )
+    offer = await asyncio.wait_for(offers.get(), 10)
+    await primary.link(offer.to_code())
+    companion = await asyncio.wait_for(companion_task, 10)
+    await companion.start()
+    await companion.wait_connected(timeout=10)
+    return companion
+
+
+async def collect(client: Client, quiet: float = 0.6) -> list[Message]:
+    """Every message event until the client has been quiet for ``quiet`` seconds."""
+    seen: list[Message] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            event = await client.receive(timeout=quiet)
+            if isinstance(event, Message):
+                seen.append(event)
+    return seen
+
+
+async def three_each(relay, make_client, tmp_path):
+    alice = make_client(relay.url, "alice")
+    bob = make_client(relay.url, "bob")
+    await alice.start()
+    await bob.start()
+    await alice.wait_connected(timeout=10)
+    await bob.wait_connected(timeout=10)
+    alices = [alice]
+    bobs = [bob]
+    for index in (2, 3):
+        alices.append(await link_one(alice, relay.url, tmp_path / f"alice-{index}.db"))
+        bobs.append(await link_one(bob, relay.url, tmp_path / f"bob-{index}.db"))
+    return alices, bobs
+
+
+async def test_two_accounts_with_three_devices_each(relay, make_client, tmp_path):
+    alices, bobs = await three_each(relay, make_client, tmp_path)
+    try:
+        assert [c.device_id for c in alices] == [1, 2, 3] and [c.device_id for c in bobs] == [1, 2, 3]
+        # Each companion has its own identity key; the safety number stays the primary's.
+        assert len({c.identity_key for c in alices + bobs}) == 6
+        first = await alices[0].send_all("bob", "hello from alice's phone")
+        await alices[0].flush(timeout=10)
+        for bob_device in bobs:
+            got = await collect(bob_device)
+            assert [(m.sender, m.sender_device, m.message_id, m.text, m.to) for m in got] == [
+                ("alice", 1, first, "hello from alice's phone", None)
+            ]
+        for alice_device in alices[1:]:
+            got = await collect(alice_device)
+            assert [(m.sender, m.sender_device, m.text, m.to) for m in got] == [
+                ("alice", 1, "hello from alice's phone", "bob")
+            ]
+        assert await collect(alices[0], quiet=0.2) == []
+        # Bob answers from his laptop (device 2).
+        reply = await bobs[1].send_all("alice", "hi alice, from bob's laptop")
+        await bobs[1].flush(timeout=10)
+        for alice_device in alices:
+            got = await collect(alice_device)
+            assert [(m.sender, m.sender_device, m.message_id, m.to) for m in got] == [("bob", 2, reply, None)]
+        for index in (0, 2):
+            got = await collect(bobs[index])
+            assert [(m.sender_device, m.text, m.to) for m in got] == [
+                (2, "hi alice, from bob's laptop", "alice")
+            ]
+        # Every device's history shows both messages, in order, as the conversation with the other.
+        for device, peer in [(c, "bob") for c in alices] + [(c, "alice") for c in bobs]:
+            assert [m.body for m in device.history(peer)] == [
+                b"hello from alice's phone",
+                b"hi alice, from bob's laptop",
+            ], (device, peer)
+        # Safety numbers are per account: the same whichever device computes them.
+        numbers = {str(c.safety_number("bob").displayable) for c in alices[:1]}
+        numbers |= {str(c.safety_number("alice").displayable) for c in bobs[:1]}
+        assert len(numbers) == 1
+        # Unlinking Alice's device 3 stops delivery to it and stops that client.
+        await alices[0].unlink(3)
+        for _ in range(100):
+            if alices[2]._fatal is not None:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(ClosedError):
+            await alices[2].send_all("bob", "from a removed laptop")
+        after = await bobs[0].send_all("alice", "after the unlink")
+        await bobs[0].flush(timeout=10)
+        for alice_device in alices[:2]:
+            got = await collect(alice_device)
+            assert [(m.message_id, m.text) for m in got] == [(after, "after the unlink")]
+        assert bobs[0].delivery(after).pending == ()
+    finally:
+        for client in alices + bobs:
+            await client.close()
+
+
+async def test_a_relay_serving_a_swapped_companion_key_is_refused(relay, make_client, tmp_path):
+    from tests.relay.hostile import HostileShim
+
+    alice = make_client(relay.url, "alice")
+    await alice.start()
+    await alice.wait_connected(timeout=10)
+    laptop = await link_one(alice, relay.url, tmp_path / "alice-2.db")
+    mallory_key = make_client(relay.url, "mallory").identity_key
+    swap = {"on": True}
+
+    def tamper(direction, frame):
+        if swap["on"] and direction == "down" and "bundles" in frame:
+            import base64
+
+            for bundle in frame["bundles"]:
+                if bundle.get("device_id") == 2:
+                    bundle["identity_key"] = base64.b64encode(mallory_key.serialize()).decode()
+        return frame
+
+    shim = HostileShim(relay.url, tamper)
+    await shim.start()
+    bob = make_client(shim.url, "bob")
+    try:
+        # Bob dials the shim but signs for the real relay's origin.
+        bob.relay_url = shim.url
+        import client.transport as transport_module
+
+        original = transport_module.connect
+
+        async def via_shim(url, **kwargs):
+            kwargs["origin"] = relay.url
+            return await original(url, **kwargs)
+
+        transport_module.connect = via_shim
+        try:
+            await bob.start()
+            await bob.wait_connected(timeout=10)
+            with pytest.raises(DeviceKeyMismatchError):
+                await bob.send_all("alice", "to every device")
+            assert bob.store.outbox_size() == 0 and bob.history("alice") == []
+            swap["on"] = False
+            await bob.send_all("alice", "to every device")
+            await bob.flush(timeout=10)
+        finally:
+            transport_module.connect = original
+        for device in (alice, laptop):
+            got = await collect(device)
+            assert [m.text for m in got] == ["to every device"]
+    finally:
+        await shim.close()
+        for client in (alice, laptop, bob):
+            await client.close()
+
+
+def test_transcripts_round_trip_and_refuse_garbage():
+    assert decode_transcript(encode_transcript("bob", 0, b"hi")) == ("bob", 0, b"hi")
+    for bad in (b"", b"\x00", b"\x05bob", b"\x03bo\xff\x00", encode_transcript("bob", 2, b"x")):
+        with pytest.raises(DecodeError):
+            decode_transcript(bad)
