@@ -5,6 +5,7 @@ own other devices included; unlinking stops delivery; a relay swapping a compani
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 
 import pytest
@@ -15,6 +16,9 @@ from client.errors import ClosedError
 from client.fanout import DeviceKeyMismatchError, decode_transcript, encode_transcript, link_companion
 from e2e.errors import DecodeError
 from e2e.linking import LinkOffer
+from server import Relay, SQLiteStore
+from tests.client.client_fixtures import TEST_LIMITS
+from tests.relay.hostile import HostileShim
 
 pytest_plugins = ["client_fixtures"]
 
@@ -117,58 +121,106 @@ async def test_two_accounts_with_three_devices_each(relay, make_client, tmp_path
             await client.close()
 
 
-async def test_a_relay_serving_a_swapped_companion_key_is_refused(relay, make_client, tmp_path):
-    from tests.relay.hostile import HostileShim
+@contextlib.asynccontextmanager
+async def relay_behind_shim(tmp_path, tamper):
+    """A real relay whose only door is a hostile shim: clients dial the shim, and the relay's
+    origin is the shim's URL, so proofs are made for what the clients dialled."""
+    shim = HostileShim("", tamper)
+    await shim.start()
+    relay = Relay(SQLiteStore(tmp_path / "shimmed.db"), TEST_LIMITS, origin=shim.url)
+    await relay.start("127.0.0.1", 0)
+    shim.upstream_url = relay.url
+    try:
+        yield shim
+    finally:
+        await shim.close()
+        await relay.close()
 
-    alice = make_client(relay.url, "alice")
-    await alice.start()
-    await alice.wait_connected(timeout=10)
-    laptop = await link_one(alice, relay.url, tmp_path / "alice-2.db")
-    mallory_key = make_client(relay.url, "mallory").identity_key
-    swap = {"on": True}
+
+async def test_a_relay_serving_a_swapped_companion_key_is_refused(make_client, tmp_path):
+    swap = {"on": False, "key": ""}
 
     def tamper(direction, frame):
         if swap["on"] and direction == "down" and "bundles" in frame:
-            import base64
-
             for bundle in frame["bundles"]:
                 if bundle.get("device_id") == 2:
-                    bundle["identity_key"] = base64.b64encode(mallory_key.serialize()).decode()
+                    bundle["identity_key"] = swap["key"]
         return frame
 
-    shim = HostileShim(relay.url, tamper)
-    await shim.start()
-    bob = make_client(shim.url, "bob")
-    try:
-        # Bob dials the shim but signs for the real relay's origin.
-        bob.relay_url = shim.url
-        import client.transport as transport_module
-
-        original = transport_module.connect
-
-        async def via_shim(url, **kwargs):
-            kwargs["origin"] = relay.url
-            return await original(url, **kwargs)
-
-        transport_module.connect = via_shim
+    async with relay_behind_shim(tmp_path, tamper) as shim:
+        alice = make_client(shim.url, "alice")
+        await alice.start()
+        await alice.wait_connected(timeout=10)
+        laptop = await link_one(alice, shim.url, tmp_path / "alice-2.db")
+        swap["key"] = base64.b64encode(make_client(shim.url, "mallory").identity_key.serialize()).decode()
+        bob = make_client(shim.url, "bob")
         try:
             await bob.start()
             await bob.wait_connected(timeout=10)
+            swap["on"] = True
             with pytest.raises(DeviceKeyMismatchError):
                 await bob.send_all("alice", "to every device")
             assert bob.store.outbox_size() == 0 and bob.history("alice") == []
             swap["on"] = False
             await bob.send_all("alice", "to every device")
             await bob.flush(timeout=10)
+            for device in (alice, laptop):
+                got = await collect(device)
+                assert [m.text for m in got] == ["to every device"]
         finally:
-            transport_module.connect = original
-        for device in (alice, laptop):
-            got = await collect(device)
-            assert [m.text for m in got] == ["to every device"]
-    finally:
-        await shim.close()
-        for client in (alice, laptop, bob):
-            await client.close()
+            for client in (alice, laptop, bob):
+                await client.close()
+
+
+async def test_a_connection_lost_mid_fan_out_resends_only_what_is_missing_once(make_client, tmp_path):
+    """The relay takes some copies and loses its answers, never sees the others, and the connection
+    drops: after reconnecting, the outbox sends each copy again under its id, the relay's
+    deduplication drops those it had, and every device receives the message exactly once."""
+    state = {"armed": False, "sends": 0, "cut": None}
+
+    def tamper(direction, frame):
+        if not state["armed"]:
+            return frame
+        if direction == "up" and frame.get("op") == "send":
+            state["sends"] += 1
+            # The first two copies reach the relay; the rest are lost on the way.
+            return frame if state["sends"] <= 2 else None
+        if direction == "down" and frame.get("ok") is True and "server_id" in frame:
+            return None  # every acknowledgement of a send is lost
+        return frame
+
+    async with relay_behind_shim(tmp_path, tamper) as shim:
+        alices = [make_client(shim.url, "alice")]
+        bobs = [make_client(shim.url, "bob")]
+        for client in alices + bobs:
+            await client.start()
+            await client.wait_connected(timeout=10)
+        for index in (2, 3):
+            alices.append(await link_one(alices[0], shim.url, tmp_path / f"alice-{index}.db"))
+            bobs.append(await link_one(bobs[0], shim.url, tmp_path / f"bob-{index}.db"))
+        try:
+            state["armed"] = True
+            message_id = await bobs[0].send_all("alice", "five copies")
+            for _ in range(100):
+                if state["sends"] >= 5:
+                    break
+                await asyncio.sleep(0.02)
+            assert state["sends"] == 5
+            assert len(bobs[0].delivery(message_id).pending) == 5
+            # The network fails: every connection through the shim drops; then it behaves.
+            state["armed"] = False
+            await shim.drop_connections()
+            await bobs[0].flush(timeout=15)
+            assert bobs[0].delivery(message_id).pending == ()
+            for device in alices:
+                got = await collect(device)
+                assert [(m.message_id, m.text) for m in got] == [(message_id, "five copies")]
+            for device in bobs[1:]:
+                got = await collect(device)
+                assert [(m.message_id, m.to) for m in got] == [(message_id, "alice")]
+        finally:
+            for client in alices + bobs:
+                await client.close()
 
 
 def test_transcripts_round_trip_and_refuse_garbage():

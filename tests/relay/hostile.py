@@ -29,6 +29,7 @@ class HostileShim:
         self.tamper = tamper
         self.frames: list[tuple[str, dict[str, Any]]] = []
         self._server: Server | None = None
+        self._clients: set[ServerConnection] = set()
         self.url = ""
 
     async def start(self) -> None:
@@ -36,12 +37,24 @@ class HostileShim:
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}"
 
+    async def drop_connections(self) -> None:
+        """Close every client connection now (a network failure); the shim keeps listening."""
+        for connection in list(self._clients):
+            await connection.close()
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
 
     async def _handle(self, client: ServerConnection) -> None:
+        self._clients.add(client)
+        try:
+            await self._relay(client)
+        finally:
+            self._clients.discard(client)
+
+    async def _relay(self, client: ServerConnection) -> None:
         async with ws_connect(self.upstream_url, compression=None, proxy=None) as upstream:
 
             async def pump(source: Any, sink: Any, direction: str) -> None:
