@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-spqr bench-relay bench-cluster bench-attachments pg clean
+.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-spqr bench-relay bench-cluster bench-attachments bench-devices pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
@@ -80,6 +80,12 @@ bench-cluster: $(STAMP)
 ATTACHMENT_BENCH_ARGS ?= --sizes 1M,256M
 bench-attachments: $(STAMP)
 	$(BIN)/python benchmarks/attachment_bench.py $(ATTACHMENT_BENCH_ARGS)
+
+# Linked devices: milliseconds and bytes per send against the number of the recipient's devices,
+# beside a send to one device (docs/devices.md).  About ten seconds; DEVICES_BENCH_ARGS="--messages 20"
+# for less.
+bench-devices: $(STAMP)
+	$(BIN)/python benchmarks/fanout_bench.py $(DEVICES_BENCH_ARGS)
 
 # A throwaway PostgreSQL server until Ctrl-C: prints the URL to give each node's --store.
 pg: $(STAMP)
