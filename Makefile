@@ -18,6 +18,7 @@ help:
 	@echo "make bench-relay - the durable relay beside a bare forwarder: K pairs, latency, idle memory"
 	@echo "make bench-cluster - relay end to end: SQLite against 1, 2 and 3 PostgreSQL nodes"
 	@echo "make bench-attachments - encrypt+upload and download+verify beside the crypto floor and a copy"
+	@echo "make bench-devices - a send's cost against the number of the recipient's devices"
 	@echo "make pg      - a throwaway PostgreSQL on 127.0.0.1 for trying a cluster (docs/cluster.md)"
 	@echo "make bench-spqr - SPQR's cost per message and v4 sessions with it beside v3"
 	@echo "make node    - Node (from .venv) and the pinned npm packages the interop tests drive, in .node/"
