@@ -256,3 +256,36 @@ def test_restarts_from_stored_records_mid_epoch(libsignal: NodePeer, start: str)
         stored = libsignal.call("session_record_export", party="node", peer=OURS)["record"]
         libsignal.call("session_record_import", party="node", peer=OURS, record=stored)
     assert _spqr_epoch(conversation.record) >= 3
+
+
+@pytest.mark.parametrize("start", START)
+def test_64_kib_messages_across_an_epoch(libsignal: NodePeer, start: str) -> None:
+    conversation = START[start](libsignal, b"spqr-libsignal-64k-" + start.encode())
+    big = bytes(range(256)) * 256
+    for i in range(50):
+        assert conversation.deliver_to_theirs(conversation.ours_to_theirs(big + b"%d" % i)) == big + b"%d" % i
+        assert (
+            conversation.deliver_to_ours(conversation.theirs_to_ours_wire(big + b"%d" % i)) == big + b"%d" % i
+        )
+    assert _spqr_epoch(conversation.record) >= 2
+
+
+@pytest.mark.parametrize("start", START)
+def test_a_message_held_back_for_three_epochs_is_refused_by_both(libsignal: NodePeer, start: str) -> None:
+    # After three epochs of ping-pong the keys of a held-back message are gone on both sides
+    # (its Double Ratchet receiving chain is long dropped, and SPQR keeps no epoch older than the
+    # one before its sending epoch): it is refused, not misdecrypted, and the conversation goes on.
+    conversation = START[start](libsignal, b"spqr-libsignal-late-" + start.encode())
+    conversation.ping_pong(2)
+    late_ours = conversation.ours_to_theirs(b"late ours")
+    late_theirs = conversation.theirs_to_ours_wire(b"late theirs")
+    start_epoch = _spqr_epoch(conversation.record)
+    while _spqr_epoch(conversation.record) < start_epoch + 3:
+        conversation.ping_pong(1)
+    with pytest.raises(NodePeerError):
+        conversation.deliver_to_theirs(late_ours)
+    before = conversation.record.serialize()
+    with pytest.raises(E2EError):
+        conversation.deliver_to_ours(late_theirs)
+    assert conversation.record.serialize() == before
+    conversation.ping_pong(3, b"after")
