@@ -15,6 +15,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import spqr_libsignal_vector
+
 from e2e.spqr import Direction, initial_state
 from e2e.vectors import SeededRng
 
@@ -46,3 +48,8 @@ def test_the_pinned_conversation_is_reproduced_byte_for_byte() -> None:
     assert stored["auth_key"] == hashlib.sha256(SEED).hexdigest()
     assert transcript(stored["rounds"]) == stored["messages"]
     assert {entry["epoch"] for entry in stored["messages"]} >= {"1", "2", "3"}
+
+
+def test_the_libsignal_burst_vector_is_reproduced_byte_for_byte() -> None:
+    # Checked by libsignal in tests/interop/test_spqr_libsignal.py.
+    assert spqr_libsignal_vector.generate() == spqr_libsignal_vector.stored()

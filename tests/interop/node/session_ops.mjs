@@ -12,6 +12,10 @@
 //   session_decrypt: party, peer, type, body -> {plaintext}
 //   session_record_export: party, peer -> {record}   (libsignal's SessionRecord bytes, or null)
 //   session_record_import: party, peer, record -> {}
+//   session_import_prekeys: party, pre_key_id, pre_key_private, signed_pre_key_id,
+//       signed_pre_key_private, signed_pre_key_signature, kyber_pre_key_id, kyber_record -> {}
+//       (given keys, for vectors: EC private keys as 32-byte scalars, the Kyber prekey as
+//       libsignal's record bytes)
 
 export function sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }) {
   const own = (request) => lib.ProtocolAddress.new(arg(request, 'party', 'string'), 1);
@@ -108,6 +112,28 @@ export function sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }) {
         plaintext = await lib.signalDecrypt(lib.SignalMessage.deserialize(body), peer, own(request), party.sessions, party.identities);
       }
       return { plaintext: b64(plaintext) };
+    },
+
+    session_import_prekeys: async (request) => {
+      const party = partyArg(request);
+      const preKeyId = arg(request, 'pre_key_id', 'number');
+      const preKey = lib.PrivateKey.deserialize(bytesArg(request, 'pre_key_private'));
+      await party.preKeys.savePreKey(preKeyId, lib.PreKeyRecord.new(preKeyId, preKey.getPublicKey(), preKey));
+      const signedPreKeyId = arg(request, 'signed_pre_key_id', 'number');
+      const signedPreKey = lib.PrivateKey.deserialize(bytesArg(request, 'signed_pre_key_private'));
+      await party.signedPreKeys.saveSignedPreKey(
+        signedPreKeyId,
+        lib.SignedPreKeyRecord.new(
+          signedPreKeyId,
+          0,
+          signedPreKey.getPublicKey(),
+          signedPreKey,
+          bytesArg(request, 'signed_pre_key_signature'),
+        ),
+      );
+      const kyberPreKeyId = arg(request, 'kyber_pre_key_id', 'number');
+      await party.kyberPreKeys.saveKyberPreKey(kyberPreKeyId, lib.KyberPreKeyRecord.deserialize(bytesArg(request, 'kyber_record')));
+      return {};
     },
 
     session_record_export: async (request) => {
