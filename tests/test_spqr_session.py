@@ -126,3 +126,11 @@ def test_restarting_from_stored_records_mid_epoch() -> None:
         assert alice.decrypt(bob.encrypt(b"%d" % i, rng).body, rng) == b"%d" % i
         assert bob.decrypt(alice.encrypt(b"%d" % i, rng).body, rng) == b"%d" % i
     assert _pq_state(alice).state.epoch >= 4
+
+
+def test_the_ratchet_explains_its_epoch_and_state() -> None:
+    rng = DeterministicRng(b"spqr-session-explain")
+    alice, bob, _, _ = start(rng)
+    facts = _pq_state(alice).explain()
+    assert facts == {"spqr_epoch": 1, "spqr_state": "KeysSampled"}
+    assert "redacted" in repr(_pq_state(bob))
