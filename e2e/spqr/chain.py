@@ -125,7 +125,7 @@ class ChainDirection:
     def next_key(self) -> tuple[ChainDirection, int, bytes]:
         """The next sending key and its index."""
         if len(self.next) != 32:
-            raise EpochOutOfRangeError(-1, "this sending chain was retired")
+            raise EpochOutOfRangeError(None, "this SPQR sending chain was retired")
         ctr = self.ctr + 1
         next_key, key = _step(self.next, ctr)
         return ChainDirection(ctr, next_key, self.skipped), ctr, key
@@ -147,7 +147,7 @@ class ChainDirection:
                 f"message {at} is {at - self.ctr} steps ahead of the SPQR chain (limit {params.max_jump})"
             )
         if len(self.next) != 32:
-            raise EpochOutOfRangeError(-1, "this chain was retired")
+            raise EpochOutOfRangeError(None, "this SPQR chain was retired")
         # Keys that would be pruned at once are neither kept nor, when the jump makes every held
         # key obsolete, are the held ones.
         skipped = {} if at > self.ctr + params.max_ooo_keys else dict(self.skipped)
