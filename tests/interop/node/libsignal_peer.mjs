@@ -328,7 +328,7 @@ const OPS = {
 
   shutdown: async () => ({}),
 
-  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }),
+  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg, PartyClass: Party }),
 };
 
 function errorAnswer(id, error) {
