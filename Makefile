@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-spqr bench-relay bench-cluster pg clean
+.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-spqr bench-relay bench-cluster bench-attachments pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
@@ -17,6 +17,7 @@ help:
 	@echo "make fuzz    - the property and differential tests with FUZZ_SCALE (default 50) times the examples"
 	@echo "make bench-relay - the durable relay beside a bare forwarder: K pairs, latency, idle memory"
 	@echo "make bench-cluster - relay end to end: SQLite against 1, 2 and 3 PostgreSQL nodes"
+	@echo "make bench-attachments - encrypt+upload and download+verify beside the crypto floor and a copy"
 	@echo "make pg      - a throwaway PostgreSQL on 127.0.0.1 for trying a cluster (docs/cluster.md)"
 	@echo "make bench-spqr - SPQR's cost per message and v4 sessions with it beside v3"
 	@echo "make node    - Node (from .venv) and the pinned npm packages the interop tests drive, in .node/"
@@ -72,6 +73,13 @@ bench-relay: $(STAMP)
 # throwaway PostgreSQL (docs/scaling.md).  A few minutes; CLUSTER_BENCH_ARGS="--pairs 10" for less.
 bench-cluster: $(STAMP)
 	$(BIN)/python benchmarks/cluster_load.py $(CLUSTER_BENCH_ARGS)
+
+# Attachments through a real e2e-blobs process: MB/s and peak memory of both sides for 1 MiB and
+# 256 MiB files beside the crypto floor and a file copy (docs/performance.md).  About a minute;
+# ATTACHMENT_BENCH_ARGS="--sizes 1M,16M" for less.
+ATTACHMENT_BENCH_ARGS ?= --sizes 1M,256M
+bench-attachments: $(STAMP)
+	$(BIN)/python benchmarks/attachment_bench.py $(ATTACHMENT_BENCH_ARGS)
 
 # A throwaway PostgreSQL server until Ctrl-C: prints the URL to give each node's --store.
 pg: $(STAMP)

@@ -4,7 +4,10 @@ Run ``make bench`` (or ``python benchmarks/core_bench.py``).  One run prints one
 
 * rows: session setups per second (X3DH, and PQXDH where a peer has it), 64-byte one-way burst
   (messages/s), 64-byte ping-pong (messages/s, a DH ratchet step per message), 64 KiB messages
-  (MB/s, 1 MB = 10**6 bytes), then the floor rows, the bare primitives everything is built from;
+  (MB/s, 1 MB = 10**6 bytes), a 64-byte message to a group of 10 and of 100 members as the
+  sender's CPU sees it, with Sender Keys (one encryption and one signature) and by pairwise
+  fan-out (one Double Ratchet encryption per member), then the floor rows, the bare primitives
+  everything is built from;
 * columns: the peers of :mod:`core_peers` (this project, python-axolotl, Syndace's libraries in
   two configurations, vodozemac).
 
@@ -52,7 +55,13 @@ PROTOCOL_ROWS = [
     ("burst_64_stored", "64 B burst, sessions stored and reloaded per message, msg/s", "1/s"),
     ("ping_pong_64", "64 B ping-pong, msg/s", "1/s"),
     ("burst_64k", "64 KiB messages, MB/s", "MB/s"),
+    ("group_send_10", "64 B to a 10-member group, sender CPU, Sender Keys, sends/s", "1/s"),
+    ("fanout_10", "64 B to a 10-member group, sender CPU, pairwise fan-out, sends/s", "1/s"),
+    ("group_send_100", "64 B to a 100-member group, sender CPU, Sender Keys, sends/s", "1/s"),
+    ("fanout_100", "64 B to a 100-member group, sender CPU, pairwise fan-out, sends/s", "1/s"),
 ]
+# The group sizes of the group rows.
+GROUP_SIZES = (10, 100)
 FLOOR_ROWS = [
     ("dh", "floor: X25519 DH/s", "1/s"),
     ("keygen", "floor: key pair generations/s", "1/s"),
@@ -138,6 +147,18 @@ def run_peer(name: str, round_seconds: float, rounds: int) -> dict[str, float | 
                 "burst_64k",
                 lambda: measure(lambda n: peer.burst(n, payload), round_seconds, rounds, megabytes),
             )
+    for members in GROUP_SIZES:
+
+        def group_rate(members: int = members) -> float:
+            peer.start_group(members)
+            return measure(lambda n: peer.group_send(n, PLAINTEXT_64), round_seconds, rounds)
+
+        def fanout_rate(members: int = members) -> float:
+            peer.start_fanout(members)
+            return measure(lambda n: peer.fanout(n, PLAINTEXT_64), round_seconds, rounds)
+
+        attempt(f"group_send_{members}", group_rate)
+        attempt(f"fanout_{members}", fanout_rate)
     try:
         primitives = peer.primitives()
     except Exception as error:

@@ -4,8 +4,11 @@ What this module owns
 ---------------------
 The symmetric work the Double Ratchet does for every message, written for speed on small inputs:
 
-* :func:`hmac_sha256`, :func:`mac_parts` and :class:`HmacKey`: HMAC-SHA256 (RFC 2104) for keys
-  of at most 64 bytes, built on :mod:`hashlib`.  With the OpenSSL 3 builds Python ships with,
+* :func:`hmac_sha256`, :func:`mac_parts` and :class:`HmacKey`: HMAC-SHA256 (RFC 2104), built on
+  :mod:`hashlib`; a key longer than SHA-256's 64-byte block is first hashed, as RFC 2104 §2
+  says (the protocol's own keys are all 32 bytes).  :func:`verify_hmac_sha256` checks a tag,
+  possibly truncated, in constant time and raises :class:`~e2e.errors.InvalidMessageError`.
+  With the OpenSSL 3 builds Python ships with,
   :func:`hmac.digest` spends most of its time looking the algorithm up on every call.  Here the
   padded key is absorbed into a SHA-256 object copied from a ready one (a copy skips that
   lookup), and each HMAC is a copy, an update and a digest: about twice as fast for the 1–100
@@ -34,6 +37,7 @@ only ever called after the message's MAC has verified.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Final
 
@@ -45,6 +49,7 @@ from e2e.kdf import MESSAGE_KEYS_INFO, ROOT_KEY_INFO
 __all__ = [
     "HmacKey",
     "hmac_sha256",
+    "verify_hmac_sha256",
     "mac_parts",
     "chain_step",
     "root_step",
@@ -78,20 +83,34 @@ _ROOT_2: Final = ROOT_KEY_INFO + b"\x02"
 
 
 def _pads(key: bytes) -> tuple[bytes, bytes]:
-    """The inner and outer padded keys of HMAC (RFC 2104 §2), for a key of at most 64 bytes."""
+    """The inner and outer padded keys of HMAC (RFC 2104 §2)."""
     if len(key) == 32:
         # Every key of the protocol is 32 bytes: one translate and one join each.
         return key.translate(_IPAD) + _IPAD_TAIL, key.translate(_OPAD) + _OPAD_TAIL
+    if len(key) > _BLOCK:
+        # RFC 2104 §2: a key longer than the block is replaced by its hash.
+        key = _sha256(key).digest()
     padded = key + bytes(_BLOCK - len(key))
     return padded.translate(_IPAD), padded.translate(_OPAD)
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    """HMAC-SHA256 of ``message`` under ``key`` (at most 64 bytes, as every key here is)."""
-    if len(key) > _BLOCK:
-        raise ValueError("hmac_sha256 takes keys of at most 64 bytes")
+    """HMAC-SHA256 of ``message`` under ``key``."""
     inner, outer = _pads(key)
     return _sha256(outer + _sha256(inner + message).digest()).digest()
+
+
+def verify_hmac_sha256(key: bytes, message: bytes, tag: bytes) -> None:
+    """Check that ``tag`` is HMAC-SHA256 of ``message`` under ``key``, truncated to ``len(tag)``.
+
+    The comparison takes constant time.  A tag shorter than 8 bytes (the truncation libsignal's
+    messages use, and the shortest RFC 2104 §5 allows for this hash) or longer than 32 bytes is
+    refused like a wrong one: raises :class:`~e2e.errors.InvalidMessageError`.
+    """
+    if not 8 <= len(tag) <= 32:
+        raise InvalidMessageError("an HMAC-SHA256 tag is 8 to 32 bytes")
+    if not hmac.compare_digest(hmac_sha256(key, message)[: len(tag)], tag):
+        raise InvalidMessageError("the HMAC-SHA256 tag does not verify")
 
 
 def mac_parts(key: bytes, first: bytes, second: bytes | memoryview) -> bytes:
@@ -112,8 +131,6 @@ class HmacKey:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > _BLOCK:
-            raise ValueError("HmacKey takes keys of at most 64 bytes")
         inner, outer = _pads(key)
         self._inner = _sha256(inner)
         self._outer = _sha256(outer)

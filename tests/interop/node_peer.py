@@ -278,3 +278,10 @@ class NodePeer:
             distribution_id=distribution_id,
             record=_b64(record),
         )
+
+    def sender_key_record_delete(self, party: str, sender: Address, distribution_id: str) -> bool:
+        """Forget a sender key, as a client does to rotate its own: the next create makes a new chain."""
+        result = self.call(
+            "sender_key_record_delete", party=party, sender=sender.to_json(), distribution_id=distribution_id
+        )
+        return bool(result["deleted"])
