@@ -48,7 +48,7 @@ $(BENCH_STAMP): $(STAMP)
 
 # The protocol core side by side with python-axolotl, Syndace's libraries and vodozemac; about a
 # minute.  BENCH_ARGS="--profile" profiles this project's side instead (docs/performance.md).
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) node
 	$(BIN)/python benchmarks/core_bench.py $(BENCH_ARGS)
 
 # Kyber-1024 (round 3, pure Python) beside ML-KEM-1024 (OpenSSL and pure Python): milliseconds per
@@ -100,11 +100,13 @@ unit: $(STAMP) node
 	$(BIN)/python -m pytest -q --cov=e2e --cov=server --cov=client --cov-report=term:skip-covered
 
 # The hypothesis properties (delivery orders, bit flips, the stateful honest pair over a hostile
-# network) and the differential run against python-axolotl, FUZZ_SCALE times longer than in make test.
+# network) and the differential run against python-axolotl, FUZZ_SCALE times longer than in make test;
+# likewise the group properties and the group state machine with libsignal as a member.
 FUZZ_SCALE ?= 50
-fuzz: $(STAMP)
+fuzz: $(STAMP) node
 	E2E_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/python -m pytest -q -p no:cacheprovider --timeout=0 \
-		tests/test_session_properties.py tests/interop/test_differential.py
+		tests/test_session_properties.py tests/interop/test_differential.py \
+		tests/test_group_cipher.py tests/interop/test_group_stateful.py
 
 vectors: $(STAMP)
 	$(BIN)/python -m e2e.vectors check tests/vectors/*.json

@@ -280,3 +280,30 @@ def test_memory_is_bounded_by_the_chunk_size() -> None:
         tracemalloc.stop()
     assert released == size
     assert peak < 1024 * 1024
+
+
+def test_finished_objects_refuse_more_input() -> None:
+    encryptor = AttachmentEncryptor(KEY, IV, 3)
+    head = encryptor.update(b"abc")
+    with pytest.raises(ValueError):
+        _ = encryptor.digest
+    with pytest.raises(ValueError):
+        encryptor.finalize(8)
+    blob = head + b"".join(encryptor.finalize())
+    for call in (lambda: encryptor.update(b""), lambda: encryptor.finalize()):
+        with pytest.raises(ValueError):
+            call()
+    verifier = AttachmentVerifier(KEY, encryptor.digest, 3)
+    verifier.update(blob)
+    verified = verifier.verify()
+    for call in (lambda: verifier.update(b""), verifier.verify):
+        with pytest.raises(ValueError):
+            call()
+    assert "size=3" in repr(verified) and KEY.key.hex() not in repr(verified)
+    decryptor = verified.decryptor()
+    assert decryptor.update(blob[:5]) == b""
+    assert decryptor.update(blob[5:]) == b"abc"
+    decryptor.finalize()
+    for call in (lambda: decryptor.update(b""), decryptor.finalize):
+        with pytest.raises(ValueError):
+            call()

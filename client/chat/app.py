@@ -106,6 +106,9 @@ class ChatApp:
         """Sent messages the relay has not acknowledged yet: message id → a short preview."""
         self._tasks: list[asyncio.Task[None]] = []
         self._downloads: set[asyncio.Task[None]] = set()
+        # Files arriving at once are fetched two at a time: a contact sending many cannot make us
+        # open connections and temporary files without bound.
+        self._download_slots = asyncio.Semaphore(2)
         self.quit = asyncio.Event()
 
     @property
@@ -422,9 +425,10 @@ class ChatApp:
     async def _download(self, sender: str, pointer: AttachmentPointer) -> None:
         name = safe_file_name(pointer.file_name)
         try:
-            saved = await self.client.download(
-                pointer, self.files_folder, progress=self._progress("downloading", name)
-            )
+            async with self._download_slots:
+                saved = await self.client.download(
+                    pointer, self.files_folder, progress=self._progress("downloading", name)
+                )
         except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError) as error:
             self.write(f"!! the file {name} from {sender} was not saved: {type(error).__name__}: {error}")
             return
