@@ -46,6 +46,7 @@ Where epoch secrets come from (:mod:`e2e.spqr.braid`), or messages.
 from __future__ import annotations
 
 import enum
+import hmac
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -106,8 +107,12 @@ class ChainParams:
 
 
 def _step(next_key: bytes, ctr: int) -> tuple[bytes, bytes]:
-    out = hkdf(_ZERO_SALT, next_key, ctr.to_bytes(4, "big") + _NEXT_INFO, 64)
-    return out[:32], out[32:]
+    """One chain step: ``HKDF(0³², next, BE32(ctr) ‖ "Signal PQ Ratchet V1 Chain Next", 64)``,
+    written out (extract, then the two expand blocks) because it runs once per message."""
+    info = ctr.to_bytes(4, "big") + _NEXT_INFO
+    prk = hmac.digest(_ZERO_SALT, next_key, "sha256")
+    first = hmac.digest(prk, info + b"\x01", "sha256")
+    return first, hmac.digest(prk, first + info + b"\x02", "sha256")
 
 
 @dataclass(frozen=True, slots=True)
