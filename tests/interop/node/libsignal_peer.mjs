@@ -372,7 +372,7 @@ const OPS = {
 
   shutdown: async () => ({}),
 
-  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }),
+  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg, PartyClass: Party }),
 };
 
 // ---- Version 4 session start: Kyber prekeys, bundles, PQXDH through libsignal's session API ----
