@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import pytest
+from conftest import DeterministicRng
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from parties import Party
 
 from e2e import kdf, pqxdh_v4
@@ -513,3 +516,61 @@ def test_the_seam_uses_libsignals_message_key_derivation(rng: Rng) -> None:
     )
     with pytest.raises(ValueError):
         kdf.derive_message_keys(seed, bytes(31))
+
+
+# -- properties: any delivery order decrypts, any bit flip is refused -------------------------------
+
+V4_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _established_v4(rng: Rng, factory: HashChainFactory | None) -> tuple[SessionRecord, SessionRecord]:
+    alice = KyberParty.create_kyber(rng, 1000)
+    bob = KyberParty.create_kyber(rng, 2000)
+    alice_record = SessionRecord.initiate(
+        alice.identity, 1000, bob.kyber_bundle(rng, last_resort=True), rng, pq_ratchet_factory=factory
+    )
+    bob_record = SessionRecord(pq_ratchet_factory=factory)
+    assert bob.receive_v4(bob_record, alice_record.encrypt(b"hello", rng).body, rng) == b"hello"
+    assert alice_record.decrypt(bob_record.encrypt(b"welcome", rng).body, rng) == b"welcome"
+    return alice_record, bob_record
+
+
+@V4_SETTINGS
+@given(st.data(), st.booleans())
+def test_any_delivery_order_decrypts_in_version_4(data: st.DataObject, with_ratchet: bool) -> None:
+    rng = DeterministicRng(b"v4-permutations")
+    alice, bob = _established_v4(rng, HashChainFactory() if with_ratchet else None)
+    records = {"alice": alice, "bob": bob}
+    pending: dict[str, list[tuple[bytes, bytes]]] = {"alice": [], "bob": []}
+    phases = data.draw(st.lists(st.tuples(st.sampled_from(["alice", "bob"]), st.integers(1, 5)), max_size=4))
+    for phase, (sender, count) in enumerate(phases):
+        receiver = "bob" if sender == "alice" else "alice"
+        for number in range(count):
+            plaintext = b"%s %d.%d" % (sender.encode(), phase, number)
+            pending[receiver].append((records[sender].encrypt(plaintext, rng).body, plaintext))
+        for name in ("alice", "bob"):
+            chosen = data.draw(st.permutations(pending[name]))
+            for body, plaintext in chosen[: data.draw(st.integers(0, len(chosen)))]:
+                assert records[name].decrypt(body, rng) == plaintext
+                pending[name].remove((body, plaintext))
+    for name in ("alice", "bob"):
+        for body, plaintext in data.draw(st.permutations(pending[name])):
+            assert records[name].decrypt(body, rng) == plaintext
+            with pytest.raises(InvalidMessageError):  # a duplicate is refused
+                records[name].decrypt(body, rng)
+
+
+@V4_SETTINGS
+@given(st.data())
+def test_any_bit_flip_in_a_version_4_message_is_refused(data: st.DataObject) -> None:
+    rng = DeterministicRng(b"v4-bit-flips")
+    alice, bob = _established_v4(rng, HashChainFactory())
+    body = bob.encrypt(b"a message with a post-quantum ratchet field", rng).body
+    bit = data.draw(st.integers(0, 8 * len(body) - 1))
+    flipped = bytearray(body)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    before = alice.serialize()
+    with pytest.raises(E2EError):
+        alice.decrypt(bytes(flipped), rng)
+    assert alice.serialize() == before
+    assert alice.decrypt(body, rng) == b"a message with a post-quantum ratchet field"
