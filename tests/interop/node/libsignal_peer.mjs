@@ -341,7 +341,12 @@ function send(answer) {
 
 // The version-4 session-start ops of v4_start_ops.mjs.
 const { v4StartOps } = await import('./v4_start_ops.mjs');
-Object.assign(OPS, v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadRequest }));
+for (const [name, op] of Object.entries(v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadRequest }))) {
+  if (Object.hasOwn(OPS, name)) {
+    throw new Error(`op ${name} is defined twice`);
+  }
+  OPS[name] = op;
+}
 
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
 for await (const line of lines) {

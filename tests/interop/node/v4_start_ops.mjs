@@ -1,23 +1,24 @@
 // Version-4 session start for the libsignal peer (libsignal_peer.mjs): Kyber prekeys, bundles that
 // libsignal makes or processes, PQXDH through libsignal's session API, and its log lines.
 //
-// Ops (arguments after the colon; results after the arrow; bytes as base64):
-//   kyber_key_pair_generate:                          -> {public_key (1569), secret_key (3169)}
-//   pre_key_bundle_create: party, signed_pre_key_id, kyber_pre_key_id, pre_key_id?
+// Ops (arguments after the colon; results after the arrow; bytes as base64), all named v4start_*
+// so that they cannot collide with the peer's other ops:
+//   v4start_kyber_key_pair:                           -> {public_key (1569), secret_key (3169)}
+//   v4start_bundle_create: party, signed_pre_key_id, kyber_pre_key_id, pre_key_id?
 //       -> {registration_id, identity_key, signed_pre_key, signed_pre_key_signature, pre_key?,
 //           kyber_pre_key, kyber_pre_key_signature, and the private halves: identity_private,
 //           signed_pre_key_private, pre_key_private?, kyber_secret_key}
 //       New keys made by libsignal, stored in the party's stores, published as a bundle.
-//   process_pre_key_bundle: party, address, local_address, bundle (the fields above, with
+//   v4start_process_bundle: party, address, local_address, bundle (the fields above, with
 //       registration_id, device_id, signed_pre_key_id, kyber_pre_key_id, pre_key_id?)  -> {}
-//   encrypt: party, address, local_address, plaintext  -> {type (2 or 3), body}
-//   decrypt_prekey: party, address, local_address, message -> {plaintext}
-//   session_record_export: party, address              -> {record} (null when there is none)
-//   log_capture:                                       -> {messages}: libsignal's log lines (warnings
-//       and errors) since the previous log_capture; the first call starts the capture.
+//   v4start_encrypt: party, address, local_address, plaintext  -> {type (2 or 3), body}
+//   v4start_decrypt_prekey: party, address, local_address, message -> {plaintext}
+//   v4start_record_export: party, address             -> {record} (null when there is none)
+//   v4start_log_capture:                              -> {messages}: libsignal's log lines (warnings
+//       and errors) since the previous call; the first call starts the capture.
 
 export function v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadRequest }) {
-  // libsignal's log lines, once log_capture has started the capture.
+  // libsignal's log lines, once v4start_log_capture has started the capture.
   let capturedLogs = null;
 
   function optionalBytes(request, name) {
@@ -25,12 +26,12 @@ export function v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadR
   }
 
   return {
-    kyber_key_pair_generate: async () => {
+    v4start_kyber_key_pair: async () => {
       const pair = lib.KEMKeyPair.generate();
       return { public_key: b64(pair.getPublicKey().serialize()), secret_key: b64(pair.getSecretKey().serialize()) };
     },
 
-    pre_key_bundle_create: async (request) => {
+    v4start_bundle_create: async (request) => {
       const party = partyArg(request);
       const signedId = arg(request, 'signed_pre_key_id', 'number');
       const kyberId = arg(request, 'kyber_pre_key_id', 'number');
@@ -65,7 +66,7 @@ export function v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadR
       return result;
     },
 
-    process_pre_key_bundle: async (request) => {
+    v4start_process_bundle: async (request) => {
       const party = partyArg(request);
       const bundle = request.bundle;
       if (bundle === null || typeof bundle !== 'object') {
@@ -95,7 +96,7 @@ export function v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadR
       return {};
     },
 
-    encrypt: async (request) => {
+    v4start_encrypt: async (request) => {
       const party = partyArg(request);
       const message = await lib.signalEncrypt(
         bytesArg(request, 'plaintext'),
@@ -107,7 +108,7 @@ export function v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadR
       return { type: message.type(), body: b64(message.serialize()) };
     },
 
-    decrypt_prekey: async (request) => {
+    v4start_decrypt_prekey: async (request) => {
       const party = partyArg(request);
       const plaintext = await lib.signalDecryptPreKey(
         lib.PreKeySignalMessage.deserialize(bytesArg(request, 'message')),
@@ -122,7 +123,7 @@ export function v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadR
       return { plaintext: b64(plaintext) };
     },
 
-    log_capture: async () => {
+    v4start_log_capture: async () => {
       if (capturedLogs === null) {
         capturedLogs = [];
         lib.initLogger(lib.LogLevel.Warn, (level, target, file, line, message) => {
@@ -133,7 +134,7 @@ export function v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadR
       return { messages };
     },
 
-    session_record_export: async (request) => {
+    v4start_record_export: async (request) => {
       const party = partyArg(request);
       const record = await party.sessions.getSession(addressArg(request, 'address'));
       return { record: record === null ? null : b64(record.serialize()) };
