@@ -574,3 +574,57 @@ def test_any_bit_flip_in_a_version_4_message_is_refused(data: st.DataObject) -> 
         alice.decrypt(bytes(flipped), rng)
     assert alice.serialize() == before
     assert alice.decrypt(body, rng) == b"a message with a post-quantum ratchet field"
+
+
+# -- a session start captured from libsignal ---------------------------------------------------------
+
+
+def test_a_session_start_captured_from_libsignal_agrees_with_ours() -> None:
+    """libsignal 0.103's Alice started a session from a bundle of ours and stored its keys; our Bob
+    derives the same from her message (tests/fixtures/libsignal-v4-session-start.json)."""
+    import json
+    from pathlib import Path
+
+    from e2e.keys import PrivateKey, PublicKey
+    from e2e.kyber import KyberPrivateKey, KyberPublicKey
+    from e2e.primitives import chain_step, root_step
+
+    document = json.loads(
+        (Path(__file__).parent / "fixtures" / "libsignal-v4-session-start.json").read_text()
+    )
+    keys = {name: bytes.fromhex(value) for name, value in document["bob"].items()}
+    identity = KeyPair(PrivateKey(keys["identity_private"]))
+    signed = KeyPair(PrivateKey(keys["signed_pre_key_private"]))
+    one_time = KeyPair(PrivateKey(keys["one_time_pre_key_private"]))
+    kyber_pair = KyberKeyPair(KyberPrivateKey.deserialize(keys["kyber_secret_key"]))
+    fields = document["bundle"]
+    bundle = PreKeyBundle(
+        registration_id=fields["registration_id"],
+        device_id=fields["device_id"],
+        identity_key=PublicKey.deserialize(bytes.fromhex(fields["identity_key"])),
+        signed_pre_key_id=fields["signed_pre_key_id"],
+        signed_pre_key=PublicKey.deserialize(bytes.fromhex(fields["signed_pre_key"])),
+        signed_pre_key_signature=bytes.fromhex(fields["signed_pre_key_signature"]),
+        pre_key_id=fields["pre_key_id"],
+        pre_key=PublicKey.deserialize(bytes.fromhex(fields["pre_key"])),
+        kem_pre_key_id=fields["kyber_pre_key_id"],
+        kem_pre_key=KyberPublicKey.deserialize(bytes.fromhex(fields["kyber_pre_key"])),
+        kem_pre_key_signature=bytes.fromhex(fields["kyber_pre_key_signature"]),
+    )
+    bundle.verify()
+    assert bundle.identity_key == identity.public_key and bundle.kem_pre_key == kyber_pair.public_key
+
+    body = bytes.fromhex(document["message"]["body"])
+    assert document["message"]["type"] == MessageType.PREKEY and body[0] == 0x44
+    message = PreKeySignalMessage.deserialize(body)
+    assert message.kem_pre_key_id == fields["kyber_pre_key_id"] and message.pre_key_id == fields["pre_key_id"]
+    assert message.message.pq_ratchet  # libsignal's SPQR field, opaque here
+    secret = pqxdh_v4.respond(identity, signed, one_time, kyber_pair, message.initial_message())
+    stored = document["libsignal_session"]
+    assert stored["session_version"] == 4
+    assert stored["alice_base_key"] == message.base_key.serialize().hex()
+    assert stored["receiver_chain"] == [signed.public_key.serialize().hex(), secret.chain_key.key.hex()]
+    root_key, chain_key = root_step(secret.root_key.key, signed.agree(message.message.ratchet_key))
+    _, chain_key = chain_step(chain_key)  # libsignal stored its sending chain after one message
+    assert stored["root_key"] == root_key.hex()
+    assert stored["sender_chain"] == [message.message.ratchet_key.serialize().hex(), chain_key.hex()]
