@@ -31,6 +31,7 @@ from e2e.errors import (
     VersionMismatchError,
 )
 from e2e.kem import KemKeyPair
+from e2e.kem import encapsulate as ml_kem_encapsulate
 from e2e.keys import KeyPair, Rng
 from e2e.kyber import KyberCiphertext, KyberKeyPair
 from e2e.pq_ratchet import Direction, PostQuantumRatchet
@@ -628,3 +629,101 @@ def test_a_session_start_captured_from_libsignal_agrees_with_ours() -> None:
     _, chain_key = chain_step(chain_key)  # libsignal stored its sending chain after one message
     assert stored["root_key"] == root_key.hex()
     assert stored["sender_chain"] == [message.message.ratchet_key.serialize().hex(), chain_key.hex()]
+
+
+# -- malformed version-4 PreKeySignalMessages --------------------------------------------------------
+
+
+def _v4_prekey_parts(rng: Rng) -> tuple[PreKeySignalMessage, KyberParty]:
+    _, alice_record, bob, _ = _start(rng)
+    return PreKeySignalMessage.deserialize(alice_record.encrypt(b"hello", rng).body), bob
+
+
+def _reframe(message: PreKeySignalMessage, **changes: object) -> bytes:
+    from e2e.wire import encode_prekey_signal_message
+
+    fields: dict[str, object] = {
+        "registration_id": message.registration_id,
+        "pre_key_id": message.pre_key_id,
+        "signed_pre_key_id": message.signed_pre_key_id,
+        "serialized_base_key": message.base_key.serialize(),
+        "serialized_identity_key": message.identity_key.serialize(),
+        "serialized_message": message.message.serialized,
+        "kem_pre_key_id": message.kem_pre_key_id,
+        "serialized_kem_ciphertext": message.kem_ciphertext.serialize(),  # type: ignore[union-attr]
+        "version": 4,
+    }
+    fields.update(changes)
+    return encode_prekey_signal_message(**fields)  # type: ignore[arg-type]
+
+
+def test_malformed_version_4_prekey_messages_are_decode_errors(rng: Rng) -> None:
+    message, _ = _v4_prekey_parts(rng)
+    assert _reframe(message) == message.serialized
+    # Without the Kyber fields (framed as version 3, then relabelled 0x44).
+    bare = _reframe(message, kem_pre_key_id=None, serialized_kem_ciphertext=None, version=3)
+    with pytest.raises(DecodeError, match="Kyber prekey id"):
+        PreKeySignalMessage.deserialize(b"\x44" + bare[1:])
+    # A Kyber ciphertext with ML-KEM's type byte, or of the wrong length.
+    ciphertext = message.kem_ciphertext.serialize()  # type: ignore[union-attr]
+    for bad in (b"\x0a" + ciphertext[1:], ciphertext[:-1], ciphertext + b"\x00"):
+        with pytest.raises(DecodeError):
+            PreKeySignalMessage.deserialize(_reframe(message, serialized_kem_ciphertext=bad))
+    # A version-4 PreKey message around a version-3 SignalMessage, and the reverse.
+    inner_v3 = b"\x33" + message.message.serialized[1:]
+    with pytest.raises(DecodeError, match="wraps a version-3"):
+        PreKeySignalMessage.deserialize(_reframe(message, serialized_message=inner_v3))
+    outer_v3 = _reframe(message, kem_pre_key_id=None, serialized_kem_ciphertext=None, version=3)
+    with pytest.raises(DecodeError, match="wraps a version-4"):
+        PreKeySignalMessage.deserialize(outer_v3)
+    # The encoder refuses the same mixtures.
+    with pytest.raises(ValueError):
+        _reframe(message, kem_pre_key_id=None, serialized_kem_ciphertext=None)
+    with pytest.raises(ValueError):
+        PreKeySignalMessage.create(
+            1,
+            None,
+            1,
+            message.base_key,
+            message.identity_key,
+            message.message,
+            5,
+            ml_kem_encapsulate(KemKeyPair.generate(rng).public_key)[0],
+        )
+
+
+def test_version_4_signal_messages_with_bad_fields_are_decode_errors(rng: Rng) -> None:
+    body, _, _ = _v4_message(rng, addresses=bytes(36))
+    header_end = len(body) - 8
+    # Field 6 longer than 64 bytes.
+    long_addresses = body[: header_end - 38] + bytes((0x32, 65)) + bytes(65) + body[header_end:]
+    with pytest.raises(DecodeError, match="addresses"):
+        SignalMessage.deserialize(long_addresses)
+    with pytest.raises(ValueError):
+        _v4_message(rng, addresses=bytes(65))
+    # A ciphertext that is not a whole number of AES blocks.
+    _, mac_key, associated = _v4_message(rng)
+    odd = encode_signal_message(
+        mac_key, associated, KeyPair.generate(rng).public_key.serialize(), 0, 0, bytes(79), version=4
+    )
+    with pytest.raises(DecodeError, match="AES blocks"):
+        SignalMessage.deserialize(odd)
+
+
+def test_the_wrong_kind_of_kem_prekey_for_the_message_is_refused(rng: Rng) -> None:
+    message, bob = _v4_prekey_parts(rng)
+    with pytest.raises(InvalidKeyError, match="Kyber prekey"):
+        SessionRecord().decrypt_prekey_message(
+            message,
+            bob.identity,
+            bob.signed_pre_key,
+            bob.one_time_pre_keys.get(message.pre_key_id or -1),
+            rng,
+            our_kem_pre_key=KemKeyPair.generate(rng),
+        )
+    ml_kem_ciphertext, _ = ml_kem_encapsulate(KemKeyPair.generate(rng).public_key)
+    initial = replace(message.initial_message(), kem_ciphertext=ml_kem_ciphertext)
+    with pytest.raises(InvalidKeyError, match="ML-KEM"):
+        pqxdh_v4.respond(bob.identity, bob.signed_pre_key, None, bob.kyber_lookup(500), initial)
+    with pytest.raises(InvalidKeyError):
+        pqxdh_v4.kdf_pqxdh_v4(bytes(96), bytes(31))
