@@ -727,3 +727,24 @@ def test_the_wrong_kind_of_kem_prekey_for_the_message_is_refused(rng: Rng) -> No
         pqxdh_v4.respond(bob.identity, bob.signed_pre_key, None, bob.kyber_lookup(500), initial)
     with pytest.raises(InvalidKeyError):
         pqxdh_v4.kdf_pqxdh_v4(bytes(96), bytes(31))
+
+
+def test_a_record_that_ran_the_post_quantum_ratchet_does_not_start_states_without_it(rng: Rng) -> None:
+    factory = HashChainFactory()
+    alice = KyberParty.create_kyber(rng, 1000)
+    bob = KyberParty.create_kyber(rng, 2000)
+    record = SessionRecord.initiate(
+        alice.identity, 1000, bob.kyber_bundle(rng, last_resort=True), rng, pq_ratchet_factory=factory
+    )
+    record.pq_ratchet_factory = None
+    before = record.serialize()
+    with pytest.raises(DowngradeError, match="post-quantum ratchet"):
+        record.start_session(alice.identity, 1000, bob.kyber_bundle(rng, last_resort=True), rng)
+    other = SessionRecord.initiate(KeyPair.generate(rng), 1001, bob.kyber_bundle(rng, last_resort=True), rng)
+    with pytest.raises(DowngradeError, match="post-quantum ratchet"):
+        bob.receive_v4(record, other.encrypt(b"hi", rng).body, rng)
+    assert record.serialize() == before
+    record.start_session(
+        alice.identity, 1000, bob.kyber_bundle(rng, last_resort=True), rng, allow_downgrade=True
+    )
+    assert record.current_state is not None and record.current_state.pq_ratchet is None
