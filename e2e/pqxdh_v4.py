@@ -47,7 +47,7 @@ Invariants
   prekey :class:`~e2e.errors.InvalidKeyError`.
 * Bob refuses a message without a Kyber ciphertext (:class:`~e2e.errors.DowngradeError`) and one
   whose Kyber prekey the caller could not find — unknown, or a one-time Kyber prekey already
-  used — with :class:`~e2e.errors.PreKeyNotFoundError`.  libsignal checks the base key's encoding
+  used — with :class:`~e2e.errors.UnknownPreKeyError`.  libsignal checks the base key's encoding
   first; :class:`~e2e.wire.PreKeySignalMessage` has already refused a non-canonical one.
 * Randomness: Alice's base key and the encapsulation's 32 bytes both come from ``rng``, in that
   order, so a seeded ``rng`` reproduces a session start byte for byte.
@@ -66,7 +66,7 @@ from __future__ import annotations
 from typing import Final
 
 from e2e import kyber
-from e2e.errors import DowngradeError, InvalidKeyError, PreKeyNotFoundError
+from e2e.errors import DowngradeError, InvalidKeyError, UnknownPreKeyError
 from e2e.explain import Trace, emit
 from e2e.kdf import X3DH_DISCONTINUITY, ChainKey, RootKey, hkdf
 from e2e.keys import KeyPair, PublicKey, Rng
@@ -170,14 +170,11 @@ def respond(
     if not isinstance(message.kem_ciphertext, KyberCiphertext):
         raise InvalidKeyError("the initial message carries an ML-KEM ciphertext, not a Kyber1024 one")
     if our_kyber_pre_key is None:
-        raise PreKeyNotFoundError(
-            f"Kyber prekey {message.kem_pre_key_id} is not available"
-            " (unknown, or a one-time Kyber prekey already used)"
-        )
+        # InitialMessage carries a KEM prekey id exactly when it carries a KEM ciphertext.
+        assert message.kem_pre_key_id is not None
+        raise UnknownPreKeyError("Kyber prekey", message.kem_pre_key_id)
     if message.pre_key_id is not None and our_one_time_pre_key is None:
-        raise PreKeyNotFoundError(
-            f"one-time prekey {message.pre_key_id} is not available (unknown, or already used)"
-        )
+        raise UnknownPreKeyError("one-time prekey", message.pre_key_id)
     dh_outputs = responder_dh(our_identity_key, our_signed_pre_key, our_one_time_pre_key, message, trace)
     shared_secret = our_kyber_pre_key.decapsulate(message.kem_ciphertext)
     emit(

@@ -564,13 +564,14 @@ class RatchetState:
                 return chain
         return None
 
-    def decrypt(self, message: SignalMessage, rng: Rng, trace: Trace | None = None) -> bytes:
+    def decrypt(self, message: SignalMessage, rng: Rng | None = None, trace: Trace | None = None) -> bytes:
         """Decrypt ``message`` and advance the state; on any error the state is unchanged.
 
         Raises :class:`~e2e.errors.DuplicateMessageError` for a message whose key was used or
         dropped, :class:`~e2e.errors.TooManySkippedMessagesError` beyond ``max_skip``, and
         :class:`~e2e.errors.InvalidMessageError` for a bad MAC, padding or ratchet key.
-        ``rng`` is not used: a DH step's fresh ratchet key is drawn by the next :meth:`encrypt`.
+        ``rng`` is not used: a DH step's fresh ratchet key is drawn by the next :meth:`encrypt`
+        (it is still accepted, and may be left out).
         """
         their_key = message.ratchet_key
         raw = their_key.raw

@@ -86,7 +86,8 @@ What this module does not know
 ------------------------------
 Where prekeys, identities and records are stored, or whether the remote identity key is trusted:
 the caller checks identities (see :class:`~e2e.errors.UntrustedIdentityError`) and deletes a
-one-time prekey after its first message decrypted.
+one-time prekey after its first message decrypted.  :mod:`e2e.session_cipher` does both over the
+store protocols of :mod:`e2e.stores`.
 """
 
 from __future__ import annotations
@@ -199,8 +200,7 @@ class SessionRecord:
         :class:`~e2e.errors.DowngradeError`; pass ``allow_downgrade=True`` after the user has
         accepted it (for instance, a peer that reinstalled an older client).
         """
-        if not 0 <= our_registration_id <= UINT32_MAX:
-            raise ValueError("a registration id is an unsigned 32-bit value")
+        _check_registration_id(our_registration_id)
         if (
             their_bundle.kem_pre_key is None
             and not allow_downgrade
@@ -352,19 +352,24 @@ class SessionRecord:
         )
         return Ciphertext(MessageType.PREKEY, body)
 
-    def decrypt(self, body: bytes, rng: Rng, trace: Trace | None = None) -> bytes:
+    def decrypt(self, body: bytes, rng: Rng | None = None, trace: Trace | None = None) -> bytes:
         """Decrypt a SignalMessage (type ``WHISPER``) with the current or an archived state.
 
         The state that decrypts becomes current.  Raises :class:`~e2e.errors.DecodeError`,
         :class:`~e2e.errors.NoSessionError`, :class:`~e2e.errors.DuplicateMessageError`,
         :class:`~e2e.errors.TooManySkippedMessagesError` or
         :class:`~e2e.errors.InvalidMessageError`; the record is unchanged after any of them.
+
+        ``rng`` is not used (a DH ratchet step's fresh key is drawn by the next :meth:`encrypt`);
+        it is still accepted, positionally as before, so that older callers keep working.
         """
         message = SignalMessage.deserialize(body)
         return self.decrypt_message(message, rng, trace)
 
-    def decrypt_message(self, message: SignalMessage, rng: Rng, trace: Trace | None = None) -> bytes:
-        """:meth:`decrypt` for an already decoded message."""
+    def decrypt_message(
+        self, message: SignalMessage, rng: Rng | None = None, trace: Trace | None = None
+    ) -> bytes:
+        """:meth:`decrypt` for an already decoded message (``rng`` is not used either)."""
         states = self._states()
         if not states:
             raise NoSessionError("no session state to decrypt with")
@@ -399,41 +404,49 @@ class SessionRecord:
 
     def decrypt_prekey_message(
         self,
-        message: PreKeySignalMessage,
+        message: PreKeySignalMessage | bytes,
         our_identity_key: KeyPair,
-        our_signed_pre_key: KeyPair,
+        our_signed_pre_key: KeyPair | None,
         our_one_time_pre_key: KeyPair | None,
-        rng: Rng,
+        rng: Rng | None = None,
         trace: Trace | None = None,
         *,
-        our_registration_id: int | None = None,
+        our_registration_id: int,
         our_kem_pre_key: KemKeyPair | KyberKeyPair | None = None,
         require_pqxdh: bool = False,
         allow_downgrade: bool = False,
     ) -> bytes:
         """Bob: decrypt Alice's PreKeySignalMessage, starting a new state if its base key is new.
 
-        The caller looked ``our_signed_pre_key``, ``our_one_time_pre_key`` and (for a message
-        with a KEM ciphertext) ``our_kem_pre_key`` up by ``message.signed_pre_key_id``,
+        ``message`` is the wire bytes (type ``PREKEY``) or an already decoded message.  The caller
+        looked ``our_signed_pre_key``, ``our_one_time_pre_key`` and (for a message with a KEM
+        ciphertext) ``our_kem_pre_key`` up by ``message.signed_pre_key_id``,
         ``message.pre_key_id`` and ``message.kem_pre_key_id``, and deletes the one-time prekeys
-        (EC and KEM) once this returns; a last-resort KEM prekey stays.  A message with a KEM
-        ciphertext is answered with PQXDH, one without with X3DH, unless ``require_pqxdh`` is
-        set: then it raises :class:`~e2e.errors.DowngradeError` (for a device that publishes KEM
-        prekeys and will not talk to peers who ignore them).  ``our_registration_id`` is recorded
-        in the new state (libsignal takes it from its identity store); without it the current
-        state's, or 0, is used.  A repeated message (same base key) is decrypted by the existing
-        state and needs no prekey, but must carry that state's identity key; a replayed one raises
-        :class:`~e2e.errors.DuplicateMessageError`.
+        (EC and KEM) once this returns; a last-resort KEM prekey stays.
+        (:class:`e2e.session_cipher.SessionCipher` does all of that over stores.)
+
+        A repeated message (its base key already names one of our states, see
+        :meth:`has_state_for_base_key`) is decrypted by the existing state and needs no prekey:
+        ``our_signed_pre_key`` may then be ``None``; it must still carry that state's identity
+        key, and a replayed one raises :class:`~e2e.errors.DuplicateMessageError`.  A new base
+        key without a signed prekey raises :class:`~e2e.errors.InvalidMessageError`.
+
+        A message with a KEM ciphertext is answered with PQXDH, one without with X3DH, unless
+        ``require_pqxdh`` is set: then it raises :class:`~e2e.errors.DowngradeError` (for a
+        device that publishes KEM prekeys and will not talk to peers who ignore them).
+        ``our_registration_id`` (required: libsignal takes it from its identity store) is
+        recorded in a new state.  ``rng`` is not used and may be left out.
 
         A version-4 message (``0x44``) is answered with Signal's PQXDH (:mod:`e2e.pqxdh_v4`), and
         ``our_kem_pre_key`` is then the Kyber prekey it names (``None`` when the lookup found none:
-        :class:`~e2e.errors.PreKeyNotFoundError`).  A record that holds a version-4 state refuses to
+        :class:`~e2e.errors.UnknownPreKeyError`).  A record that holds a version-4 state refuses to
         start a version-3 one (:class:`~e2e.errors.DowngradeError`) unless ``allow_downgrade``.
         """
-        if not isinstance(message, PreKeySignalMessage):
-            raise TypeError(
-                "decrypt_prekey_message takes a PreKeySignalMessage (see PreKeySignalMessage.deserialize)"
-            )
+        _check_registration_id(our_registration_id)
+        if isinstance(message, bytes):
+            message = PreKeySignalMessage.deserialize(message)
+        elif not isinstance(message, PreKeySignalMessage):
+            raise TypeError("decrypt_prekey_message takes a PreKeySignalMessage or its wire bytes")
         known = [state for state in self._states() if state.base_key == message.base_key]
         if known:
             # The inner MAC is checked with the identity key the state recorded, so the header's
@@ -444,6 +457,10 @@ class SessionRecord:
                 )
             emit(trace, "session.known_base_key", {"base_key": message.base_key.fingerprint()})
             return self.decrypt_message(message.message, rng, trace)
+        if our_signed_pre_key is None:
+            raise InvalidMessageError(
+                f"a new session needs the signed prekey {message.signed_pre_key_id}, and none was given"
+            )
         initial = message.initial_message()
         agreement: Agreement
         if (
@@ -480,9 +497,7 @@ class SessionRecord:
             message.identity_key,
             our_signed_pre_key,
             message.base_key,
-            our_registration_id
-            if our_registration_id is not None
-            else (self._current.local_registration_id if self._current is not None else 0),
+            our_registration_id,
             message.registration_id,
             self.limits,
             trace,
@@ -542,6 +557,14 @@ class SessionRecord:
 
     def __repr__(self) -> str:
         return f"SessionRecord(current={self._current!r}, archived={len(self._archived)})"
+
+
+def _check_registration_id(registration_id: object) -> None:
+    """A registration id is an unsigned 32-bit integer, given explicitly (never a silent 0)."""
+    if not isinstance(registration_id, int) or isinstance(registration_id, bool):
+        raise TypeError(f"a registration id is an int, not {type(registration_id).__name__}")
+    if not 0 <= registration_id <= UINT32_MAX:
+        raise ValueError("a registration id is an unsigned 32-bit value")
 
 
 def _format_version(state: RatchetState) -> int:

@@ -334,8 +334,8 @@ class Store(Protocol):
         A repeated (sender, client id) with the same recipient, type and body stores nothing and
         returns the earlier server id with ``duplicate`` set; with different content it raises
         :class:`MessageIdReusedError`.  Raises :class:`UnknownDeviceError` for an unknown recipient
-        and :class:`QueueFullError` at the caps.  The recipient's subscribers get MESSAGES after
-        the commit.
+        and :class:`QueueFullError` at the caps.  Messages expired by ``now`` do not count against
+        the caps.  The recipient's subscribers get MESSAGES after the commit.
         """
         ...
 
@@ -345,10 +345,12 @@ class Store(Protocol):
         """Up to ``limit`` unexpired messages of ``recipient`` with larger ids, in id order."""
         ...
 
-    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> Awaitable[int]:
+    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int], now: float) -> Awaitable[int]:
         """Delete the named messages from ``recipient``'s own queue, all or nothing.
 
-        Raises :class:`UnknownMessageError` (deleting nothing) if any id is not in that queue.
+        Raises :class:`UnknownMessageError` (deleting nothing) if any id is not in that queue, or
+        names a message that expired by ``now`` (expired messages are gone for their recipient
+        even before :meth:`expire` deletes them).
         """
         ...
 

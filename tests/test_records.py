@@ -284,6 +284,10 @@ def test_frozen_version_4_session_fixture_decodes_and_still_decrypts(rng: Determ
         message = PreKeySignalMessage.deserialize(bytes.fromhex(stored["body"]))
         # The base key is known: no prekey is needed to decrypt a repeated PreKey message.
         plaintext = bob.decrypt_prekey_message(
-            message, KeyPair.generate(rng), KeyPair.generate(rng), None, rng
+            message,
+            KeyPair.generate(rng),
+            None,
+            None,
+            our_registration_id=bob.current_state.local_registration_id if bob.current_state else 0,
         )
         assert plaintext == stored["plaintext"].encode()

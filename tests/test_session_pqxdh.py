@@ -123,6 +123,7 @@ class Bob:
             self.signed_pre_key,
             None if message.pre_key_id is None else self.one_time.get(message.pre_key_id),
             rng,
+            our_registration_id=99,
             our_kem_pre_key=self.kem(message.kem_pre_key_id),
             **options,
         )
@@ -210,7 +211,12 @@ def test_the_frozen_version_1_records_still_load_and_work() -> None:
     assert message.kem_ciphertext is None
     fresh = SessionRecord()
     plaintext = fresh.decrypt_prekey_message(
-        message, keys["bob_identity"], keys["bob_signed_pre_key"], keys["bob_one_time_pre_key"], rng
+        message,
+        keys["bob_identity"],
+        keys["bob_signed_pre_key"],
+        keys["bob_one_time_pre_key"],
+        rng,
+        our_registration_id=2,
     )
     assert plaintext == b"pending"
 

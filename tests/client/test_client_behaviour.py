@@ -183,7 +183,7 @@ async def test_malformed_ciphertexts_are_quarantined_and_never_touch_the_session
         (MessageType.WHISPER, b"\x33garbage"),
         (MessageType.PREKEY, b"\x33\x00\x01\x02"),
         (7, b"an unknown type"),
-        (MessageType.WHISPER, b""),
+        (MessageType.WHISPER, b"\x33"),
     ]:
         await junk.send("bob", 1, f"junk-{message_type}-{len(body)}", message_type, body)
     await junk.close()
@@ -488,8 +488,8 @@ async def test_a_prekey_message_for_an_unknown_signed_prekey_is_quarantined(
     await connection.close()
 
     event = await bob.receive(timeout=10)
-    assert isinstance(event, Undecryptable) and event.error == "InvalidMessageError"
-    assert "999" in bob.quarantined()[-1].error
+    assert isinstance(event, Undecryptable) and event.error == "UnknownPreKeyError"
+    assert "signed prekey with id 999" in bob.quarantined()[-1].error
     # Nothing of Mallory was kept: no session, no contact.
     assert bob.store.session("mallory", 1) is None and bob.store.contact("mallory") is None
 

@@ -216,6 +216,7 @@ def test_libsignal_starts_a_v4_session_from_our_bundle(libsignal: NodePeer, with
             bob["signed"],
             bob["one_time"] if with_one_time else None,
             bob["rng"],
+            our_registration_id=4242,
             our_kem_pre_key=bob["kyber"],
         )
     assert not record.has_current_state()
