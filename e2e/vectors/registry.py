@@ -119,6 +119,7 @@ REGISTRY: dict[str, KindSpec] = {
         _names("private_key message random public_key signature"),
         _names("public_key signature valid libsignal_valid"),
     ),
+    "ed25519": KindSpec(primitive_kinds.ed25519, 2, _names("public_key message signature"), _names("valid")),
     "hkdf": KindSpec(
         primitive_kinds.hkdf_sha256,
         2,
