@@ -39,7 +39,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 PLAINTEXT_64 = bytes(range(64))
@@ -52,6 +55,10 @@ class Peer:
 
     name: ClassVar[str]
     label: ClassVar[str]
+
+    def cpu_clock(self) -> float:
+        """The CPU seconds the timed work runs on: this process's, unless the peer runs elsewhere."""
+        return time.process_time()
 
     def setups(self, n: int) -> None:
         raise NotImplementedError
@@ -80,6 +87,10 @@ class Peer:
         raise NotImplementedError
 
     def group_send(self, n: int, plaintext: bytes) -> None:
+        raise NotImplementedError
+
+    def group_send_stored(self, n: int, plaintext: bytes) -> None:
+        """:meth:`group_send` with the sender-key record serialized and loaded back per message."""
         raise NotImplementedError
 
     def start_fanout(self, members: int) -> None:
@@ -284,6 +295,16 @@ class Ours(SyncPeer):
         for _ in range(n):
             encrypt(name, plaintext, rng)
 
+    def group_send_stored(self, n: int, plaintext: bytes) -> None:
+        from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore
+
+        # The same sender key, in a store that keeps only serialized records.
+        store = InMemorySenderKeyStore()
+        store.store_sender_key(self._group_name, self._group_cipher.store.load_sender_key(self._group_name))
+        encrypt, name, rng = GroupCipher(store).encrypt, self._group_name, os.urandom
+        for _ in range(n):
+            encrypt(name, plaintext, rng)
+
 
 class _ObjectSenderKeyStore:
     """A sender-key store holding record objects, as the 1:1 rows hold session records."""
@@ -437,6 +458,10 @@ class Axolotl(SyncPeer):
         encrypt = self._group_cipher.encrypt
         for _ in range(n):
             encrypt(plaintext)
+
+    def group_send_stored(self, n: int, plaintext: bytes) -> None:
+        # Its sender-key store always keeps serialized records: group_send already is this row.
+        self.group_send(n, plaintext)
 
     def primitives(self) -> dict[str, Batch]:
         # libsignal's C curve25519 code, as python-axolotl calls it.
@@ -737,6 +762,71 @@ class Vodozemac(SyncPeer):
         self._sessions = [alice, bob]
 
 
+# --------------------------------------------------------------------------------------------
+# libsignal 0.103 (Rust, through its Node bindings), the group rows only
+
+
+class Libsignal(Peer):
+    """libsignal as Signal ships it, in the interop tests' Node peer (``make node`` installs it).
+
+    Its CPU is the Node process's, read from the peer before and after each batch; a batch is one
+    request that runs ``groupEncrypt`` ``n`` times.  Its sender-key store keeps libsignal's
+    serialized records, so each send also parses and re-serializes the record, as Signal's clients'
+    stores do.  The 1:1 rows need sessions, which the peer does not run yet.
+    """
+
+    name = "libsignal"
+    label = "libsignal 0.103 (Rust, via Node)"
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from interop.node_peer import Address, NodePeer
+
+        self._peer = NodePeer()
+        self._address = Address("sender", 1)
+        self._groups = 0
+
+    def cpu_clock(self) -> float:
+        return float(self._peer.call("cpu_time")["seconds"])
+
+    def close(self) -> None:
+        """Stop the Node peer (it also stops by itself when this process exits)."""
+        self._peer.close()
+
+    def start_group(self, members: int) -> None:
+        import base64
+        import uuid
+
+        self._groups += 1
+        self._party = f"sender-{self._groups}"
+        self._distribution = str(uuid.uuid4())
+        self._peer.create_identity(self._party)
+        offer = self._peer.sender_key_distribution_create(self._party, self._address, self._distribution)
+        first = self._peer.group_encrypt(self._party, self._address, self._distribution, PLAINTEXT_64)
+        for number in range(members):
+            member = f"{self._party}-member-{number}"
+            self._peer.create_identity(member)
+            self._peer.sender_key_distribution_process(member, self._address, offer)
+            _check(self._peer.group_decrypt(member, self._address, first), PLAINTEXT_64)
+        self._plaintext = base64.b64encode(PLAINTEXT_64).decode()
+
+    def group_send(self, n: int, plaintext: bytes) -> None:
+        import base64
+
+        self._peer.call(
+            "bench_group_encrypt",
+            party=self._party,
+            sender=self._address.to_json(),
+            distribution_id=self._distribution,
+            plaintext=base64.b64encode(plaintext).decode(),
+            count=n,
+        )
+
+    def group_send_stored(self, n: int, plaintext: bytes) -> None:
+        # The peer's store keeps libsignal's serialized records: group_send already is this row.
+        self.group_send(n, plaintext)
+
+
 PEERS: dict[str, type[Peer]] = {
-    peer.name: peer for peer in (Ours, Axolotl, Syndace, SyndaceOldmemo, Vodozemac, OurPrimitives)
+    peer.name: peer for peer in (Ours, Axolotl, Syndace, SyndaceOldmemo, Vodozemac, Libsignal, OurPrimitives)
 }

@@ -17,7 +17,9 @@ The symmetric work the Double Ratchet does for every message, written for speed 
 * :func:`chain_step`: ``KDF_CK`` (Double Ratchet §2.2, §5.2 with libsignal's constants) in one
   go: the message-key seed ``HMAC(CK, 0x01)`` and the next chain key ``HMAC(CK, 0x02)``.
 * :func:`derive_message_keys`: libsignal v3's expansion of the seed,
-  ``HKDF(salt = 32 zero bytes, seed, "WhisperMessageKeys", 80)`` → AES key ‖ MAC key ‖ IV.
+  ``HKDF(salt = 32 zero bytes, seed, "WhisperMessageKeys", 80)`` → AES key ‖ MAC key ‖ IV;
+  :func:`derive_group_message_keys`, the Sender Keys one, ``HKDF(salt = 32 zero bytes, seed,
+  "WhisperGroup", 48)`` → IV ‖ AES key (:mod:`e2e.sender_key_state`).
 * :func:`cbc_encrypt` / :func:`cbc_decrypt`: AES-256-CBC with PKCS#7 padding done here (one
   ``bytes`` operation instead of a padding context), using ``cryptography``.  The cipher
   contexts are made by the function ``Cipher.encryptor()`` itself ends in, skipping its generic
@@ -54,6 +56,7 @@ __all__ = [
     "chain_step",
     "root_step",
     "derive_message_keys",
+    "derive_group_message_keys",
     "cbc_encrypt",
     "cbc_decrypt",
     "AES_BLOCK_SIZE",
@@ -78,6 +81,9 @@ _CHAIN_KEY_SEED: Final = b"\x02"
 _EXPAND_1: Final = MESSAGE_KEYS_INFO + b"\x01"
 _EXPAND_2: Final = MESSAGE_KEYS_INFO + b"\x02"
 _EXPAND_3: Final = MESSAGE_KEYS_INFO + b"\x03"
+# The same for the 48 bytes of a sender message key (Sender Keys' "WhisperGroup").
+_GROUP_1: Final = b"WhisperGroup\x01"
+_GROUP_2: Final = b"WhisperGroup\x02"
 _ROOT_1: Final = ROOT_KEY_INFO + b"\x01"
 _ROOT_2: Final = ROOT_KEY_INFO + b"\x02"
 
@@ -200,6 +206,23 @@ def derive_message_keys(seed: bytes) -> bytes:
     inner.update(t2 + _EXPAND_3)
     outer.update(inner.digest())
     return t1 + t2 + outer.digest()[:16]
+
+
+def derive_group_message_keys(seed: bytes) -> bytes:
+    """``HKDF(0×32, seed, "WhisperGroup", 48)``: IV (16 bytes) ‖ AES key (32) as one 48-byte value."""
+    extract_inner = _ZERO_INNER.copy()
+    extract_inner.update(seed)
+    extract_outer = _ZERO_OUTER.copy()
+    extract_outer.update(extract_inner.digest())
+    inner, outer = _keyed(extract_outer.digest())
+    step_inner = inner.copy()
+    step_inner.update(_GROUP_1)
+    step_outer = outer.copy()
+    step_outer.update(step_inner.digest())
+    t1 = step_outer.digest()
+    inner.update(t1 + _GROUP_2)
+    outer.update(inner.digest())
+    return t1 + outer.digest()[:16]
 
 
 def _cipher_contexts(

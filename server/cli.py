@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -78,6 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="the URL clients dial, which their proofs are bound to (default: ws://HOST:PORT as bound)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    blobs = parser.add_argument_group("attachments (docs/attachments.md)")
+    blobs.add_argument(
+        "--blobs",
+        default=None,
+        metavar="DIR|URL",
+        help="serve the blob service in this process, storing blobs in DIR (or a postgresql:// URL)",
+    )
+    blobs.add_argument(
+        "--blobs-port", type=int, default=8766, help="its port, 0 for any (default: %(default)s)"
+    )
+    blobs.add_argument(
+        "--blob-token-key",
+        default=None,
+        metavar="FILE",
+        help="issue upload tokens under this key file (shared with e2e-blobs; created if missing)",
+    )
+    blobs.add_argument(
+        "--blob-url", default=None, help="the blob service URL told to devices with their token"
+    )
     limits = parser.add_argument_group("limits")
     for f in dataclasses.fields(Limits):
         default = f.default
@@ -139,13 +159,19 @@ async def run(args: argparse.Namespace) -> None:
     store, where = _store_of(args)
     relay = Relay(store, limits, origin=args.origin)
     try:
-        await relay.start(args.host, args.port)
-    except StoreError as exc:
-        raise StartupError(
-            f"{where}: {exc}; check that the path or URL is right, that its folder exists and is "
-            "writable, and that it is a relay database"
-        ) from None
+        blob_service = await _blob_service(args, relay)
     except OSError as exc:
+        raise _listen_error(exc, args.host, args.blobs_port) from None
+    try:
+        await relay.start(args.host, args.port)
+    except (StoreError, OSError) as exc:
+        if blob_service is not None:
+            await blob_service.close()
+        if isinstance(exc, StoreError):
+            raise StartupError(
+                f"{where}: {exc}; check that the path or URL is right, that its folder exists and is "
+                "writable, and that it is a relay database"
+            ) from None
         raise _listen_error(exc, args.host, args.port) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,6 +183,25 @@ async def run(args: argparse.Namespace) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         await relay.close()
+        if blob_service is not None:
+            await blob_service.close()
+
+
+async def _blob_service(args: argparse.Namespace, relay: Relay) -> Any:
+    """Give ``relay`` an upload-token issuer and, with ``--blobs``, start the blob service beside it."""
+    if args.blobs is None and args.blob_token_key is None:
+        return None
+    from server.blob_cli import blob_store_from_url
+    from server.blob_tokens import TOKEN_KEY_LENGTH, BlobTokens, load_or_create_key
+    from server.blobs import BlobService
+
+    key = load_or_create_key(args.blob_token_key) if args.blob_token_key else os.urandom(TOKEN_KEY_LENGTH)
+    relay.blob_tokens = BlobTokens(key, url=args.blob_url or "")
+    if args.blobs is None:
+        return None
+    service = BlobService(blob_store_from_url(args.blobs), relay.blob_tokens)
+    await service.start(args.host, args.blobs_port)
+    return service
 
 
 def main(argv: Sequence[str] | None = None) -> int:

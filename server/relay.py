@@ -77,6 +77,7 @@ from websockets.exceptions import ConnectionClosed
 from e2e.errors import DecodeError, InvalidSignatureError
 from e2e.keys import PublicKey
 from server import protocol as p
+from server.blob_tokens import BlobTokens
 from server.limits import Limits
 from server.protocol import CloseCode, ErrorCode, ProtocolError, Request
 from server.store import (
@@ -1048,6 +1049,19 @@ async def _ack(conn: _Connection, request: Request) -> None:
         await wait
 
 
+@_op("blob_upload_token")
+async def _blob_upload_token(conn: _Connection, request: Request) -> None:
+    # An upload token for the blob service (server/blob_tokens.py), issued only over an
+    # authenticated connection and naming its device.
+    assert conn.device is not None
+    tokens = conn.relay.blob_tokens
+    if tokens is None:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "this relay has no blob service")
+    token, expires = tokens.issue(conn.device.account, conn.device.device_id)
+    log_event("blob_upload_token", conn=conn.number, device=conn.device)
+    conn.send(p.ok(request.id, token=token, url=tokens.url, expires=expires))
+
+
 class Relay:
     """A relay on one ``store``: ``await start(host, port)``, serve, ``await close()``.
 
@@ -1075,6 +1089,8 @@ class Relay:
         self._numbers = itertools.count(1)
         self._per_address: dict[str, int] = {}
         self._bundle_buckets: dict[DeviceAddress, _TokenBucket] = {}
+        self.blob_tokens: BlobTokens | None = None
+        """Set to issue blob upload tokens (op ``blob_upload_token``); None answers ``not_found``."""
         self.host = ""
         self.port = 0
 

@@ -10,6 +10,7 @@ a signed prekey, a pinned value of ours, said so in the provenance).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 
 from e2e import pqxdh as pqxdh_agreement
@@ -555,6 +556,48 @@ def _sender_key_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _attachment_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """Sizes at the edges of AES blocks and of buckets, then refusals of one good blob altered."""
+    cases: list[tuple[str, dict[str, object]]] = []
+    for size in (0, 1, 15, 16, 17, 1023, 1024, 1025, 1088, 1089, 2048, 3000):
+        inputs: dict[str, object] = {
+            "key": rng(64).hex(),
+            "iv": rng(16).hex(),
+            "plaintext": rng(size).hex() if size else "",
+        }
+        cases.append((f"encrypt-{size}", inputs))
+    good_inputs = cases[8][1]
+    good = KINDS["attachment"](good_inputs)
+    key, blob, digest = str(good_inputs["key"]), bytes.fromhex(str(good["blob"])), str(good["digest"])
+    size = len(bytes.fromhex(str(good_inputs["plaintext"])))
+    other_key = rng(64).hex()
+
+    def flipped(position: int) -> str:
+        return (blob[:position] + bytes((blob[position] ^ 0x01,)) + blob[position + 1 :]).hex()
+
+    refusals: list[tuple[str, dict[str, object]]] = [
+        ("decrypt-good", {"blob": blob.hex()}),
+        ("decrypt-flipped-iv", {"blob": flipped(0)}),
+        ("decrypt-flipped-ciphertext", {"blob": flipped(100)}),
+        ("decrypt-flipped-mac", {"blob": flipped(len(blob) - 1)}),
+        ("decrypt-truncated", {"blob": blob[:-1].hex()}),
+        ("decrypt-extended", {"blob": (blob + b"\x00").hex()}),
+        ("decrypt-wrong-digest", {"blob": blob.hex(), "digest": bytes(32).hex()}),
+        ("decrypt-wrong-key", {"blob": blob.hex(), "key": other_key}),
+        ("decrypt-wrong-size", {"blob": blob.hex(), "size": size + 1}),
+        # A flipped bit under a digest made to match it: the MAC is what refuses it.
+        (
+            "decrypt-flipped-matching-digest",
+            {"blob": flipped(100), "digest": hashlib.sha256(bytes.fromhex(flipped(100))).digest().hex()},
+        ),
+        # A sender that claims fewer bytes than it encrypted (same bucket): the padding is not zeros.
+        ("decrypt-nonzero-padding", {"blob": blob.hex(), "size": size - 30}),
+    ]
+    for name, change in refusals:
+        cases.append((name, {"key": key, "digest": digest, "size": size, **change}))
+    return cases
+
+
 _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str, object]]]]]] = {
     "xeddsa.json": ("xeddsa", _xeddsa_cases),
     "x3dh.json": ("x3dh", _x3dh_cases),
@@ -570,6 +613,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "x3dh_responder.json": ("x3dh_responder", _x3dh_responder_cases),
     "x25519.json": ("x25519", _x25519_cases),
     "hkdf.json": ("hkdf", _hkdf_cases),
+    "attachment.json": ("attachment", _attachment_cases),
 }
 
 

@@ -16,6 +16,13 @@ from dataclasses import replace
 from e2e import kyber
 from e2e import pqxdh as pqxdh_agreement
 from e2e import pqxdh_v4 as pqxdh_v4_agreement
+from e2e.attachment import (
+    AttachmentKey,
+    blob_size,
+    decrypt_attachment,
+    encrypt_attachment,
+    padded_size,
+)
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
@@ -619,6 +626,40 @@ def kyber1024(raw: Mapping[str, object]) -> Output:
     }
 
 
+_MAX_ATTACHMENT_VECTOR = 1 << 20
+
+
+def attachment(raw: Mapping[str, object]) -> Output:
+    """Attachment encryption (key, iv, plaintext → blob, digest) or, when the inputs hold a blob,
+    verification and decryption (key, digest, size, blob → plaintext, or the error that refuses it)."""
+    inputs = Inputs(raw)
+    key = AttachmentKey(inputs.hex("key", 64))
+    if "blob" in raw:
+        digest = inputs.hex("digest", 32)
+        size = inputs.integer("size")
+        blob = inputs.hex("blob")
+        inputs.done()
+        if size > _MAX_ATTACHMENT_VECTOR:
+            raise VectorFormatError(f"attachment vectors stop at {_MAX_ATTACHMENT_VECTOR} bytes")
+        try:
+            return {"plaintext": decrypt_attachment(key, digest, size, blob).hex()}
+        except E2EError as error:
+            return {"error": type(error).__name__}
+    iv = inputs.hex("iv", 16)
+    plaintext = inputs.hex("plaintext")
+    inputs.done()
+    if len(plaintext) > _MAX_ATTACHMENT_VECTOR:
+        raise VectorFormatError(f"attachment vectors stop at {_MAX_ATTACHMENT_VECTOR} bytes")
+    encrypted = encrypt_attachment(key, iv, plaintext)
+    return {
+        "padded_size": padded_size(len(plaintext)),
+        "blob_size": blob_size(len(plaintext)),
+        "blob": encrypted.blob.hex(),
+        "mac": encrypted.blob[-32:].hex(),
+        "digest": encrypted.digest.hex(),
+    }
+
+
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
@@ -631,4 +672,5 @@ KINDS: dict[str, Kind] = {
     "conversation": conversation,
     "sender_key": sender_key,
     "kyber1024": kyber1024,
+    "attachment": attachment,
 }

@@ -107,6 +107,12 @@ REGISTRY: dict[str, KindSpec] = {
     "kyber1024": KindSpec(
         KINDS["kyber1024"], 1, _names("drbg_seed"), _names("pk_sha256 sk_sha256 ct_sha256 ss")
     ),
+    "attachment": KindSpec(
+        KINDS["attachment"],
+        1,
+        _names("key iv plaintext digest size blob"),
+        _names("padded_size blob_size blob mac digest plaintext error"),
+    ),
     "x25519": KindSpec(
         primitive_kinds.x25519,
         2,

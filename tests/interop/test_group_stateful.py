@@ -153,9 +153,9 @@ class GroupMachine(RuleBasedStateMachine):
             chains.insert(0, chain_id)
             del chains[MAX_SENDER_KEY_STATES:]
 
-    @rule(sender=st.integers(0, 2))
-    def send(self, sender: int) -> None:
-        plaintext = b"message %d from %d" % (self.sent, sender)
+    @rule(sender=st.integers(0, 2), padding=st.integers(0, 100))
+    def send(self, sender: int, padding: int) -> None:
+        plaintext = b"message %d from %d " % (self.sent, sender) + bytes(padding)
         self.sent += 1
         data = self.members[sender].encrypt(plaintext)
         chain_id = SenderKeyMessage.deserialize(data, SenderKeyFraming.LIBSIGNAL).chain_id

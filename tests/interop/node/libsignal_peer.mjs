@@ -40,6 +40,10 @@
 //   sender_key_record_delete: party, sender, distribution_id -> {deleted: bool}
 //       What a client does to rotate its own sender key: the next
 //       sender_key_distribution_create then makes a new chain.
+//   cpu_time:                                         -> {seconds} (this process's user + system CPU)
+//   bench_group_encrypt: party, sender, distribution_id, plaintext, count
+//                                                     -> {} after count group_encrypt calls, for
+//       benchmarks/core_bench.py, which reads cpu_time around it
 //   shutdown:                                         -> {} and the peer exits
 //   session_*: one-to-one v4 sessions (bundles with a Kyber prekey, encrypt, decrypt, records);
 //       see session_ops.mjs
@@ -347,6 +351,23 @@ const OPS = {
     const party = partyArg(request);
     const key = `${addressKey(addressArg(request, 'sender'))}/${distributionArg(request)}`;
     return { deleted: party.senderKeys.records.delete(key) };
+  },
+
+  cpu_time: async () => {
+    const usage = process.cpuUsage();
+    return { seconds: (usage.user + usage.system) / 1e6 };
+  },
+
+  bench_group_encrypt: async (request) => {
+    const party = partyArg(request);
+    const sender = addressArg(request, 'sender');
+    const distributionId = distributionArg(request);
+    const plaintext = bytesArg(request, 'plaintext');
+    const count = arg(request, 'count', 'number');
+    for (let i = 0; i < count; i += 1) {
+      await lib.groupEncrypt(sender, distributionId, party.senderKeys, plaintext);
+    }
+    return {};
   },
 
   shutdown: async () => ({}),
