@@ -173,4 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"e2e-relay: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Ctrl-C before the relay served (its signal handlers take over once it listens), for
+        # instance while a PostgreSQL server does not answer.
+        print("e2e-relay: interrupted while starting", file=sys.stderr)
+        return 130
     return 0

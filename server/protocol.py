@@ -97,6 +97,7 @@ class ErrorCode(enum.StrEnum):
     MESSAGE_ID_REUSED = "message_id_reused"
     UNKNOWN_MESSAGE = "unknown_message"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_DEVICES = "too_many_devices"
     INTERNAL_ERROR = "internal_error"
 
 

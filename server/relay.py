@@ -99,6 +99,7 @@ from server.store import (
     StoredMessage,
     StoreError,
     Subscription,
+    TooManyDevicesError,
     UnknownAccountError,
     UnknownDeviceError,
     UnknownMessageError,
@@ -143,6 +144,7 @@ _STORE_ERRORS: dict[type[StoreError], ErrorCode] = {
     KeyIdConflictError: ErrorCode.KEY_ID_CONFLICT,
     QueueFullError: ErrorCode.QUEUE_FULL,
     MessageIdReusedError: ErrorCode.MESSAGE_ID_REUSED,
+    TooManyDevicesError: ErrorCode.TOO_MANY_DEVICES,
     UnknownMessageError: ErrorCode.UNKNOWN_MESSAGE,
 }
 
@@ -862,11 +864,20 @@ async def _register(conn: _Connection, request: Request) -> None:
     device = DeviceAddress(account, device_id)
     try:
         created = await conn.relay.store.register_device(
-            device, identity_bytes, registration_id, conn.relay.clock()
+            device,
+            identity_bytes,
+            registration_id,
+            conn.relay.clock(),
+            max_devices=conn.limits.max_devices_per_account,
         )
     except IdentityMismatchError:
         raise conn.fail_auth(
             ErrorCode.IDENTITY_MISMATCH, "this account is registered with a different identity key"
+        ) from None
+    except TooManyDevicesError:
+        raise conn.fail_auth(
+            ErrorCode.TOO_MANY_DEVICES,
+            f"this account already has {conn.limits.max_devices_per_account} devices; reuse a device id",
         ) from None
     log_event("registered", conn=conn.number, device=device, created=created)
     await conn.become(request, device, identity_key)
