@@ -345,7 +345,7 @@ class _Connection:
         self.room.set()
 
     def abort_transport(self) -> None:
-        """Drop the TCP connection now, with everything buffered for it (no close handshake).
+        """Drop the TCP connection now with a reset, and everything buffered for it (no close handshake).
 
         For a peer that does not read: a close frame would wait behind the unread data forever.
         The reader, the writer and the delivery task all see the connection closed and end; the
@@ -357,6 +357,13 @@ class _Connection:
         self.room.set()
         self.wake.set()
         self.writable.set()
+        sock = self.ws.transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger zero: closing sends a reset and discards the kernel's send queue.  Without it the
+            # kernel would keep the unread data (and the connection, half-closed) until its own
+            # timers give up, however long the peer keeps its window shut.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.ws.transport.abort()
 
     def unsent(self) -> int:

@@ -16,7 +16,7 @@ import logging
 import time
 
 from tests.relay.conftest import Device, drain
-from tests.relay.rawsocket import RawSocket
+from tests.relay.rawsocket import TCP_ESTABLISHED, RawSocket
 
 BODY = bytes(90 * 1024)
 
@@ -51,6 +51,9 @@ async def test_a_stalled_reader_is_aborted_and_its_messages_stay_queued(relay_fa
     # not whenever the peer chooses to read.
     assert await wait_for_log(caplog, "disconnected conn=3 ", 5), caplog.text[-2000:]
     assert relay._per_address == {"127.0.0.1": 1}  # alice's connection only
+    # The relay let go of the TCP connection itself (a reset), not only of its handler: the stalled
+    # socket, which has read nothing, is no longer established.
+    assert stalled.tcp_state() != TCP_ESTABLISHED
     assert await stalled.closed_by_peer(timeout=5)
     stalled.close()
     # Nothing was acknowledged, so everything is still queued for a connection that reads.
