@@ -137,7 +137,10 @@ async def run(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise StartupError(f"{exc}; see e2e-relay --help") from None
     store, where = _store_of(args)
-    relay = Relay(store, limits, origin=args.origin)
+    try:
+        relay = Relay(store, limits, origin=args.origin)
+    except ValueError as exc:
+        raise StartupError(f"--origin: {exc}; give the URL clients dial") from None
     try:
         await relay.start(args.host, args.port)
     except StoreError as exc:

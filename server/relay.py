@@ -1070,8 +1070,10 @@ class Relay:
     """A relay on one ``store``: ``await start(host, port)``, serve, ``await close()``.
 
     ``origin`` is the name proofs are bound to (default ``ws://host:port`` as bound); clients sign
-    over the origin they dialled, so it must match what they use.  ``clock`` (seconds since the
-    epoch) and ``rng`` are parameters so tests can move time and the relay draws no hidden state.
+    over the origin they dialled, so it must match what they use.  It is kept in canonical form
+    (:func:`server.protocol.canonical_origin`; ValueError for a URL that cannot be an origin).
+    ``clock`` (seconds since the epoch) and ``rng`` are parameters so tests can move time and the
+    relay draws no hidden state.
     """
 
     def __init__(
@@ -1087,7 +1089,7 @@ class Relay:
         self.limits = limits or Limits()
         self.clock = clock
         self.rng = rng
-        self._origin = origin
+        self._origin = p.canonical_origin(origin) if origin is not None else None
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._numbers = itertools.count(1)
