@@ -679,7 +679,10 @@ class _Connection:
                 # The byte budget, in pushes as large as the largest of the last batch (at first, as
                 # large as a push can be): a fetch overshoots it by at most one push.
                 backlog = self.backlog_chars()
-                byte_room = (limits.max_outgoing_bytes - backlog) // push_chars if backlog else 1
+                byte_room = (limits.max_outgoing_bytes - backlog) // push_chars
+                if not backlog:
+                    # Always room for one, however small the budget against the largest push.
+                    byte_room = max(byte_room, 1)
                 queue_room = min(queue_room, byte_room)
                 room = min(inflight_room, queue_room, _FETCH_BATCH)
                 if room <= 0:
