@@ -95,10 +95,11 @@ async def _put_device_list(conn: _Connection, request: Request) -> None:
         ) from None
     except DeviceListError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"'device_list': {exc}") from None
-    cap = 1 + conn.limits.max_companions
+    cap = min(1 + conn.limits.max_companions, conn.limits.max_devices_per_account)
     if len(device_list.devices) > cap:
         raise ProtocolError(
-            ErrorCode.TOO_MANY_DEVICES, f"an account has at most {conn.limits.max_companions} companions"
+            ErrorCode.TOO_MANY_DEVICES,
+            f"an account has at most {cap} devices (its primary and {cap - 1} companions)",
         )
     listed = {entry.device_id: entry.identity_key.serialize() for entry in device_list.devices}
     update = await _store(conn).put_device_list(

@@ -71,6 +71,7 @@ from server.store import (
     SignedKind,
     StoredMessage,
     StoreError,
+    TooManyDevicesError,
     UnknownAccountError,
     UnknownDeviceError,
     UnknownMessageError,
@@ -519,7 +520,13 @@ class SQLiteStore(SQLiteDeviceOps):
     # Devices.
 
     def register_device(
-        self, device: DeviceAddress, identity_key: bytes, registration_id: int, now: float
+        self,
+        device: DeviceAddress,
+        identity_key: bytes,
+        registration_id: int,
+        now: float,
+        *,
+        max_devices: int | None = None,
     ) -> asyncio.Future[bool]:
         def op(txn: _Txn) -> bool:
             # Only a primary (device 1) registers this way; companions are linked
@@ -543,6 +550,13 @@ class SQLiteStore(SQLiteDeviceOps):
                 existing is not None and bytes(existing[0]) != identity_key
             ):
                 raise IdentityMismatchError("the account is registered with a different identity key")
+            if existing is None and max_devices is not None:
+                # One writer thread: nothing can register a device between this count and the insert.
+                (count,) = txn.db.execute(
+                    "SELECT count(*) FROM devices WHERE account = ?", (device.account,)
+                ).fetchone()
+                if count >= max_devices:
+                    raise TooManyDevicesError(f"the account already has {max_devices} devices")
             txn.db.execute(
                 "INSERT INTO devices "
                 "(account, device_id, registration_id, created_at, last_seen, identity_key) "

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
 import pytest
 
+from server.device_store import NotOnDeviceListError, StaleDeviceListError
 from server.migrations import Migration, MigrationError, load_migrations, migrate, schema_version
 from server.pg_store import PostgresStore
 from server.relay import Relay
@@ -31,6 +32,7 @@ from server.store import (
     PreKeyUpload,
     SignedKind,
     StoreError,
+    UnknownMessageError,
 )
 from server.testing.pg import Cluster
 from tests.relay.conftest import TEST_LIMITS, Device
@@ -241,6 +243,46 @@ async def test_each_one_time_prekey_is_handed_out_once_when_three_nodes_race(nod
     assert len(bundles) == 30
     counts = await stores[1].prekey_counts(bob)
     assert counts.one_time[OneTimeKind.EC] == 0
+
+
+async def test_nodes_registering_new_devices_at_once_never_pass_the_device_cap(nodes) -> None:
+    """Only a primary registers itself (companions are linked through the device list, whose size
+    the relay caps), so racing nodes create one device; and racing list updates of one version
+    store exactly one of them."""
+    stores = [await nodes() for _ in range(3)]
+    key = b"\x05" + b"k" * 32
+    attempts = [
+        stores[i % 3].register_device(DeviceAddress("many", device_id), key, 7, NOW, max_devices=4)
+        for i, device_id in enumerate(range(1, 13))
+    ]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    assert results[0] is True
+    assert all(isinstance(r, NotOnDeviceListError) for r in results[1:])
+    # Registering an existing device again is not a new device.
+    assert await stores[2].register_device(DeviceAddress("many", 1), key, 8, NOW, max_devices=4) is False
+    puts = [stores[i % 3].put_device_list("many", 2, bytes([i]), {1: key}, NOW) for i in range(9)]
+    outcomes = await asyncio.gather(*puts, return_exceptions=True)
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(isinstance(o, StaleDeviceListError) for o in outcomes if isinstance(o, BaseException))
+    stored = await stores[1].device_list("many")
+    assert stored is not None and stored.version == 2
+
+
+async def test_a_queue_at_its_cap_drops_its_own_expired_messages_and_acks_of_them_are_refused(nodes) -> None:
+    first, second = await nodes(), await nodes()
+    alice = await registered(first, "alice")
+    bob = await registered(first, "bob")
+    for i in range(3):
+        await first.enqueue(message(alice, bob, f"old{i}"), NOW, 10.0, 3, 10_000)
+    old = await first.fetch(bob, 0, 10, NOW)
+    # Eleven seconds on, no sweep has run: the expired three neither fill the queue nor take an ack.
+    with pytest.raises(UnknownMessageError):
+        await second.ack(bob, [old[0].server_id], NOW + 11)
+    for i in range(3):
+        await second.enqueue(message(alice, bob, f"new{i}"), NOW + 11, TTL, 3, 10_000)
+    assert [m.client_id for m in await first.fetch(bob, 0, 10, NOW + 11)] == ["new0", "new1", "new2"]
+    # The counters are exact again: the sweep finds nothing left to remove.
+    assert await first.expire(NOW + 12) == 0
 
 
 async def test_a_send_retried_on_another_node_while_the_first_is_in_flight_is_stored_once(nodes) -> None:

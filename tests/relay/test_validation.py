@@ -10,9 +10,12 @@ import base64
 
 import pytest
 
-from client.transport import REGISTER_LABEL, origin_of, proof_transcript
+from client.devices import publish_device_list
+from client.transport import REGISTER_LABEL, RelayError, origin_of, proof_transcript
+from e2e.devices import DeviceList, SignedDeviceList, sign_device_list
 from e2e.keys import KeyPair
-from tests.relay.conftest import Device, drain
+from server.store import DeviceAddress, UnknownDeviceError
+from tests.relay.conftest import Device, drain, link
 from tests.relay.rawsocket import RawSocket
 from tests.relay.test_bad_input import queue_of, refusal
 
@@ -152,3 +155,41 @@ async def test_account_names_that_differ_by_case_are_not_separate_accounts(relay
     a = await alice.connect(relay.url)
     assert await drain(a) == []
     await a.close()
+
+
+async def test_an_account_cannot_register_more_devices_than_the_cap(relay_factory, rng):
+    # Devices bound a bundle fetch's answer (one bundle per device): without a cap, one account
+    # could make every get_bundle for it an answer of any size.  Further devices are linked through
+    # the signed device list (docs/devices.md), whose size the relay caps.
+    relay = await relay_factory(max_devices_per_account=3)
+    first = Device("many", 1, rng)
+    primary = await first.register(relay.url)
+    for _ in range(2):
+        await (await link(relay.url, primary, first, Device("many", 0, rng))).close()
+    stored = await relay.store.device_list("many")
+    listed = DeviceList.decode(SignedDeviceList.decode(stored.signed).list_bytes)
+    crowded = listed.with_device(9, KeyPair.generate(rng).public_key, 0)
+    with pytest.raises(RelayError) as caught:
+        await publish_device_list(primary, sign_device_list(first.identity.private_key, crowded, rng))
+    assert caught.value.code == "too_many_devices" and "3 devices" in str(caught.value)
+    # A new device id cannot register itself either, with or without the account's key.
+    raw = await RawSocket.open(relay.url)
+    transcript = proof_transcript(REGISTER_LABEL, raw.challenge, "many", 4, origin_of(relay.url))
+    await raw.send_json(
+        id=1,
+        op="register",
+        account="many",
+        device_id=4,
+        identity_key=b64(first.identity.public_key.serialize()),
+        registration_id=1,
+        signature=b64(first.identity.sign(transcript, rng)),
+    )
+    refusal(await raw.response(), "not_linked")
+    raw.close()
+    # The primary registers again (a reinstall under the same id) without counting twice.
+    await (await first.register(relay.url)).close()
+    # Nothing was created for device 4 or 9.
+    for device_id in (4, 9):
+        with pytest.raises(UnknownDeviceError):
+            await relay.store.identity_key(DeviceAddress("many", device_id))
+    await primary.close()
