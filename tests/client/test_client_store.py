@@ -146,9 +146,10 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path):
     store.create_account("alice", 1, b"identity-record")
     store.put_session("bob", 1, b"session")
     store.close()
-    # What version 1 of the schema was: everything but the KEM prekeys.
+    # What version 1 of the schema was: everything but the KEM prekeys (and the device lists).
     db = sqlite3.connect(path)
     db.execute("DROP TABLE kem_pre_keys")
+    db.execute("DROP TABLE device_lists")
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
@@ -160,6 +161,26 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path):
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     db.close()
+
+
+def test_a_version_2_file_gains_device_lists(tmp_path):
+    path = tmp_path / "v2.db"
+    store = Store(path)
+    store.create_account("alice", 1, b"identity-record")
+    store.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE device_lists")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.device_list("bob") is None
+    store.put_device_list("bob", 3, b"signed")
+    store.put_device_list("bob", 4, b"newer")
+    assert store.device_list("bob") == b"newer" and store.device_lists() == [("bob", b"newer")]
+    store.remove_device_list("bob")
+    assert store.device_lists() == []
+    store.close()
 
 
 def test_kem_prekeys_one_time_and_last_resort(store):
