@@ -208,7 +208,7 @@ class FanOut:
             body = body.encode("utf-8")
         targets: list[tuple[str, int, PublicKey | None]] = []
         if name != self.name:
-            theirs = await self.refresh_devices(name)
+            theirs = await self._devices_for_send(name)
             if theirs is None:
                 targets.append((name, PRIMARY_DEVICE_ID, None))
             else:
@@ -286,8 +286,15 @@ class FanOut:
         self._outbox_changed.set()
         return mid
 
+    async def _devices_for_send(self: Client, name: str) -> DeviceList | None:
+        """Online: the list fetched and verified now.  Offline: the newest one verified before, so
+        that a message is encrypted and queued while the relay is away (sent when it is back)."""
+        if self._connected is None:
+            return self._device_book.seen(name)
+        return await self.refresh_devices(name)
+
     async def _own_devices(self: Client) -> list[tuple[int, PublicKey | None]]:
-        checked = await self.refresh_devices(self.name)
+        checked = await self._devices_for_send(self.name)
         if checked is None:
             return [(self.device_id, self.identity_key)]
         if self.device_id not in checked.device_ids:

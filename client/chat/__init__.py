@@ -5,6 +5,8 @@ Usage::
     e2e-chat alice                       # first run: creates alice's identity and registers her
     e2e-chat bob --relay ws://127.0.0.1:8765 --state ./bob.sqlite3
     e2e-chat alice --explain             # print every protocol step as it happens
+    e2e-chat alice --link --state ./laptop.sqlite3   # a linked device of alice: shows a code for
+                                         # alice's primary to type after /link (docs/devices.md)
 
 Each user has one state file (default ``$XDG_DATA_HOME/e2e-chat/NAME.sqlite3``, else
 ``~/.local/share/e2e-chat/NAME.sqlite3``) holding the identity key, prekeys, sessions, contacts and
@@ -29,8 +31,13 @@ from prompt_toolkit.shortcuts import clear
 
 from client.chat.app import ChatApp, ClientLogHandler
 from client.client import Client, Settings
+from client.devices import offer_qr
 from client.errors import AlreadyExistsError
 from client.explain import SHOW_SECRETS_WARNING, Explainer
+from client.fanout import link_companion
+from client.transport import TransportError
+from e2e.errors import E2EError
+from e2e.linking import LinkOffer
 
 __all__ = ["DEFAULT_RELAY", "default_state_path", "main"]
 
@@ -62,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", dest="peer", default=None, help="start talking to this contact")
     parser.add_argument("--explain", action="store_true", help="print each protocol step as it happens")
     parser.add_argument(
+        "--link",
+        action="store_true",
+        help="make this a linked device of NAME: show a QR code and a code to type on NAME's primary",
+    )
+    parser.add_argument(
         "--show-secrets",
         action="store_true",
         help="TEACHING ONLY: with /explain, print private values (DH outputs, keys) in full",
@@ -80,7 +92,12 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
     explainer = Explainer(
         lambda text: write(f"  · {text}"), show_secrets=args.show_secrets, enabled=args.explain
     )
-    if state.exists():
+    if args.link and not state.exists():
+        state.parent.mkdir(parents=True, exist_ok=True)
+        client = await _link_this_device(args, state, explainer)
+        if client is None:
+            return 1
+    elif state.exists():
         client = Client.open(state, args.relay, trace=explainer, settings=_SETTINGS)
         if client.name != args.name:
             await client.close()
@@ -134,6 +151,31 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
         print(f"e2e-chat: {app.failure}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _link_this_device(args: argparse.Namespace, state: Path, explainer: Explainer) -> Client | None:
+    """Show the link offer, wait for the primary's ``/link``, register; None (and a message) if not."""
+
+    def show(offer: LinkOffer) -> None:
+        print(offer_qr(offer), flush=True)
+        print(f"On {args.name}'s primary device, type:\n\n  /link {offer.to_code()}\n", flush=True)
+        print("waiting for the primary (5 minutes)…", flush=True)
+
+    try:
+        client = await link_companion(state, args.relay, on_offer=show, trace=explainer, settings=_SETTINGS)
+    except (E2EError, TransportError, TimeoutError, OSError) as error:
+        print(f"e2e-chat: not linked: {error}", file=sys.stderr)
+        return None
+    if client.name != args.name:
+        print(
+            f"e2e-chat: the primary that linked this device is {client.name}, not {args.name}",
+            file=sys.stderr,
+        )
+        await client.close()
+        state.unlink()
+        return None
+    print(f"linked as {client.name}'s device {client.device_id}", flush=True)
+    return client
 
 
 def main(argv: Sequence[str] | None = None) -> int:

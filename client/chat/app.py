@@ -161,7 +161,8 @@ class ChatApp:
 
     def _show_history(self, history: list[StoredMessage]) -> None:
         """Print stored messages; a sent one says whether the relay has acknowledged it."""
-        waiting = {entry.message_id for entry in self.client.store.outbox()}
+        # A message sent to several devices has one outbox entry per device: "<id>.<n>".
+        waiting = {entry.message_id.split(".", 1)[0] for entry in self.client.store.outbox()}
         for message in history:
             text = _history_text(message.body)
             when = _clock(message.timestamp)
@@ -184,6 +185,11 @@ class ChatApp:
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
         if isinstance(event, Message) and event.is_attachment:
             self._receive_file(event)
+        elif isinstance(event, Message) and event.to is not None:
+            # A message one of our other devices sent (linked devices, docs/devices.md).
+            self.write(
+                f"[{_clock(event.timestamp)}] you (device {event.sender_device}) → {event.to}: {event.text}"
+            )
         elif isinstance(event, Message):
             # The relay stamps each message when it accepts it: one it held before we started
             # waited for us while we were offline.
@@ -224,7 +230,7 @@ class ChatApp:
                 self._said_offline = False
                 self.write("connected to the relay" if first else "reconnected to the relay")
             if self._pending:
-                waiting = {entry.message_id for entry in self.client.store.outbox()}
+                waiting = {entry.message_id.split(".", 1)[0] for entry in self.client.store.outbox()}
                 for message_id in [m for m in self._pending if m not in waiting]:
                     preview = self._pending.pop(message_id)
                     self.write(f"  ✓ sent to relay: {preview}")
@@ -266,7 +272,8 @@ class ChatApp:
             return
         peer = self.peer
         try:
-            message_id = await asyncio.wait_for(self.client.send(peer, text), 30)
+            # Every device of the contact, and a copy for our own other devices (docs/devices.md).
+            message_id = await asyncio.wait_for(self.client.send_all(peer, text), 30)
         except IdentityChanged as error:
             self.warn_identity_changed(error)
             return
@@ -433,6 +440,42 @@ class ChatApp:
             self.write(f"!! the file {name} from {sender} was not saved: {type(error).__name__}: {error}")
             return
         self.write(f"  ✓ verified and saved: {saved}")
+
+    # -- linked devices (docs/devices.md) -------------------------------------------------------
+
+    async def _cmd_link(self, code: str) -> None:
+        try:
+            device_id = await asyncio.wait_for(self.client.link(code), 30)
+        except (E2EError, transport.RelayError, TimeoutError, ClosedError) as error:
+            self.write(f"!! not linked: {error}")
+            return
+        self.write(f"linked device {device_id}: it receives every message from now on")
+
+    async def _cmd_devices(self) -> None:
+        try:
+            listed = await asyncio.wait_for(self.client.refresh_devices(self.client.name), 30)
+        except (E2EError, transport.RelayError, TimeoutError, ClosedError) as error:
+            self.write(f"!! cannot read the device list: {error}")
+            return
+        if listed is None or len(listed.devices) <= 1:
+            self.write(f"one device: this one (device {self.client.device_id}); /link adds another")
+            return
+        self.write(f"device list version {listed.version}:")
+        for entry in listed.devices:
+            role = "primary" if entry.device_id == 1 else "linked"
+            this = "  ← this device" if entry.device_id == self.client.device_id else ""
+            self.write(f"  {entry.device_id}  {role:<7}  {entry.identity_key.fingerprint(16)}{this}")
+
+    async def _cmd_unlink(self, device: str) -> None:
+        if not device.isdigit() or int(device) < 2:
+            self.write("usage: /unlink N, where N is a linked device's number (see /devices)")
+            return
+        try:
+            await asyncio.wait_for(self.client.unlink(int(device)), 30)
+        except (E2EError, transport.RelayError, TimeoutError, ClosedError) as error:
+            self.write(f"!! not unlinked: {error}")
+            return
+        self.write(f"unlinked device {device}: the relay logged it out and deleted its queue")
 
     async def _cmd_explain(self) -> None:
         self.explainer.enabled = not self.explainer.enabled

@@ -57,6 +57,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec("accept", ("name",), "accept a contact's new identity key after it changed"),
     CommandSpec("send", ("path...",), "send a file to the current contact (encrypted before upload)"),
+    CommandSpec(
+        "link", ("code",), "on your primary device: link the new device showing CODE (e2e-chat --link)"
+    ),
+    CommandSpec("devices", (), "list your account's devices (the signed device list)"),
+    CommandSpec("unlink", ("device",), "on your primary device: remove a linked device (it is logged out)"),
     CommandSpec("explain", (), "turn the protocol-step explanations on or off"),
     CommandSpec("clear", (), "clear the screen"),
     CommandSpec("whoami", (), "show your name, relay, state file and identity key"),

@@ -199,3 +199,48 @@ def test_a_name_taken_by_another_identity_is_refused_with_the_reason(chats: Chat
     assert impostor.wait_exit() == 1
     bob.type("/quit")
     assert bob.wait_exit() == 0
+
+
+def test_a_laptop_is_linked_sees_both_sides_and_is_unlinked(chats: Chats, tmp_path: Path) -> None:
+    """e2e-chat --link shows a code; /link CODE on the primary links it; Bob's message reaches both
+    of Alice's devices, the laptop's reply shows on the phone; /unlink stops the laptop."""
+    phone = chats.start("alice")
+    phone.expect("connected to the relay")
+    bob = chats.start("bob", "--to", "alice")
+    bob.expect("connected to the relay")
+    argv_state = str(tmp_path / "alice-laptop.sqlite3")
+    assert chats.relay.url is not None
+    laptop = Terminal(
+        [
+            sys.executable,
+            "-m",
+            "client.chat",
+            "alice",
+            "--relay",
+            chats.relay.url,
+            "--state",
+            argv_state,
+            "--link",
+        ],
+        chats.env,
+        ROOT,
+    )
+    chats.terminals.append(laptop)
+    code = laptop.expect(r"/link (E2ELINK1-[A-Z2-7]+)").group(1)
+    phone.type(f"/link {code}")
+    phone.expect("linked device 2")
+    laptop.expect("linked as alice's device 2")
+    laptop.expect("connected to the relay")
+    phone.type("/devices")
+    phone.expect(r"2  linked")
+    bob.type("hello alice, on every device")
+    phone.expect("bob: hello alice, on every device")
+    laptop.expect("bob: hello alice, on every device")
+    laptop.type("/to bob")
+    laptop.type("answered from the laptop")
+    phone.expect(r"you \(device 2\) → bob: answered from the laptop")
+    bob.expect("alice: answered from the laptop")
+    phone.type("/unlink 2")
+    phone.expect("unlinked device 2")
+    laptop.expect("the client stopped")
+    assert laptop.wait_exit() == 1
