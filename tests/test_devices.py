@@ -144,16 +144,11 @@ def test_a_primary_handed_a_swapped_code_cannot_link_the_real_companion() -> Non
     rng, primary, companion = _parties(b"swap")
     offer, _ = _link(rng, primary, companion)
     mallory = PrivateKey.generate(rng)
-    # The secret is right (so the payload opens) but the primary signed Mallory's key.
-    forged_offer = LinkOffer(mallory.public_key(), offer.secret)
+    # The primary was shown Mallory's key under the companion's secret: the payload opens (the
+    # secret is right) but its account signature covers Mallory's key, not the companion's.
     _, payload_for_mallory = _link(rng, primary, mallory)
     with pytest.raises(InvalidSignatureError):
-        open_linking_payload(offer, _reseal(offer, payload_for_mallory, rng))
-    del forged_offer
-
-
-def _reseal(offer: LinkOffer, payload: LinkingPayload, rng: SeededRng) -> bytes:
-    return seal_linking_payload(offer, payload, rng)
+        open_linking_payload(offer, seal_linking_payload(offer, payload_for_mallory, rng))
 
 
 def test_a_list_that_does_not_list_the_companion_is_refused() -> None:

@@ -19,6 +19,8 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
    service, a pointer in a message; the middle column shows the blob as the service stores it
    (random bytes, its size bucket); Bob verifies it whole before decrypting and opens it; he
    forwards it to Carol, which reuses the blob.
+7. Alice links her laptop (``docs/devices.md``): Bob's next message reaches her phone and her
+   laptop, each over its own session, and the laptop's reply appears on her phone.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
 middle column shows what the relay holds, read from the relay's own database opened read-only
@@ -63,8 +65,10 @@ from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
 from client.events import Message
 from client.explain import SHOW_SECRETS_WARNING, Explainer
+from client.fanout import link_companion
 from e2e.attachment import blob_size, padded_size
 from e2e.explain import Event
+from e2e.linking import LinkOffer
 from e2e.wire import MessageType
 
 __all__ = ["OFFLINE", "BACK_AND_FORTH", "REORDERED", "DemoFailed", "Options", "main", "run"]
@@ -217,6 +221,7 @@ class _Demo:
         self.captured: dict[str, StoredRow | None] = {}
         self.url = ""
         self.step = "starting"
+        self.laptop: Client | None = None
 
     # -- output --------------------------------------------------------------------------------
 
@@ -449,6 +454,7 @@ class _Demo:
         )
 
         await self._picture()
+        await self._laptop()
 
     async def _picture(self) -> None:
         columns = self.columns
@@ -502,6 +508,68 @@ class _Demo:
         )
         await self._offline(self.carol)
 
+    async def _laptop(self) -> None:
+        """Alice links a laptop (docs/devices.md); Bob's message reaches both of her devices, and
+        the laptop's reply shows on her phone."""
+        columns = self.columns
+        self._heading("9. Alice links her laptop: every message reaches both of her devices")
+        offers: asyncio.Queue[LinkOffer] = asyncio.Queue()
+        linking = asyncio.ensure_future(
+            link_companion(
+                self.directory / "alice-laptop.sqlite3",
+                self.url,
+                on_offer=offers.put_nowait,
+                timeout=self.options.timeout,
+                settings=_SETTINGS,
+            )
+        )
+        offer = await asyncio.wait_for(offers.get(), self.options.timeout)
+        code = offer.to_code()
+        device_id = await self.alice.running.link(code)
+        laptop = await asyncio.wait_for(linking, self.options.timeout)
+        self.laptop = laptop
+        await laptop.start()
+        await laptop.wait_connected(self.options.timeout)
+        listed = self.alice.running.known_devices("alice")
+        columns.row(
+            f"the laptop shows a QR code and\n{code[:22]}…\nthe phone types /link CODE",
+            f"signed device list: alice/{', alice/'.join(map(str, listed))}\n(the linking payload is "
+            "sealed with a secret the relay never saw)",
+            "",
+        )
+        columns.row(f"laptop: linked as device {device_id}, its own identity key", "", "")
+        text = "Hello to both of your devices."
+        await self.bob.running.send_all("alice", text)
+        await self.bob.running.flush(self.options.timeout)
+        self.tally.sent += 1
+        self.tally.plaintexts.append(text.encode())
+        on_phone, _ = await self._receive(self.alice)
+        on_laptop = await laptop.receive(self.options.timeout)
+        if not isinstance(on_laptop, Message) or on_laptop.message_id != on_phone.message_id:
+            raise DemoFailed(f"alice's laptop got {on_laptop!r} instead of bob's message")
+        self.tally.received += 1
+        columns.row(
+            f'{self.receive_arrow} "{on_phone.text}" (phone)\n{self.receive_arrow} "{on_laptop.text}" '
+            "(laptop, its own session)",
+            "two copies: alice/1 and alice/2",
+            f'{self.send_arrow} "{text}"\nto every device on alice\'s signed list',
+        )
+        reply = "Answered from my laptop."
+        await laptop.send_all("bob", reply)
+        await laptop.flush(self.options.timeout)
+        self.tally.sent += 1
+        self.tally.plaintexts.append(reply.encode())
+        at_bob, _ = await self._receive(self.bob)
+        copy = await self.alice.running.receive(self.options.timeout)
+        if not isinstance(copy, Message) or copy.to != "bob" or copy.text != reply:
+            raise DemoFailed(f"alice's phone got {copy!r} instead of the laptop's copy")
+        columns.row(
+            f'laptop {self.send_arrow} "{reply}"\nphone shows: you (device {copy.sender_device}) → bob: '
+            f'"{copy.text}"',
+            "two copies: bob/1 and alice/1",
+            f'{self.receive_arrow} "{at_bob.text}" (from alice/{at_bob.sender_device})',
+        )
+
     def _server_id(self, message_id: str) -> str:
         row = self.captured.get(message_id)
         return str(row.server_id) if row is not None else "?"
@@ -527,6 +595,9 @@ class _Demo:
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
+        if self.laptop is not None:
+            await self.laptop.close()
+            self.laptop = None
         for person in (self.alice, self.bob, self.carol):
             await self._offline(person)
         if self.database is not None:
