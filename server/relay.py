@@ -3,9 +3,10 @@
 Theory
 ------
 The relay stores and forwards opaque bytes.  It knows devices by (account, device id) and their
-identity public keys, and checks exactly two kinds of signature with the core's
-:meth:`e2e.keys.PublicKey.verify`: a device's proof of possession of its identity key on each
-connection, and its identity key's signatures on the prekeys it uploads.  It never holds a secret
+identity public keys, and checks signatures with the core's :meth:`e2e.keys.PublicKey.verify`: a
+device's proof of possession of its identity key on each connection, its identity key's signatures
+on the prekeys it uploads, and (for linked devices, :mod:`server.device_ops`) the primary's signed
+device lists and a companion's account and device signatures.  It never holds a secret
 of a client and never looks inside a message.
 
 One connection is one :class:`_Connection`.  It starts unauthenticated with a fresh 32-byte
