@@ -6,9 +6,12 @@ What this module owns
 :class:`~e2e.session_cipher.SessionBuilder` run over :class:`client.store.Store`:
 
 * our identity key pair and registration id (from the account row, read once by the client);
-* trust decisions from the ``contacts`` table.  Trust is per *account*: every device of an account
-  shares its identity key (the relay binds an account to one key), so the address's name selects
-  the contact.  The first key seen is trusted (trust on first use); a different one raises
+* trust decisions from the ``contacts`` table.  Trust is per *account*: the contact row holds the
+  account's primary identity key (the one its safety number covers), and the address's name selects
+  it.  A linked companion has a key of its own, trusted exactly as the account's verified device
+  list names it (:attr:`SqliteProtocolStore.device_keys`, filled by :mod:`client.fanout`); once an
+  account has a list, a device missing from it is not trusted.  The first primary key seen is
+  trusted (trust on first use); a different one raises
   :class:`~e2e.errors.UntrustedIdentityError`, and the client holds the message and asks the user
   (:meth:`client.Client.accept_identity`);
 * one-time, signed and KEM prekeys from their tables, parsed with :mod:`e2e.records`;

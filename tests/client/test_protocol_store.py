@@ -6,7 +6,8 @@
 * a transaction that rolls back after a successful decrypt leaves the file as it was too, and
   once the cache is forgotten the same message decrypts again: the receive path's crash-safety
   argument (docs/client.md) at the level of the store API;
-* trust is per account, and a corrupt local record stops with StoreFormatError, not a core error.
+* trust is per account (companions by their device list), and a corrupt local record stops
+  with StoreFormatError, not a core error.
 """
 
 from __future__ import annotations
@@ -151,3 +152,24 @@ def test_a_rolled_back_first_use_is_forgotten_with_the_cache(pair, rng):
     assert bob.get_identity(carol) is None
     other = KeyPair.generate(rng).public_key
     bob.check_trusted_identity(carol, other, Direction.RECEIVING)
+
+
+def test_linked_devices_are_trusted_by_their_list_only(pair, rng):
+    """A companion is trusted with exactly the key its account's verified list names; once the
+    account has a list, a device missing from it is not trusted; the contact row (the primary's
+    key, the safety number's) is never touched by a companion."""
+    _, alice, bob_store, bob = pair
+    primary = alice.get_identity_key_pair().public_key
+    bob.save_identity(ProtocolAddress("alice", 1), primary)
+    laptop, stranger = KeyPair.generate(rng).public_key, KeyPair.generate(rng).public_key
+    bob.device_keys[("alice", 2)] = laptop.serialize()
+    bob.listed_accounts.add("alice")
+    bob.check_trusted_identity(ProtocolAddress("alice", 2), laptop, Direction.RECEIVING)
+    assert bob.save_identity(ProtocolAddress("alice", 2), laptop) is False
+    assert bob.get_identity(ProtocolAddress("alice", 2)) == laptop
+    assert bob_store.contact("alice").identity_key == primary.serialize()
+    for device_id, key in ((2, stranger), (2, primary), (3, stranger), (3, primary)):
+        with pytest.raises(UntrustedIdentityError):
+            bob.check_trusted_identity(ProtocolAddress("alice", device_id), key, Direction.SENDING)
+    # The primary is still trusted through the contact row.
+    bob.check_trusted_identity(ProtocolAddress("alice", 1), primary, Direction.SENDING)
