@@ -26,19 +26,24 @@ pytest_plugins = ["client_fixtures"]
 async def link_one(primary: Client, url: str, path) -> Client:
     offers: asyncio.Queue[LinkOffer] = asyncio.Queue()
     companion_task = asyncio.ensure_future(
-        link_companion(path, url, on_offer=offers.put_nowait, timeout=10, settings=TEST_SETTINGS)
+        link_companion(path, url, on_offer=offers.put_nowait, timeout=20, settings=TEST_SETTINGS)
     )
-    offer = await asyncio.wait_for(offers.get(), 10)
+    offer = await asyncio.wait_for(offers.get(), 20)
     await primary.link(offer.to_code())
-    companion = await asyncio.wait_for(companion_task, 10)
+    companion = await asyncio.wait_for(companion_task, 20)
     await companion.start()
-    await companion.wait_connected(timeout=10)
+    await companion.wait_connected(timeout=20)
     return companion
 
 
-async def collect(client: Client, quiet: float = 0.6) -> list[Message]:
-    """Every message event until the client has been quiet for ``quiet`` seconds."""
+async def collect(client: Client, expected: int = 1, quiet: float = 0.3) -> list[Message]:
+    """The next ``expected`` message events (waiting up to 20 s for each), then whatever else
+    arrives until the client has been quiet for ``quiet`` seconds (so a duplicate is caught)."""
     seen: list[Message] = []
+    while len(seen) < expected:
+        event = await client.receive(timeout=20)
+        if isinstance(event, Message):
+            seen.append(event)
     with contextlib.suppress(TimeoutError):
         while True:
             event = await client.receive(timeout=quiet)
@@ -52,8 +57,8 @@ async def three_each(relay, make_client, tmp_path):
     bob = make_client(relay.url, "bob")
     await alice.start()
     await bob.start()
-    await alice.wait_connected(timeout=10)
-    await bob.wait_connected(timeout=10)
+    await alice.wait_connected(timeout=20)
+    await bob.wait_connected(timeout=20)
     alices = [alice]
     bobs = [bob]
     for index in (2, 3):
@@ -69,7 +74,7 @@ async def test_two_accounts_with_three_devices_each(relay, make_client, tmp_path
         # Each companion has its own identity key; the safety number stays the primary's.
         assert len({c.identity_key for c in alices + bobs}) == 6
         first = await alices[0].send_all("bob", "hello from alice's phone")
-        await alices[0].flush(timeout=10)
+        await alices[0].flush(timeout=20)
         for bob_device in bobs:
             got = await collect(bob_device)
             assert [(m.sender, m.sender_device, m.message_id, m.text, m.to) for m in got] == [
@@ -80,10 +85,10 @@ async def test_two_accounts_with_three_devices_each(relay, make_client, tmp_path
             assert [(m.sender, m.sender_device, m.text, m.to) for m in got] == [
                 ("alice", 1, "hello from alice's phone", "bob")
             ]
-        assert await collect(alices[0], quiet=0.2) == []
+        assert await collect(alices[0], expected=0) == []
         # Bob answers from his laptop (device 2).
         reply = await bobs[1].send_all("alice", "hi alice, from bob's laptop")
-        await bobs[1].flush(timeout=10)
+        await bobs[1].flush(timeout=20)
         for alice_device in alices:
             got = await collect(alice_device)
             assert [(m.sender, m.sender_device, m.message_id, m.to) for m in got] == [("bob", 2, reply, None)]
@@ -104,14 +109,14 @@ async def test_two_accounts_with_three_devices_each(relay, make_client, tmp_path
         assert len(numbers) == 1
         # Unlinking Alice's device 3 stops delivery to it and stops that client.
         await alices[0].unlink(3)
-        for _ in range(100):
+        for _ in range(400):
             if alices[2]._fatal is not None:
                 break
             await asyncio.sleep(0.05)
         with pytest.raises(ClosedError):
             await alices[2].send_all("bob", "from a removed laptop")
         after = await bobs[0].send_all("alice", "after the unlink")
-        await bobs[0].flush(timeout=10)
+        await bobs[0].flush(timeout=20)
         for alice_device in alices[:2]:
             got = await collect(alice_device)
             assert [(m.message_id, m.text) for m in got] == [(after, "after the unlink")]
@@ -150,20 +155,20 @@ async def test_a_relay_serving_a_swapped_companion_key_is_refused(make_client, t
     async with relay_behind_shim(tmp_path, tamper) as shim:
         alice = make_client(shim.url, "alice")
         await alice.start()
-        await alice.wait_connected(timeout=10)
+        await alice.wait_connected(timeout=20)
         laptop = await link_one(alice, shim.url, tmp_path / "alice-2.db")
         swap["key"] = base64.b64encode(make_client(shim.url, "mallory").identity_key.serialize()).decode()
         bob = make_client(shim.url, "bob")
         try:
             await bob.start()
-            await bob.wait_connected(timeout=10)
+            await bob.wait_connected(timeout=20)
             swap["on"] = True
             with pytest.raises(DeviceKeyMismatchError):
                 await bob.send_all("alice", "to every device")
             assert bob.store.outbox_size() == 0 and bob.history("alice") == []
             swap["on"] = False
             await bob.send_all("alice", "to every device")
-            await bob.flush(timeout=10)
+            await bob.flush(timeout=20)
             for device in (alice, laptop):
                 got = await collect(device)
                 assert [m.text for m in got] == ["to every device"]
@@ -194,14 +199,14 @@ async def test_a_connection_lost_mid_fan_out_resends_only_what_is_missing_once(m
         bobs = [make_client(shim.url, "bob")]
         for client in alices + bobs:
             await client.start()
-            await client.wait_connected(timeout=10)
+            await client.wait_connected(timeout=20)
         for index in (2, 3):
             alices.append(await link_one(alices[0], shim.url, tmp_path / f"alice-{index}.db"))
             bobs.append(await link_one(bobs[0], shim.url, tmp_path / f"bob-{index}.db"))
         try:
             state["armed"] = True
             message_id = await bobs[0].send_all("alice", "five copies")
-            for _ in range(100):
+            for _ in range(1000):
                 if state["sends"] >= 5:
                     break
                 await asyncio.sleep(0.02)

@@ -251,7 +251,7 @@ async def link(url: str, primary: Connection, primary_device: Device, companion:
     from e2e.linking import LinkOffer
 
     offer = LinkOffer.generate(companion.identity.public_key, companion.rng)
-    waiting = asyncio.ensure_future(wait_for_link(url, offer, timeout=10.0, poll_interval=0.05))
+    waiting = asyncio.ensure_future(wait_for_link(url, offer, timeout=20.0, poll_interval=0.05))
     device_id, _ = await link_device(primary, primary_device.identity, offer, rng=primary_device.rng)
     opened = await waiting
     companion.account, companion.device_id = primary_device.account, device_id

@@ -237,7 +237,7 @@ async def test_the_mailbox_gives_a_payload_once_and_only_primaries_fill_it(relay
     laptop = Device("alice", 0, rng)
     offer = LinkOffer.generate(laptop.identity.public_key, rng)
     await link_device(a1, alice.identity, offer, rng=rng)
-    opened = await wait_for_link(relay.url, offer, timeout=5, poll_interval=0.05)
+    opened = await wait_for_link(relay.url, offer, timeout=20, poll_interval=0.05)
     assert opened.payload.metadata.device_id == 2
     probe = await Connection.open(relay.url)
     await refused(probe.request("link_fetch", mailbox=b64(offer.mailbox)), "not_found")
@@ -267,7 +267,7 @@ async def test_a_replayed_linking_payload_cannot_bring_back_a_removed_device(rel
     laptop = Device("alice", 0, rng)
     offer = LinkOffer.generate(laptop.identity.public_key, rng)
     await link_device(a1, alice.identity, offer, rng=rng)
-    opened = await wait_for_link(relay.url, offer, timeout=5, poll_interval=0.05)
+    opened = await wait_for_link(relay.url, offer, timeout=20, poll_interval=0.05)
     old_list = opened.payload.signed_device_list
     a2 = await register_companion(relay.url, opened, laptop.identity, 9, rng=rng)
     await unlink_device(a1, alice.identity, 2, rng=rng)

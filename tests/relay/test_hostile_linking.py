@@ -63,7 +63,7 @@ async def test_an_altered_linking_payload_is_detected(relay, rng, where):
     laptop = KeyPair.generate(rng)
     offer = LinkOffer.generate(laptop.public_key, rng)
     waiting = asyncio.ensure_future(
-        wait_for_link(shim.url, offer, timeout=10, poll_interval=0.05, origin=relay.url)
+        wait_for_link(shim.url, offer, timeout=20, poll_interval=0.05, origin=relay.url)
     )
     await link_device(a1, alice.identity, offer, rng=rng)
     with pytest.raises(LinkingTamperedError):
@@ -90,12 +90,12 @@ async def test_a_payload_swapped_for_another_links_is_detected(relay, rng):
     a1 = await online_via(shim, relay, alice)
     first = LinkOffer.generate(KeyPair.generate(rng).public_key, rng)
     await link_device(a1, alice.identity, first, rng=rng)
-    await wait_for_link(shim.url, first, timeout=5, poll_interval=0.05, origin=relay.url)
+    await wait_for_link(shim.url, first, timeout=20, poll_interval=0.05, origin=relay.url)
     swapping["on"] = True
     second = LinkOffer.generate(KeyPair.generate(rng).public_key, rng)
     await link_device(a1, alice.identity, second, rng=rng)
     with pytest.raises(LinkingTamperedError):
-        await wait_for_link(shim.url, second, timeout=5, poll_interval=0.05, origin=relay.url)
+        await wait_for_link(shim.url, second, timeout=20, poll_interval=0.05, origin=relay.url)
     await a1.close()
     await shim.close()
 
