@@ -375,7 +375,8 @@ class SQLiteStore(SQLiteDeviceOps):
             if statement.strip():
                 db.execute(statement)
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
+        fresh = row is None
+        if fresh:
             db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
             row = ("1",)
         version = int(row[0]) if str(row[0]).isdigit() else -1
@@ -388,7 +389,8 @@ class SQLiteStore(SQLiteDeviceOps):
                 if statement.strip():
                     db.execute(statement)
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(step),))
-            _log.info("database migrated to schema version %d", step)
+            if not fresh:
+                _log.info("database migrated to schema version %d", step)
         db.execute("COMMIT")
         return db
 
