@@ -29,6 +29,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -45,10 +46,14 @@ class RelayStartError(RuntimeError):
 class RelayProcess:
     """One relay process on 127.0.0.1 with an ephemeral port and its own SQLite file."""
 
-    def __init__(self, directory: Path, python: str = sys.executable, port: int = 0) -> None:
+    def __init__(
+        self, directory: Path, python: str = sys.executable, port: int = 0, options: Sequence[str] = ()
+    ) -> None:
         self.database = directory / "relay.sqlite3"
         self.log = directory / "relay.log"
         self.port = port
+        self.options = tuple(options)
+        """More ``e2e-relay`` options (limits, for instance)."""
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
@@ -73,6 +78,7 @@ class RelayProcess:
             str(self.port),
             "--db",
             str(self.database),
+            *self.options,
         ]
 
     def start(self, timeout: float = 20.0) -> str:

@@ -57,6 +57,8 @@ from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
 from client.events import Message
 from client.explain import SHOW_SECRETS_WARNING, Explainer
+from client.inert import inert
+from e2e import __version__
 from e2e.explain import Event
 from e2e.wire import MessageType
 
@@ -141,8 +143,8 @@ def _relay_cell(row: StoredRow | None, note: str = "") -> str:
         return note or "(already deleted)"
     kind = _TYPE_NAMES.get(row.type, f"type {row.type}")
     lines = [
-        f"#{row.server_id} {row.sender}→{row.recipient} {kind}",
-        f"{len(row.body):,} B  id {row.client_id[:8]}…",
+        f"#{row.server_id} {inert(row.sender)}→{inert(row.recipient)} {kind}",
+        f"{len(row.body):,} B  id {inert(row.client_id[:8])}…",
         _short_hex(row.body),
     ]
     if note:
@@ -286,14 +288,14 @@ class _Demo:
     async def _receive(self, person: _Person) -> tuple[Message, list[str]]:
         event = await person.running.receive(self.options.timeout)
         if not isinstance(event, Message):
-            raise DemoFailed(f"{person.name} got {event!r} instead of a message")
+            raise DemoFailed(f"{person.name} got {inert(repr(event))} instead of a message")
         self.tally.received += 1
         notes = self._describe_received(person.steps_by_message.pop(event.message_id, []))
         # (A state tried and set aside can repeat a step's note; say each once.)
         return event, list(dict.fromkeys(notes))
 
     def _received_cell(self, message: Message, notes: list[str], extra: str = "") -> str:
-        lines = [f'{self.receive_arrow} "{message.text}"' + (f" {extra}" if extra else ""), *notes]
+        lines = [f'{self.receive_arrow} "{inert(message.body)}"' + (f" {extra}" if extra else ""), *notes]
         return "\n".join(lines)
 
     async def _exchange(self, sender: _Person, recipient: _Person, text: str) -> None:
@@ -301,7 +303,7 @@ class _Demo:
         sent_cell, message_id = await self._send(sender, recipient, text)
         message, notes = await self._receive(recipient)
         if message.message_id != message_id:
-            raise DemoFailed(f"{recipient.name} received {message.message_id}, expected {message_id}")
+            raise DemoFailed(f"{recipient.name} received {inert(message.message_id)}, expected {message_id}")
         await self._wait_deleted(sender.name, message_id)
         relay = _relay_cell(self.captured.get(message_id), "deleted after the ack")
         self._cells(sender, sent_cell, relay, self._received_cell(message, notes))
@@ -494,6 +496,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="e2e-demo",
         description="Alice and Bob talk end to end encrypted through a real relay, shown side by side.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--explain", action="store_true", help="print every protocol step (keys as short fingerprints)"
     )
@@ -526,7 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(run(options, sys.stdout, directory))
     except (TimeoutError, DemoFailed, RelayStartError, OSError) as error:
-        print(f"\ndemo failed: {error}", file=sys.stderr)
+        # The reason may quote the relay's log or what the relay sent: shown inert, line by line.
+        shown = "\n".join(inert(line) for line in str(error).splitlines())
+        print(f"\ndemo failed: {shown}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; the relay was stopped", file=sys.stderr)
