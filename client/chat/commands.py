@@ -56,7 +56,7 @@ class CommandSpec:
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("help", (), "show this list"),
-    CommandSpec("add", ("name",), "add a contact by name and start talking to them"),
+    CommandSpec("add", ("name",), "add a contact (checked with the relay) and start talking to them"),
     CommandSpec("to", ("name",), "talk to another contact"),
     CommandSpec("contacts", (), "list contacts, their verification and identity state"),
     CommandSpec("history", ("count?",), "show the last messages with the current contact (default 20)"),
