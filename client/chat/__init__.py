@@ -268,7 +268,15 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
                     status, reason = _SIGNALS[signal.SIGINT]
                     app.end(status, f"{reason}; closed")
                     break
-                await app.handle(line)
+                # A command may wait for the relay (up to its timeout); a signal meanwhile ends it.
+                handling = asyncio.create_task(app.handle(line))
+                quit_wait = asyncio.create_task(app.quit.wait())
+                await asyncio.wait({handling, quit_wait}, return_when=asyncio.FIRST_COMPLETED)
+                quit_wait.cancel()
+                if not handling.done():
+                    handling.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await handling
     finally:
         for signum in _SIGNALS:
             loop.remove_signal_handler(signum)
