@@ -240,6 +240,9 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
         refresh_interval=1.0,
         key_bindings=_key_bindings(client.max_message_bytes + 1, overflow),
     )
+    # Redraw at most ten times a second: drawing a long line costs time linear in its length, and a
+    # paste arrives in many small reads, each of which would otherwise be followed by a redraw.
+    session.app.min_redraw_interval = 0.1
     registered = False
     try:
         with patch_stdout(raw=False):
