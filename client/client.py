@@ -118,6 +118,9 @@ counters) and of the PreKeySignalMessage around it (two 33-byte keys, four ids, 
 id) and the 1,569-byte ML-KEM-1024 ciphertext: about 1,800 bytes in all
 (``tests/client/test_client_limits.py`` measures the largest one against the bound)."""
 
+_MAX_FAILURE_LENGTH = 64
+"""Characters of a relay's error code kept with a refused message."""
+
 _HELD_IDENTITY = "identity_changed"
 _HELD_UNDECRYPTABLE = "undecryptable"
 
@@ -1009,12 +1012,14 @@ class Client:
         if isinstance(error, transport.RelayError):
             # Refused for good (unknown recipient, too large, id reused): sending it again cannot
             # help, so it leaves the outbox and the application is told.
-            logger.warning("%s: the relay refused message %s: %s", self.name, entry.message_id, error.code)
+            # The relay chose the code: keep a bounded piece of it (shown inert by front ends).
+            code = error.code[:_MAX_FAILURE_LENGTH]
+            logger.warning("%s: the relay refused message %s: %s", self.name, entry.message_id, code)
             if not self._closed:
                 # The history says so too, with the relay's reason, across restarts.
-                self._store.mark_failed(entry.message_id, error.code)
+                self._store.mark_failed(entry.message_id, code)
             self._events.put_nowait(
-                SendFailed(entry.recipient, entry.recipient_device, entry.message_id, error.code)
+                SendFailed(entry.recipient, entry.recipient_device, entry.message_id, code)
             )
         elif error is not None:
             # The connection was lost: the message stays in the outbox, and the next connection

@@ -184,7 +184,9 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
         lines.append(line)
 
     def say_error(line: str) -> None:
-        print(f"e2e-chat: {line}", file=sys.stderr, flush=True)
+        # (After SIGHUP the terminal may be gone; there is nobody left to tell.)
+        with contextlib.suppress(OSError):
+            print(f"e2e-chat: {line}", file=sys.stderr, flush=True)
 
     explainer = Explainer(
         lambda text: write(f"  · {text}"), show_secrets=args.show_secrets, enabled=args.explain

@@ -83,15 +83,24 @@ _REFUSALS = {
 def describe_refusal(code: str) -> str:
     """The relay's error code for a refused message, with what it means when we know."""
     meaning = _REFUSALS.get(code)
-    return f"{inert(code)}: {meaning}" if meaning else inert(code)
+    return f"{_reason(code)}: {meaning}" if meaning else _reason(code)
+
+
+_MAX_REASON = 200
+"""Characters of a reason the relay gave that are shown (a hostile relay may send a megabyte)."""
+
+
+def _reason(text: str) -> str:
+    shown = inert(text)
+    return shown if len(shown) <= _MAX_REASON else shown[: _MAX_REASON - 1] + "…"
 
 
 def describe_failure(error: BaseException) -> str:
     """One readable line for the error that stopped the client (the cause of its ClosedError)."""
     cause = error.__cause__ if isinstance(error, ClosedError) and error.__cause__ is not None else error
     if isinstance(cause, transport.RelayError):
-        reason = inert(cause.message) or inert(cause.code)
-        return f"the relay refused this device: {reason} ({inert(cause.code)})"
+        reason = _reason(cause.message) or _reason(cause.code)
+        return f"the relay refused this device: {reason} ({_reason(cause.code)})"
     if isinstance(cause, StoreError):
         return f"the state file cannot be used: {inert(str(cause))}"
     if isinstance(cause, ClosedError):
@@ -293,7 +302,7 @@ class ChatApp:
             return
         if record.levelno >= logging.WARNING and "refused message" not in message:
             # (A refused message is shown from its SendFailed event, with its text.)
-            self.write(f"!! {inert(message)}")
+            self.write(f"!! {_reason(message)}")
 
     # -- what the user types -------------------------------------------------------------------
 
