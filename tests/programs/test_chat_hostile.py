@@ -2,7 +2,8 @@
 
 A real relay process on loopback, e2e-chat processes driven by typing, and, where a contact must
 send what no e2e-chat would (escape sequences in a body), a library client in this process speaking
-to the same relay.
+to the same relay.  Where the relay itself is the attacker (hostile error reasons), a WebSocket
+server on loopback plays it.
 """
 
 from __future__ import annotations
@@ -338,3 +339,66 @@ def test_add_checks_the_account_names_the_agreement_and_a_stranger_never_becomes
     alice.expect(r"\* bob  key")
     alice.type("/quit")
     assert alice.wait_exit() == 0
+
+
+class HostileRelay:
+    """A WebSocket server on loopback that plays a relay refusing everything with hostile reasons.
+
+    It runs its own event loop in a thread, so the test can drive a pty meanwhile.
+    """
+
+    CODE = "bad_proof\x1b]0;pwned-title\x07"
+    MESSAGE = "\x1b[2J\x1b[Hyour account is \u202edeleted\r\n[16:30] bob: forged"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.url = ""
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        import base64
+        import json
+        import os
+
+        from websockets.asyncio.server import serve
+
+        async def handle(ws) -> None:
+            challenge = base64.b64encode(os.urandom(32)).decode()
+            await ws.send(json.dumps({"v": 1, "push": "challenge", "challenge": challenge, "origin": "x"}))
+            async for frame in ws:
+                request = json.loads(frame)
+                error = {"code": self.CODE, "message": self.MESSAGE}
+                await ws.send(json.dumps({"v": 1, "id": request.get("id"), "ok": False, "error": error}))
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with serve(handle, "127.0.0.1", 0) as server:
+            self.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            self._ready.set()
+            await self._stop.wait()
+
+    def __enter__(self) -> HostileRelay:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._loop is not None and self._stop is not None
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+def test_a_hostile_relays_error_reasons_reach_the_terminal_inert(chats: Chats, tmp_path: Path) -> None:
+    with HostileRelay() as hostile:
+        alice = chats.start("alice", relay=hostile.url)
+        alice.expect(r"e2e-chat: the relay refused this device: ")
+        assert alice.wait_exit() == 1
+    assert_inert(alice)
+    assert "\\x1b[2J\\x1b[Hyour account is \\u202edeleted\\r\\n[16:30] bob: forged" in alice.text
+    assert "(bad_proof\\x1b]0;pwned-title\\x07)" in alice.text
+    # The first start never registered: no state file is left behind.
+    assert not (tmp_path / "alice.sqlite3").exists()
