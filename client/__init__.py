@@ -11,6 +11,8 @@ What this package owns
   plaintext format inside each message, what the client reports, how it fails, how it reconnects.
 * :mod:`client.inert` and :mod:`client.names`: text from the network made safe to print, and the
   relay's rules for names and URLs applied before anything is created.
+* :mod:`client.pointer`, :mod:`client.attachments`, :mod:`client.blobs`: files — the attachment
+  pointer, encrypt-while-uploading and verify-before-saving, and the blob service's HTTP client.
 
 The protocol itself lives in :mod:`e2e`; this package is where it meets files, sockets and clocks.
 See ``docs/client.md``.

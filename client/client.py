@@ -17,10 +17,12 @@ What this module owns
 
 One message's path
 ------------------
-Sending: ``send`` → ``SessionRecord.encrypt`` → commit {new session state, outbox entry, history}
-→ relay ``send`` → relay's ack → remove the outbox entry.  Receiving: relay push → already
-processed? (then ack only) → ``SessionRecord.decrypt`` → commit {new session state, used one-time
-prekey removed, contact, history, processed id} → relay ack → event to the application.  Messages
+Sending: ``send`` → (``SessionBuilder`` with a fetched bundle) → ``SessionCipher.encrypt`` →
+commit {new session state, outbox entry, history} → relay ``send`` → relay's ack → remove the
+outbox entry.  Receiving: relay push → already processed? (then ack only) →
+``SessionCipher.decrypt`` → commit {new session state, used one-time prekey removed, contact,
+history, processed id} → relay ack → event to the application.  The cipher runs over the SQLite
+store through :mod:`client.protocol_store`, inside the transaction that commits.  Messages
 that arrive together are committed in one transaction and acknowledged together.
 
 Crash safety (the argument is spelled out in docs/client.md)
@@ -38,10 +40,11 @@ Crash safety (the argument is spelled out in docs/client.md)
 
 What it does not know
 ---------------------
-Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`), which
-prekeys to make and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics
-(:mod:`e2e`).  Randomness (``rng``, default :func:`os.urandom`), the clock
-(``clock``, seconds) and sleeping (``sleep``) are injected, so tests control all three.
+Frame formats and authentication (:mod:`client.transport`), SQL (:mod:`client.store`) and its
+adaptation to the core's store protocols (:mod:`client.protocol_store`), which prekeys to make
+and when to upload them (:mod:`client.prekeys`) and the protocol's mathematics (:mod:`e2e`).
+Randomness (``rng``, default :func:`os.urandom`), the clock (``clock``, seconds) and sleeping
+(``sleep``) are injected, so tests control all three.
 """
 
 from __future__ import annotations
@@ -57,10 +60,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from client import envelope, transport
+from client.attachments import SentFile, download_file, upload_file
 from client.backoff import Backoff
+from client.blobs import BlobClient, Progress
 from client.errors import (
     AlreadyExistsError,
     ClosedError,
@@ -71,23 +76,22 @@ from client.errors import (
 )
 from client.events import Event, Message, SendFailed, Undecryptable
 from client.names import check_account_name, check_device_id, check_relay_url
+from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer, encode_pointer
 from client.prekeys import PreKeys
+from client.protocol_store import SqliteProtocolStore
 from client.settings import Settings
-from client.store import HeldMessage, OutboxEntry, Store, StoredMessage, StoreFormatError
+from client.store import HeldMessage, OutboxEntry, Store, StoredMessage
 from e2e import records
-from e2e.errors import DecodeError, DuplicateMessageError, E2EError, InvalidMessageError, NoSessionError
+from e2e.address import ProtocolAddress
+from e2e.errors import DecodeError, DuplicateMessageError, E2EError, NoSessionError, UntrustedIdentityError
 from e2e.explain import Trace
 from e2e.fingerprint import Fingerprint
-from e2e.kem import KemKeyPair
 from e2e.keys import KeyPair, PublicKey, Rng
 from e2e.ratchet import Limits
-from e2e.session import SessionRecord
-from e2e.wire import MessageType, PreKeySignalMessage
+from e2e.session_cipher import SessionBuilder, SessionCipher
 from e2e.x3dh import PreKeyBundle
 
 __all__ = ["Settings", "Hooks", "Client"]
-
-_Parsed = TypeVar("_Parsed")
 
 logger = logging.getLogger("client")
 
@@ -186,7 +190,9 @@ class Client:
         self._hooks = hooks if hooks is not None else Hooks()
         self._backoff = Backoff(self.settings.backoff_base, self.settings.backoff_cap, jitter)
         self._pre_keys = PreKeys(store, self._identity_key, self.settings, rng, self._now_ms, self.name)
-        self._sessions: dict[tuple[str, int], SessionRecord] = {}
+        self._protocol = SqliteProtocolStore(
+            store, self._identity_key, self.registration_id, now_ms=self._now_ms, limits=self._limits
+        )
         self._session_locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._events: asyncio.Queue[object] = asyncio.Queue()
         self._connected: _Connected | None = None
@@ -201,6 +207,8 @@ class Client:
         self._acked: list[str] = []
         self._to_ack: list[int] = []
         self._closed = False
+        self._blobs: BlobClient | None = None
+        self._blob_url: str | None = None
         self.connections = 0
         """How many times a connection to the relay was established (for tests and diagnostics)."""
 
@@ -267,8 +275,7 @@ class Client:
 
     def has_session(self, name: str, device_id: int = 1) -> bool:
         """Whether a message to ``name``/``device_id`` can be encrypted without the relay."""
-        record = self._session((name, device_id))
-        return record is not None and record.has_current_state()
+        return self._cipher(ProtocolAddress(name, device_id)).has_session()
 
     @property
     def store(self) -> Store:
@@ -320,6 +327,8 @@ class Client:
         # Wake whoever waits for a connection or for the outbox: they find the client closed.
         self._connected_event.set()
         self._outbox_empty.set()
+        if self._blobs is not None:
+            await self._blobs.close()
         self._store.close()
 
     # -- the application's side: events --------------------------------------------------------
@@ -355,7 +364,9 @@ class Client:
 
     # -- the application's side: sending -------------------------------------------------------
 
-    async def send(self, name: str, body: bytes | str, device_id: int = 1) -> str:
+    async def send(
+        self, name: str, body: bytes | str, device_id: int = 1, *, content_type: int = envelope.CONTENT_TEXT
+    ) -> str:
         """Encrypt ``body`` for ``name``/``device_id`` and queue it; returns the message id.
 
         When this returns, the message is committed to the local outbox and will reach the relay,
@@ -378,27 +389,28 @@ class Client:
         address = (name, device_id)
         async with self._lock(address):
             self._check_identity_unchanged(name, device_id)
-            record = self._session(address)
-            if record is None or not record.has_current_state():
-                record = await self._start_session(name, device_id)
+            peer = ProtocolAddress(name, device_id)
+            cipher = self._cipher(peer)
+            bundle = None if cipher.has_session() else await self._fetch_bundle(name, device_id)
             # The bundle fetch awaited: a message from the contact may have changed things since.
             self._check_identity_unchanged(name, device_id)
             message_id = self._rng(envelope.MESSAGE_ID_LENGTH)
             timestamp = self._now_ms()
-            plaintext = envelope.encode(envelope.Envelope(message_id, timestamp, body))
-            ciphertext = record.encrypt(plaintext, self._rng, self._trace)
+            plaintext = envelope.encode(envelope.Envelope(message_id, timestamp, body, content_type))
             client_id = message_id.hex()
             try:
-                with self._store.transaction():
-                    self._store.put_session(name, device_id, record.serialize())
+                # One transaction: the new session (if any), the advanced state, outbox and history.
+                with self._committing(name):
+                    if bundle is not None:
+                        self._start_session(peer, cipher, bundle)
+                    ciphertext = cipher.encrypt(plaintext, self._rng, trace=self._trace)
                     self._store.add_outbox(
                         name, device_id, client_id, int(ciphertext.type), ciphertext.body, timestamp
                     )
                     self._store.add_message("out", name, device_id, client_id, timestamp, body)
-            except BaseException:
-                self._sessions.pop(address, None)
-                raise
-            self._sessions[address] = record
+            except UntrustedIdentityError as error:
+                # Rolled back; what is kept is the new key, waiting for the user's decision.
+                raise self._untrusted(name, device_id, error) from error
         if self._hooks.after_send_commit is not None:
             self._hooks.after_send_commit(client_id)
         self._outbox_empty.clear()
@@ -423,13 +435,18 @@ class Client:
         address = (name, device_id)
         async with self._lock(address):
             self._check_identity_unchanged(name, device_id)
-            record = self._session(address)
-            if record is None or not record.has_current_state():
-                record = await self._start_session(name, device_id)
-                with self._committing(address):
-                    self._store.put_session(name, device_id, record.serialize())
-                self._sessions[address] = record
-            agreement = record.agreement
+            peer = ProtocolAddress(name, device_id)
+            cipher = self._cipher(peer)
+            if not cipher.has_session():
+                bundle = await self._fetch_bundle(name, device_id)
+                self._check_identity_unchanged(name, device_id)
+                try:
+                    with self._committing(name):
+                        self._start_session(peer, cipher, bundle)
+                except UntrustedIdentityError as error:
+                    raise self._untrusted(name, device_id, error) from error
+            record = self._protocol.load_session(peer)
+        agreement = None if record is None else record.agreement
         assert agreement is not None
         return agreement
 
@@ -497,10 +514,7 @@ class Client:
             raise ValueError(f"no changed identity key is waiting for {name}")
         with self._store.transaction():
             self._store.replace_identity(name, contact.changed_identity_key, self._now_ms())
-            for device_id in self._store.session_devices(name):
-                self._store.remove_session(name, device_id)
-        for address in [address for address in self._sessions if address[0] == name]:
-            del self._sessions[address]
+            self._protocol.remove_sessions(name)
         for held in self._store.held(_HELD_IDENTITY, name):
             event = self._process(_Incoming.from_held(held), held_seq=held.seq)
             if event is not None:
@@ -544,47 +558,30 @@ class Client:
             lock = self._session_locks[address] = asyncio.Lock()
         return lock
 
-    def _session(self, address: tuple[str, int]) -> SessionRecord | None:
-        record = self._sessions.get(address)
-        if record is None:
-            data = self._store.session(*address)
-            if data is None:
-                return None
-            record = _from_store(functools.partial(SessionRecord.deserialize, limits=self._limits), data)
-            self._sessions[address] = record
-        return record
+    def _cipher(self, peer: ProtocolAddress) -> SessionCipher:
+        return SessionCipher(
+            self._protocol, peer, limits=self._limits, require_pqxdh=self.settings.require_pqxdh
+        )
 
     def _check_identity_unchanged(self, name: str, device_id: int) -> None:
         contact = self._store.contact(name)
         if contact is not None and contact.changed_identity_key is not None:
             raise self._identity_changed(name, device_id, contact.identity_key, contact.changed_identity_key)
 
-    async def _start_session(self, name: str, device_id: int) -> SessionRecord:
-        """Fetch a bundle and start a session (X3DH, or PQXDH when the bundle has a KEM prekey).
+    def _start_session(self, peer: ProtocolAddress, cipher: SessionCipher, bundle: PreKeyBundle) -> None:
+        """Start a session from ``bundle`` (X3DH, or PQXDH when it has a KEM prekey), uncommitted.
 
-        The new state is not committed here: :meth:`send` commits it with the first message.
+        :meth:`send` calls this inside the transaction that commits the first message with it.
         """
-        bundle = await self._fetch_bundle(name, device_id)
-        address = (name, device_id)
-        record = self._session(address)
-        if record is not None and record.has_current_state():
+        if cipher.has_session():
             # While the bundle was on its way, the contact's own PreKey message started a session
             # (the receive path does not take the send lock): use it, and let the claimed one-time
             # prekey go unused rather than archive a state the contact is already using.
-            return record
-        contact = self._store.contact(name)
-        their_key = bundle.identity_key.serialize()
-        if contact is not None and contact.identity_key != their_key:
-            self._store.record_changed_identity(name, their_key)
-            raise self._identity_changed(name, device_id, contact.identity_key, their_key)
-        if record is None:
-            record = SessionRecord(self._limits)
-        # SessionRecord.start_session runs X3DH, or PQXDH when the bundle carries a signed KEM
-        # prekey (and refuses X3DH with a device that used PQXDH before); archived states stay.
-        record.start_session(self._identity_key, self.registration_id, bundle, self._rng, self._trace)
-        if contact is None:
-            self._store.add_contact(name, their_key, self._now_ms())
-        return record
+            return
+        # The builder verifies the bundle, checks the identity (trust on first use records it),
+        # and refuses X3DH with a device that used PQXDH before; archived states stay.
+        builder = SessionBuilder(self._protocol, peer, limits=self._limits)
+        builder.process_pre_key_bundle(bundle, self._rng, trace=self._trace)
 
     async def _fetch_bundle(self, name: str, device_id: int) -> PreKeyBundle:
         """Claim a bundle, waiting as the relay asks when this device fetches too often."""
@@ -602,6 +599,14 @@ class Client:
     def _identity_changed(self, name: str, device_id: int, trusted: bytes, new: bytes) -> IdentityChanged:
         return IdentityChanged(name, device_id, PublicKey.deserialize(trusted), PublicKey.deserialize(new))
 
+    def _untrusted(self, name: str, device_id: int, error: UntrustedIdentityError) -> IdentityChanged:
+        """Remember the new key the store refused (for :meth:`accept_identity`); the event for it."""
+        contact = self._store.contact(name)
+        assert contact is not None and error.identity_key is not None
+        new_key = error.identity_key.serialize()
+        self._store.record_changed_identity(name, new_key)
+        return self._identity_changed(name, device_id, contact.identity_key, new_key)
+
     # -- receiving -----------------------------------------------------------------------------
 
     def _process(self, incoming: _Incoming, held_seq: int | None = None) -> Event | None:
@@ -612,122 +617,69 @@ class Client:
         a new identity key): it is released in the same transaction.
         """
         sender, device, client_id = incoming.sender, incoming.sender_device, incoming.client_id
-        address = (sender, device)
         if held_seq is None and self._store.is_processed(sender, device, client_id):
             logger.debug(
                 "%s: duplicate delivery of %s from %s/%d dropped", self.name, client_id, sender, device
             )
             return None
         now = self._now_ms()
-        contact = self._store.contact(sender)
-        record: SessionRecord | None = None
-        used_pre_key: int | None = None
-        used_kem_pre_key: int | None = None
-        new_contact: bytes | None = None
-        try:
-            if incoming.type == MessageType.PREKEY:
-                message = PreKeySignalMessage.deserialize(incoming.body)
-                their_key = message.identity_key.serialize()
-                if contact is not None and contact.identity_key != their_key:
-                    # Not the key we trust: keep the message undecrypted until the user decides.
-                    # Messages on existing sessions (made with the trusted key) go on decrypting.
-                    already_reported = contact.changed_identity_key == their_key
-                    with self._store.transaction():
-                        self._store.record_changed_identity(sender, their_key)
-                        self._hold(_HELD_IDENTITY, incoming, "identity key changed", now)
-                    if already_reported:
-                        return None
-                    return self._identity_changed(sender, device, contact.identity_key, their_key)
-                if contact is None:
-                    new_contact = their_key
-                signed_data = self._store.signed_pre_key(message.signed_pre_key_id)
-                if signed_data is None:
-                    raise InvalidMessageError(f"no signed prekey with id {message.signed_pre_key_id}")
-                signed = _from_store(records.SignedPreKeyRecord.deserialize, signed_data)
-                one_time: KeyPair | None = None
-                if message.pre_key_id is not None:
-                    one_time_data = self._store.pre_key(message.pre_key_id)
-                    if one_time_data is not None:
-                        one_time = _from_store(records.PreKeyRecord.deserialize, one_time_data).key_pair
-                        used_pre_key = message.pre_key_id
-                kem: KemKeyPair | None = None
-                if message.kem_pre_key_id is not None:
-                    found = self._store.kem_pre_key(message.kem_pre_key_id)
-                    if found is not None:
-                        kem = _from_store(records.KemPreKeyRecord.deserialize, found[0]).key_pair
-                        if not found[1]:
-                            used_kem_pre_key = message.kem_pre_key_id
-                record = self._session(address)
-                fresh = record is None
-                if record is None:
-                    record = SessionRecord(self._limits)
-                plaintext = record.decrypt_prekey_message(
-                    message,
-                    self._identity_key,
-                    signed.key_pair,
-                    one_time,
-                    self._rng,
-                    self._trace,
-                    our_registration_id=self.registration_id,
-                    our_kem_pre_key=kem,
-                    require_pqxdh=self.settings.require_pqxdh,
+        # One transaction: the cipher's writes (session, used one-time prekeys, first-use
+        # contact), the history and the processed id.  A failed decrypt writes nothing, so the
+        # hold and quarantine paths below commit only what they record themselves.
+        with self._committing(sender):
+            try:
+                plaintext = self._cipher(_address(sender, device)).decrypt(
+                    incoming.body, incoming.type, trace=self._trace
                 )
-                if fresh:
-                    self._sessions[address] = record
-            elif incoming.type == MessageType.WHISPER:
-                record = self._session(address)
-                if record is None:
-                    raise NoSessionError(f"no session with {sender}/{device}")
-                plaintext = record.decrypt(incoming.body, self._rng, self._trace)
-            else:
-                raise DecodeError(f"unknown message type {incoming.type}")
-        except DuplicateMessageError:
-            logger.info(
-                "%s: message %s from %s/%d was already decrypted", self.name, client_id, sender, device
-            )
-            with self._store.transaction():
+            except UntrustedIdentityError as error:
+                # Not the key we trust: keep the message undecrypted until the user decides.
+                # Messages on existing sessions (made with the trusted key) go on decrypting.
+                contact = self._store.contact(sender)
+                assert contact is not None and error.identity_key is not None
+                already_reported = contact.changed_identity_key == error.identity_key.serialize()
+                changed = self._untrusted(sender, device, error)
+                self._hold(_HELD_IDENTITY, incoming, "identity key changed", now)
+                return None if already_reported else changed
+            except DuplicateMessageError:
+                logger.info(
+                    "%s: message %s from %s/%d was already decrypted", self.name, client_id, sender, device
+                )
                 self._store.mark_processed(sender, device, client_id, now)
                 self._release(held_seq)
-            return None
-        except E2EError as error:
-            return self._quarantine(incoming, error, now, held_seq)
-        try:
-            content = envelope.decode(plaintext)
-        except DecodeError as error:
-            # The message is authentic and its key is spent: keep the advanced session, refuse the content.
-            with self._committing(address):
-                self._store.put_session(sender, device, record.serialize())
-                self._remove_used(used_pre_key, used_kem_pre_key)
+                return None
+            except E2EError as error:
                 return self._quarantine(incoming, error, now, held_seq)
-        message_id = content.message_id.hex()
-        with self._committing(address):
-            self._store.put_session(sender, device, record.serialize())
-            self._remove_used(used_pre_key, used_kem_pre_key)
-            if new_contact is not None:
-                self._store.add_contact(sender, new_contact, now)
+            try:
+                content = envelope.decode(plaintext)
+            except DecodeError as error:
+                # The message is authentic and its key is spent: keep the advanced session (the
+                # cipher wrote it in this transaction), refuse the content.
+                return self._quarantine(incoming, error, now, held_seq)
+            message_id = content.message_id.hex()
             self._store.add_message("in", sender, device, message_id, content.timestamp, content.body)
             self._store.mark_processed(sender, device, client_id, now)
             if message_id != client_id:
                 self._store.mark_processed(sender, device, message_id, now)
             self._release(held_seq)
-        return Message(sender, device, message_id, content.timestamp, incoming.relay_timestamp, content.body)
+        return Message(
+            sender,
+            device,
+            message_id,
+            content.timestamp,
+            incoming.relay_timestamp,
+            content.body,
+            content.content_type,
+        )
 
     @contextlib.contextmanager
-    def _committing(self, address: tuple[str, int]) -> Any:
-        """One transaction for one peer's new state; on failure, forget the cached session."""
+    def _committing(self, name: str) -> Any:
+        """One transaction for one peer's new state; on failure, forget its cached sessions."""
         try:
             with self._store.transaction():
                 yield
         except BaseException:
-            self._sessions.pop(address, None)
+            self._protocol.forget(name)
             raise
-
-    def _remove_used(self, pre_key_id: int | None, kem_pre_key_id: int | None) -> None:
-        """Delete the one-time prekeys a new session consumed (X3DH §3.4, PQXDH §3.4)."""
-        if pre_key_id is not None:
-            self._store.remove_pre_key(pre_key_id)
-        if kem_pre_key_id is not None:
-            self._store.remove_kem_pre_key(kem_pre_key_id)
 
     def _release(self, held_seq: int | None) -> None:
         if held_seq is not None:
@@ -922,7 +874,7 @@ class Client:
                 ]
         except BaseException:
             # The whole batch rolled back: no cached session may keep what it did in memory.
-            self._sessions.clear()
+            self._protocol.forget()
             raise
         for push in pushed:
             if self._hooks.after_receive_commit is not None:
@@ -1065,18 +1017,84 @@ class Client:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
+    # -- attachments (client/attachments.py; docs/attachments.md) ------------------------------
 
-def _from_store(parse: Callable[[bytes], _Parsed], data: bytes) -> _Parsed:
-    """Parse a record read from our own store.
+    async def _blob_service(self) -> tuple[str, str]:
+        """An upload token from the relay, and the blob service's URL it names (kept for downloads)."""
+        connection = await self._connection()
+        answer = await connection.request("blob_upload_token")
+        self._blob_url = str(answer["url"])
+        return self._blob_url, str(answer["token"])
 
-    A record that does not parse is a fault of the local file, not of the message being
-    processed: it raises :class:`StoreFormatError`, which stops the client, instead of the core's
-    error, which would quarantine an innocent message.
-    """
+    def _blob_client(self) -> BlobClient:
+        if self._blobs is None:
+            self._blobs = BlobClient(sleep=self._sleep)
+        return self._blobs
+
+    async def send_file(
+        self,
+        name: str,
+        path: str | Path,
+        device_id: int = 1,
+        *,
+        content_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> SentFile:
+        """Encrypt ``path`` while uploading it to the blob service, then send its pointer to ``name``.
+
+        ``progress(done, total)`` follows the upload in blob bytes.  The pointer travels in an
+        ordinary end-to-end encrypted message (content type attachment), so neither the relay nor
+        the blob service learns the key.  Raises :class:`client.blobs.BlobServiceError` when the
+        service refuses (over quota, too large) and the core's errors when the file changes.
+        """
+        self._check_running()
+        url, token = await self._blob_service()
+        pointer = await upload_file(
+            self._blob_client(),
+            url,
+            token,
+            Path(path),
+            self._rng,
+            content_type=content_type,
+            progress=progress,
+        )
+        message_id = await self.forward_file(name, pointer, device_id)
+        return SentFile(message_id, pointer)
+
+    async def forward_file(self, name: str, pointer: AttachmentPointer, device_id: int = 1) -> str:
+        """Send an existing pointer to ``name``: the blob is not uploaded again."""
+        body = encode_pointer(pointer)
+        return await self.send(name, body, device_id, content_type=envelope.CONTENT_ATTACHMENT)
+
+    def attachment(self, message: Message) -> AttachmentPointer:
+        """The pointer a received (or stored) attachment message carries; raises
+        :class:`client.pointer.InvalidPointerError` for a malformed or hostile one."""
+        if not message.is_attachment:
+            raise InvalidPointerError("the message is not an attachment")
+        return decode_pointer(message.body)
+
+    async def download(
+        self, pointer: AttachmentPointer, folder: str | Path, *, progress: Progress | None = None
+    ) -> Path:
+        """Fetch, verify and decrypt an attachment into ``folder``; returns the file it saved.
+
+        Nothing appears in ``folder`` unless the blob's length, digest and MAC verified; the name
+        is made safe and never replaces an existing file.  Raises
+        :class:`e2e.attachment.InvalidAttachmentError` for a tampered blob (its ciphertext is
+        deleted) and :class:`client.blobs.BlobServiceError` when it cannot be fetched.
+        """
+        self._check_running()
+        url = self._blob_url or (await self._blob_service())[0]
+        return await download_file(self._blob_client(), url, pointer, Path(folder), progress=progress)
+
+
+def _address(sender: str, device_id: int) -> ProtocolAddress:
+    """The sender's address as the relay named it; a name or device id no device can have is a
+    :class:`DecodeError` (quarantined), not a crash."""
     try:
-        return parse(data)
-    except E2EError as error:
-        raise StoreFormatError(f"a record in the local store does not parse: {error}") from error
+        return ProtocolAddress(sender, device_id)
+    except ValueError as error:
+        raise DecodeError(f"the relay named an impossible sender: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,17 @@ the plaintext to the application; ours is::
 The message id and the sender's timestamp travel inside the encryption, so the relay can neither
 read nor alter them: the id the recipient removes duplicates by is the one the sender chose.
 
+A body other than text is marked by a content type (version 2, one byte more)::
+
+    version (1 byte, 0x02) ‖ message id (16) ‖ timestamp (8) ‖ content type (1 byte) ‖ body
+
+:data:`CONTENT_TEXT` (0) is always written as version 1, so text messages keep their bytes;
+:data:`CONTENT_ATTACHMENT` (1) carries an attachment pointer (:mod:`client.pointer`).
+
 Invariants
 ----------
-:func:`decode` accepts exactly this layout: a short input or an unknown version raises
-:class:`e2e.errors.DecodeError`.
+:func:`decode` accepts exactly these layouts: a short input, an unknown version or an unknown
+content type raises :class:`e2e.errors.DecodeError`.
 """
 
 from __future__ import annotations
@@ -22,11 +29,24 @@ from dataclasses import dataclass, field
 
 from e2e.errors import DecodeError
 
-__all__ = ["ENVELOPE_VERSION", "MESSAGE_ID_LENGTH", "Envelope", "encode", "decode"]
+__all__ = [
+    "ENVELOPE_VERSION",
+    "MESSAGE_ID_LENGTH",
+    "CONTENT_TEXT",
+    "CONTENT_ATTACHMENT",
+    "Envelope",
+    "encode",
+    "decode",
+]
 
 ENVELOPE_VERSION = 1
 MESSAGE_ID_LENGTH = 16
 _HEADER = 1 + MESSAGE_ID_LENGTH + 8
+# Version 2 adds the content type byte after the header.
+_TYPED_VERSION = 2
+CONTENT_TEXT = 0
+CONTENT_ATTACHMENT = 1
+_CONTENT_TYPES = frozenset({CONTENT_TEXT, CONTENT_ATTACHMENT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +56,7 @@ class Envelope:
     message_id: bytes
     timestamp: int
     body: bytes = field(repr=False)
+    content_type: int = CONTENT_TEXT
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -44,18 +65,30 @@ def encode(envelope: Envelope) -> bytes:
         raise ValueError(f"a message id is {MESSAGE_ID_LENGTH} bytes")
     if not 0 <= envelope.timestamp < 1 << 64:
         raise ValueError("a timestamp is an unsigned 64-bit number of milliseconds")
-    header = bytes((ENVELOPE_VERSION,)) + envelope.message_id + envelope.timestamp.to_bytes(8, "big")
-    return header + envelope.body
+    if envelope.content_type not in _CONTENT_TYPES:
+        raise ValueError(f"unknown content type {envelope.content_type}")
+    fields = envelope.message_id + envelope.timestamp.to_bytes(8, "big")
+    if envelope.content_type == CONTENT_TEXT:
+        return bytes((ENVELOPE_VERSION,)) + fields + envelope.body
+    return bytes((_TYPED_VERSION,)) + fields + bytes((envelope.content_type,)) + envelope.body
 
 
 def decode(plaintext: bytes) -> Envelope:
     """Parse a decrypted plaintext; :class:`DecodeError` if it is not an envelope we understand."""
     if len(plaintext) < _HEADER:
         raise DecodeError("a message envelope is at least 25 bytes")
-    if plaintext[0] != ENVELOPE_VERSION:
+    if plaintext[0] not in (ENVELOPE_VERSION, _TYPED_VERSION):
         raise DecodeError(f"unknown message envelope version {plaintext[0]}")
+    content_type, body_start = CONTENT_TEXT, _HEADER
+    if plaintext[0] == _TYPED_VERSION:
+        if len(plaintext) < _HEADER + 1:
+            raise DecodeError("a typed message envelope is at least 26 bytes")
+        content_type, body_start = plaintext[_HEADER], _HEADER + 1
+        if content_type not in _CONTENT_TYPES - {CONTENT_TEXT}:
+            raise DecodeError(f"unknown message content type {content_type}")
     return Envelope(
         message_id=plaintext[1 : 1 + MESSAGE_ID_LENGTH],
         timestamp=int.from_bytes(plaintext[1 + MESSAGE_ID_LENGTH : _HEADER], "big"),
-        body=plaintext[_HEADER:],
+        body=plaintext[body_start:],
+        content_type=content_type,
     )

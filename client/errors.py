@@ -74,7 +74,7 @@ class InvalidInputError(ClientError, ValueError):
 
 class InvalidNameError(InvalidInputError):
     """An account name the relay would refuse (docs/relay-protocol.md: 1 to 64 characters of
-    ``A-Z a-z 0-9 . _ @ + -``, starting with a letter or a digit)."""
+    ``a-z 0-9 . _ @ + -``, starting with a letter or a digit)."""
 
 
 class InvalidRelayURLError(InvalidInputError):

@@ -11,9 +11,10 @@ nothing.
 
 Invariants
 ----------
-* The name rule is the relay's, character for character: 1 to 64 characters of ``A-Z a-z 0-9 . _
-  @ + -``, starting with a letter or a digit (so never ``.`` or ``..``, never a slash, a space or a
-  control character).  ``tests/client/test_names.py`` holds the two rules to each other.
+* The name rule is the relay's, character for character: 1 to 64 characters of ``a-z 0-9 . _ @ +
+  -``, starting with a letter or a digit (so never ``.`` or ``..``, never a slash, a space, a
+  control character, or a second spelling of a name that differs by case alone).
+  ``tests/client/test_names.py`` holds the two rules to each other.
 * A relay URL passes only with the scheme ``ws`` or ``wss``, a host, a port in range if one is
   given, and no user name, password, query or fragment.
 * Each check returns its argument unchanged or raises a subclass of
@@ -35,7 +36,7 @@ from client.inert import inert
 
 __all__ = ["MAX_DEVICE_ID", "check_account_name", "check_device_id", "check_relay_url"]
 
-_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+_ACCOUNT = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
 """The relay's account name rule (``server.protocol.account_name``)."""
 
 MAX_DEVICE_ID = 2**31 - 1
@@ -46,9 +47,12 @@ def check_account_name(name: str) -> str:
     """``name`` if the relay accepts it as an account name; :class:`InvalidNameError` otherwise."""
     if not isinstance(name, str) or _ACCOUNT.fullmatch(name) is None:
         shown = inert(name) if isinstance(name, str) else type(name).__name__
+        hint = ""
+        if isinstance(name, str) and _ACCOUNT.fullmatch(name.lower()) is not None:
+            hint = f" (account names are lowercase: {name.lower()!r})"
         raise InvalidNameError(
-            f"{shown!r} is not an account name: use 1 to 64 letters, digits and . _ @ + -, "
-            "starting with a letter or a digit"
+            f"{shown!r} is not an account name: use 1 to 64 lowercase letters, digits and . _ @ + -, "
+            f"starting with a letter or a digit{hint}"
         )
     return name
 

@@ -4,8 +4,10 @@ Each module owns one layer and opens with its theory; ``docs/protocol.md`` walks
 the order a conversation uses them.  The names below are the ones a front end needs most often.
 """
 
+from e2e.address import ProtocolAddress
 from e2e.errors import (
     DecodeError,
+    DistributionMismatchError,
     DowngradeError,
     DuplicateMessageError,
     E2EError,
@@ -14,16 +16,21 @@ from e2e.errors import (
     InvalidKeyError,
     InvalidMessageError,
     InvalidSignatureError,
+    NoSenderKeyError,
     NoSessionError,
     StateFormatError,
     TooManySkippedMessagesError,
+    UnknownPreKeyError,
     UntrustedIdentityError,
 )
 from e2e.explain import Event, Trace, emit
 from e2e.fingerprint import DisplayableFingerprint, Fingerprint, ScannableFingerprint
+from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName, SenderKeyStore
 from e2e.kdf import ChainKey, MessageKeys, RootKey
 from e2e.kem import KemCiphertext, KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey, Rng
+from e2e.kyber import KyberCiphertext, KyberKeyPair, KyberPrivateKey, KyberPublicKey
+from e2e.memory_store import InMemoryProtocolStore
 from e2e.ratchet import DEFAULT_LIMITS, Limits, RatchetState
 from e2e.records import (
     IdentityRecord,
@@ -33,7 +40,11 @@ from e2e.records import (
     deserialize_identity,
     serialize_identity,
 )
+from e2e.sender_key_messages import SenderKeyDistributionMessage, SenderKeyFraming, SenderKeyMessage
+from e2e.sender_key_state import SenderKeyRecord
 from e2e.session import Ciphertext, SessionRecord
+from e2e.session_cipher import SessionBuilder, SessionCipher, make_pre_key_bundle
+from e2e.stores import Direction, ProtocolStore
 from e2e.wire import (
     CIPHERTEXT_VERSION,
     MAX_CIPHERTEXT_LENGTH,
@@ -61,6 +72,11 @@ __all__ = [
     "KemPrivateKey",
     "KemKeyPair",
     "KemCiphertext",
+    # Kyber-1024 keys for Signal's PQXDH, message version 4 (e2e.kyber; the agreement is e2e.pqxdh_v4).
+    "KyberPublicKey",
+    "KyberPrivateKey",
+    "KyberKeyPair",
+    "KyberCiphertext",
     # X3DH (e2e.x3dh).
     "PreKeyBundle",
     "InitialMessage",
@@ -77,6 +93,14 @@ __all__ = [
     "RatchetState",
     "Limits",
     "DEFAULT_LIMITS",
+    # Sessions over stores (e2e.address, e2e.stores, e2e.memory_store, e2e.session_cipher).
+    "ProtocolAddress",
+    "Direction",
+    "ProtocolStore",
+    "InMemoryProtocolStore",
+    "SessionBuilder",
+    "SessionCipher",
+    "make_pre_key_bundle",
     # Stored records (e2e.records).
     "IdentityRecord",
     "PreKeyRecord",
@@ -98,10 +122,22 @@ __all__ = [
     "DuplicateMessageError",
     "TooManySkippedMessagesError",
     "NoSessionError",
+    "UnknownPreKeyError",
     "UntrustedIdentityError",
     "FingerprintMismatchError",
     "FingerprintVersionMismatchError",
     "DowngradeError",
+    # Group messages with Sender Keys (e2e.group_cipher, e2e.sender_key_messages, e2e.sender_key_state).
+    "GroupCipher",
+    "SenderKeyName",
+    "SenderKeyStore",
+    "InMemorySenderKeyStore",
+    "SenderKeyFraming",
+    "SenderKeyMessage",
+    "SenderKeyDistributionMessage",
+    "SenderKeyRecord",
+    "NoSenderKeyError",
+    "DistributionMismatchError",
     # Explain mode (e2e.explain; its fingerprint() stays there, the name e2e.fingerprint being the
     # safety-number module).
     "Event",

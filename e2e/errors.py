@@ -13,6 +13,12 @@ their changes only after every check has passed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from e2e.address import ProtocolAddress
+    from e2e.keys import PublicKey
+
 __all__ = [
     "E2EError",
     "DecodeError",
@@ -21,12 +27,16 @@ __all__ = [
     "InvalidSignatureError",
     "InvalidMessageError",
     "DuplicateMessageError",
+    "VersionMismatchError",
     "TooManySkippedMessagesError",
     "NoSessionError",
+    "UnknownPreKeyError",
     "UntrustedIdentityError",
     "FingerprintMismatchError",
     "FingerprintVersionMismatchError",
     "DowngradeError",
+    "NoSenderKeyError",
+    "DistributionMismatchError",
 ]
 
 
@@ -58,6 +68,10 @@ class DuplicateMessageError(InvalidMessageError):
     """A message whose key was already used: a replay or a duplicate delivery."""
 
 
+class VersionMismatchError(InvalidMessageError):
+    """A message of another protocol version (3 or 4) than the session state it was tried with."""
+
+
 class TooManySkippedMessagesError(InvalidMessageError):
     """A message that would require skipping more message keys than the configured limit."""
 
@@ -66,8 +80,36 @@ class NoSessionError(E2EError):
     """An operation that needs an established session where there is none."""
 
 
+class UnknownPreKeyError(InvalidMessageError):
+    """A PreKeySignalMessage (or a bundle to build) naming a prekey the store does not hold:
+    never made, already used, or retired (libsignal's ``InvalidPreKeyId`` and its kin).
+
+    ``kind`` says which: ``"signed prekey"``, ``"one-time prekey"``, ``"KEM prekey"`` or ``"Kyber prekey"``.
+    """
+
+    def __init__(self, kind: str, pre_key_id: int) -> None:
+        super().__init__(f"no {kind} with id {pre_key_id}")
+        self.kind = kind
+        self.pre_key_id = pre_key_id
+
+
 class UntrustedIdentityError(E2EError):
-    """A peer whose identity key differs from the one previously recorded for it."""
+    """A peer whose identity key differs from the one previously recorded for it.
+
+    Raised by an identity store (:mod:`e2e.stores`) with the ``address`` and the refused
+    ``identity_key``; both are ``None`` when the raiser did not know them.
+    """
+
+    def __init__(
+        self,
+        message: str = "untrusted identity key",
+        *,
+        address: ProtocolAddress | None = None,
+        identity_key: PublicKey | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.address = address
+        self.identity_key = identity_key
 
 
 class FingerprintMismatchError(E2EError):
@@ -85,3 +127,11 @@ class FingerprintVersionMismatchError(FingerprintMismatchError):
 
 class DowngradeError(E2EError):
     """An attempt to start a session with a weaker key agreement than the peer advertised."""
+
+
+class NoSenderKeyError(NoSessionError):
+    """No sender-key state to use: an unknown sender, distribution or chain, or a key not our own."""
+
+
+class DistributionMismatchError(InvalidMessageError):
+    """A group message or distribution message whose distribution id is not the one it was given for."""

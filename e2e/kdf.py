@@ -15,6 +15,11 @@ What this module owns
       ``HKDF(salt = 32 zero bytes, ikm = seed, info = "WhisperMessageKeys", L = 80)`` →
       32-byte AES-256 key ‖ 32-byte HMAC-SHA256 key ‖ 16-byte CBC IV.
 
+* The message keys of version 4, the Triple Ratchet's mixing of the post-quantum ratchet's key into
+  the Double Ratchet's (libsignal ``MessageKeys::derive_keys``, :func:`derive_message_keys`):
+  ``HKDF(salt = SPQR's key for this message, ikm = seed, info = "WhisperMessageKeys", L = 80)``;
+  a message for which SPQR gives no key (and every version-3 message) uses the 32 zero bytes of
+  HKDF's default salt, which is exactly version 3's derivation.
 * The X3DH KDF of libsignal v3 (X3DH specification revision 1, §2.2 and §3.3):
   ``HKDF(salt = 32 zero bytes, ikm = 0xFF×32 ‖ DH1 ‖ DH2 ‖ DH3 [‖ DH4], info = "WhisperText", L = 64)``
   → root key ‖ chain key (:func:`kdf_x3dh`).
@@ -36,6 +41,7 @@ from typing import Final
 __all__ = [
     "hkdf",
     "kdf_x3dh",
+    "derive_message_keys",
     "RootKey",
     "ChainKey",
     "MessageKeys",
@@ -57,7 +63,11 @@ _CHAIN_KEY_SEED: Final = b"\x02"
 
 
 def hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
-    """HKDF-SHA256 (RFC 5869 §2.2 extract, §2.3 expand) of ``length`` bytes (at most 8160)."""
+    """HKDF-SHA256 (RFC 5869 §2.2 extract, §2.3 expand) of ``length`` bytes.
+
+    RFC 5869 §2.3 allows at most ``255 × 32 = 8160`` bytes; a ``length`` outside 1 to 8160
+    raises :class:`ValueError`.  An empty ``salt`` is 32 zero bytes (§2.2).
+    """
     if not 0 < length <= 255 * 32:
         raise ValueError("HKDF-SHA256 output length must be between 1 and 8160 bytes")
     prk = hmac.digest(salt or _ZERO_SALT, ikm, "sha256")
@@ -114,10 +124,12 @@ class ChainKey:
         self.key = key
         self.index = index
 
-    def message_keys(self) -> MessageKeys:
-        """The keys of message ``index``: the seed ``HMAC(ck, 0x01)`` expanded by HKDF to 80 bytes."""
+    def message_keys(self, pq_ratchet_key: bytes | None = None) -> MessageKeys:
+        """The keys of message ``index``: the seed ``HMAC(ck, 0x01)`` expanded by HKDF to 80 bytes,
+        salted with SPQR's key for the message when there is one (:func:`derive_message_keys`).
+        """
         seed = hmac.digest(self.key, _MESSAGE_KEY_SEED, "sha256")
-        derived = hkdf(_ZERO_SALT, seed, MESSAGE_KEYS_INFO, 80)
+        derived = derive_message_keys(seed, pq_ratchet_key)
         return MessageKeys(derived[:32], derived[32:64], derived[64:], self.index)
 
     def next(self) -> ChainKey:
@@ -164,6 +176,19 @@ class MessageKeys:
 
     def __repr__(self) -> str:
         return f"MessageKeys(counter={self.counter}, keys=<redacted>)"
+
+
+def derive_message_keys(seed: bytes, pq_ratchet_key: bytes | None = None) -> bytes:
+    """Cipher key ‖ MAC key ‖ IV (80 bytes) of one message from its seed ``HMAC(CK, 0x01)``.
+
+    ``HKDF(salt = pq_ratchet_key or 32 zero bytes, seed, "WhisperMessageKeys", 80)``: the Triple
+    Ratchet's combination of the Double Ratchet's seed with the post-quantum ratchet's 32-byte key
+    for the same message (libsignal ``MessageKeyGenerator::generate_keys``).  Without a key it is
+    version 3's derivation.
+    """
+    if pq_ratchet_key is not None:
+        _check_key("a post-quantum ratchet key", pq_ratchet_key)
+    return hkdf(pq_ratchet_key or _ZERO_SALT, seed, MESSAGE_KEYS_INFO, 80)
 
 
 def kdf_x3dh(dh_outputs: bytes) -> tuple[RootKey, ChainKey]:

@@ -71,7 +71,7 @@ from e2e import kem
 from e2e.errors import DowngradeError, InvalidKeyError
 from e2e.explain import Trace, emit
 from e2e.kdf import X3DH_DISCONTINUITY, ChainKey, RootKey, hkdf
-from e2e.kem import KemKeyPair, KemPublicKey
+from e2e.kem import KemCiphertext, KemKeyPair, KemPublicKey
 from e2e.keys import KeyPair, PublicKey, Rng
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret, initiator_dh, responder_dh
 
@@ -138,6 +138,8 @@ def initiate(
     """
     if their_bundle.kem_pre_key is None or their_bundle.kem_pre_key_id is None:
         raise InvalidKeyError("PQXDH needs a bundle with a signed KEM prekey")
+    if not isinstance(their_bundle.kem_pre_key, KemPublicKey):
+        raise InvalidKeyError("a Kyber1024 prekey is for Signal's PQXDH (e2e.pqxdh_v4), not this one")
     our_base_key, dh_outputs = initiator_dh(our_identity_key, their_bundle, rng, trace)
     ciphertext, shared_secret = kem.encapsulate(their_bundle.kem_pre_key, kem_rng)
     emit(
@@ -185,6 +187,8 @@ def respond(
     """
     if message.kem_ciphertext is None:
         raise DowngradeError("the initial message carries no KEM ciphertext: it was not made with PQXDH")
+    if not isinstance(message.kem_ciphertext, KemCiphertext):
+        raise InvalidKeyError("a Kyber1024 ciphertext is for Signal's PQXDH (e2e.pqxdh_v4), not this one")
     if our_kem_pre_key is None:
         raise InvalidKeyError(
             f"KEM prekey {message.kem_pre_key_id} is not available"

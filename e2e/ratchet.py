@@ -1,4 +1,4 @@
-"""One Double Ratchet session state, as libsignal's v3 protocol runs it.
+"""One Double Ratchet session state, as libsignal's v3 and v4 protocols run it.
 
 What this module owns
 ---------------------
@@ -100,6 +100,17 @@ libsignal), and a record tries each of its states.  Only the newest
 ``max_stored_skipped_keys`` of the skipped keys are kept while walking, since older ones would
 be evicted at once.  Counters are 32-bit: a chain carries messages 0 to :data:`LAST_COUNTER`.
 
+Version 4: the Triple Ratchet's seam
+------------------------------------
+A state started by Signal's PQXDH (:mod:`e2e.pqxdh_v4`) has ``session_version`` 4: it writes and
+reads version-4 messages only (``0x44``; a message of the other version raises
+:class:`~e2e.errors.VersionMismatchError`), and it may hold a post-quantum ratchet
+(:class:`~e2e.pq_ratchet.PostQuantumRatchet`, ``pq_ratchet``).  Root and chain keys evolve exactly
+as in version 3; every message key is ``HKDF(salt = SPQR's key, seed, "WhisperMessageKeys", 80)``
+(:func:`e2e.kdf.derive_message_keys`) with the SPQR bytes in field 5, and on receipt SPQR runs on
+a copy that replaces the state only once the MAC has verified.  Without a post-quantum ratchet
+field 5 stays empty and the salt is HKDF's default, and a received non-empty field 5 is refused.
+
 What this module does not know
 ------------------------------
 Prekeys, X3DH, several states for one peer, or storage: :mod:`e2e.session` builds states from
@@ -115,17 +126,23 @@ from e2e import protobuf
 from e2e.errors import (
     DecodeError,
     DuplicateMessageError,
+    E2EError,
     InvalidKeyError,
     InvalidMessageError,
     StateFormatError,
     TooManySkippedMessagesError,
+    VersionMismatchError,
 )
 from e2e.explain import Trace, emit
+from e2e.kdf import derive_message_keys as derive_salted_message_keys
 from e2e.kem import KemCiphertext
 from e2e.keys import KEY_LENGTH, KeyPair, PrivateKey, PublicKey, Rng
+from e2e.kyber import KyberCiphertext
+from e2e.pq_ratchet import Direction, PostQuantumRatchet, PostQuantumRatchetFactory
 from e2e.primitives import cbc_decrypt, cbc_encrypt, chain_step, derive_message_keys, root_step
 from e2e.wire import (
     CIPHERTEXT_VERSION,
+    CIPHERTEXT_VERSION_V4,
     MAX_CIPHERTEXT_LENGTH,
     UINT32_MAX,
     SignalMessage,
@@ -199,18 +216,20 @@ class PendingPreKey:
     signed_pre_key_id: int
     base_key: PublicKey
     kem_pre_key_id: int | None = None
-    kem_ciphertext: KemCiphertext | None = None
+    kem_ciphertext: KemCiphertext | KyberCiphertext | None = None
 
     def __post_init__(self) -> None:
         if (self.kem_pre_key_id is None) != (self.kem_ciphertext is None):
             raise InvalidKeyError("a pending KEM ciphertext needs the id of its KEM prekey")
 
 
-Agreement = Literal["x3dh", "pqxdh"]
-"""The key agreement that started a state: X3DH, or PQXDH (:mod:`e2e.pqxdh`)."""
+Agreement = Literal["x3dh", "pqxdh", "pqxdh_v4"]
+"""The key agreement that started a state: X3DH, the project's ML-KEM PQXDH (:mod:`e2e.pqxdh`), or
+Signal's Kyber PQXDH of message version 4 (:mod:`e2e.pqxdh_v4`)."""
 
 # How field 16 of a stored state names the agreement; X3DH states leave the field out.
-_AGREEMENT_CODES: Final[dict[int, Agreement]] = {1: "x3dh", 2: "pqxdh"}
+_AGREEMENT_CODES: Final[dict[int, Agreement]] = {1: "x3dh", 2: "pqxdh", 3: "pqxdh_v4"}
+_AGREEMENT_NUMBERS: Final[dict[Agreement, int]] = {"x3dh": 1, "pqxdh": 2, "pqxdh_v4": 3}
 
 
 DEFAULT_LIMITS: Final = Limits()
@@ -218,8 +237,9 @@ DEFAULT_LIMITS: Final = Limits()
 
 _STATE_SCHEMA: Final = {
     number: protobuf.Field(protobuf.VARINT if number in (1, 8, 9, 13, 14, 16, 17) else protobuf.LEN)
-    for number in range(1, 18)
+    for number in range(1, 19)
 }
+# Field 18 (session format version 4): the post-quantum ratchet's own serialized state.
 # Field 17 (session format version 3): the sending half of a DH ratchet step is due.
 _PENDING_SENDING_CHAIN: Final = protobuf.encode_uint_field(17, 1)
 _PENDING_SCHEMA: Final = {
@@ -260,6 +280,7 @@ class RatchetState:
         "base_key",
         "agreement",
         "sending_chain_pending",
+        "pq_ratchet",
         "_associated_out",
         "_associated_in",
         "_serialized_sending_key",
@@ -286,9 +307,18 @@ class RatchetState:
         limits: Limits,
         agreement: Agreement = "x3dh",
         sending_chain_pending: bool = False,
+        session_version: int = CIPHERTEXT_VERSION,
+        pq_ratchet: PostQuantumRatchet | None = None,
     ) -> None:
+        if session_version not in (CIPHERTEXT_VERSION, CIPHERTEXT_VERSION_V4):
+            raise ValueError(f"session version {session_version} is not 3 or 4")
+        if (session_version == CIPHERTEXT_VERSION_V4) != (agreement == "pqxdh_v4"):
+            raise ValueError("version-4 sessions are exactly those started by Signal's PQXDH")
+        if pq_ratchet is not None and session_version != CIPHERTEXT_VERSION_V4:
+            raise ValueError("a post-quantum ratchet runs in version-4 sessions only")
         self.limits = limits
-        self.session_version = CIPHERTEXT_VERSION
+        self.session_version = session_version
+        self.pq_ratchet = pq_ratchet
         self.local_identity_key = local_identity_key
         self.remote_identity_key = remote_identity_key
         self.root_key = root_key
@@ -331,8 +361,14 @@ class RatchetState:
         trace: Trace | None = None,
         *,
         agreement: Agreement = "x3dh",
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> RatchetState:
-        """Alice after X3DH or PQXDH (libsignal ``initializeAliceSession``): see the module docstring."""
+        """Alice after X3DH or PQXDH (libsignal ``initializeAliceSession``): see the module docstring.
+
+        With ``agreement="pqxdh_v4"`` the state is version 4, and ``pq_ratchet_factory`` (if given)
+        starts its post-quantum ratchet from ``secret.pq_ratchet_key`` in direction ``A2B``.
+        """
+        version, pq_ratchet = _version_and_pq_ratchet(agreement, secret, pq_ratchet_factory, Direction.A2B)
         sending = KeyPair.generate(rng)
         dh_out = sending.agree(their_signed_pre_key)
         root_key, sending_chain_key = root_step(secret.root_key.key, dh_out)
@@ -369,6 +405,8 @@ class RatchetState:
             base_key=our_base_key,
             limits=limits,
             agreement=agreement,
+            session_version=version,
+            pq_ratchet=pq_ratchet,
         )
 
     @classmethod
@@ -385,10 +423,12 @@ class RatchetState:
         trace: Trace | None = None,
         *,
         agreement: Agreement = "x3dh",
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> RatchetState:
         """Bob after X3DH or PQXDH (libsignal ``initializeBobSession``): his signed prekey is his
-        first ``DHs``.
+        first ``DHs``.  Version 4 as in :meth:`initialize_alice`, direction ``B2A``.
         """
+        version, pq_ratchet = _version_and_pq_ratchet(agreement, secret, pq_ratchet_factory, Direction.B2A)
         if trace is not None:
             emit(
                 trace,
@@ -413,6 +453,8 @@ class RatchetState:
             base_key=their_base_key,
             limits=limits,
             agreement=agreement,
+            session_version=version,
+            pq_ratchet=pq_ratchet,
         )
 
     # -- the ratchet ----------------------------------------------------------------------------
@@ -458,11 +500,36 @@ class RatchetState:
             if index >= LAST_COUNTER + 1:
                 raise InvalidMessageError("the sending chain is exhausted (2**32 - 1 messages)")
         seed, next_chain_key = chain_step(chain_key)
-        keys = derive_message_keys(seed)
-        ciphertext = cbc_encrypt(keys[:32], keys[64:], plaintext)
-        serialized = encode_signal_message(
-            keys[32:64], self._associated_out, sending_key, index, previous_counter, ciphertext
-        )
+        if self.session_version == CIPHERTEXT_VERSION:
+            keys = derive_message_keys(seed)
+            ciphertext = cbc_encrypt(keys[:32], keys[64:], plaintext)
+            serialized = encode_signal_message(
+                keys[32:64], self._associated_out, sending_key, index, previous_counter, ciphertext
+            )
+        else:
+            # The Triple Ratchet (module docstring): SPQR's key salts the message keys.
+            pq_message, pq_key = b"", None
+            if self.pq_ratchet is not None:
+                pq_message, pq_key = self.pq_ratchet.send(rng)
+            keys = derive_salted_message_keys(seed, pq_key)
+            ciphertext = cbc_encrypt(keys[:32], keys[64:], plaintext)
+            serialized = encode_signal_message(
+                keys[32:64],
+                self._associated_out,
+                sending_key,
+                index,
+                previous_counter,
+                ciphertext,
+                version=CIPHERTEXT_VERSION_V4,
+                pq_ratchet=pq_message,
+            )
+            if trace is not None:
+                emit(
+                    trace,
+                    "ratchet.pq_key",
+                    {"direction": "encrypt", "counter": index, "pq_ratchet_bytes": len(pq_message)},
+                    {} if pq_key is None else {"pq_key": pq_key},
+                )
         if trace is not None:
             emit(
                 trace,
@@ -497,23 +564,31 @@ class RatchetState:
                 return chain
         return None
 
-    def decrypt(self, message: SignalMessage, rng: Rng, trace: Trace | None = None) -> bytes:
+    def decrypt(self, message: SignalMessage, rng: Rng | None = None, trace: Trace | None = None) -> bytes:
         """Decrypt ``message`` and advance the state; on any error the state is unchanged.
 
         Raises :class:`~e2e.errors.DuplicateMessageError` for a message whose key was used or
         dropped, :class:`~e2e.errors.TooManySkippedMessagesError` beyond ``max_skip``, and
         :class:`~e2e.errors.InvalidMessageError` for a bad MAC, padding or ratchet key.
-        ``rng`` is not used: a DH step's fresh ratchet key is drawn by the next :meth:`encrypt`.
+        ``rng`` is not used: a DH step's fresh ratchet key is drawn by the next :meth:`encrypt`
+        (it is still accepted, and may be left out).
         """
         their_key = message.ratchet_key
         raw = their_key.raw
         counter = message.counter
+        if message.version != self.session_version:
+            raise VersionMismatchError(
+                f"a version-{message.version} message for a version-{self.session_version} session"
+            )
         if counter > LAST_COUNTER:
             raise InvalidMessageError(f"counter {counter} is beyond the last one a chain carries")
         skipped_seed = self.skipped.get((raw, counter))
         if skipped_seed is not None:
-            plaintext = self._open(message, skipped_seed, trace)
+            pq_trial, pq_key = self._pq_receive(message, trace)
+            plaintext = self._open(message, skipped_seed, trace, pq_key)
             del self.skipped[(raw, counter)]
+            if pq_trial is not None:
+                self.pq_ratchet = pq_trial
             if trace is not None:
                 emit(
                     trace,
@@ -584,9 +659,13 @@ class RatchetState:
                 },
                 {"chain_key": chain_key, "next_chain_key": next_chain_key},
             )
-        plaintext = self._open(message, seed, trace)
+        # As libsignal does: the Double Ratchet's chain first, then SPQR (on a copy), then the MAC.
+        pq_trial, pq_key = self._pq_receive(message, trace)
+        plaintext = self._open(message, seed, trace, pq_key)
 
         # The message is authentic: commit.  Nothing below can fail.
+        if pq_trial is not None:
+            self.pq_ratchet = pq_trial
         if chain is None:
             assert new_root_key is not None  # Set on the branch that left chain None.
             self._commit_receiving_step(their_key, new_root_key, next_chain_key, counter + 1)
@@ -598,8 +677,40 @@ class RatchetState:
         self.pending_prekey = None
         return plaintext
 
-    def _open(self, message: SignalMessage, seed: bytes, trace: Trace | None) -> bytes:
-        keys = derive_message_keys(seed)
+    def _pq_receive(
+        self, message: SignalMessage, trace: Trace | None
+    ) -> tuple[PostQuantumRatchet | None, bytes | None]:
+        """SPQR's part of receiving, on a copy: the copy to commit after the MAC, and the key."""
+        if self.session_version == CIPHERTEXT_VERSION:
+            return None, None
+        if self.pq_ratchet is None:
+            if message.pq_ratchet:
+                raise InvalidMessageError("a post-quantum ratchet message for a session that runs none")
+            return None, None
+        trial = self.pq_ratchet.copy()
+        try:
+            pq_key = trial.recv(message.pq_ratchet)
+        except E2EError as error:
+            raise InvalidMessageError(f"post-quantum ratchet: {error}") from None
+        if trace is not None:
+            emit(
+                trace,
+                "ratchet.pq_key",
+                {
+                    "direction": "decrypt",
+                    "counter": message.counter,
+                    "pq_ratchet_bytes": len(message.pq_ratchet),
+                },
+                {} if pq_key is None else {"pq_key": pq_key},
+            )
+        return trial, pq_key
+
+    def _open(self, message: SignalMessage, seed: bytes, trace: Trace | None, pq_key: bytes | None) -> bytes:
+        keys = (
+            derive_message_keys(seed)
+            if self.session_version == CIPHERTEXT_VERSION
+            else (derive_salted_message_keys(seed, pq_key))
+        )
         try:
             message.verify_mac_with(keys[32:64], self._associated_in)
         except InvalidMessageError:
@@ -669,7 +780,9 @@ class RatchetState:
                     protobuf.encode_bytes_field(15, self.base_key.serialize()),
                     # X3DH states leave field 16 out, so that they are stored exactly as before
                     # it existed.
-                    b"" if self.agreement == "x3dh" else protobuf.encode_uint_field(16, 2),
+                    b""
+                    if self.agreement == "x3dh"
+                    else protobuf.encode_uint_field(16, _AGREEMENT_NUMBERS[self.agreement]),
                 )
             )
             static = self._serialized_static = (head, tail)
@@ -703,23 +816,35 @@ class RatchetState:
             )
             parts.append(protobuf.encode_bytes_field(12, pending_fields))
         parts.append(static[1])
+        if self.pq_ratchet is not None:
+            parts.append(protobuf.encode_bytes_field(18, self.pq_ratchet.serialize()))
         return b"".join(parts)
 
     @classmethod
-    def deserialize(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> RatchetState:
-        """Invert :meth:`serialize`; anything malformed raises :class:`StateFormatError`."""
+    def deserialize(
+        cls,
+        data: bytes,
+        limits: Limits = DEFAULT_LIMITS,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
+    ) -> RatchetState:
+        """Invert :meth:`serialize`; anything malformed raises :class:`StateFormatError`.
+
+        A state that holds a post-quantum ratchet (field 18) needs ``pq_ratchet_factory`` to load it.
+        """
         try:
-            return cls._deserialize(data, limits)
+            return cls._deserialize(data, limits, pq_ratchet_factory)
         except StateFormatError:
             raise
         except DecodeError as error:
             raise StateFormatError(f"session state: {error}") from None
 
     @classmethod
-    def _deserialize(cls, data: bytes, limits: Limits) -> RatchetState:
+    def _deserialize(
+        cls, data: bytes, limits: Limits, pq_ratchet_factory: PostQuantumRatchetFactory | None
+    ) -> RatchetState:
         fields = protobuf.parse(data, _STATE_SCHEMA)
         version = protobuf.get_uint(fields, 1, "session version")
-        if version != CIPHERTEXT_VERSION:
+        if version not in (CIPHERTEXT_VERSION, CIPHERTEXT_VERSION_V4):
             raise StateFormatError(f"session version {version} is not supported")
 
         def key(number: int, what: str) -> PublicKey:
@@ -767,7 +892,9 @@ class RatchetState:
                 protobuf.get_uint(pending_fields, 4, "pending KEM prekey id", UINT32_MAX)
                 if 4 in pending_fields
                 else None,
-                KemCiphertext.deserialize(protobuf.get_bytes(pending_fields, 5, "pending KEM ciphertext"))
+                (KyberCiphertext if version == CIPHERTEXT_VERSION_V4 else KemCiphertext).deserialize(
+                    protobuf.get_bytes(pending_fields, 5, "pending KEM ciphertext")
+                )
                 if 5 in pending_fields
                 else None,
             )
@@ -784,6 +911,17 @@ class RatchetState:
             if code not in _AGREEMENT_CODES:
                 raise StateFormatError(f"unknown key agreement code {code}")
             agreement = _AGREEMENT_CODES[code]
+        if (version == CIPHERTEXT_VERSION_V4) != (agreement == "pqxdh_v4"):
+            raise StateFormatError(f"a version-{version} state started by {agreement}")
+        pq_ratchet = None
+        if 18 in fields:
+            if version != CIPHERTEXT_VERSION_V4:
+                raise StateFormatError("a post-quantum ratchet in a version-3 state")
+            if pq_ratchet_factory is None:
+                raise StateFormatError(
+                    "the state holds a post-quantum ratchet and no factory was given to load it"
+                )
+            pq_ratchet = pq_ratchet_factory.load(protobuf.get_bytes(fields, 18, "post-quantum ratchet"))
         return cls(
             local_identity_key=key(2, "local identity key"),
             remote_identity_key=key(3, "remote identity key"),
@@ -802,6 +940,8 @@ class RatchetState:
             limits=limits,
             agreement=agreement,
             sending_chain_pending=sending_chain_pending,
+            session_version=version,
+            pq_ratchet=pq_ratchet,
         )
 
     def __repr__(self) -> str:
@@ -811,6 +951,25 @@ class RatchetState:
             f"sending_ratchet_key={self.sending_ratchet_key.fingerprint()}, "
             f"sending_index={self.sending_index}, receiver_chains={len(self.receiver_chains)}, "
             f"skipped_keys={len(self.skipped)}, pending_prekey={self.pending_prekey is not None}, "
-            f"agreement={self.agreement}, sending_chain_pending={self.sending_chain_pending}, "
+            f"version={self.session_version}, agreement={self.agreement}, "
+            f"pq_ratchet={self.pq_ratchet is not None}, sending_chain_pending={self.sending_chain_pending}, "
             "keys=<redacted>)"
         )
+
+
+def _version_and_pq_ratchet(
+    agreement: Agreement,
+    secret: SharedSecret,
+    factory: PostQuantumRatchetFactory | None,
+    direction: Direction,
+) -> tuple[int, PostQuantumRatchet | None]:
+    """The session version an agreement starts, and the post-quantum ratchet of a version-4 one."""
+    if agreement != "pqxdh_v4":
+        if factory is not None:
+            raise ValueError("a post-quantum ratchet runs in version-4 sessions only")
+        return CIPHERTEXT_VERSION, None
+    if secret.pq_ratchet_key is None:
+        raise ValueError("a version-4 session starts from a secret with a pq_ratchet_key")
+    if factory is None:
+        return CIPHERTEXT_VERSION_V4, None
+    return CIPHERTEXT_VERSION_V4, factory.initial(secret.pq_ratchet_key, direction)

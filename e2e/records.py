@@ -17,7 +17,7 @@ Format, version 1
 -----------------
 ``kind (1 byte) ‖ version (1 byte) ‖ protobuf-style fields``.  The kinds are ASCII letters, so a
 hex dump says what it is: ``I`` identity, ``P`` prekey, ``K`` signed prekey, ``Q`` KEM prekey,
-``S`` session record.
+``S`` session record, ``G`` sender-key record (:mod:`e2e.sender_key_state`).
 The fields use the same encoding as libsignal's messages (:mod:`e2e.protobuf`): compact, fast to
 read and write in pure Python, and a later version may add fields that this one skips.  A record
 of another kind, or of a version other than :data:`FORMAT_VERSION`, raises
@@ -68,6 +68,7 @@ __all__ = [
     "SignedPreKeyRecord",
     "KEM_PRE_KEY_KIND",
     "KemPreKeyRecord",
+    "SENDER_KEY_RECORD_KIND",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -78,12 +79,15 @@ PRE_KEY_KIND: Final = ord("P")
 SIGNED_PRE_KEY_KIND: Final = ord("K")
 SESSION_RECORD_KIND: Final = ord("S")
 KEM_PRE_KEY_KIND: Final = ord("Q")
+# Sender-key records (e2e.sender_key_state) share the header.
+SENDER_KEY_RECORD_KIND: Final = ord("G")
 _KIND_NAMES: Final = {
     IDENTITY_KIND: "identity",
     PRE_KEY_KIND: "prekey",
     SIGNED_PRE_KEY_KIND: "signed prekey",
     SESSION_RECORD_KIND: "session record",
     KEM_PRE_KEY_KIND: "KEM prekey",
+    SENDER_KEY_RECORD_KIND: "sender-key record",
 }
 _UINT32_MAX: Final = 0xFFFF_FFFF
 _UINT64_MAX: Final = (1 << 64) - 1

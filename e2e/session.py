@@ -86,7 +86,8 @@ What this module does not know
 ------------------------------
 Where prekeys, identities and records are stored, or whether the remote identity key is trusted:
 the caller checks identities (see :class:`~e2e.errors.UntrustedIdentityError`) and deletes a
-one-time prekey after its first message decrypted.
+one-time prekey after its first message decrypted.  :mod:`e2e.session_cipher` does both over the
+store protocols of :mod:`e2e.stores`.
 """
 
 from __future__ import annotations
@@ -94,11 +95,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from e2e import pqxdh, protobuf, x3dh
+from e2e import pqxdh, pqxdh_v4, protobuf, x3dh
 from e2e.errors import (
     DecodeError,
     DowngradeError,
     DuplicateMessageError,
+    InvalidKeyError,
     InvalidMessageError,
     NoSessionError,
     StateFormatError,
@@ -107,14 +109,23 @@ from e2e.errors import (
 from e2e.explain import Trace, emit
 from e2e.kem import KemKeyPair
 from e2e.keys import KeyPair, PublicKey, Rng
+from e2e.kyber import KyberKeyPair, KyberPublicKey
+from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import DEFAULT_LIMITS, Agreement, Limits, PendingPreKey, RatchetState
 from e2e.records import SESSION_RECORD_KIND, check_header, header
-from e2e.wire import UINT32_MAX, MessageType, PreKeySignalMessage, SignalMessage, encode_prekey_signal_message
+from e2e.wire import (
+    CIPHERTEXT_VERSION_V4,
+    UINT32_MAX,
+    MessageType,
+    PreKeySignalMessage,
+    SignalMessage,
+    encode_prekey_signal_message,
+)
 from e2e.x3dh import PreKeyBundle
 
 __all__ = ["Ciphertext", "SessionRecord", "SESSION_FORMAT_VERSIONS"]
 
-SESSION_FORMAT_VERSIONS: Final = (1, 2, 3)
+SESSION_FORMAT_VERSIONS: Final = (1, 2, 3, 4)
 """The session record format versions this code reads (module docstring); it writes the lower
 one that can hold the record."""
 
@@ -138,10 +149,15 @@ class Ciphertext:
 class SessionRecord:
     """All session states with one remote device: the current one and archived ones, as libsignal keeps."""
 
-    __slots__ = ("limits", "_current", "_archived")
+    __slots__ = ("limits", "pq_ratchet_factory", "_current", "_archived")
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, limits: Limits = DEFAULT_LIMITS, pq_ratchet_factory: PostQuantumRatchetFactory | None = None
+    ) -> None:
         self.limits = limits
+        # The post-quantum ratchet (SPQR) that version-4 states of this record start and load; with
+        # None they run without one (e2e.pq_ratchet).
+        self.pq_ratchet_factory = pq_ratchet_factory
         self._current: RatchetState | None = None
         self._archived: list[RatchetState] = []
 
@@ -156,11 +172,13 @@ class SessionRecord:
         rng: Rng,
         limits: Limits = DEFAULT_LIMITS,
         trace: Trace | None = None,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> SessionRecord:
         """Alice: X3DH with ``their_bundle`` (its signatures checked first) and a new current state;
-        PQXDH instead when the bundle carries a signed KEM prekey.
+        PQXDH instead when the bundle carries a signed KEM prekey: Signal's, message version 4, for
+        a Kyber1024 prekey, the project's ML-KEM PQXDH (version 3) for an ML-KEM-1024 one.
         """
-        record = cls(limits)
+        record = cls(limits, pq_ratchet_factory)
         record.start_session(our_identity_key, our_registration_id, their_bundle, rng, trace)
         return record
 
@@ -182,18 +200,29 @@ class SessionRecord:
         :class:`~e2e.errors.DowngradeError`; pass ``allow_downgrade=True`` after the user has
         accepted it (for instance, a peer that reinstalled an older client).
         """
-        if not 0 <= our_registration_id <= UINT32_MAX:
-            raise ValueError("a registration id is an unsigned 32-bit value")
+        _check_registration_id(our_registration_id)
         if (
             their_bundle.kem_pre_key is None
             and not allow_downgrade
-            and any(state.agreement == "pqxdh" for state in self._states())
+            and any(state.agreement != "x3dh" for state in self._states())
         ):
             raise DowngradeError(
                 "an earlier session with this device used PQXDH, and this bundle has no KEM prekey"
             )
+        if (
+            not isinstance(their_bundle.kem_pre_key, KyberPublicKey)
+            and not allow_downgrade
+            and any(state.session_version == CIPHERTEXT_VERSION_V4 for state in self._states())
+        ):
+            raise DowngradeError(
+                "an earlier session with this device was version 4, and this bundle has no Kyber prekey"
+            )
+        self._refuse_losing_the_pq_ratchet(allow_downgrade)
         agreement: Agreement
-        if their_bundle.kem_pre_key is not None:
+        if isinstance(their_bundle.kem_pre_key, KyberPublicKey):
+            message, secret = pqxdh_v4.initiate(our_identity_key, their_bundle, rng, trace)
+            agreement = "pqxdh_v4"
+        elif their_bundle.kem_pre_key is not None:
             message, secret = pqxdh.initiate(our_identity_key, their_bundle, rng, trace)
             agreement = "pqxdh"
         else:
@@ -218,8 +247,21 @@ class SessionRecord:
             self.limits,
             trace,
             agreement=agreement,
+            pq_ratchet_factory=self.pq_ratchet_factory if agreement == "pqxdh_v4" else None,
         )
         self._install(state)
+
+    def _refuse_losing_the_pq_ratchet(self, allow_downgrade: bool) -> None:
+        """A record whose states run a post-quantum ratchet starts no state without one."""
+        if (
+            self.pq_ratchet_factory is None
+            and not allow_downgrade
+            and any(state.pq_ratchet is not None for state in self._states())
+        ):
+            raise DowngradeError(
+                "an earlier session with this device ran a post-quantum ratchet, and this record has none"
+                " to start (no pq_ratchet_factory)"
+            )
 
     def _install(self, state: RatchetState) -> None:
         if self._current is not None:
@@ -257,8 +299,13 @@ class SessionRecord:
 
     @property
     def agreement(self) -> Agreement | None:
-        """The key agreement (``"x3dh"`` or ``"pqxdh"``) that started the current state."""
+        """The key agreement (``"x3dh"``, ``"pqxdh"`` or ``"pqxdh_v4"``) that started the current state."""
         return None if self._current is None else self._current.agreement
+
+    @property
+    def session_version(self) -> int | None:
+        """The message version (3 or 4) of the current state."""
+        return None if self._current is None else self._current.session_version
 
     @property
     def remote_registration_id(self) -> int | None:
@@ -301,22 +348,28 @@ class SessionRecord:
             serialized,
             pending.kem_pre_key_id,
             None if pending.kem_ciphertext is None else pending.kem_ciphertext.serialize(),
+            version=state.session_version,
         )
         return Ciphertext(MessageType.PREKEY, body)
 
-    def decrypt(self, body: bytes, rng: Rng, trace: Trace | None = None) -> bytes:
+    def decrypt(self, body: bytes, rng: Rng | None = None, trace: Trace | None = None) -> bytes:
         """Decrypt a SignalMessage (type ``WHISPER``) with the current or an archived state.
 
         The state that decrypts becomes current.  Raises :class:`~e2e.errors.DecodeError`,
         :class:`~e2e.errors.NoSessionError`, :class:`~e2e.errors.DuplicateMessageError`,
         :class:`~e2e.errors.TooManySkippedMessagesError` or
         :class:`~e2e.errors.InvalidMessageError`; the record is unchanged after any of them.
+
+        ``rng`` is not used (a DH ratchet step's fresh key is drawn by the next :meth:`encrypt`);
+        it is still accepted, positionally as before, so that older callers keep working.
         """
         message = SignalMessage.deserialize(body)
         return self.decrypt_message(message, rng, trace)
 
-    def decrypt_message(self, message: SignalMessage, rng: Rng, trace: Trace | None = None) -> bytes:
-        """:meth:`decrypt` for an already decoded message."""
+    def decrypt_message(
+        self, message: SignalMessage, rng: Rng | None = None, trace: Trace | None = None
+    ) -> bytes:
+        """:meth:`decrypt` for an already decoded message (``rng`` is not used either)."""
         states = self._states()
         if not states:
             raise NoSessionError("no session state to decrypt with")
@@ -351,35 +404,49 @@ class SessionRecord:
 
     def decrypt_prekey_message(
         self,
-        message: PreKeySignalMessage,
+        message: PreKeySignalMessage | bytes,
         our_identity_key: KeyPair,
-        our_signed_pre_key: KeyPair,
+        our_signed_pre_key: KeyPair | None,
         our_one_time_pre_key: KeyPair | None,
-        rng: Rng,
+        rng: Rng | None = None,
         trace: Trace | None = None,
         *,
-        our_registration_id: int | None = None,
-        our_kem_pre_key: KemKeyPair | None = None,
+        our_registration_id: int,
+        our_kem_pre_key: KemKeyPair | KyberKeyPair | None = None,
         require_pqxdh: bool = False,
+        allow_downgrade: bool = False,
     ) -> bytes:
         """Bob: decrypt Alice's PreKeySignalMessage, starting a new state if its base key is new.
 
-        The caller looked ``our_signed_pre_key``, ``our_one_time_pre_key`` and (for a message
-        with a KEM ciphertext) ``our_kem_pre_key`` up by ``message.signed_pre_key_id``,
+        ``message`` is the wire bytes (type ``PREKEY``) or an already decoded message.  The caller
+        looked ``our_signed_pre_key``, ``our_one_time_pre_key`` and (for a message with a KEM
+        ciphertext) ``our_kem_pre_key`` up by ``message.signed_pre_key_id``,
         ``message.pre_key_id`` and ``message.kem_pre_key_id``, and deletes the one-time prekeys
-        (EC and KEM) once this returns; a last-resort KEM prekey stays.  A message with a KEM
-        ciphertext is answered with PQXDH, one without with X3DH, unless ``require_pqxdh`` is
-        set: then it raises :class:`~e2e.errors.DowngradeError` (for a device that publishes KEM
-        prekeys and will not talk to peers who ignore them).  ``our_registration_id`` is recorded
-        in the new state (libsignal takes it from its identity store); without it the current
-        state's, or 0, is used.  A repeated message (same base key) is decrypted by the existing
-        state and needs no prekey, but must carry that state's identity key; a replayed one raises
-        :class:`~e2e.errors.DuplicateMessageError`.
+        (EC and KEM) once this returns; a last-resort KEM prekey stays.
+        (:class:`e2e.session_cipher.SessionCipher` does all of that over stores.)
+
+        A repeated message (its base key already names one of our states, see
+        :meth:`has_state_for_base_key`) is decrypted by the existing state and needs no prekey:
+        ``our_signed_pre_key`` may then be ``None``; it must still carry that state's identity
+        key, and a replayed one raises :class:`~e2e.errors.DuplicateMessageError`.  A new base
+        key without a signed prekey raises :class:`~e2e.errors.InvalidMessageError`.
+
+        A message with a KEM ciphertext is answered with PQXDH, one without with X3DH, unless
+        ``require_pqxdh`` is set: then it raises :class:`~e2e.errors.DowngradeError` (for a
+        device that publishes KEM prekeys and will not talk to peers who ignore them).
+        ``our_registration_id`` (required: libsignal takes it from its identity store) is
+        recorded in a new state.  ``rng`` is not used and may be left out.
+
+        A version-4 message (``0x44``) is answered with Signal's PQXDH (:mod:`e2e.pqxdh_v4`), and
+        ``our_kem_pre_key`` is then the Kyber prekey it names (``None`` when the lookup found none:
+        :class:`~e2e.errors.UnknownPreKeyError`).  A record that holds a version-4 state refuses to
+        start a version-3 one (:class:`~e2e.errors.DowngradeError`) unless ``allow_downgrade``.
         """
-        if not isinstance(message, PreKeySignalMessage):
-            raise TypeError(
-                "decrypt_prekey_message takes a PreKeySignalMessage (see PreKeySignalMessage.deserialize)"
-            )
+        _check_registration_id(our_registration_id)
+        if isinstance(message, bytes):
+            message = PreKeySignalMessage.deserialize(message)
+        elif not isinstance(message, PreKeySignalMessage):
+            raise TypeError("decrypt_prekey_message takes a PreKeySignalMessage or its wire bytes")
         known = [state for state in self._states() if state.base_key == message.base_key]
         if known:
             # The inner MAC is checked with the identity key the state recorded, so the header's
@@ -390,9 +457,31 @@ class SessionRecord:
                 )
             emit(trace, "session.known_base_key", {"base_key": message.base_key.fingerprint()})
             return self.decrypt_message(message.message, rng, trace)
+        if our_signed_pre_key is None:
+            raise InvalidMessageError(
+                f"a new session needs the signed prekey {message.signed_pre_key_id}, and none was given"
+            )
         initial = message.initial_message()
         agreement: Agreement
-        if initial.kem_ciphertext is not None:
+        if (
+            message.version != CIPHERTEXT_VERSION_V4
+            and not allow_downgrade
+            and any(state.session_version == CIPHERTEXT_VERSION_V4 for state in self._states())
+        ):
+            raise DowngradeError(
+                "a version-3 PreKeySignalMessage from a device whose session with us is version 4"
+            )
+        self._refuse_losing_the_pq_ratchet(allow_downgrade)
+        if message.version == CIPHERTEXT_VERSION_V4:
+            if our_kem_pre_key is not None and not isinstance(our_kem_pre_key, KyberKeyPair):
+                raise InvalidKeyError("a version-4 PreKeySignalMessage needs the Kyber prekey it names")
+            secret = pqxdh_v4.respond(
+                our_identity_key, our_signed_pre_key, our_one_time_pre_key, our_kem_pre_key, initial, trace
+            )
+            agreement = "pqxdh_v4"
+        elif initial.kem_ciphertext is not None:
+            if our_kem_pre_key is not None and not isinstance(our_kem_pre_key, KemKeyPair):
+                raise InvalidKeyError("a version-3 PQXDH message needs the ML-KEM prekey it names")
             secret = pqxdh.respond(
                 our_identity_key, our_signed_pre_key, our_one_time_pre_key, our_kem_pre_key, initial, trace
             )
@@ -408,13 +497,12 @@ class SessionRecord:
             message.identity_key,
             our_signed_pre_key,
             message.base_key,
-            our_registration_id
-            if our_registration_id is not None
-            else (self._current.local_registration_id if self._current is not None else 0),
+            our_registration_id,
             message.registration_id,
             self.limits,
             trace,
             agreement=agreement,
+            pq_ratchet_factory=self.pq_ratchet_factory if agreement == "pqxdh_v4" else None,
         )
         plaintext = state.decrypt(message.message, rng, trace)
         self._install(state)
@@ -433,25 +521,37 @@ class SessionRecord:
         return b"".join(parts)
 
     @classmethod
-    def deserialize(cls, data: bytes, limits: Limits = DEFAULT_LIMITS) -> SessionRecord:
-        """Read a record written by :meth:`serialize`; anything else raises :class:`StateFormatError`."""
+    def deserialize(
+        cls,
+        data: bytes,
+        limits: Limits = DEFAULT_LIMITS,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
+    ) -> SessionRecord:
+        """Read a record written by :meth:`serialize`; anything else raises :class:`StateFormatError`.
+
+        ``pq_ratchet_factory`` loads the post-quantum ratchets of version-4 states (and starts
+        those of new ones).
+        """
         body = check_header(data, SESSION_RECORD_KIND, SESSION_FORMAT_VERSIONS)
         try:
             fields = protobuf.parse(body, _RECORD_SCHEMA)
         except DecodeError as error:
             raise StateFormatError(f"session record: {error}") from None
-        record = cls(limits)
+        record = cls(limits, pq_ratchet_factory)
         if 1 in fields:
-            record._current = RatchetState.deserialize(protobuf.get_bytes(fields, 1, "current state"), limits)
+            record._current = RatchetState.deserialize(
+                protobuf.get_bytes(fields, 1, "current state"), limits, pq_ratchet_factory
+            )
         archived = protobuf.get_repeated_bytes(fields, 2)
         record._archived = [
-            RatchetState.deserialize(state, limits) for state in archived[: limits.max_archived_states]
+            RatchetState.deserialize(state, limits, pq_ratchet_factory)
+            for state in archived[: limits.max_archived_states]
         ]
         needed = max((_format_version(state) for state in record._states()), default=1)
         if needed > data[1]:
             raise StateFormatError(
                 f"a version-{data[1]} session record holds fields of version {needed} "
-                + ("(a pending sending chain)" if needed == 3 else "(PQXDH)")
+                + {2: "(PQXDH)", 3: "(a pending sending chain)", 4: "(a version-4 session)"}[needed]
             )
         return record
 
@@ -459,8 +559,18 @@ class SessionRecord:
         return f"SessionRecord(current={self._current!r}, archived={len(self._archived)})"
 
 
+def _check_registration_id(registration_id: object) -> None:
+    """A registration id is an unsigned 32-bit integer, given explicitly (never a silent 0)."""
+    if not isinstance(registration_id, int) or isinstance(registration_id, bool):
+        raise TypeError(f"a registration id is an int, not {type(registration_id).__name__}")
+    if not 0 <= registration_id <= UINT32_MAX:
+        raise ValueError("a registration id is an unsigned 32-bit value")
+
+
 def _format_version(state: RatchetState) -> int:
     """The lowest session record format version that can hold ``state`` (module docstring)."""
+    if state.session_version == CIPHERTEXT_VERSION_V4:
+        return 4
     if state.sending_chain_pending:
         return 3
     pending = state.pending_prekey

@@ -1,4 +1,4 @@
-"""libsignal's v3 message formats: SignalMessage and PreKeySignalMessage, byte for byte.
+"""libsignal's message formats, versions 3 and 4: SignalMessage and PreKeySignalMessage, byte for byte.
 
 What this module owns
 ---------------------
@@ -24,7 +24,23 @@ libsignal marks its own PQXDH messages with message version 4; ours keep version
 are not libsignal's PQXDH (ML-KEM-1024 rather than Kyber1024, see :mod:`e2e.pqxdh`): a v3 peer
 that skips the unknown fields runs X3DH, derives another key and fails at the MAC, loudly.
 
-The version byte is ``(message version << 4) | sender's current version``; both are 3 here.
+Version 4 (Signal's PQXDH with Kyber1024, :mod:`e2e.pqxdh_v4`; version byte ``0x44``)::
+
+    0x44 ‖ protobuf{1: ratchet_key, 2: counter, 3: previous_counter, 4: ciphertext
+                    [, 5: pq_ratchet] [, 6: addresses]} ‖ MAC[:8]
+    0x44 ‖ protobuf{1..6 as in version 3, 7: kyber_pre_key_id, 8: kyber_ciphertext (0x08 ‖ 1568)}
+
+Field 5 ``pq_ratchet`` carries the message of the session's post-quantum ratchet (SPQR; absent when
+empty), field 6 ``addresses`` the sender's and recipient's service ids and device ids (36 bytes,
+libsignal writes it only when both names are UUIDs).  This module treats both as opaque bytes: the
+MAC covers them as it covers every other byte of the message, SPQR interprets field 5
+(:mod:`e2e.ratchet`), and field 6 is the caller's to compare with the addresses it expects.  A
+version-4 PreKeySignalMessage must carry fields 7 and 8 with a Kyber1024 ciphertext and wrap a
+version-4 SignalMessage; a version-3 one carries them only for the project's ML-KEM PQXDH.
+
+The version byte is ``(message version << 4) | sender's current version``: ``0x33`` for version 3
+(as libsignal 0.x before Kyber, and python-axolotl, write it) and ``0x44`` for version 4, the only
+combination libsignal writes today.  Any other byte is refused with the version it names.
 Fields are written in field-number order, as every protobuf library writes them, so the bytes we
 produce are the bytes libsignal produces for the same values.  The MAC covers the identity keys of
 both parties (the X3DH associated data, X3DH §3.3) and the whole encoded header and ciphertext.
@@ -64,12 +80,17 @@ from e2e import protobuf
 from e2e.errors import DecodeError, InvalidMessageError
 from e2e.kem import KemCiphertext
 from e2e.keys import KEY_LENGTH, PublicKey
+from e2e.kyber import KyberCiphertext
 from e2e.primitives import AES_BLOCK_SIZE, mac_parts
 from e2e.x3dh import InitialMessage
 
 __all__ = [
     "CIPHERTEXT_VERSION",
     "VERSION_BYTE",
+    "CIPHERTEXT_VERSION_V4",
+    "VERSION_BYTE_V4",
+    "MAX_PQ_RATCHET_LENGTH",
+    "MAX_ADDRESSES_LENGTH",
     "MAC_LENGTH",
     "MAX_CIPHERTEXT_LENGTH",
     "MAX_SIGNAL_MESSAGE_LENGTH",
@@ -83,10 +104,24 @@ __all__ = [
 ]
 
 CIPHERTEXT_VERSION: Final = 3
-"""libsignal's ``CIPHERTEXT_MESSAGE_CURRENT_VERSION``: the only message version we speak."""
+"""Message version 3: X3DH (or the project's ML-KEM PQXDH) and the Double Ratchet."""
 
 VERSION_BYTE: Final = (CIPHERTEXT_VERSION << 4) | CIPHERTEXT_VERSION
 """``0x33``: message version 3 sent by a peer whose current version is 3."""
+
+CIPHERTEXT_VERSION_V4: Final = 4
+"""libsignal's ``CIPHERTEXT_MESSAGE_CURRENT_VERSION``: Kyber PQXDH, with SPQR in field 5."""
+
+VERSION_BYTE_V4: Final = (CIPHERTEXT_VERSION_V4 << 4) | CIPHERTEXT_VERSION_V4
+"""``0x44``: message version 4 sent by a peer whose current version is 4."""
+
+MAX_PQ_RATCHET_LENGTH: Final = 1024
+"""The longest field 5 (``pq_ratchet``) read.  SPQR's messages are a header and one chunk of an
+erasure-coded value, a few dozen bytes; the bound keeps a hostile message from making the
+post-quantum ratchet parse a large buffer."""
+
+MAX_ADDRESSES_LENGTH: Final = 64
+"""The longest field 6 (``addresses``) read; libsignal writes 36 bytes."""
 
 MAC_LENGTH: Final = 8
 """libsignal truncates the SignalMessage's HMAC-SHA256 to its first 8 bytes."""
@@ -99,7 +134,9 @@ UINT32_MAX: Final = 0xFFFF_FFFF
 _SERIALIZED_KEY_LENGTH: Final = KEY_LENGTH + 1
 # Room for the protobuf framing: tags, lengths and four varints of at most 5 bytes each.
 _SIGNAL_OVERHEAD: Final = 1 + (2 + _SERIALIZED_KEY_LENGTH) + 2 * (1 + 5) + (1 + 5) + MAC_LENGTH
-MAX_SIGNAL_MESSAGE_LENGTH: Final = MAX_CIPHERTEXT_LENGTH + _SIGNAL_OVERHEAD
+# Version 4's fields 5 and 6: a tag and a length of at most two bytes each.
+_V4_OVERHEAD: Final = (1 + 2 + MAX_PQ_RATCHET_LENGTH) + (1 + 1 + MAX_ADDRESSES_LENGTH)
+MAX_SIGNAL_MESSAGE_LENGTH: Final = MAX_CIPHERTEXT_LENGTH + _SIGNAL_OVERHEAD + _V4_OVERHEAD
 """The longest serialized SignalMessage :meth:`SignalMessage.deserialize` reads."""
 
 _SERIALIZED_KEM_CIPHERTEXT_LENGTH: Final = 1 + 1568
@@ -126,6 +163,11 @@ _SIGNAL_SCHEMA: Final = {
     3: protobuf.Field(protobuf.VARINT),  # previous_counter
     4: protobuf.Field(protobuf.LEN),  # ciphertext
 }
+_SIGNAL_V4_SCHEMA: Final = {
+    **_SIGNAL_SCHEMA,
+    5: protobuf.Field(protobuf.LEN),  # pq_ratchet
+    6: protobuf.Field(protobuf.LEN),  # addresses
+}
 _PREKEY_SCHEMA: Final = {
     1: protobuf.Field(protobuf.VARINT),  # pre_key_id
     2: protobuf.Field(protobuf.LEN),  # base_key
@@ -145,16 +187,21 @@ class MessageType(enum.IntEnum):
     PREKEY = 3
 
 
-def _check_version(data: bytes, what: str) -> None:
+def _check_version(data: bytes, what: str) -> int:
+    """The message version (3 or 4) of ``data``; any other version byte raises DecodeError."""
     if not isinstance(data, bytes):
         raise DecodeError(f"a {what} is bytes, not {type(data).__name__}")
     if not data:
         raise DecodeError(f"an empty {what}")
-    if data[0] != VERSION_BYTE:
-        raise DecodeError(
-            f"unsupported {what} version {data[0] >> 4} (version byte 0x{data[0]:02x}, sender's "
-            f"current version {data[0] & 0x0F}); only version {CIPHERTEXT_VERSION} is supported"
-        )
+    if data[0] == VERSION_BYTE:
+        return CIPHERTEXT_VERSION
+    if data[0] == VERSION_BYTE_V4:
+        return CIPHERTEXT_VERSION_V4
+    raise DecodeError(
+        f"unsupported {what} version {data[0] >> 4} (version byte 0x{data[0]:02x}, sender's "
+        f"current version {data[0] & 0x0F}); versions {CIPHERTEXT_VERSION} (0x33) and "
+        f"{CIPHERTEXT_VERSION_V4} (0x44) are supported"
+    )
 
 
 _FIELD_PRIME: Final = 2**255 - 19
@@ -221,20 +268,38 @@ def encode_signal_message(
     counter: int,
     previous_counter: int,
     ciphertext: bytes,
+    *,
+    version: int = CIPHERTEXT_VERSION,
+    pq_ratchet: bytes = b"",
+    addresses: bytes | None = None,
 ) -> bytes:
     """The bytes of a SignalMessage, MAC included, without building any object.
 
     ``associated_data`` is ``Encode(IK_sender) ‖ Encode(IK_receiver)``; ``serialized_ratchet_key``
     is the sender's ratchet key as ``0x05 ‖ 32``.  This is the ratchet's hot path;
-    :meth:`SignalMessage.create` is the same with types.
+    :meth:`SignalMessage.create` is the same with types.  ``version`` 4 writes ``0x44`` and fields
+    5 (``pq_ratchet``, left out when empty, as libsignal does) and 6 (``addresses``, when given),
+    after field 4 and under the MAC.
     """
+    if version == CIPHERTEXT_VERSION:
+        if pq_ratchet or addresses is not None:
+            raise ValueError("pq_ratchet and addresses exist in version-4 messages only")
+        prefix = _VERSION_PREFIX
+    elif version == CIPHERTEXT_VERSION_V4:
+        if len(pq_ratchet) > MAX_PQ_RATCHET_LENGTH:
+            raise ValueError(f"a pq_ratchet field is at most {MAX_PQ_RATCHET_LENGTH} bytes")
+        if addresses is not None and not 0 < len(addresses) <= MAX_ADDRESSES_LENGTH:
+            raise ValueError(f"an addresses field is 1 to {MAX_ADDRESSES_LENGTH} bytes")
+        prefix = bytes((VERSION_BYTE_V4,))
+    else:
+        raise ValueError(f"message version {version} is not 3 or 4")
     if len(ciphertext) > MAX_CIPHERTEXT_LENGTH:
         raise ValueError(f"a SignalMessage carries at most {MAX_CIPHERTEXT_LENGTH} bytes of ciphertext")
     if not (0 <= counter <= UINT32_MAX and 0 <= previous_counter <= UINT32_MAX):
         raise ValueError("counters are unsigned 32-bit values")
     header = b"".join(
         (
-            _VERSION_PREFIX,
+            prefix,
             _RATCHET_KEY_TAG,
             serialized_ratchet_key,
             _COUNTER_TAG,
@@ -245,6 +310,13 @@ def encode_signal_message(
             protobuf.encode_varint(len(ciphertext)),
         )
     )
+    if version == CIPHERTEXT_VERSION_V4 and (pq_ratchet or addresses is not None):
+        trailer = (protobuf.encode_bytes_field(5, pq_ratchet) if pq_ratchet else b"") + (
+            b"" if addresses is None else protobuf.encode_bytes_field(6, addresses)
+        )
+        body = ciphertext + trailer
+        mac = mac_parts(mac_key, associated_data + header, body)
+        return b"".join((header, body, mac[:MAC_LENGTH]))
     # The MAC is fed the header and the ciphertext separately, so that a long ciphertext is copied
     # once, into the message itself.
     mac = mac_parts(mac_key, associated_data + header, ciphertext)
@@ -260,14 +332,24 @@ def encode_prekey_signal_message(
     serialized_message: bytes,
     kem_pre_key_id: int | None = None,
     serialized_kem_ciphertext: bytes | None = None,
+    *,
+    version: int = CIPHERTEXT_VERSION,
 ) -> bytes:
     """The bytes of a PreKeySignalMessage around an already encoded SignalMessage.
 
-    ``kem_pre_key_id`` and ``serialized_kem_ciphertext`` (``0x0A ‖ c``) are PQXDH's fields 7 and 8,
-    given together or not at all.
+    ``kem_pre_key_id`` and ``serialized_kem_ciphertext`` (``0x0A ‖ c``, or ``0x08 ‖ c`` for
+    version 4) are PQXDH's fields 7 and 8, given together or not at all; version 4 needs them.
     """
     if (kem_pre_key_id is None) != (serialized_kem_ciphertext is None):
         raise ValueError("a KEM ciphertext goes with the id of its KEM prekey")
+    if version == CIPHERTEXT_VERSION:
+        prefix = _VERSION_PREFIX
+    elif version == CIPHERTEXT_VERSION_V4:
+        if kem_pre_key_id is None:
+            raise ValueError("a version-4 PreKeySignalMessage carries a Kyber prekey id and ciphertext")
+        prefix = bytes((VERSION_BYTE_V4,))
+    else:
+        raise ValueError(f"message version {version} is not 3 or 4")
     for value in (
         registration_id,
         signed_pre_key_id,
@@ -283,7 +365,7 @@ def encode_prekey_signal_message(
         )
     return b"".join(
         (
-            _VERSION_PREFIX,
+            prefix,
             b"" if pre_key_id is None else protobuf.encode_uint_field(1, pre_key_id),
             protobuf.encode_bytes_field(2, serialized_base_key),
             protobuf.encode_bytes_field(3, serialized_identity_key),
@@ -307,6 +389,11 @@ class SignalMessage(NamedTuple):
     previous_counter: int
     ciphertext: bytes
     serialized: bytes
+    version: int = CIPHERTEXT_VERSION
+    pq_ratchet: bytes = b""
+    """Field 5 of a version-4 message: SPQR's message, opaque here; empty when absent."""
+    addresses: bytes | None = None
+    """Field 6 of a version-4 message, opaque here; ``None`` when absent."""
 
     @classmethod
     def create(
@@ -318,6 +405,10 @@ class SignalMessage(NamedTuple):
         counter: int,
         previous_counter: int,
         ciphertext: bytes,
+        *,
+        version: int = CIPHERTEXT_VERSION,
+        pq_ratchet: bytes = b"",
+        addresses: bytes | None = None,
     ) -> SignalMessage:
         """Encode and MAC a SignalMessage (the MAC covers both identity keys, see the module doc)."""
         serialized = encode_signal_message(
@@ -327,17 +418,24 @@ class SignalMessage(NamedTuple):
             counter,
             previous_counter,
             ciphertext,
+            version=version,
+            pq_ratchet=pq_ratchet,
+            addresses=addresses,
         )
-        return cls(ratchet_key, counter, previous_counter, ciphertext, serialized)
+        return cls(
+            ratchet_key, counter, previous_counter, ciphertext, serialized, version, pq_ratchet, addresses
+        )
 
     @classmethod
     def deserialize(cls, data: bytes) -> SignalMessage:
         """Decode strictly; anything malformed, oversized or of another version raises DecodeError."""
-        _check_version(data, "SignalMessage")
+        version = _check_version(data, "SignalMessage")
         if len(data) > MAX_SIGNAL_MESSAGE_LENGTH:
             raise DecodeError(f"a SignalMessage is at most {MAX_SIGNAL_MESSAGE_LENGTH} bytes")
         if len(data) <= 1 + MAC_LENGTH:
             raise DecodeError("a SignalMessage too short to hold a MAC")
+        if version == CIPHERTEXT_VERSION_V4:
+            return cls._deserialize_v4(data)
         fast = _read_canonical(data)
         if fast is not None:
             raw_key, counter, previous_counter, ciphertext = fast
@@ -357,6 +455,36 @@ class SignalMessage(NamedTuple):
             raise DecodeError("the ciphertext is not a whole number of AES blocks")
         return cls(ratchet_key, counter, previous_counter, ciphertext, data)
 
+    @classmethod
+    def _deserialize_v4(cls, data: bytes) -> SignalMessage:
+        fields = protobuf.parse(data[1:-MAC_LENGTH], _SIGNAL_V4_SCHEMA)
+        ratchet_key = _public_key(protobuf.get_bytes(fields, 1, "ratchet key"), "ratchet key")
+        counter = protobuf.get_uint(fields, 2, "counter", UINT32_MAX)
+        previous_counter = protobuf.get_uint(fields, 3, "previous counter", UINT32_MAX)
+        ciphertext = protobuf.get_bytes(fields, 4, "ciphertext")
+        if not ciphertext or len(ciphertext) % AES_BLOCK_SIZE:
+            raise DecodeError("the ciphertext is not a whole number of AES blocks")
+        pq_ratchet = b""
+        if 5 in fields:
+            pq_ratchet = protobuf.get_bytes(fields, 5, "pq_ratchet")
+            if len(pq_ratchet) > MAX_PQ_RATCHET_LENGTH:
+                raise DecodeError(f"a pq_ratchet field is at most {MAX_PQ_RATCHET_LENGTH} bytes")
+        addresses = None
+        if 6 in fields:
+            addresses = protobuf.get_bytes(fields, 6, "addresses")
+            if len(addresses) > MAX_ADDRESSES_LENGTH:
+                raise DecodeError(f"an addresses field is at most {MAX_ADDRESSES_LENGTH} bytes")
+        return cls(
+            ratchet_key,
+            counter,
+            previous_counter,
+            ciphertext,
+            data,
+            CIPHERTEXT_VERSION_V4,
+            pq_ratchet,
+            addresses,
+        )
+
     def verify_mac(
         self, mac_key: bytes, sender_identity_key: PublicKey, receiver_identity_key: PublicKey
     ) -> None:
@@ -372,8 +500,11 @@ class SignalMessage(NamedTuple):
 
     def __repr__(self) -> str:
         return (
-            f"SignalMessage(ratchet_key={self.ratchet_key.fingerprint()}, counter={self.counter}, "
-            f"previous_counter={self.previous_counter}, ciphertext=<{len(self.ciphertext)} bytes>)"
+            f"SignalMessage(version={self.version}, ratchet_key={self.ratchet_key.fingerprint()}, "
+            f"counter={self.counter}, previous_counter={self.previous_counter}, "
+            f"ciphertext=<{len(self.ciphertext)} bytes>"
+            + ("" if not self.pq_ratchet else f", pq_ratchet=<{len(self.pq_ratchet)} bytes>")
+            + ")"
         )
 
 
@@ -381,7 +512,8 @@ class SignalMessage(NamedTuple):
 class PreKeySignalMessage:
     """A decoded (or freshly made) PreKeySignalMessage; ``serialized`` holds its exact wire bytes.
 
-    ``kem_pre_key_id`` and ``kem_ciphertext`` are set exactly when PQXDH started the session.
+    ``kem_pre_key_id`` and ``kem_ciphertext`` are set exactly when PQXDH started the session: an
+    ML-KEM ciphertext in version 3, a Kyber1024 one (always present) in version 4.
     """
 
     registration_id: int
@@ -392,7 +524,8 @@ class PreKeySignalMessage:
     message: SignalMessage
     serialized: bytes
     kem_pre_key_id: int | None = None
-    kem_ciphertext: KemCiphertext | None = None
+    kem_ciphertext: KemCiphertext | KyberCiphertext | None = None
+    version: int = CIPHERTEXT_VERSION
 
     @classmethod
     def create(
@@ -404,11 +537,17 @@ class PreKeySignalMessage:
         identity_key: PublicKey,
         message: SignalMessage,
         kem_pre_key_id: int | None = None,
-        kem_ciphertext: KemCiphertext | None = None,
+        kem_ciphertext: KemCiphertext | KyberCiphertext | None = None,
     ) -> PreKeySignalMessage:
         """Wrap ``message`` with the X3DH header (Alice's identity and base key, Bob's prekey ids),
-        and PQXDH's KEM prekey id and ciphertext when given.
+        and PQXDH's KEM prekey id and ciphertext when given.  The version is ``message``'s: a
+        version-4 message needs a Kyber1024 ciphertext, a version-3 one takes only ML-KEM's.
         """
+        version = message.version
+        if version == CIPHERTEXT_VERSION_V4 and not isinstance(kem_ciphertext, KyberCiphertext):
+            raise ValueError("a version-4 PreKeySignalMessage carries a Kyber1024 ciphertext")
+        if version == CIPHERTEXT_VERSION and isinstance(kem_ciphertext, KyberCiphertext):
+            raise ValueError("a Kyber1024 ciphertext goes in a version-4 PreKeySignalMessage")
         serialized = encode_prekey_signal_message(
             registration_id,
             pre_key_id,
@@ -418,6 +557,7 @@ class PreKeySignalMessage:
             message.serialized,
             kem_pre_key_id,
             None if kem_ciphertext is None else kem_ciphertext.serialize(),
+            version=version,
         )
         return cls(
             registration_id,
@@ -429,12 +569,13 @@ class PreKeySignalMessage:
             serialized,
             kem_pre_key_id,
             kem_ciphertext,
+            version,
         )
 
     @classmethod
     def deserialize(cls, data: bytes) -> PreKeySignalMessage:
         """Decode strictly, inner SignalMessage included; failures raise DecodeError."""
-        _check_version(data, "PreKeySignalMessage")
+        version = _check_version(data, "PreKeySignalMessage")
         if len(data) > MAX_PREKEY_MESSAGE_LENGTH:
             raise DecodeError(f"a PreKeySignalMessage is at most {MAX_PREKEY_MESSAGE_LENGTH} bytes")
         fields = protobuf.parse(data[1:], _PREKEY_SCHEMA)
@@ -444,15 +585,25 @@ class PreKeySignalMessage:
         base_key = _public_key(protobuf.get_bytes(fields, 2, "base key"), "base key")
         identity_key = _public_key(protobuf.get_bytes(fields, 3, "identity key"), "identity key")
         message = SignalMessage.deserialize(protobuf.get_bytes(fields, 4, "inner SignalMessage"))
+        if message.version != version:
+            raise DecodeError(
+                f"a version-{version} PreKeySignalMessage wraps a version-{message.version} SignalMessage"
+            )
         registration_id = protobuf.get_uint(fields, 5, "registration id", UINT32_MAX)
         signed_pre_key_id = protobuf.get_uint(fields, 6, "signed prekey id", UINT32_MAX)
         if (7 in fields) != (8 in fields):
             raise DecodeError("a KEM prekey id and a KEM ciphertext come together or not at all")
         kem_pre_key_id = None
-        kem_ciphertext = None
+        kem_ciphertext: KemCiphertext | KyberCiphertext | None = None
+        if version == CIPHERTEXT_VERSION_V4 and 7 not in fields:
+            raise DecodeError("a version-4 PreKeySignalMessage without a Kyber prekey id and ciphertext")
         if 7 in fields:
             kem_pre_key_id = protobuf.get_uint(fields, 7, "KEM prekey id", UINT32_MAX)
-            kem_ciphertext = KemCiphertext.deserialize(protobuf.get_bytes(fields, 8, "KEM ciphertext"))
+            serialized_ciphertext = protobuf.get_bytes(fields, 8, "KEM ciphertext")
+            if version == CIPHERTEXT_VERSION_V4:
+                kem_ciphertext = KyberCiphertext.deserialize(serialized_ciphertext)
+            else:
+                kem_ciphertext = KemCiphertext.deserialize(serialized_ciphertext)
         return cls(
             registration_id,
             pre_key_id,
@@ -463,6 +614,7 @@ class PreKeySignalMessage:
             data,
             kem_pre_key_id,
             kem_ciphertext,
+            version,
         )
 
     def initial_message(self) -> InitialMessage:
@@ -478,7 +630,8 @@ class PreKeySignalMessage:
 
     def __repr__(self) -> str:
         return (
-            f"PreKeySignalMessage(registration_id={self.registration_id}, pre_key_id={self.pre_key_id}, "
+            f"PreKeySignalMessage(version={self.version}, registration_id={self.registration_id}, "
+            f"pre_key_id={self.pre_key_id}, "
             f"signed_pre_key_id={self.signed_pre_key_id}, "
             + ("" if self.kem_pre_key_id is None else f"kem_pre_key_id={self.kem_pre_key_id}, ")
             + f"base_key={self.base_key.fingerprint()}, "

@@ -15,10 +15,12 @@ What this module owns
 * :func:`initiator_dh` and :func:`responder_dh`: the Diffie-Hellman half of each side, which
   :mod:`e2e.pqxdh` shares (PQXDH §3.3 and §3.4 compute the same DH1..DH4).
 
-The bundle and the initial message also carry PQXDH's optional fields (a signed ML-KEM-1024
-prekey; a KEM ciphertext and the KEM prekey's id).  X3DH refuses both: a bundle that advertises a
-KEM prekey must be used with PQXDH, and using it with X3DH raises
-:class:`~e2e.errors.DowngradeError`, as does responding with X3DH to a PQXDH initial message.
+The bundle and the initial message also carry PQXDH's optional fields (a signed KEM prekey; a KEM
+ciphertext and the KEM prekey's id): an ML-KEM-1024 prekey for the project's PQXDH
+(:mod:`e2e.pqxdh`), or a Kyber1024 prekey for Signal's, message version 4 (:mod:`e2e.pqxdh_v4`).
+X3DH refuses both: a bundle that advertises a KEM prekey must be used with PQXDH, and using it with
+X3DH raises :class:`~e2e.errors.DowngradeError`, as does responding with X3DH to a PQXDH initial
+message.
 
 The computation
 ---------------
@@ -51,6 +53,7 @@ from e2e.explain import Trace, emit
 from e2e.kdf import ChainKey, RootKey, kdf_x3dh
 from e2e.kem import KemCiphertext, KemPublicKey
 from e2e.keys import KeyPair, PublicKey, Rng
+from e2e.kyber import KyberCiphertext, KyberPublicKey
 
 __all__ = [
     "PreKeyBundle",
@@ -67,10 +70,11 @@ __all__ = [
 class PreKeyBundle:
     """Bob's published keys, as Alice receives them (X3DH §3.2, PQXDH §3.2).
 
-    The ``kem_`` fields are PQXDH's signed ML-KEM-1024 prekey ``PQPK_B``: a one-time KEM prekey
-    when the relay had one, otherwise Bob's last-resort KEM prekey (Alice cannot tell which, and
-    need not).  Its signature is ``Sig(IK_B, EncodeKEM(PQPK_B))``, XEdDSA over the key's
-    ``0x0A``-prefixed encoding.
+    The ``kem_`` fields are PQXDH's signed KEM prekey ``PQPK_B``: a one-time KEM prekey when the
+    relay had one, otherwise Bob's last-resort KEM prekey (Alice cannot tell which, and need not).
+    It is an ML-KEM-1024 key (type byte ``0x0A``) for the project's PQXDH or a Kyber1024 key
+    (``0x08``) for Signal's v4 PQXDH.  Its signature is ``Sig(IK_B, EncodeKEM(PQPK_B))``, XEdDSA
+    over the key's type-prefixed encoding, as libsignal signs its Kyber prekeys.
     """
 
     registration_id: int
@@ -82,7 +86,7 @@ class PreKeyBundle:
     pre_key_id: int | None = None
     pre_key: PublicKey | None = None
     kem_pre_key_id: int | None = None
-    kem_pre_key: KemPublicKey | None = None
+    kem_pre_key: KemPublicKey | KyberPublicKey | None = None
     kem_pre_key_signature: bytes | None = None
 
     def __post_init__(self) -> None:
@@ -115,7 +119,7 @@ class InitialMessage:
     signed_pre_key_id: int
     pre_key_id: int | None = None
     kem_pre_key_id: int | None = None
-    kem_ciphertext: KemCiphertext | None = None
+    kem_ciphertext: KemCiphertext | KyberCiphertext | None = None
 
     def __post_init__(self) -> None:
         if (self.kem_pre_key_id is None) != (self.kem_ciphertext is None):
@@ -124,11 +128,17 @@ class InitialMessage:
 
 @dataclass(frozen=True, slots=True)
 class SharedSecret:
-    """``SK`` split as libsignal v3 does, and ``AD = Encode(IK_A) ‖ Encode(IK_B)`` (X3DH §3.3)."""
+    """``SK`` split as libsignal v3 does, and ``AD = Encode(IK_A) ‖ Encode(IK_B)`` (X3DH §3.3).
+
+    Signal's v4 PQXDH (:mod:`e2e.pqxdh_v4`) derives a third key, ``pq_ratchet_key``: the
+    authentication key that starts the session's post-quantum ratchet (SPQR).  It is ``None`` for
+    every other agreement.
+    """
 
     root_key: RootKey
     chain_key: ChainKey
     associated_data: bytes
+    pq_ratchet_key: bytes | None = None
 
     def __repr__(self) -> str:
         return "SharedSecret(<redacted>)"

@@ -100,6 +100,7 @@ from server.store import (
     SignedKind,
     StoredMessage,
     StoreError,
+    TooManyDevicesError,
     UnknownAccountError,
     UnknownDeviceError,
     UnknownMessageError,
@@ -656,7 +657,13 @@ class PostgresStore:
     # Devices.
 
     def register_device(
-        self, device: DeviceAddress, identity_key: bytes, registration_id: int, now: float
+        self,
+        device: DeviceAddress,
+        identity_key: bytes,
+        registration_id: int,
+        now: float,
+        *,
+        max_devices: int | None = None,
     ) -> asyncio.Future[bool]:
         async def op(conn: Any) -> tuple[bool, list[_Event]]:
             async with conn.transaction():
@@ -667,11 +674,25 @@ class PostgresStore:
                     identity_key,
                     now,
                 )
+                # The account row's lock serialises registrations of one account across nodes, so two
+                # new devices cannot both pass the cap below.
                 bound = await conn.fetchval(
-                    "SELECT identity_key FROM accounts WHERE account = $1", device.account
+                    "SELECT identity_key FROM accounts WHERE account = $1 FOR UPDATE", device.account
                 )
                 if bytes(bound) != identity_key:
                     raise IdentityMismatchError("the account is registered with a different identity key")
+                if max_devices is not None:
+                    exists = await conn.fetchval(
+                        "SELECT 1 FROM devices WHERE account = $1 AND device_id = $2",
+                        device.account,
+                        device.device_id,
+                    )
+                    if exists is None:
+                        count = await conn.fetchval(
+                            "SELECT count(*) FROM devices WHERE account = $1", device.account
+                        )
+                        if count >= max_devices:
+                            raise TooManyDevicesError(f"the account already has {max_devices} devices")
                 # xmax is 0 for a row this statement inserted and non-zero for one it updated.
                 created = await conn.fetchval(
                     "INSERT INTO devices (account, device_id, registration_id, created_at, last_seen) "
@@ -1019,9 +1040,9 @@ class PostgresStore:
 
         return self._submit((recipient,), op)
 
-    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> asyncio.Future[int]:
+    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int], now: float) -> asyncio.Future[int]:
         self._check_open()
-        return self._acks.submit((recipient, list(server_ids)), (recipient.account, recipient.device_id))
+        return self._acks.submit((recipient, list(server_ids), now), (recipient.account, recipient.device_id))
 
     @staticmethod
     async def _ack_batch(conn: Any, batch: list[_Item]) -> tuple[list[_Event], list[Any]]:
@@ -1034,12 +1055,13 @@ class PostgresStore:
             ids.extend(item.args[1])
         rows = await conn.fetch(
             "SELECT item, outcome, removed, missing FROM relay_ack_batch("
-            "$1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::integer[])",
+            "$1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::integer[], $6::float8[])",
             [item.args[0].account for item in batch],
             [item.args[0].device_id for item in batch],
             ids,
             starts,
             lengths,
+            [item.args[2] for item in batch],
         )
         by_item = {int(row["item"]): row for row in rows}
         outcomes: list[Any] = []

@@ -64,6 +64,7 @@ __all__ = [
     "QueueFullError",
     "MessageIdReusedError",
     "UnknownMessageError",
+    "TooManyDevicesError",
 ]
 
 
@@ -241,6 +242,10 @@ class MessageIdReusedError(StoreError):
     """A client message id the sender already used for a different message."""
 
 
+class TooManyDevicesError(StoreError):
+    """A new device for an account that already has as many devices as allowed."""
+
+
 class UnknownMessageError(StoreError):
     """An acknowledgement naming a message that is not in the acknowledging device's queue."""
 
@@ -268,14 +273,21 @@ class Store(Protocol):
     # Devices.
 
     def register_device(
-        self, device: DeviceAddress, identity_key: bytes, registration_id: int, now: float
+        self,
+        device: DeviceAddress,
+        identity_key: bytes,
+        registration_id: int,
+        now: float,
+        *,
+        max_devices: int | None = None,
     ) -> Awaitable[bool]:
         """Bind ``device`` to ``identity_key``; True when newly created.
 
         The first registration of an account binds its identity key; later devices of the account
         must present the same key (:class:`IdentityMismatchError` otherwise).  Registering an
         existing device again updates its registration id (libsignal's per-install number, which
-        bundles carry).
+        bundles carry).  A new device beyond ``max_devices`` of its account raises
+        :class:`TooManyDevicesError` (None: no cap); concurrent registrations cannot overshoot it.
         """
         ...
 
@@ -334,8 +346,8 @@ class Store(Protocol):
         A repeated (sender, client id) with the same recipient, type and body stores nothing and
         returns the earlier server id with ``duplicate`` set; with different content it raises
         :class:`MessageIdReusedError`.  Raises :class:`UnknownDeviceError` for an unknown recipient
-        and :class:`QueueFullError` at the caps.  The recipient's subscribers get MESSAGES after
-        the commit.
+        and :class:`QueueFullError` at the caps.  Messages expired by ``now`` do not count against
+        the caps.  The recipient's subscribers get MESSAGES after the commit.
         """
         ...
 
@@ -345,10 +357,12 @@ class Store(Protocol):
         """Up to ``limit`` unexpired messages of ``recipient`` with larger ids, in id order."""
         ...
 
-    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> Awaitable[int]:
+    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int], now: float) -> Awaitable[int]:
         """Delete the named messages from ``recipient``'s own queue, all or nothing.
 
-        Raises :class:`UnknownMessageError` (deleting nothing) if any id is not in that queue.
+        Raises :class:`UnknownMessageError` (deleting nothing) if any id is not in that queue, or
+        names a message that expired by ``now`` (expired messages are gone for their recipient
+        even before :meth:`expire` deletes them).
         """
         ...
 

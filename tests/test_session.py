@@ -156,32 +156,43 @@ def test_bad_prekey_messages_leave_the_record_unchanged(rng: DeterministicRng) -
     for record in (SessionRecord(), existing):
         _assert_unchanged(
             record,
-            lambda r=record: r.decrypt_prekey_message(message, bob_party.identity, wrong_key, one_time, rng),
-            InvalidMessageError,
-        )
-        _assert_unchanged(
-            record,
             lambda r=record: r.decrypt_prekey_message(
-                message, bob_party.identity, bob_party.signed_pre_key, bob_party.one_time_pre_keys[101], rng
+                message, bob_party.identity, wrong_key, one_time, rng, our_registration_id=2
             ),
             InvalidMessageError,
         )
         _assert_unchanged(
             record,
             lambda r=record: r.decrypt_prekey_message(
-                tampered, bob_party.identity, bob_party.signed_pre_key, one_time, rng
+                message,
+                bob_party.identity,
+                bob_party.signed_pre_key,
+                bob_party.one_time_pre_keys[101],
+                rng,
+                our_registration_id=2,
+            ),
+            InvalidMessageError,
+        )
+        _assert_unchanged(
+            record,
+            lambda r=record: r.decrypt_prekey_message(
+                tampered, bob_party.identity, bob_party.signed_pre_key, one_time, rng, our_registration_id=2
             ),
             InvalidMessageError,
         )
     bob = SessionRecord()
     assert (
-        bob.decrypt_prekey_message(message, bob_party.identity, bob_party.signed_pre_key, one_time, rng)
+        bob.decrypt_prekey_message(
+            message, bob_party.identity, bob_party.signed_pre_key, one_time, rng, our_registration_id=2
+        )
         == b"hi"
     )
     # A replay of the same PreKey message is a duplicate, and changes nothing.
     _assert_unchanged(
         bob,
-        lambda: bob.decrypt_prekey_message(message, bob_party.identity, bob_party.signed_pre_key, None, rng),
+        lambda: bob.decrypt_prekey_message(
+            message, bob_party.identity, None, None, our_registration_id=2
+        ),
         DuplicateMessageError,
     )
 
@@ -191,7 +202,21 @@ def test_wrong_types_are_refused(rng: DeterministicRng) -> None:
     identity = Party.create(rng, 5)
     body = alice.encrypt(b"x", rng).body
     with pytest.raises(TypeError):
-        bob.decrypt_prekey_message(body, identity.identity, identity.signed_pre_key, None, rng)  # type: ignore[arg-type]
+        bob.decrypt_prekey_message(
+            bytearray(body),  # type: ignore[arg-type]
+            identity.identity,
+            identity.signed_pre_key,
+            None,
+            our_registration_id=5,
+        )
+    with pytest.raises(TypeError):
+        bob.decrypt_prekey_message(
+            body,
+            identity.identity,
+            identity.signed_pre_key,
+            None,
+            our_registration_id=None,  # type: ignore[arg-type]
+        )
     with pytest.raises(TypeError):
         alice.encrypt("text", rng)  # type: ignore[arg-type]
     assert bob.decrypt(body, rng) == b"x"
@@ -305,6 +330,7 @@ def test_tracing_changes_no_output(rng: DeterministicRng) -> None:
             bob_party.one_time_pre_keys[100],
             local,
             trace,
+            our_registration_id=2,
         )
         outputs.append(first.body)
         for number in range(3):
@@ -375,11 +401,15 @@ def test_repeated_prekey_message_with_another_identity_key_is_refused(rng: Deter
     )
     _assert_unchanged(
         bob,
-        lambda: bob.decrypt_prekey_message(forged, bob_party.identity, bob_party.signed_pre_key, None, rng),
+        lambda: bob.decrypt_prekey_message(
+            forged, bob_party.identity, bob_party.signed_pre_key, None, rng, our_registration_id=2
+        ),
         InvalidMessageError,
     )
     assert (
-        bob.decrypt_prekey_message(second, bob_party.identity, bob_party.signed_pre_key, None, rng)
+        bob.decrypt_prekey_message(
+            second, bob_party.identity, bob_party.signed_pre_key, None, rng, our_registration_id=2
+        )
         == b"second"
     )
 
@@ -422,6 +452,7 @@ def test_low_order_base_key_is_refused_and_changes_nothing(rng: DeterministicRng
             bob_party.signed_pre_key,
             None,
             rng,
+            our_registration_id=2,
         ),
         InvalidKeyError,
     )

@@ -123,6 +123,7 @@ class Bob:
             self.signed_pre_key,
             None if message.pre_key_id is None else self.one_time.get(message.pre_key_id),
             rng,
+            our_registration_id=99,
             our_kem_pre_key=self.kem(message.kem_pre_key_id),
             **options,
         )
@@ -210,7 +211,12 @@ def test_the_frozen_version_1_records_still_load_and_work() -> None:
     assert message.kem_ciphertext is None
     fresh = SessionRecord()
     plaintext = fresh.decrypt_prekey_message(
-        message, keys["bob_identity"], keys["bob_signed_pre_key"], keys["bob_one_time_pre_key"], rng
+        message,
+        keys["bob_identity"],
+        keys["bob_signed_pre_key"],
+        keys["bob_one_time_pre_key"],
+        rng,
+        our_registration_id=2,
     )
     assert plaintext == b"pending"
 
@@ -231,8 +237,8 @@ def test_a_version_1_record_with_version_2_fields_is_refused(rng: Rng) -> None:
     stored = SessionRecord.initiate(KeyPair.generate(rng), 7, bob.bundle(), rng).serialize()
     with pytest.raises(StateFormatError, match="version-1"):
         SessionRecord.deserialize(b"S\x01" + stored[2:])
-    with pytest.raises(StateFormatError, match="version 4"):
-        SessionRecord.deserialize(b"S\x04" + stored[2:])
+    with pytest.raises(StateFormatError, match="version 5"):
+        SessionRecord.deserialize(b"S\x05" + stored[2:])
 
 
 def test_stored_agreement_codes_are_checked(rng: Rng) -> None:

@@ -8,22 +8,38 @@ generator stores it as ``expected``.  ``docs/vectors.md`` describes each kind's 
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
+from e2e import kyber
 from e2e import pqxdh as pqxdh_agreement
+from e2e import pqxdh_v4 as pqxdh_v4_agreement
+from e2e.attachment import (
+    AttachmentKey,
+    blob_size,
+    decrypt_attachment,
+    encrypt_attachment,
+    padded_size,
+)
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
+from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName
 from e2e.kdf import ChainKey, RootKey
 from e2e.kem import KemKeyPair, KemPrivateKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
+from e2e.kyber import KyberKeyPair
+from e2e.sender_key_messages import SenderKeyFraming
+from e2e.sender_key_state import SenderChainKey, SenderKeyRecord, SenderKeyState
 from e2e.session import Ciphertext, SessionRecord
 from e2e.vectors import SeededRng, VectorFormatError
+from e2e.vectors.nist_drbg import NistDrbg
 from e2e.wire import MessageType, PreKeySignalMessage
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret, initiate, respond
 
-__all__ = ["KINDS", "Inputs", "Kind"]
+__all__ = ["KINDS", "Inputs", "Kind", "Output", "fixed_rng", "hex_bytes"]
 
 Output = dict[str, object]
 
@@ -72,6 +88,14 @@ class Inputs:
             raise VectorFormatError(f"input {name!r} is a non-negative integer")
         return value
 
+    def optional_text(self, name: str) -> str | None:
+        value = self._get(name, optional=True)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise VectorFormatError(f"input {name!r} is a string")
+        return value
+
     def public_key(self, name: str) -> PublicKey:
         try:
             return PublicKey.deserialize(self.hex(name, 33))
@@ -80,6 +104,12 @@ class Inputs:
 
     def private_key(self, name: str) -> PrivateKey:
         return PrivateKey(self.hex(name, 32))
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        value = self._get(name, optional=False)
+        if not isinstance(value, str) or value not in choices:
+            raise VectorFormatError(f"input {name!r} is one of {', '.join(choices)}")
+        return value
 
     def sequence(self, name: str) -> list[object]:
         value = self._get(name, optional=False)
@@ -106,12 +136,12 @@ def hex_bytes(name: str, value: object, length: int | None = None) -> bytes:
     return decoded
 
 
-def _fixed_rng(data: bytes) -> Callable[[int], bytes]:
-    """An rng that returns ``data`` once, for randomness pinned as an input."""
-    remaining = [data]
+def fixed_rng(*data: bytes) -> Callable[[int], bytes]:
+    """An rng that returns each of ``data`` once, in order, for randomness pinned as inputs."""
+    remaining = list(reversed(data))
 
     def rng(n: int) -> bytes:
-        if not remaining or len(remaining[0]) != n:
+        if not remaining or len(remaining[-1]) != n:
             raise VectorFormatError(f"the pinned randomness does not cover a request for {n} bytes")
         return remaining.pop()
 
@@ -135,7 +165,7 @@ def xeddsa(raw: Mapping[str, object]) -> Output:
     private_key = inputs.private_key("private_key")
     random = inputs.hex("random", 64)
     inputs.done()
-    signature = private_key.sign(message, _fixed_rng(random))
+    signature = private_key.sign(message, fixed_rng(random))
     try:
         private_key.public_key().verify(message, signature)
         valid = True
@@ -166,7 +196,7 @@ class _Handshake:
         if (self.pre_key_id is None) != (self.bob_one_time is None):
             raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
         self.signature = self.bob_identity.sign(
-            self.bob_signed.public_key.serialize(), _fixed_rng(self.signature_random)
+            self.bob_signed.public_key.serialize(), fixed_rng(self.signature_random)
         )
 
     def bundle(self) -> PreKeyBundle:
@@ -229,7 +259,7 @@ def x3dh(raw: Mapping[str, object]) -> Output:
     inputs.done()
     events: list[Event] = []
     message, alice_secret = initiate(
-        handshake.alice_identity, handshake.bundle(), _fixed_rng(handshake.alice_base_private), events.append
+        handshake.alice_identity, handshake.bundle(), fixed_rng(handshake.alice_base_private), events.append
     )
     bob_secret = respond(handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, message)
     return handshake.output(message, alice_secret, bob_secret, events, {}, {})
@@ -246,7 +276,7 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     inputs.done()
 
     kem_signature = handshake.bob_identity.sign(
-        bob_kem.public_key.serialize(), _fixed_rng(kem_signature_random)
+        bob_kem.public_key.serialize(), fixed_rng(kem_signature_random)
     )
     bundle = replace(
         handshake.bundle(),
@@ -258,9 +288,9 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     message, alice_secret = pqxdh_agreement.initiate(
         handshake.alice_identity,
         bundle,
-        _fixed_rng(handshake.alice_base_private),
+        fixed_rng(handshake.alice_base_private),
         events.append,
-        kem_rng=_fixed_rng(kem_random),
+        kem_rng=fixed_rng(kem_random),
     )
     bob_secret = pqxdh_agreement.respond(
         handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, bob_kem, message
@@ -281,6 +311,62 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
             "kem_ciphertext": message.kem_ciphertext.serialize().hex(),
         },
     )
+
+
+def pqxdh_v4(raw: Mapping[str, object]) -> Output:
+    """Both sides of Signal's PQXDH (Kyber1024, message version 4), every random byte pinned.
+
+    Bob's Kyber prekey comes from the 64-byte ``d ‖ z`` of ``bob_kyber_pre_key_seed``; Alice's
+    ``rng`` gives her base key and then the encapsulation's 32 bytes.  Outputs add the Kyber prekey
+    and its signature, the Kyber shared secret, the ciphertext and ``pq_ratchet_key``.
+    """
+    inputs = Inputs(raw)
+    handshake = _Handshake(inputs)
+    bob_kyber = KyberKeyPair.generate(fixed_rng(inputs.hex("bob_kyber_pre_key_seed", 64)))
+    kyber_signature_random = inputs.hex("kyber_pre_key_signature_random", 64)
+    kyber_random = inputs.hex("kyber_encapsulation_random", 32)
+    kyber_pre_key_id = inputs.integer("kyber_pre_key_id")
+    inputs.done()
+
+    kyber_signature = handshake.bob_identity.sign(
+        bob_kyber.public_key.serialize(), fixed_rng(kyber_signature_random)
+    )
+    bundle = replace(
+        handshake.bundle(),
+        kem_pre_key_id=kyber_pre_key_id,
+        kem_pre_key=bob_kyber.public_key,
+        kem_pre_key_signature=kyber_signature,
+    )
+    events: list[Event] = []
+    message, alice_secret = pqxdh_v4_agreement.initiate(
+        handshake.alice_identity,
+        bundle,
+        fixed_rng(handshake.alice_base_private, kyber_random),
+        events.append,
+    )
+    bob_secret = pqxdh_v4_agreement.respond(
+        handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, bob_kyber, message
+    )
+    if message.kem_ciphertext is None or alice_secret.pq_ratchet_key is None:
+        raise VectorFormatError("PQXDH v4 made no Kyber ciphertext or no pq_ratchet_key")
+    output = handshake.output(
+        message,
+        alice_secret,
+        bob_secret,
+        events,
+        {
+            "bob_kyber_pre_key_public": bob_kyber.public_key.serialize().hex(),
+            "kyber_pre_key_signature": kyber_signature.hex(),
+        },
+        {
+            "kyber_pre_key_id": message.kem_pre_key_id,
+            "kyber_ciphertext": message.kem_ciphertext.serialize().hex(),
+        },
+    )
+    output["kyber_shared_secret"] = output.pop("kem_shared_secret")
+    output["pq_ratchet_key"] = alice_secret.pq_ratchet_key.hex()
+    output["bob_pq_ratchet_key"] = (bob_secret.pq_ratchet_key or b"").hex()
+    return output
 
 
 def kdf_root(raw: Mapping[str, object]) -> Output:
@@ -405,7 +491,7 @@ def conversation(raw: Mapping[str, object]) -> Output:
         signed_pre_key_id=signed_pre_key_id,
         signed_pre_key=bob_signed.public_key,
         signed_pre_key_signature=bob.identity.sign(
-            bob_signed.public_key.serialize(), _fixed_rng(signature_random)
+            bob_signed.public_key.serialize(), fixed_rng(signature_random)
         ),
         pre_key_id=pre_key_id,
         pre_key=None if bob_one_time is None else bob_one_time.public_key,
@@ -457,13 +543,134 @@ def conversation(raw: Mapping[str, object]) -> Output:
     return {"steps": steps}
 
 
+_FRAMINGS = {"libsignal": SenderKeyFraming.LIBSIGNAL, "axolotl": SenderKeyFraming.AXOLOTL}
+_MAX_SENDER_KEY_MESSAGES = 100
+
+
+def _no_rng(n: int) -> bytes:
+    raise VectorFormatError(f"a sender-key case draws no randomness beyond its inputs (asked for {n} bytes)")
+
+
+def sender_key(raw: Mapping[str, object]) -> Output:
+    """One sender chain from a pinned chain key and signing key: its distribution message, then one
+    group message per listed plaintext with its pinned signature randomness (see docs/vectors.md)."""
+    inputs = Inputs(raw)
+    framing = _FRAMINGS[inputs.choice("framing", tuple(_FRAMINGS))]
+    distribution = inputs.optional_hex("distribution_id", 16)
+    if (distribution is None) != (framing is SenderKeyFraming.AXOLOTL):
+        raise VectorFormatError("distribution_id is given exactly in the libsignal framing")
+    chain_id = inputs.integer("chain_id")
+    iteration = inputs.integer("iteration")
+    if chain_id > 0xFFFF_FFFF or iteration > 0xFFFF_FFFF - _MAX_SENDER_KEY_MESSAGES:
+        raise VectorFormatError("chain_id and iteration are 32-bit, with room for the messages")
+    chain_key = SenderChainKey(iteration, inputs.hex("chain_key", 32))
+    signing = KeyPair(inputs.private_key("signing_private_key"))
+    messages = inputs.sequence("messages")
+    inputs.done()
+    if not messages or len(messages) > _MAX_SENDER_KEY_MESSAGES:
+        raise VectorFormatError(f"messages is a list of 1 to {_MAX_SENDER_KEY_MESSAGES} objects")
+    name = SenderKeyName("sender", 1, uuid.UUID(bytes=distribution or bytes(16)))
+    store = InMemorySenderKeyStore()
+    store.store_sender_key(
+        name, SenderKeyRecord([SenderKeyState(framing, chain_id, chain_key, signing.public_key, signing)])
+    )
+    cipher = GroupCipher(store, framing)
+    offer = cipher.create_distribution_message(name, _no_rng)
+    outputs: list[Output] = []
+    for entry in messages:
+        if not isinstance(entry, Mapping):
+            raise VectorFormatError("each message is an object")
+        message = Inputs(entry)
+        plaintext = message.hex("plaintext")
+        random = message.hex("signature_random", 64)
+        message.done()
+        iv, cipher_key = chain_key.message_key().iv_and_cipher_key
+        outputs.append(
+            {
+                "iteration": chain_key.iteration,
+                "chain_key": chain_key.key.hex(),
+                "iv": iv.hex(),
+                "cipher_key": cipher_key.hex(),
+                "message": cipher.encrypt(name, plaintext, fixed_rng(random)).hex(),
+            }
+        )
+        chain_key = chain_key.next()
+    return {
+        "signing_public_key": signing.public_key.serialize().hex(),
+        "distribution_message": offer.serialize().hex(),
+        "messages": outputs,
+    }
+
+
+def kyber1024(raw: Mapping[str, object]) -> Output:
+    """One record of the round-3 NIST KAT for Kyber1024 (``PQCkemKAT_3168.rsp``).
+
+    The record's 48-byte ``seed`` seeds NIST's AES-256 CTR_DRBG, from which key generation draws
+    ``d`` and ``z`` and encapsulation its 32 bytes, as ``PQCgenKAT_kem.c`` does.  The outputs are
+    the SHA-256 digests of ``pk``, ``sk`` and ``ct`` and the shared secret ``ss``, which
+    decapsulation must reproduce.
+    """
+    inputs = Inputs(raw)
+    drbg = NistDrbg(inputs.hex("drbg_seed", 48))
+    inputs.done()
+    d, z = drbg(32), drbg(32)
+    pk, sk = kyber.keygen_internal(d, z)
+    ss, ct = kyber.encaps_internal(pk, drbg(32))
+    if kyber.decaps_internal(sk, ct) != ss:
+        raise VectorFormatError("decapsulation does not reproduce the shared secret")
+    return {
+        "pk_sha256": hashlib.sha256(pk).hexdigest(),
+        "sk_sha256": hashlib.sha256(sk).hexdigest(),
+        "ct_sha256": hashlib.sha256(ct).hexdigest(),
+        "ss": ss.hex(),
+    }
+
+
+_MAX_ATTACHMENT_VECTOR = 1 << 20
+
+
+def attachment(raw: Mapping[str, object]) -> Output:
+    """Attachment encryption (key, iv, plaintext → blob, digest) or, when the inputs hold a blob,
+    verification and decryption (key, digest, size, blob → plaintext, or the error that refuses it)."""
+    inputs = Inputs(raw)
+    key = AttachmentKey(inputs.hex("key", 64))
+    if "blob" in raw:
+        digest = inputs.hex("digest", 32)
+        size = inputs.integer("size")
+        blob = inputs.hex("blob")
+        inputs.done()
+        if size > _MAX_ATTACHMENT_VECTOR:
+            raise VectorFormatError(f"attachment vectors stop at {_MAX_ATTACHMENT_VECTOR} bytes")
+        try:
+            return {"plaintext": decrypt_attachment(key, digest, size, blob).hex()}
+        except E2EError as error:
+            return {"error": type(error).__name__}
+    iv = inputs.hex("iv", 16)
+    plaintext = inputs.hex("plaintext")
+    inputs.done()
+    if len(plaintext) > _MAX_ATTACHMENT_VECTOR:
+        raise VectorFormatError(f"attachment vectors stop at {_MAX_ATTACHMENT_VECTOR} bytes")
+    encrypted = encrypt_attachment(key, iv, plaintext)
+    return {
+        "padded_size": padded_size(len(plaintext)),
+        "blob_size": blob_size(len(plaintext)),
+        "blob": encrypted.blob.hex(),
+        "mac": encrypted.blob[-32:].hex(),
+        "digest": encrypted.digest.hex(),
+    }
+
+
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
     "pqxdh": pqxdh,
+    "pqxdh_v4": pqxdh_v4,
     "kdf_root": kdf_root,
     "kdf_chain": kdf_chain,
     "message_keys": message_keys,
     "fingerprint": fingerprint,
     "conversation": conversation,
+    "sender_key": sender_key,
+    "kyber1024": kyber1024,
+    "attachment": attachment,
 }

@@ -183,9 +183,13 @@ async def test_malformed_ciphertexts_are_quarantined_and_never_touch_the_session
         (MessageType.WHISPER, b"\x33garbage"),
         (MessageType.PREKEY, b"\x33\x00\x01\x02"),
         (7, b"an unknown type"),
-        (MessageType.WHISPER, b""),
+        (MessageType.WHISPER, b"\x33"),
     ]:
         await junk.send("bob", 1, f"junk-{message_type}-{len(body)}", message_type, body)
+    # An empty body never reaches Bob: the relay refuses it.
+    with pytest.raises(RelayError) as refused:
+        await junk.send("bob", 1, "junk-empty", MessageType.WHISPER, b"")
+    assert refused.value.code == "bad_request"
     await junk.close()
     # A genuine next WhisperMessage from a copy of Alice's session, with one byte of its MAC
     # flipped; and Alice's last ciphertext cut short.  Both sent as Alice.
@@ -495,8 +499,8 @@ async def test_a_prekey_message_for_an_unknown_signed_prekey_is_quarantined(
     await connection.close()
 
     event = await bob.receive(timeout=10)
-    assert isinstance(event, Undecryptable) and event.error == "InvalidMessageError"
-    assert "999" in bob.quarantined()[-1].error
+    assert isinstance(event, Undecryptable) and event.error == "UnknownPreKeyError"
+    assert "signed prekey with id 999" in bob.quarantined()[-1].error
     # Nothing of Mallory was kept: no session, no contact.
     assert bob.store.session("mallory", 1) is None and bob.store.contact("mallory") is None
 

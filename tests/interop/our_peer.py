@@ -89,7 +89,12 @@ class OurParty:
             assert message.signed_pre_key_id == self.signed_pre_key_id and self.signed_pre_key is not None
             one_time = self.pre_keys.get(message.pre_key_id) if message.pre_key_id is not None else None
             plaintext = self.record.decrypt_prekey_message(
-                message, self.identity, self.signed_pre_key, one_time, self._rng
+                message,
+                self.identity,
+                self.signed_pre_key,
+                one_time,
+                self._rng,
+                our_registration_id=self.registration_id,
             )
             if message.pre_key_id is not None:
                 self.pre_keys.pop(message.pre_key_id, None)

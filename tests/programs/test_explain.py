@@ -122,7 +122,12 @@ def _conversation(rng) -> list[Event]:
     bob = SessionRecord()
     first = alice.encrypt(b"hello", rng, trace)
     bob.decrypt_prekey_message(
-        PreKeySignalMessage.deserialize(first.body), bob_identity, bob_signed, bob_one_time, rng, trace
+        PreKeySignalMessage.deserialize(first.body), bob_identity,
+        bob_signed,
+        bob_one_time,
+        rng,
+        trace,
+        our_registration_id=7,
     )
     reply = bob.encrypt(b"hi", rng, trace)
     alice.decrypt(reply.body, rng, trace)
