@@ -468,7 +468,7 @@ class _Demo:
             raise DemoFailed("the blob service holds a blob of another size")
         event = await self.bob.running.receive(self.options.timeout)
         if not isinstance(event, Message) or not event.is_attachment:
-            raise DemoFailed(f"bob got {event!r} instead of the picture")
+            raise DemoFailed(f"bob got {inert(repr(event))} instead of the picture")
         pointer = self.bob.running.attachment(event)
         saved = await self.bob.running.download(pointer, self.directory / "bob-files")
         width, height = png_size(saved.read_bytes())
@@ -478,9 +478,9 @@ class _Demo:
         columns.row(
             f"{self.send_arrow} {picture.name} ({size:,} B)\nencrypted with a fresh key while it uploads;"
             " the key and digest go in a message",
-            f"blob {pointer.blob_id[:10]}… {len(blob):,} B\n(size bucket: files of "
+            f"blob {inert(pointer.blob_id[:10])}… {len(blob):,} B\n(size bucket: files of "
             f"{_bucket_floor(size):,}–{padded_size(size):,} B look alike)\n{_short_hex(blob)}",
-            f"{self.receive_arrow} {saved.name}: length, digest and MAC\nverified before decrypting;"
+            f"{self.receive_arrow} {inert(saved.name)}: length, digest and MAC\nverified before decrypting;"
             f" opened: PNG {width}×{height}",
         )
         await self._online(self.carol, create=True)
@@ -488,7 +488,7 @@ class _Demo:
         await self.bob.running.forward_file("carol", pointer)
         forwarded = await self.carol.running.receive(self.options.timeout)
         if not isinstance(forwarded, Message) or not forwarded.is_attachment:
-            raise DemoFailed(f"carol got {forwarded!r} instead of the picture")
+            raise DemoFailed(f"carol got {inert(repr(forwarded))} instead of the picture")
         carol_pointer = self.carol.running.attachment(forwarded)
         carol_file = await self.carol.running.download(carol_pointer, self.directory / "carol-files")
         blobs_after = sorted(p.name for p in (self.relay.blobs / "blobs").iterdir())
@@ -498,9 +498,9 @@ class _Demo:
         self.tally.files += 1
         columns.row(
             "",
-            f"same blob {pointer.blob_id[:10]}…: no new upload\n({len(blobs_after) // 2} blob stored)",
+            f"same blob {inert(pointer.blob_id[:10])}…: no new upload\n({len(blobs_after) // 2} blob stored)",
             f"{self.send_arrow} forwarded to carol (the pointer only)\ncarol: {self.receive_arrow} "
-            f"{carol_file.name} verified, PNG {width}×{height}",
+            f"{inert(carol_file.name)} verified, PNG {width}×{height}",
         )
         await self._offline(self.carol)
 
