@@ -20,11 +20,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
-    ("module", "program"), [("server", "e2e-relay"), ("client.chat", "e2e-chat"), ("client.demo", "e2e-demo")]
+    ("code", "program"),
+    [
+        ("from server.cli import main", "e2e-relay"),
+        ("from client.chat import main", "e2e-chat"),
+        ("from client.demo import main", "e2e-demo"),
+        ("from server.blob_cli import main", "e2e-blobs"),
+    ],
 )
-def test_every_program_says_its_version(module: str, program: str) -> None:
+def test_every_program_says_its_version(code: str, program: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", module, "--version"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [sys.executable, "-c", f"import sys; {code}; sys.exit(main(['--version']))"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{program} {e2e.__version__}"
@@ -38,7 +48,10 @@ def test_the_version_has_one_source() -> None:
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "e2e.__version__"}
     # The console scripts are installed under their names.
     scripts = {entry.name for entry in importlib.metadata.entry_points(group="console_scripts")}
-    assert {"e2e-relay", "e2e-chat", "e2e-demo"} <= scripts
+    assert {"e2e-relay", "e2e-chat", "e2e-demo", "e2e-blobs"} <= scripts
+    project_scripts = set(project["project"]["scripts"])
+    # A new program joins test_every_program_says_its_version.
+    assert project_scripts == {"e2e-relay", "e2e-chat", "e2e-demo", "e2e-blobs"}
 
 
 def test_the_core_ships_its_types_and_the_metadata_describes_the_project() -> None:
