@@ -265,9 +265,15 @@ def test_ctrl_c_sigterm_and_being_displaced_each_end_in_one_line_and_a_clean_clo
     assert alice.text.count("e2e-chat: terminated (SIGTERM); closed") == 1
     assert "Traceback" not in alice.text
 
-    # Both closed their connection properly (1000), not by dying (1006).
+    alice = chats.start("alice")
+    alice.expect("connected to the relay")
+    alice.child.kill(signal.SIGHUP)
+    assert alice.wait_exit() == 129
+    assert "Traceback" not in alice.text
+
+    # All three closed their connection properly (1000), not by dying (1006).
     codes = re.findall(r"disconnected .*device=alice\S* code=(\d+)", relay.log.read_text())
-    assert codes == ["1000", "1000"]
+    assert codes == ["1000", "1000", "1000"]
 
     # The same device started twice: the newer connection displaces the older one.
     first = chats.start("alice")
