@@ -9,6 +9,7 @@ retried send) crosses through it.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import asyncpg
 import pytest
 
 from client.transport import Connection, ConnectionLost, IncomingMessage, TransportError
+from e2e.group_membership import GroupMember, create_membership, next_membership
 from server.protocol import CloseCode
 from tests.relay.conftest import Device, RelayProcess, drain
 
@@ -184,3 +186,33 @@ async def test_a_node_killed_mid_stream_loses_nothing_and_duplicates_nothing(clu
         assert await conn.fetchval("SELECT count FROM queues WHERE account = 'bob'") == 0
     finally:
         await conn.close()
+
+
+async def test_a_group_spread_over_three_nodes_gets_one_send_fanned_out(cluster, rng) -> None:
+    _dsn, nodes = await cluster(3)
+    devices = [Device(name, 1, rng) for name in ("alice", "bob", "carol")]
+    connections = [await d.register(node.url) for d, node in zip(devices, nodes, strict=True)]
+    for connection in connections:
+        assert await drain(connection) == []
+    members = [GroupMember(d.account, d.identity.public_key, d.account == "alice") for d in devices]
+    c0 = create_membership(os.urandom(16), members, devices[0].identity, rng)
+    a, b, c = connections
+    # The change is committed on node 1 and wakes bob on node 2 and carol on node 3.
+    assert await a.group_change("group_create", c0.serialized) == 2
+    for connection in (b, c):
+        (change,) = await drain(connection)
+        assert change.body == c0.serialized and change.group_id == c0.group_id
+    result = await a.group_send(c0.group_id, "g1", 7, b"to all")
+    assert result["recipients"] == 2
+    for connection in (b, c):
+        (message,) = await drain(connection)
+        assert (message.client_id, message.body, message.group_id) == ("g1", b"to all", c0.group_id)
+    # Alice (the only admin) removes carol through node 1; bob then sends through node 2.
+    c1 = next_membership(c0, members[:2], devices[0].identity, rng)
+    assert await a.group_change("group_remove", c1.serialized) == 2
+    assert (await drain(c))[0].body == c1.serialized
+    assert (await b.group_send(c0.group_id, "g2", 7, b"without carol"))["recipients"] == 1
+    (message,) = await drain(a)
+    assert message.client_id == "g2"
+    for connection in connections:
+        await connection.close()
