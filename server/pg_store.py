@@ -1243,12 +1243,12 @@ class PostgresStore:
                     accounts,
                 )
                 devices = [DeviceAddress(r["account"], int(r["device_id"])) for r in rows]
-                devices = [d for d in devices if d != change.sender]
+                # The sender's own device gets the change too (see the SQLite store).
                 _first, events = await self._queue_for(
                     conn,
                     devices,
                     change.sender,
-                    f"membership:{change.epoch}",
+                    f"membership:{change.group_id.hex()}:{change.epoch}",
                     GROUP_CHANGE_TYPE,
                     change.change,
                     change.group_id,

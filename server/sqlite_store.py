@@ -951,9 +951,11 @@ class SQLiteStore:
                 for account in accounts
                 for (device_id,) in db.execute("SELECT device_id FROM devices WHERE account = ?", (account,))
             ]
-            recipients = [d for d in devices if d != change.sender]
+            # The sender's own device gets the change too: a client that lost its local commit of
+            # its own change (a crash after the relay's answer) adopts it from its queue.
+            recipients = devices
             sender = (change.sender.account, change.sender.device_id)
-            client_id = f"membership:{change.epoch}"
+            client_id = f"membership:{change.group_id.hex()}:{change.epoch}"
             for device in recipients:
                 db.execute(
                     _INSERT_GROUP_MESSAGE,

@@ -488,8 +488,9 @@ class Store(Protocol):
         """Commit a verified membership change and queue it for the members' devices; all or nothing.
 
         The change replaces the member list and is queued (type :data:`GROUP_CHANGE_TYPE`, with the
-        group id) for every device of every account in the old or the new list but the sender's
-        device; returns how many devices that is.  Raises :class:`GroupExistsError` (epoch 0 for an
+        group id, client id ``membership:<group id hex>:<epoch>``) for every device of every account
+        in the old or the new list, the sender's own device included (so that a sender that lost its
+        local commit of the change still learns it); returns how many devices that is.  Raises :class:`GroupExistsError` (epoch 0 for an
         existing group), :class:`UnknownGroupError`, :class:`StaleGroupError` (the group's newest
         change is not ``change.previous_digest``), :class:`UnknownAccountError`,
         :class:`IdentityMismatchError` (a member's identity key is not its account's) and

@@ -198,7 +198,8 @@ async def test_a_group_spread_over_three_nodes_gets_one_send_fanned_out(cluster,
     c0 = create_membership(os.urandom(16), members, devices[0].identity, rng)
     a, b, c = connections
     # The change is committed on node 1 and wakes bob on node 2 and carol on node 3.
-    assert await a.group_change("group_create", c0.serialized) == 2
+    assert await a.group_change("group_create", c0.serialized) == 3
+    assert (await drain(a))[0].body == c0.serialized
     for connection in (b, c):
         (change,) = await drain(connection)
         assert change.body == c0.serialized and change.group_id == c0.group_id
@@ -209,7 +210,9 @@ async def test_a_group_spread_over_three_nodes_gets_one_send_fanned_out(cluster,
         assert (message.client_id, message.body, message.group_id) == ("g1", b"to all", c0.group_id)
     # Alice (the only admin) removes carol through node 1; bob then sends through node 2.
     c1 = next_membership(c0, members[:2], devices[0].identity, rng)
-    assert await a.group_change("group_remove", c1.serialized) == 2
+    assert await a.group_change("group_remove", c1.serialized) == 3
+    assert (await drain(a))[0].body == c1.serialized
+    assert (await drain(b))[0].body == c1.serialized
     assert (await drain(c))[0].body == c1.serialized
     assert (await b.group_send(c0.group_id, "g2", 7, b"without carol"))["recipients"] == 1
     (message,) = await drain(a)

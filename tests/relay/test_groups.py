@@ -52,7 +52,9 @@ async def make_group(relay, rng, names=("alice", "bob", "carol")):
         devices[0].identity,
         rng,
     )
-    assert await connections[0].group_change("group_create", change.serialized) == len(devices) - 1
+    # Queued for every member device, the creator's own included.
+    assert await connections[0].group_change("group_create", change.serialized) == len(devices)
+    await until_body(connections[0], change.serialized)
     return devices, connections, change
 
 
@@ -130,16 +132,16 @@ async def test_add_remove_leave_with_signed_changes(relay, rng):
     await drain(d)
     alice, bob, _carol = devices
     c1 = next_membership(c0, [*c0.members, member(dave)], alice.identity, rng)
-    assert await a.group_change("group_add", c1.serialized) == 3
+    assert await a.group_change("group_add", c1.serialized) == 4
     assert [m.body for m in await until_body(d, c1.serialized)] == [c1.serialized]
     c2 = next_membership(c1, [m for m in c1.members if m.name != "carol"], alice.identity, rng)
     # The removed member hears of its removal; then it is out.
-    assert await a.group_change("group_remove", c2.serialized) == 3
+    assert await a.group_change("group_remove", c2.serialized) == 4
     assert [m.body for m in await until_body(c, c2.serialized)] == [c.serialized for c in (c0, c1, c2)]
     await refused(c.group_members(c0.group_id), "not_a_member")
     await refused(c.group_send(c0.group_id, "x", 7, b"x"), "not_a_member")
     c3 = next_membership(c2, [m for m in c2.members if m.name != "bob"], bob.identity, rng)
-    assert await b.group_change("group_leave", c3.serialized) == 2
+    assert await b.group_change("group_leave", c3.serialized) == 3
     view = await state(a, c0.group_id)
     assert view["epoch"] == 3 and [m["account"] for m in view["members"]] == ["alice", "dave"]
     assert await d.group_history(c0.group_id) == [c.serialized for c in (c0, c1, c2, c3)]
@@ -189,7 +191,7 @@ async def test_refusals_change_nothing(relay, rng):
     await refused(a.group_send(gid, "t", GROUP_CHANGE_TYPE, b"x"), "bad_request")
     # A replay of the creation, and a stale change after another landed.
     await refused(a.group_change("group_create", c0.serialized), "group_exists")
-    assert await a.group_change("group_add", good.serialized) == 3
+    assert await a.group_change("group_add", good.serialized) == 4
     other = next_membership(c0, [*c0.members, member(Device("zed", 1, rng))], alice.identity, rng)
     await refused(a.group_change("group_add", other.serialized), "stale_group")
     await refused(a.group_change("group_add", good.serialized), "stale_group")
