@@ -310,7 +310,7 @@ async def run_store_only(dsn: str, pairs: int, total: int, window: int, meter: C
             await asyncio.gather(*sends)
             batch = await store.fetch(receivers[index], cursor, window, now)
             cursor = batch[-1].server_id
-            await store.ack(receivers[index], [m.server_id for m in batch])
+            await store.ack(receivers[index], [m.server_id for m in batch], now)
             latencies.append((time.perf_counter() - began) * 1000)
 
     meter.start()

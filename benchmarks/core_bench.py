@@ -4,9 +4,13 @@ Run ``make bench`` (or ``python benchmarks/core_bench.py``).  One run prints one
 
 * rows: session setups per second (X3DH, and PQXDH where a peer has it), 64-byte one-way burst
   (messages/s), 64-byte ping-pong (messages/s, a DH ratchet step per message), 64 KiB messages
-  (MB/s, 1 MB = 10**6 bytes), then the floor rows, the bare primitives everything is built from;
+  (MB/s, 1 MB = 10**6 bytes), a 64-byte message to a group of 10 and of 100 members as the
+  sender's CPU sees it, with Sender Keys (one encryption and one signature) and by pairwise
+  fan-out (one Double Ratchet encryption per member), then the floor rows, the bare primitives
+  everything is built from;
 * columns: the peers of :mod:`core_peers` (this project, python-axolotl, Syndace's libraries in
-  two configurations, vodozemac).
+  two configurations, vodozemac, and for the group rows libsignal itself in the interop tests'
+  Node peer, whose CPU time is the Node process's).
 
 Each peer runs in its own subprocess (``--peer NAME``), so that one peer's imports, caches and
 garbage cannot slow another down, and so that a peer that fails to import or crashes shows up
@@ -52,7 +56,18 @@ PROTOCOL_ROWS = [
     ("burst_64_stored", "64 B burst, sessions stored and reloaded per message, msg/s", "1/s"),
     ("ping_pong_64", "64 B ping-pong, msg/s", "1/s"),
     ("burst_64k", "64 KiB messages, MB/s", "MB/s"),
+    ("group_send_10", "64 B to a 10-member group, sender CPU, Sender Keys, sends/s", "1/s"),
+    ("fanout_10", "64 B to a 10-member group, sender CPU, pairwise fan-out, sends/s", "1/s"),
+    ("group_send_100", "64 B to a 100-member group, sender CPU, Sender Keys, sends/s", "1/s"),
+    ("fanout_100", "64 B to a 100-member group, sender CPU, pairwise fan-out, sends/s", "1/s"),
+    (
+        "group_send_stored",
+        "64 B group message, Sender Keys, record stored and reloaded per send, sends/s",
+        "1/s",
+    ),
 ]
+# The group sizes of the group rows.
+GROUP_SIZES = (10, 100)
 FLOOR_ROWS = [
     ("dh", "floor: X25519 DH/s", "1/s"),
     ("keygen", "floor: key pair generations/s", "1/s"),
@@ -62,19 +77,25 @@ FLOOR_ROWS = [
     ("message_crypto_64k", "floor: 64 KiB message crypto, MB/s", "MB/s"),
 ]
 # Columns in table order; the floor rows of this project come from a peer of their own.
-COLUMNS = ["ours", "axolotl", "syndace", "oldmemo", "vodozemac"]
+COLUMNS = ["ours", "axolotl", "syndace", "oldmemo", "vodozemac", "libsignal"]
 FLOOR_PEER = {"ours": "ours-primitives"}
 
 
-def measure(batch: Batch, round_seconds: float, rounds: int, units_per_operation: float = 1.0) -> float:
+def measure(
+    batch: Batch,
+    round_seconds: float,
+    rounds: int,
+    units_per_operation: float = 1.0,
+    clock: Callable[[], float] = time.process_time,
+) -> float:
     """Operations (times ``units_per_operation``) per CPU second: the best of ``rounds`` timed rounds.
 
     Time is this process's CPU time (:func:`time.process_time`), so that the moments the
     operating system gives the CPU to other work on a shared machine are not counted; everything
     measured is single-threaded.  The best round is the one the rest of the machine disturbed
-    least (caches, memory bandwidth), as :mod:`timeit` advises.
+    least (caches, memory bandwidth), as :mod:`timeit` advises.  A peer that runs in another
+    process (libsignal in Node) passes that process's CPU clock as ``clock``.
     """
-    clock = time.process_time
     n = 1
     while True:
         start = clock()
@@ -138,6 +159,26 @@ def run_peer(name: str, round_seconds: float, rounds: int) -> dict[str, float | 
                 "burst_64k",
                 lambda: measure(lambda n: peer.burst(n, payload), round_seconds, rounds, megabytes),
             )
+    for members in GROUP_SIZES:
+
+        def group_rate(members: int = members) -> float:
+            peer.start_group(members)
+            return measure(
+                lambda n: peer.group_send(n, PLAINTEXT_64), round_seconds, rounds, clock=peer.cpu_clock
+            )
+
+        def fanout_rate(members: int = members) -> float:
+            peer.start_fanout(members)
+            return measure(lambda n: peer.fanout(n, PLAINTEXT_64), round_seconds, rounds)
+
+        attempt(f"group_send_{members}", group_rate)
+        attempt(f"fanout_{members}", fanout_rate)
+    attempt(
+        "group_send_stored",
+        lambda: measure(
+            lambda n: peer.group_send_stored(n, PLAINTEXT_64), round_seconds, rounds, clock=peer.cpu_clock
+        ),
+    )
     try:
         primitives = peer.primitives()
     except Exception as error:

@@ -17,6 +17,14 @@ What each operation includes, for every peer alike:
 * ``ping_pong``: the direction alternates, so every message starts a new sending chain (a DH
   ratchet step with a fresh key pair and two Diffie-Hellman operations).
 * ``pqxdh_setups``: ``setups`` with a signed ML-KEM-1024 prekey in the bundle (this project only).
+* ``group_send(n, plaintext, members)``, after ``start_group(members)``: the sender's CPU for ``n``
+  messages to a group of ``members`` other devices with Sender Keys: per message one chain step,
+  one AES-256-CBC encryption and one XEdDSA signature, whatever the size of the group (the relay
+  fans the one ciphertext out).  Every member has processed the distribution message beforehand.
+* ``fanout(n, plaintext, members)``, after ``start_fanout(members)``: the same group message sent
+  the 1:1 way, one Double Ratchet encryption per member over established pairwise sessions (each
+  with one reply received, so the messages are ordinary ones).  Receivers' work is not counted in
+  either row.
 * Messages are checked to decrypt to what was sent.  Where a peer has a wire format, its bytes are
   produced and parsed (ours, python-axolotl, oldmemo's configuration, vodozemac); Syndace's generic
   configuration has none of its own and passes its message objects directly.
@@ -31,7 +39,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 PLAINTEXT_64 = bytes(range(64))
@@ -44,6 +55,10 @@ class Peer:
 
     name: ClassVar[str]
     label: ClassVar[str]
+
+    def cpu_clock(self) -> float:
+        """The CPU seconds the timed work runs on: this process's, unless the peer runs elsewhere."""
+        return time.process_time()
 
     def setups(self, n: int) -> None:
         raise NotImplementedError
@@ -65,6 +80,24 @@ class Peer:
     def burst_stored(self, n: int, plaintext: bytes) -> None:
         """:meth:`burst`, with both sides' session state serialized and loaded back after every
         message, as a client that persists its sessions does."""
+        raise NotImplementedError
+
+    def start_group(self, members: int) -> None:
+        """Make our sender key for a group of ``members`` other devices and hand it to each."""
+        raise NotImplementedError
+
+    def group_send(self, n: int, plaintext: bytes) -> None:
+        raise NotImplementedError
+
+    def group_send_stored(self, n: int, plaintext: bytes) -> None:
+        """:meth:`group_send` with the sender-key record serialized and loaded back per message."""
+        raise NotImplementedError
+
+    def start_fanout(self, members: int) -> None:
+        """Establish a pairwise session with each of ``members`` devices."""
+        raise NotImplementedError
+
+    def fanout(self, n: int, plaintext: bytes) -> None:
         raise NotImplementedError
 
     def primitives(self) -> dict[str, Batch]:
@@ -102,6 +135,24 @@ class SyncPeer(Peer):
             a_to_b(plaintext)
         if n % 2:
             b_to_a(plaintext)
+
+    # new_conversation() leaves here the function that makes Alice's next message without
+    # delivering it, for the fan-out rows.
+    _alice_encrypt: Callable[[bytes], object]
+
+    def start_fanout(self, members: int) -> None:
+        senders = []
+        for _ in range(members):
+            _a_to_b, b_to_a = self.new_conversation()
+            b_to_a(PLAINTEXT_64)
+            senders.append(self._alice_encrypt)
+        self._fanout_senders = senders
+
+    def fanout(self, n: int, plaintext: bytes) -> None:
+        senders = self._fanout_senders
+        for _ in range(n):
+            for encrypt in senders:
+                encrypt(plaintext)
 
 
 def _repeat(operation: Callable[[], object]) -> Batch:
@@ -185,6 +236,7 @@ class Ours(SyncPeer):
         prekey_type = self._PREKEY
         deserialize = self._PreKeySignalMessage.deserialize
         self._records = [alice, bob]
+        self._alice_encrypt = lambda plaintext: alice.encrypt(plaintext, rng)
 
         def a_to_b(plaintext: bytes) -> None:
             ciphertext = alice.encrypt(plaintext, rng)
@@ -218,6 +270,53 @@ class Ours(SyncPeer):
             _check(bob.decrypt(body, rng), plaintext)
             bob = deserialize(serialize(bob))
         self._records = [alice, bob]
+
+    def start_group(self, members: int) -> None:
+        import uuid
+
+        from e2e.group_cipher import GroupCipher, SenderKeyName
+
+        group = uuid.uuid4()
+        self._group_name = SenderKeyName("sender", 1, group)
+        self._group_cipher = GroupCipher(_ObjectSenderKeyStore())
+        offer = self._group_cipher.create_distribution_message(self._group_name, os.urandom).serialize()
+        self._group_members = []
+        for _ in range(members):
+            member = GroupCipher(_ObjectSenderKeyStore())
+            member.process_distribution_message(self._group_name, offer)
+            self._group_members.append(member)
+        # One message, decrypted by every member, proves the group works before it is timed.
+        first = self._group_cipher.encrypt(self._group_name, PLAINTEXT_64, os.urandom)
+        for member in self._group_members:
+            _check(member.decrypt(self._group_name, first), PLAINTEXT_64)
+
+    def group_send(self, n: int, plaintext: bytes) -> None:
+        encrypt, name, rng = self._group_cipher.encrypt, self._group_name, os.urandom
+        for _ in range(n):
+            encrypt(name, plaintext, rng)
+
+    def group_send_stored(self, n: int, plaintext: bytes) -> None:
+        from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore
+
+        # The same sender key, in a store that keeps only serialized records.
+        store = InMemorySenderKeyStore()
+        store.store_sender_key(self._group_name, self._group_cipher.store.load_sender_key(self._group_name))
+        encrypt, name, rng = GroupCipher(store).encrypt, self._group_name, os.urandom
+        for _ in range(n):
+            encrypt(name, plaintext, rng)
+
+
+class _ObjectSenderKeyStore:
+    """A sender-key store holding record objects, as the 1:1 rows hold session records."""
+
+    def __init__(self) -> None:
+        self._records: dict[object, Any] = {}
+
+    def load_sender_key(self, name: object) -> Any:
+        return self._records.get(name)
+
+    def store_sender_key(self, name: object, record: Any) -> None:
+        self._records[name] = record
 
 
 class OurPrimitives(Peer):
@@ -313,6 +412,7 @@ class Axolotl(SyncPeer):
         bob = SessionCipher(*(bob_store,) * 4, "alice", 1)
         first = alice.encrypt(PLAINTEXT_64).serialize()
         _check(bytes(bob.decryptPkmsg(PreKeyWhisperMessage(serialized=first))), PLAINTEXT_64)
+        self._alice_encrypt = alice.encrypt
 
         def a_to_b(plaintext: bytes) -> None:
             message = alice.encrypt(plaintext)
@@ -332,6 +432,36 @@ class Axolotl(SyncPeer):
         # python-axolotl's session store keeps every session serialized and parses it back for
         # each operation: its burst already is this row.
         self.burst(n, plaintext)
+
+    def start_group(self, members: int) -> None:
+        from axolotl.axolotladdress import AxolotlAddress
+        from axolotl.groups.groupcipher import GroupCipher
+        from axolotl.groups.groupsessionbuilder import GroupSessionBuilder
+        from axolotl.groups.senderkeyname import SenderKeyName
+        from axolotl.protocol.senderkeydistributionmessage import SenderKeyDistributionMessage
+        from axolotl.tests.groups.inmemorysenderkeystore import InMemorySenderKeyStore
+
+        name = SenderKeyName("group", AxolotlAddress("sender", 1))
+        store = InMemorySenderKeyStore()
+        offer = GroupSessionBuilder(store).create(name).serialize()
+        self._group_cipher = GroupCipher(store, name)
+        members_ciphers = []
+        for _ in range(members):
+            member_store = InMemorySenderKeyStore()
+            GroupSessionBuilder(member_store).process(name, SenderKeyDistributionMessage(serialized=offer))
+            members_ciphers.append(GroupCipher(member_store, name))
+        first = self._group_cipher.encrypt(PLAINTEXT_64)
+        for member in members_ciphers:
+            _check(bytes(member.decrypt(first)), PLAINTEXT_64)
+
+    def group_send(self, n: int, plaintext: bytes) -> None:
+        encrypt = self._group_cipher.encrypt
+        for _ in range(n):
+            encrypt(plaintext)
+
+    def group_send_stored(self, n: int, plaintext: bytes) -> None:
+        # Its sender-key store always keeps serialized records: group_send already is this row.
+        self.group_send(n, plaintext)
 
     def primitives(self) -> dict[str, Batch]:
         # libsignal's C curve25519 code, as python-axolotl calls it.
@@ -632,6 +762,71 @@ class Vodozemac(SyncPeer):
         self._sessions = [alice, bob]
 
 
+# --------------------------------------------------------------------------------------------
+# libsignal 0.103 (Rust, through its Node bindings), the group rows only
+
+
+class Libsignal(Peer):
+    """libsignal as Signal ships it, in the interop tests' Node peer (``make node`` installs it).
+
+    Its CPU is the Node process's, read from the peer before and after each batch; a batch is one
+    request that runs ``groupEncrypt`` ``n`` times.  Its sender-key store keeps libsignal's
+    serialized records, so each send also parses and re-serializes the record, as Signal's clients'
+    stores do.  The 1:1 rows need sessions, which the peer does not run yet.
+    """
+
+    name = "libsignal"
+    label = "libsignal 0.103 (Rust, via Node)"
+
+    def __init__(self) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from interop.node_peer import Address, NodePeer
+
+        self._peer = NodePeer()
+        self._address = Address("sender", 1)
+        self._groups = 0
+
+    def cpu_clock(self) -> float:
+        return float(self._peer.call("cpu_time")["seconds"])
+
+    def close(self) -> None:
+        """Stop the Node peer (it also stops by itself when this process exits)."""
+        self._peer.close()
+
+    def start_group(self, members: int) -> None:
+        import base64
+        import uuid
+
+        self._groups += 1
+        self._party = f"sender-{self._groups}"
+        self._distribution = str(uuid.uuid4())
+        self._peer.create_identity(self._party)
+        offer = self._peer.sender_key_distribution_create(self._party, self._address, self._distribution)
+        first = self._peer.group_encrypt(self._party, self._address, self._distribution, PLAINTEXT_64)
+        for number in range(members):
+            member = f"{self._party}-member-{number}"
+            self._peer.create_identity(member)
+            self._peer.sender_key_distribution_process(member, self._address, offer)
+            _check(self._peer.group_decrypt(member, self._address, first), PLAINTEXT_64)
+        self._plaintext = base64.b64encode(PLAINTEXT_64).decode()
+
+    def group_send(self, n: int, plaintext: bytes) -> None:
+        import base64
+
+        self._peer.call(
+            "bench_group_encrypt",
+            party=self._party,
+            sender=self._address.to_json(),
+            distribution_id=self._distribution,
+            plaintext=base64.b64encode(plaintext).decode(),
+            count=n,
+        )
+
+    def group_send_stored(self, n: int, plaintext: bytes) -> None:
+        # The peer's store keeps libsignal's serialized records: group_send already is this row.
+        self.group_send(n, plaintext)
+
+
 PEERS: dict[str, type[Peer]] = {
-    peer.name: peer for peer in (Ours, Axolotl, Syndace, SyndaceOldmemo, Vodozemac, OurPrimitives)
+    peer.name: peer for peer in (Ours, Axolotl, Syndace, SyndaceOldmemo, Vodozemac, Libsignal, OurPrimitives)
 }

@@ -9,6 +9,8 @@ What this package owns
   rotated) and the client's tunable numbers.
 * :mod:`client.envelope`, :mod:`client.events`, :mod:`client.errors`, :mod:`client.backoff`: the
   plaintext format inside each message, what the client reports, how it fails, how it reconnects.
+* :mod:`client.pointer`, :mod:`client.attachments`, :mod:`client.blobs`: files — the attachment
+  pointer, encrypt-while-uploading and verify-before-saving, and the blob service's HTTP client.
 
 The protocol itself lives in :mod:`e2e`; this package is where it meets files, sockets and clocks.
 See ``docs/client.md``.

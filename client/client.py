@@ -63,10 +63,13 @@ from pathlib import Path
 from typing import Any
 
 from client import envelope, transport
+from client.attachments import SentFile, download_file, upload_file
 from client.backoff import Backoff
+from client.blobs import BlobClient, Progress
 from client.errors import AlreadyExistsError, ClosedError, IdentityChanged, NotRegisteredError
 from client.events import Event, Message, SendFailed, Undecryptable
 from client.groups import GroupsMixin
+from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer, encode_pointer
 from client.prekeys import PreKeys
 from client.protocol_store import SqliteProtocolStore
 from client.settings import Settings
@@ -185,6 +188,8 @@ class Client(GroupsMixin):
         self._acked: list[str] = []
         self._to_ack: list[int] = []
         self._closed = False
+        self._blobs: BlobClient | None = None
+        self._blob_url: str | None = None
         self.connections = 0
         """How many times a connection to the relay was established (for tests and diagnostics)."""
         self._init_groups()
@@ -285,6 +290,8 @@ class Client(GroupsMixin):
         # Wake whoever waits for a connection or for the outbox: they find the client closed.
         self._connected_event.set()
         self._outbox_empty.set()
+        if self._blobs is not None:
+            await self._blobs.close()
         self._store.close()
 
     # -- the application's side: events --------------------------------------------------------
@@ -320,7 +327,9 @@ class Client(GroupsMixin):
 
     # -- the application's side: sending -------------------------------------------------------
 
-    async def send(self, name: str, body: bytes | str, device_id: int = 1) -> str:
+    async def send(
+        self, name: str, body: bytes | str, device_id: int = 1, *, content_type: int = envelope.CONTENT_TEXT
+    ) -> str:
         """Encrypt ``body`` for ``name``/``device_id`` and queue it; returns the message id.
 
         When this returns, the message is committed to the local outbox and will reach the relay,
@@ -342,7 +351,7 @@ class Client(GroupsMixin):
             self._check_identity_unchanged(name, device_id)
             message_id = self._rng(envelope.MESSAGE_ID_LENGTH)
             timestamp = self._now_ms()
-            plaintext = envelope.encode(envelope.Envelope(message_id, timestamp, body))
+            plaintext = envelope.encode(envelope.Envelope(message_id, timestamp, body, content_type))
             client_id = message_id.hex()
             try:
                 # One transaction: the new session (if any), the advanced state, outbox and history.
@@ -568,7 +577,7 @@ class Client(GroupsMixin):
                 # The message is authentic and its key is spent: keep the advanced session (the
                 # cipher wrote it in this transaction), refuse the content.
                 return self._quarantine(incoming, error, now, held_seq)
-            if content.content_type != envelope.TEXT:
+            if content.content_type in (envelope.CONTENT_SENDER_KEY, envelope.CONTENT_SENDER_KEY_RETRY):
                 # A group's sender key or a retry request (client.groups), committed right here.
                 event = self._process_control(sender, device, content)
                 self._store.mark_processed(sender, device, client_id, now)
@@ -580,7 +589,15 @@ class Client(GroupsMixin):
             if message_id != client_id:
                 self._store.mark_processed(sender, device, message_id, now)
             self._release(held_seq)
-        return Message(sender, device, message_id, content.timestamp, incoming.relay_timestamp, content.body)
+        return Message(
+            sender,
+            device,
+            message_id,
+            content.timestamp,
+            incoming.relay_timestamp,
+            content.body,
+            content.content_type,
+        )
 
     @contextlib.contextmanager
     def _committing(self, name: str) -> Any:
@@ -925,6 +942,76 @@ class Client(GroupsMixin):
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    # -- attachments (client/attachments.py; docs/attachments.md) ------------------------------
+
+    async def _blob_service(self) -> tuple[str, str]:
+        """An upload token from the relay, and the blob service's URL it names (kept for downloads)."""
+        connection = await self._connection()
+        answer = await connection.request("blob_upload_token")
+        self._blob_url = str(answer["url"])
+        return self._blob_url, str(answer["token"])
+
+    def _blob_client(self) -> BlobClient:
+        if self._blobs is None:
+            self._blobs = BlobClient(sleep=self._sleep)
+        return self._blobs
+
+    async def send_file(
+        self,
+        name: str,
+        path: str | Path,
+        device_id: int = 1,
+        *,
+        content_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> SentFile:
+        """Encrypt ``path`` while uploading it to the blob service, then send its pointer to ``name``.
+
+        ``progress(done, total)`` follows the upload in blob bytes.  The pointer travels in an
+        ordinary end-to-end encrypted message (content type attachment), so neither the relay nor
+        the blob service learns the key.  Raises :class:`client.blobs.BlobServiceError` when the
+        service refuses (over quota, too large) and the core's errors when the file changes.
+        """
+        self._check_running()
+        url, token = await self._blob_service()
+        pointer = await upload_file(
+            self._blob_client(),
+            url,
+            token,
+            Path(path),
+            self._rng,
+            content_type=content_type,
+            progress=progress,
+        )
+        message_id = await self.forward_file(name, pointer, device_id)
+        return SentFile(message_id, pointer)
+
+    async def forward_file(self, name: str, pointer: AttachmentPointer, device_id: int = 1) -> str:
+        """Send an existing pointer to ``name``: the blob is not uploaded again."""
+        body = encode_pointer(pointer)
+        return await self.send(name, body, device_id, content_type=envelope.CONTENT_ATTACHMENT)
+
+    def attachment(self, message: Message) -> AttachmentPointer:
+        """The pointer a received (or stored) attachment message carries; raises
+        :class:`client.pointer.InvalidPointerError` for a malformed or hostile one."""
+        if not message.is_attachment:
+            raise InvalidPointerError("the message is not an attachment")
+        return decode_pointer(message.body)
+
+    async def download(
+        self, pointer: AttachmentPointer, folder: str | Path, *, progress: Progress | None = None
+    ) -> Path:
+        """Fetch, verify and decrypt an attachment into ``folder``; returns the file it saved.
+
+        Nothing appears in ``folder`` unless the blob's length, digest and MAC verified; the name
+        is made safe and never replaces an existing file.  Raises
+        :class:`e2e.attachment.InvalidAttachmentError` for a tampered blob (its ciphertext is
+        deleted) and :class:`client.blobs.BlobServiceError` when it cannot be fetched.
+        """
+        self._check_running()
+        url = self._blob_url or (await self._blob_service())[0]
+        return await download_file(self._blob_client(), url, pointer, Path(folder), progress=progress)
 
 
 def _address(sender: str, device_id: int) -> ProtocolAddress:

@@ -7,22 +7,22 @@ the plaintext to the application; ours is::
 
     version (1 byte, 0x01) ‖ message id (16 bytes) ‖ timestamp (8 bytes, big-endian ms) ‖ body
 
-for a text message, and, for any other content type (version 2)::
-
-    version (1 byte, 0x02) ‖ message id (16) ‖ timestamp (8) ‖ content type (1 byte) ‖ body
-
-Content types: :data:`TEXT` (1; always written as version 1, so older clients read it),
-:data:`SENDER_KEY` (2; a group's sender-key distribution, :mod:`client.groups`) and
-:data:`SENDER_KEY_RETRY` (3; a member asking for a sender's distribution again).  An unknown
-content type is a :class:`e2e.errors.DecodeError`.
-
 The message id and the sender's timestamp travel inside the encryption, so the relay can neither
 read nor alter them: the id the recipient removes duplicates by is the one the sender chose.
 
+A body other than text is marked by a content type (version 2, one byte more)::
+
+    version (1 byte, 0x02) ‖ message id (16) ‖ timestamp (8) ‖ content type (1 byte) ‖ body
+
+:data:`CONTENT_TEXT` (0) is always written as version 1, so text messages keep their bytes;
+:data:`CONTENT_ATTACHMENT` (1) carries an attachment pointer (:mod:`client.pointer`);
+:data:`CONTENT_SENDER_KEY` (2) a group's sender-key distribution and :data:`CONTENT_SENDER_KEY_RETRY`
+(3) a member asking a sender for it again (both :mod:`client.groups`).
+
 Invariants
 ----------
-:func:`decode` accepts exactly this layout: a short input or an unknown version raises
-:class:`e2e.errors.DecodeError`.
+:func:`decode` accepts exactly these layouts: a short input, an unknown version or an unknown
+content type raises :class:`e2e.errors.DecodeError`.
 """
 
 from __future__ import annotations
@@ -33,24 +33,26 @@ from e2e.errors import DecodeError
 
 __all__ = [
     "ENVELOPE_VERSION",
-    "TYPED_ENVELOPE_VERSION",
     "MESSAGE_ID_LENGTH",
-    "TEXT",
-    "SENDER_KEY",
-    "SENDER_KEY_RETRY",
+    "CONTENT_TEXT",
+    "CONTENT_ATTACHMENT",
+    "CONTENT_SENDER_KEY",
+    "CONTENT_SENDER_KEY_RETRY",
     "Envelope",
     "encode",
     "decode",
 ]
 
 ENVELOPE_VERSION = 1
-TYPED_ENVELOPE_VERSION = 2
 MESSAGE_ID_LENGTH = 16
-TEXT = 1
-SENDER_KEY = 2
-SENDER_KEY_RETRY = 3
-_CONTENT_TYPES = frozenset({TEXT, SENDER_KEY, SENDER_KEY_RETRY})
 _HEADER = 1 + MESSAGE_ID_LENGTH + 8
+# Version 2 adds the content type byte after the header.
+_TYPED_VERSION = 2
+CONTENT_TEXT = 0
+CONTENT_ATTACHMENT = 1
+CONTENT_SENDER_KEY = 2
+CONTENT_SENDER_KEY_RETRY = 3
+_CONTENT_TYPES = frozenset({CONTENT_TEXT, CONTENT_ATTACHMENT, CONTENT_SENDER_KEY, CONTENT_SENDER_KEY_RETRY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +62,7 @@ class Envelope:
     message_id: bytes
     timestamp: int
     body: bytes = field(repr=False)
-    content_type: int = TEXT
+    content_type: int = CONTENT_TEXT
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -71,30 +73,28 @@ def encode(envelope: Envelope) -> bytes:
         raise ValueError("a timestamp is an unsigned 64-bit number of milliseconds")
     if envelope.content_type not in _CONTENT_TYPES:
         raise ValueError(f"unknown content type {envelope.content_type}")
-    if envelope.content_type == TEXT:
-        header = bytes((ENVELOPE_VERSION,)) + envelope.message_id + envelope.timestamp.to_bytes(8, "big")
-        return header + envelope.body
-    header = bytes((TYPED_ENVELOPE_VERSION,)) + envelope.message_id + envelope.timestamp.to_bytes(8, "big")
-    return header + bytes((envelope.content_type,)) + envelope.body
+    fields = envelope.message_id + envelope.timestamp.to_bytes(8, "big")
+    if envelope.content_type == CONTENT_TEXT:
+        return bytes((ENVELOPE_VERSION,)) + fields + envelope.body
+    return bytes((_TYPED_VERSION,)) + fields + bytes((envelope.content_type,)) + envelope.body
 
 
 def decode(plaintext: bytes) -> Envelope:
     """Parse a decrypted plaintext; :class:`DecodeError` if it is not an envelope we understand."""
     if len(plaintext) < _HEADER:
         raise DecodeError("a message envelope is at least 25 bytes")
-    if plaintext[0] == TYPED_ENVELOPE_VERSION:
-        if len(plaintext) < _HEADER + 1 or plaintext[_HEADER] not in _CONTENT_TYPES - {TEXT}:
-            raise DecodeError("a typed envelope without a known content type")
-        return Envelope(
-            message_id=plaintext[1 : 1 + MESSAGE_ID_LENGTH],
-            timestamp=int.from_bytes(plaintext[1 + MESSAGE_ID_LENGTH : _HEADER], "big"),
-            body=plaintext[_HEADER + 1 :],
-            content_type=plaintext[_HEADER],
-        )
-    if plaintext[0] != ENVELOPE_VERSION:
+    if plaintext[0] not in (ENVELOPE_VERSION, _TYPED_VERSION):
         raise DecodeError(f"unknown message envelope version {plaintext[0]}")
+    content_type, body_start = CONTENT_TEXT, _HEADER
+    if plaintext[0] == _TYPED_VERSION:
+        if len(plaintext) < _HEADER + 1:
+            raise DecodeError("a typed message envelope is at least 26 bytes")
+        content_type, body_start = plaintext[_HEADER], _HEADER + 1
+        if content_type not in _CONTENT_TYPES - {CONTENT_TEXT}:
+            raise DecodeError(f"unknown message content type {content_type}")
     return Envelope(
         message_id=plaintext[1 : 1 + MESSAGE_ID_LENGTH],
         timestamp=int.from_bytes(plaintext[1 + MESSAGE_ID_LENGTH : _HEADER], "big"),
-        body=plaintext[_HEADER:],
+        body=plaintext[body_start:],
+        content_type=content_type,
     )

@@ -52,6 +52,12 @@ class Message:
     timestamp: int
     relay_timestamp: int
     body: bytes = field(repr=False)
+    content_type: int = 0
+    """The envelope's content type: 0 text, 1 an attachment pointer (``Client.attachment`` reads it)."""
+
+    @property
+    def is_attachment(self) -> bool:
+        return self.content_type == 1
 
     @property
     def text(self) -> str:

@@ -504,7 +504,7 @@ class GroupsMixin:
                 self._groups.count_retry(group_id, sender, device, chain_id)
                 body = encode_retry(group_id, chain_id)
                 self._group_work.append(
-                    lambda: self._send_control(sender, device, envelope.SENDER_KEY_RETRY, body)
+                    lambda: self._send_control(sender, device, envelope.CONTENT_SENDER_KEY_RETRY, body)
                 )
             return None
         except E2EError as error:
@@ -524,7 +524,7 @@ class GroupsMixin:
     ) -> object:
         try:
             content = envelope.decode(plaintext)
-            if content.content_type != envelope.TEXT:
+            if content.content_type != envelope.CONTENT_TEXT:
                 raise DecodeError("a group message carries text")
         except DecodeError as error:
             return self._refuse(group_id, sender, device, "group message", error)
@@ -536,9 +536,9 @@ class GroupsMixin:
 
     def _process_control(self, sender: str, device: int, content: envelope.Envelope) -> object | None:
         """A pairwise message of a group content type (inside the receive transaction)."""
-        if content.content_type == envelope.SENDER_KEY:
+        if content.content_type == envelope.CONTENT_SENDER_KEY:
             return self._on_sender_key(sender, device, content.body)
-        if content.content_type == envelope.SENDER_KEY_RETRY:
+        if content.content_type == envelope.CONTENT_SENDER_KEY_RETRY:
             return self._on_retry(sender, device, content.body)
         return None
 
@@ -612,7 +612,9 @@ class GroupsMixin:
             logger.info("%s: %s/%d asked for a chain we no longer use", self.name, sender, device)
         self._groups.count_answer(group_id, sender, device)
         payload = encode_sender_key(group_id, row.title, share.distribution)
-        self._group_work.append(lambda: self._send_control(sender, device, envelope.SENDER_KEY, payload))
+        self._group_work.append(
+            lambda: self._send_control(sender, device, envelope.CONTENT_SENDER_KEY, payload)
+        )
         return None
 
     # -- after a commit ------------------------------------------------------------------------------
@@ -726,7 +728,7 @@ class GroupsMixin:
                     await self._send_pairwise(
                         member.name,
                         device,
-                        envelope.SENDER_KEY,
+                        envelope.CONTENT_SENDER_KEY,
                         encode_sender_key(group_id, row.title, data),
                         record,
                     )

@@ -63,7 +63,11 @@ _CHAIN_KEY_SEED: Final = b"\x02"
 
 
 def hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
-    """HKDF-SHA256 (RFC 5869 §2.2 extract, §2.3 expand) of ``length`` bytes (at most 8160)."""
+    """HKDF-SHA256 (RFC 5869 §2.2 extract, §2.3 expand) of ``length`` bytes.
+
+    RFC 5869 §2.3 allows at most ``255 × 32 = 8160`` bytes; a ``length`` outside 1 to 8160
+    raises :class:`ValueError`.  An empty ``salt`` is 32 zero bytes (§2.2).
+    """
     if not 0 < length <= 255 * 32:
         raise ValueError("HKDF-SHA256 output length must be between 1 and 8160 bytes")
     prk = hmac.digest(salt or _ZERO_SALT, ikm, "sha256")

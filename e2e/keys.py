@@ -11,7 +11,11 @@ What this module owns
 * Diffie-Hellman (:meth:`PrivateKey.agree`), which refuses an all-zero result: that is what
   a low-order or otherwise malicious public key produces (X3DH §4.7 / RFC 7748 §6.1).
 * XEdDSA signatures (Signal's XEdDSA and VXEdDSA specification, revision 1, §2.3 and §3),
-  with libsignal's one deviation kept for compatibility (see below).
+  with libsignal's one deviation kept for compatibility (see below), and the specification's own
+  convention beside it (:meth:`PrivateKey.sign_as_specified`, :meth:`PublicKey.verify_as_specified`)
+  for checking against implementations and vectors that follow the text.
+* :func:`verify_ed25519`: plain Ed25519 verification (RFC 8032 §5.1.7), the last step of every
+  XEdDSA verification, exposed so that it can be checked against Ed25519's own vectors.
 
 XEdDSA in brief
 ---------------
@@ -26,7 +30,11 @@ coordinate, which the Montgomery form forgets.  Signing is Schnorr on Edwards255
 The specification makes the signer negate ``a`` whenever ``A``'s sign bit is 1, so that the
 verifier can always assume sign 0.  libsignal instead keeps ``a`` and stores ``A``'s sign bit in
 the otherwise unused top bit of ``s`` (``signature[63] & 0x80``).  Its verifiers read that bit to
-rebuild ``A``.  We sign and verify the libsignal way, which is the only way that both verifies
+rebuild ``A``.  (libsignal also hashes the clamped scalar as it is into ``r``, where the
+specification hashes ``a`` reduced modulo ``q``, so the two conventions give different signatures
+for every key, though a libsignal verifier accepts both.)
+
+We sign and verify the libsignal way, which is the only way that both verifies
 libsignal's signatures and produces signatures that every libsignal verifies.  Verification
 then is plain Ed25519 verification against the rebuilt ``A`` (RFC 8032 §5.1.7, without the
 cofactor), for which we use libsodium through PyNaCl (about twice as fast here as OpenSSL's
@@ -64,6 +72,7 @@ __all__ = [
     "PublicKey",
     "PrivateKey",
     "KeyPair",
+    "verify_ed25519",
 ]
 
 Rng = Callable[[int], bytes]
@@ -82,6 +91,42 @@ _Q = 2**252 + 27742317777372353535851937790883648493
 
 # XEdDSA's hash_1 prefix: 2**256 - 1 - 1 as 32 little-endian bytes (XEdDSA §2.5, §3.3).
 _HASH1_PREFIX = b"\xfe" + b"\xff" * 31
+
+
+def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """Verify an Ed25519 signature (RFC 8032 §5.1.7, cofactorless) by the Edwards point ``public_key``.
+
+    libsodium does the work and is strict: besides a signature that does not verify, it refuses a
+    signature or key of the wrong length, a non-canonical ``S`` (``S ≥ L``), and small-order or
+    non-canonical encodings of ``R`` and ``A``.  Every refusal raises
+    :class:`~e2e.errors.InvalidSignatureError`; returns ``None`` only for a good signature.
+    """
+    if not isinstance(public_key, bytes) or len(public_key) != KEY_LENGTH:
+        raise InvalidSignatureError(f"an Ed25519 public key is {KEY_LENGTH} bytes")
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
+        raise InvalidSignatureError(f"a signature is {SIGNATURE_LENGTH} bytes")
+    try:
+        crypto_sign_open(signature + message, public_key)
+    except (CryptoError, ValueError):
+        raise InvalidSignatureError("the signature does not verify") from None
+
+
+def _edwards_y(u_bytes: bytes, *, masked: bool) -> bytes:
+    """The Edwards ``y = (u - 1) / (u + 1)`` of a Montgomery ``u`` (XEdDSA §2.4), sign bit 0.
+
+    libsignal reads ``u`` modulo ``2**255`` and then modulo ``p`` (``masked``); the specification
+    refuses ``u ≥ p``.  ``u = p - 1`` has no Edwards equivalent.  Raises
+    :class:`~e2e.errors.InvalidSignatureError`.
+    """
+    u = int.from_bytes(u_bytes, "little")
+    if masked:
+        u = (u & ((1 << 255) - 1)) % _P
+    elif u >= _P:
+        raise InvalidSignatureError("the public key is not a canonical field element")
+    if u == _P - 1:
+        raise InvalidSignatureError("the public key has no Edwards equivalent")
+    y = (u - 1) * pow(u + 1, -1, _P) % _P
+    return y.to_bytes(32, "little")
 
 
 def _clamp(scalar: bytes) -> bytes:
@@ -136,18 +181,23 @@ class PublicKey:
             raise InvalidSignatureError(f"a signature is {SIGNATURE_LENGTH} bytes")
         sign_bit = signature[63] & 0x80
         # XEdDSA §2.4 / libsignal: u is read modulo 2**255 and mapped to Edwards y = (u-1)/(u+1).
-        u = int.from_bytes(self._raw, "little") & ((1 << 255) - 1)
-        u %= _P
-        if u == _P - 1:
-            raise InvalidSignatureError("the public key has no Edwards equivalent")
-        y = (u - 1) * pow(u + 1, -1, _P) % _P
-        edwards = bytearray(y.to_bytes(32, "little"))
+        edwards = bytearray(_edwards_y(self._raw, masked=True))
         edwards[31] |= sign_bit
         stripped = signature[:63] + bytes((signature[63] & 0x7F,))
-        try:
-            crypto_sign_open(stripped + message, bytes(edwards))
-        except (CryptoError, ValueError):
-            raise InvalidSignatureError("the signature does not verify") from None
+        verify_ed25519(bytes(edwards), message, stripped)
+
+    def verify_as_specified(self, message: bytes, signature: bytes) -> None:
+        """Verify an XEdDSA signature exactly as the specification's ``xeddsa_verify`` (§3.4).
+
+        Unlike :meth:`verify` this reads no sign bit: ``A`` always has sign 0, and a signature
+        whose ``s`` is not below ``2**253`` (as every libsignal signature by a key of sign 1 is),
+        or a key ``u ≥ p``, is refused.  Raises :class:`InvalidSignatureError`.
+        """
+        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_LENGTH:
+            raise InvalidSignatureError(f"a signature is {SIGNATURE_LENGTH} bytes")
+        if signature[63] & 0xE0:
+            raise InvalidSignatureError("s is not below 2**253")
+        verify_ed25519(_edwards_y(self._raw, masked=False), message, signature)
 
     def fingerprint(self, length: int = 8) -> str:
         """A short hexadecimal prefix of the key, for humans and logs (not for verification)."""
@@ -226,6 +276,27 @@ class PrivateKey:
         signature = bytearray(big_r + s.to_bytes(32, "little"))
         signature[63] |= sign_bit
         return bytes(signature)
+
+    def sign_as_specified(self, message: bytes, rng: Rng) -> bytes:
+        """An XEdDSA signature exactly as the specification's ``xeddsa_sign`` (§2.3, §3.3).
+
+        ``calculate_key_pair`` takes ``a = k mod q`` and negates it when ``A = a·B`` has sign 1,
+        so that ``A`` always has sign 0; ``r = hash1(a ‖ M ‖ Z) mod q`` hashes that ``a``.  The
+        result never carries a sign bit and differs from :meth:`sign`'s for every key.  ``Z`` is
+        64 bytes of ``rng``.  Both :meth:`PublicKey.verify` and
+        :meth:`PublicKey.verify_as_specified` accept it.
+        """
+        a = int.from_bytes(self._scalar, "little") % _Q
+        edwards_public = crypto_scalarmult_ed25519_base_noclamp(a.to_bytes(32, "little"))
+        if edwards_public[31] & 0x80:
+            a = _Q - a
+            edwards_public = crypto_scalarmult_ed25519_base_noclamp(a.to_bytes(32, "little"))
+        a_bytes = a.to_bytes(32, "little")
+        nonce = rng(64)
+        r = int.from_bytes(hashlib.sha512(_HASH1_PREFIX + a_bytes + message + nonce).digest(), "little") % _Q
+        big_r = crypto_scalarmult_ed25519_base_noclamp(r.to_bytes(32, "little"))
+        h = int.from_bytes(hashlib.sha512(big_r + edwards_public + message).digest(), "little")
+        return big_r + ((r + h * a) % _Q).to_bytes(32, "little")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PrivateKey):

@@ -4,8 +4,11 @@ What this module owns
 ---------------------
 The symmetric work the Double Ratchet does for every message, written for speed on small inputs:
 
-* :func:`hmac_sha256`, :func:`mac_parts` and :class:`HmacKey`: HMAC-SHA256 (RFC 2104) for keys
-  of at most 64 bytes, built on :mod:`hashlib`.  With the OpenSSL 3 builds Python ships with,
+* :func:`hmac_sha256`, :func:`mac_parts` and :class:`HmacKey`: HMAC-SHA256 (RFC 2104), built on
+  :mod:`hashlib`; a key longer than SHA-256's 64-byte block is first hashed, as RFC 2104 §2
+  says (the protocol's own keys are all 32 bytes).  :func:`verify_hmac_sha256` checks a tag,
+  possibly truncated, in constant time and raises :class:`~e2e.errors.InvalidMessageError`.
+  With the OpenSSL 3 builds Python ships with,
   :func:`hmac.digest` spends most of its time looking the algorithm up on every call.  Here the
   padded key is absorbed into a SHA-256 object copied from a ready one (a copy skips that
   lookup), and each HMAC is a copy, an update and a digest: about twice as fast for the 1–100
@@ -14,7 +17,9 @@ The symmetric work the Double Ratchet does for every message, written for speed 
 * :func:`chain_step`: ``KDF_CK`` (Double Ratchet §2.2, §5.2 with libsignal's constants) in one
   go: the message-key seed ``HMAC(CK, 0x01)`` and the next chain key ``HMAC(CK, 0x02)``.
 * :func:`derive_message_keys`: libsignal v3's expansion of the seed,
-  ``HKDF(salt = 32 zero bytes, seed, "WhisperMessageKeys", 80)`` → AES key ‖ MAC key ‖ IV.
+  ``HKDF(salt = 32 zero bytes, seed, "WhisperMessageKeys", 80)`` → AES key ‖ MAC key ‖ IV;
+  :func:`derive_group_message_keys`, the Sender Keys one, ``HKDF(salt = 32 zero bytes, seed,
+  "WhisperGroup", 48)`` → IV ‖ AES key (:mod:`e2e.sender_key_state`).
 * :func:`cbc_encrypt` / :func:`cbc_decrypt`: AES-256-CBC with PKCS#7 padding done here (one
   ``bytes`` operation instead of a padding context), using ``cryptography``.  The cipher
   contexts are made by the function ``Cipher.encryptor()`` itself ends in, skipping its generic
@@ -34,6 +39,7 @@ only ever called after the message's MAC has verified.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable
 from typing import Final
 
@@ -45,10 +51,12 @@ from e2e.kdf import MESSAGE_KEYS_INFO, ROOT_KEY_INFO
 __all__ = [
     "HmacKey",
     "hmac_sha256",
+    "verify_hmac_sha256",
     "mac_parts",
     "chain_step",
     "root_step",
     "derive_message_keys",
+    "derive_group_message_keys",
     "cbc_encrypt",
     "cbc_decrypt",
     "AES_BLOCK_SIZE",
@@ -73,25 +81,42 @@ _CHAIN_KEY_SEED: Final = b"\x02"
 _EXPAND_1: Final = MESSAGE_KEYS_INFO + b"\x01"
 _EXPAND_2: Final = MESSAGE_KEYS_INFO + b"\x02"
 _EXPAND_3: Final = MESSAGE_KEYS_INFO + b"\x03"
+# The same for the 48 bytes of a sender message key (Sender Keys' "WhisperGroup").
+_GROUP_1: Final = b"WhisperGroup\x01"
+_GROUP_2: Final = b"WhisperGroup\x02"
 _ROOT_1: Final = ROOT_KEY_INFO + b"\x01"
 _ROOT_2: Final = ROOT_KEY_INFO + b"\x02"
 
 
 def _pads(key: bytes) -> tuple[bytes, bytes]:
-    """The inner and outer padded keys of HMAC (RFC 2104 §2), for a key of at most 64 bytes."""
+    """The inner and outer padded keys of HMAC (RFC 2104 §2)."""
     if len(key) == 32:
         # Every key of the protocol is 32 bytes: one translate and one join each.
         return key.translate(_IPAD) + _IPAD_TAIL, key.translate(_OPAD) + _OPAD_TAIL
+    if len(key) > _BLOCK:
+        # RFC 2104 §2: a key longer than the block is replaced by its hash.
+        key = _sha256(key).digest()
     padded = key + bytes(_BLOCK - len(key))
     return padded.translate(_IPAD), padded.translate(_OPAD)
 
 
 def hmac_sha256(key: bytes, message: bytes) -> bytes:
-    """HMAC-SHA256 of ``message`` under ``key`` (at most 64 bytes, as every key here is)."""
-    if len(key) > _BLOCK:
-        raise ValueError("hmac_sha256 takes keys of at most 64 bytes")
+    """HMAC-SHA256 of ``message`` under ``key``."""
     inner, outer = _pads(key)
     return _sha256(outer + _sha256(inner + message).digest()).digest()
+
+
+def verify_hmac_sha256(key: bytes, message: bytes, tag: bytes) -> None:
+    """Check that ``tag`` is HMAC-SHA256 of ``message`` under ``key``, truncated to ``len(tag)``.
+
+    The comparison takes constant time.  A tag shorter than 8 bytes (the truncation libsignal's
+    messages use, and the shortest RFC 2104 §5 allows for this hash) or longer than 32 bytes is
+    refused like a wrong one: raises :class:`~e2e.errors.InvalidMessageError`.
+    """
+    if not 8 <= len(tag) <= 32:
+        raise InvalidMessageError("an HMAC-SHA256 tag is 8 to 32 bytes")
+    if not hmac.compare_digest(hmac_sha256(key, message)[: len(tag)], tag):
+        raise InvalidMessageError("the HMAC-SHA256 tag does not verify")
 
 
 def mac_parts(key: bytes, first: bytes, second: bytes | memoryview) -> bytes:
@@ -112,8 +137,6 @@ class HmacKey:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
-        if len(key) > _BLOCK:
-            raise ValueError("HmacKey takes keys of at most 64 bytes")
         inner, outer = _pads(key)
         self._inner = _sha256(inner)
         self._outer = _sha256(outer)
@@ -183,6 +206,23 @@ def derive_message_keys(seed: bytes) -> bytes:
     inner.update(t2 + _EXPAND_3)
     outer.update(inner.digest())
     return t1 + t2 + outer.digest()[:16]
+
+
+def derive_group_message_keys(seed: bytes) -> bytes:
+    """``HKDF(0×32, seed, "WhisperGroup", 48)``: IV (16 bytes) ‖ AES key (32) as one 48-byte value."""
+    extract_inner = _ZERO_INNER.copy()
+    extract_inner.update(seed)
+    extract_outer = _ZERO_OUTER.copy()
+    extract_outer.update(extract_inner.digest())
+    inner, outer = _keyed(extract_outer.digest())
+    step_inner = inner.copy()
+    step_inner.update(_GROUP_1)
+    step_outer = outer.copy()
+    step_outer.update(step_inner.digest())
+    t1 = step_outer.digest()
+    inner.update(t1 + _GROUP_2)
+    outer.update(inner.digest())
+    return t1 + outer.digest()[:16]
 
 
 def _cipher_contexts(

@@ -71,9 +71,8 @@ from e2e.errors import (
     StateFormatError,
     TooManySkippedMessagesError,
 )
-from e2e.kdf import hkdf
 from e2e.keys import KEY_LENGTH, KeyPair, PrivateKey, PublicKey
-from e2e.primitives import chain_step
+from e2e.primitives import chain_step, derive_group_message_keys
 from e2e.records import SENDER_KEY_RECORD_KIND, check_header, header
 from e2e.sender_key_messages import SenderKeyFraming
 
@@ -127,7 +126,7 @@ class SenderMessageKey:
     @property
     def iv_and_cipher_key(self) -> tuple[bytes, bytes]:
         """``HKDF(0×32, seed, "WhisperGroup", 48)`` split as the 16-byte IV and the 32-byte AES key."""
-        derived = hkdf(b"", self.seed, GROUP_INFO, 48)
+        derived = derive_group_message_keys(self.seed)
         return derived[:16], derived[16:]
 
     def __repr__(self) -> str:

@@ -13,9 +13,15 @@ The command line exposes each of them (``e2e-relay --help``).
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import functools
+import inspect
+import itertools
+import math
 from dataclasses import dataclass
 
-__all__ = ["Limits"]
+__all__ = ["Limits", "describe"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -51,25 +57,34 @@ class Limits:
     frame_rate: float = 1000.0
     """Frames per second a connection may send, sustained (excess is read later)."""
     frame_burst: int = 2000
+    """Frames a connection may send at once before the frame rate applies."""
     byte_rate: float = 8.0 * MIB
     """Bytes per second a connection may send, sustained (excess is read later)."""
     byte_burst: int = 16 * MIB
+    """Bytes a connection may send at once before the byte rate applies."""
     max_connections_per_address: int = 256
+    """Connections open at once from one IP address; more are closed with 1013."""
     open_timeout: float = 10.0
     """Seconds for the WebSocket opening handshake."""
     auth_timeout: float = 10.0
     """Seconds from the challenge to a successful proof; the challenge is stale afterwards."""
     ping_interval: float | None = 20.0
+    """Seconds between keepalive pings (None: no pings)."""
     ping_timeout: float | None = 20.0
+    """Seconds a keepalive ping may wait for its pong before the connection is closed (None: forever)."""
     close_timeout: float = 5.0
+    """Seconds the closing handshake may take before the TCP connection is dropped."""
     max_outgoing_frames: int = 512
     """Frames waiting to be written to one connection; a connection that overflows it is closed."""
+    max_outgoing_bytes: int = 4 * MIB
+    """Bytes of pushed messages waiting to be written to one connection; pushing pauses beyond it."""
     max_inflight: int = 256
     """Pushed messages waiting for the recipient's acknowledgement before pushing pauses."""
     max_pipelined: int = 128
     """Sends and acknowledgements of one connection waiting for their commit."""
     write_timeout: float = 30.0
-    """Seconds one write may wait for the peer to read before the peer is disconnected as too slow."""
+    """Seconds the relay's writes to one connection may make no progress (the peer reads nothing)
+    before the connection is dropped at the TCP level as too slow."""
     max_errors: int = 32
     """Malformed requests (bad frames, bad fields, unknown ops) one connection may make before it is
     closed with 1008; refusals of well-formed requests do not count."""
@@ -85,6 +100,47 @@ class Limits:
     group_change_rate: float = 1.0
     """Membership changes per second a device may make, sustained (create, add, remove, leave)."""
     group_change_burst: int = 30
+    """Membership changes a device may make at once."""
     group_send_rate: float = 100.0
     """Group sends per second a device may make, sustained: each one is queued for every member device."""
     group_send_burst: int = 200
+    """Group sends a device may make at once."""
+
+    def __post_init__(self) -> None:
+        """Refuse a bound that cannot work: every limit is a finite number above zero.
+
+        The exceptions: ``prekey_low_water`` may be 0 (never ask for more prekeys), and the
+        keepalive's ``ping_interval`` and ``ping_timeout`` may be None (off).  Raises ValueError
+        naming the option.
+        """
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            option = "--" + f.name.replace("_", "-")
+            if value is None and f.name in ("ping_interval", "ping_timeout"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{option} must be a number, not {value!r}")
+            low = 0 if f.name == "prekey_low_water" else None
+            if not math.isfinite(value) or (value < low if low is not None else value <= 0):
+                bound = "0 or more" if low is not None else "above 0"
+                raise ValueError(f"{option} must be a finite number {bound}, not {value!r}")
+
+
+@functools.cache
+def describe() -> dict[str, str]:
+    """Each field's docstring (the text under it in this module), by field name, for ``--help``."""
+    tree = ast.parse(inspect.getsource(Limits))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            # Plain text for a terminal: no reStructuredText quoting, and no stray % for argparse.
+            text = " ".join(following.value.value.split()).replace("``", "")
+            docs[node.target.id] = text.replace("%", "%%")
+    return docs

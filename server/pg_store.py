@@ -1031,9 +1031,9 @@ class PostgresStore:
 
         return self._submit((recipient,), op)
 
-    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> asyncio.Future[int]:
+    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int], now: float) -> asyncio.Future[int]:
         self._check_open()
-        return self._acks.submit((recipient, list(server_ids)), (recipient.account, recipient.device_id))
+        return self._acks.submit((recipient, list(server_ids), now), (recipient.account, recipient.device_id))
 
     @staticmethod
     async def _ack_batch(conn: Any, batch: list[_Item]) -> tuple[list[_Event], list[Any]]:
@@ -1046,12 +1046,13 @@ class PostgresStore:
             ids.extend(item.args[1])
         rows = await conn.fetch(
             "SELECT item, outcome, removed, missing FROM relay_ack_batch("
-            "$1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::integer[])",
+            "$1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::integer[], $6::float8[])",
             [item.args[0].account for item in batch],
             [item.args[0].device_id for item in batch],
             ids,
             starts,
             lengths,
+            [item.args[2] for item in batch],
         )
         by_item = {int(row["item"]): row for row in rows}
         outcomes: list[Any] = []

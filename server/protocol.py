@@ -66,7 +66,10 @@ REGISTER_LABEL = b"e2e-relay register v1"
 MAX_DEVICE_ID = 2**31 - 1
 _MAX_REQUEST_ID = 2**53 - 1
 
-_ACCOUNT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+# Lowercase only, so that no two accounts differ by case alone ("Alice" beside "alice").
+_ACCOUNT = re.compile(r"[a-z0-9][a-z0-9._@+-]{0,63}")
+# C0 controls, DEL and C1 controls: never part of an identifier.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ErrorCode(enum.StrEnum):
@@ -201,13 +204,26 @@ def parse_request(text: str) -> Request:
     request_id = frame.get("id")
     if isinstance(request_id, bool) or not (
         (isinstance(request_id, int) and 0 <= request_id <= _MAX_REQUEST_ID)
-        or (isinstance(request_id, str) and 0 < len(request_id) <= 64)
+        or (
+            isinstance(request_id, str)
+            and 0 < len(request_id) <= 64
+            and _CONTROL.search(request_id) is None
+            and not _has_surrogate(request_id)
+        )
     ):
         raise ProtocolError(
-            ErrorCode.BAD_REQUEST, "id must be an integer in [0, 2**53) or a string of 1 to 64 characters"
+            ErrorCode.BAD_REQUEST,
+            "id must be an integer in [0, 2**53) or a string of 1 to 64 characters without control "
+            "characters",
         )
+    # Raw control characters are invalid JSON (the decoder is strict), so a NUL or a lone surrogate
+    # can only arrive as a \u escape: frames without one need no further look.
+    if "\\u" in text:
+        bad = _invalid_string(frame)
+        if bad is not None:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, bad, id=request_id)
     version = frame.get("v")
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != PROTOCOL_VERSION:
         raise ProtocolError(
             ErrorCode.UNSUPPORTED_VERSION, f"this relay speaks version {PROTOCOL_VERSION}", id=request_id
         )
@@ -215,6 +231,37 @@ def parse_request(text: str) -> Request:
     if not isinstance(op, str):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "op must be a string", id=request_id)
     return Request(request_id, op, frame)
+
+
+def _has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (U+D800..U+DFFF), which no UTF-8 can carry."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _invalid_string(document: Any) -> str | None:
+    """Why some string (key or value, at any depth) of ``document`` is unacceptable, or None.
+
+    Every string of a frame must be text that can be stored and sent back: no lone surrogates
+    (JSON allows ``"\\ud800"``, UTF-8 and the stores do not) and no NUL (PostgreSQL text cannot
+    hold it).  Unknown fields are checked too: one document, one rule.
+    """
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(item.keys())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and ("\x00" in item or _has_surrogate(item)):
+            return "strings must be valid Unicode text without NUL (a lone surrogate or \\u0000 was sent)"
+    return None
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -253,7 +300,7 @@ def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: Lite
 @overload
 def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: Literal[True]) -> str | None: ...
 def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: bool = False) -> str | None:
-    """A string field of 1 to ``max_length`` characters."""
+    """A string field of 1 to ``max_length`` characters, none of them a control character."""
     value = obj.get(name)
     if value is None:
         if optional:
@@ -261,6 +308,8 @@ def field_str(obj: dict[str, Any], name: str, *, max_length: int, optional: bool
         raise _missing(name)
     if not isinstance(value, str) or not 0 < len(value) <= max_length:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must be a string of 1 to {max_length} chars")
+    if _CONTROL.search(value) is not None or _has_surrogate(value):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must not contain control characters")
     return value
 
 
@@ -300,7 +349,7 @@ def field_bytes(
 def field_bytes(
     obj: dict[str, Any], name: str, *, max_length: int, exact: int | None = None, optional: bool = False
 ) -> bytes | None:
-    """A base64 field decoding to at most ``max_length`` bytes (or exactly ``exact``)."""
+    """A base64 field decoding to 1 to ``max_length`` bytes (or exactly ``exact``); never empty."""
     value = obj.get(name)
     if value is None:
         if optional:
@@ -314,6 +363,8 @@ def field_bytes(
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} is not valid base64") from None
+    if not data:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must not be empty")
     if exact is not None and len(data) != exact:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name!r} must be {exact} bytes")
     if len(data) > max_length:
@@ -354,15 +405,22 @@ def field_object(obj: dict[str, Any], name: str, *, optional: bool = False) -> d
 
 
 def account_name(obj: dict[str, Any], name: str = "account") -> str:
-    """An account name: 1 to 64 characters of ``A-Z a-z 0-9 . _ @ + -``, starting alphanumeric."""
+    """An account name: 1 to 64 characters of ``a-z 0-9 . _ @ + -``, starting with a letter or digit.
+
+    Lowercase only: a name that differs from another by case alone is refused, never a second
+    account (``docs/relay-protocol.md``, *Names*).
+    """
     value = obj.get(name)
     if value is None:
         raise _missing(name)
     if not isinstance(value, str) or _ACCOUNT.fullmatch(value) is None:
+        hint = ""
+        if isinstance(value, str) and _ACCOUNT.fullmatch(value.lower()) is not None:
+            hint = f" (account names are lowercase: {value.lower()!r})"
         raise ProtocolError(
             ErrorCode.BAD_REQUEST,
-            f"{name!r} must be 1 to 64 characters of letters, digits and . _ @ + -, starting with a letter "
-            "or digit",
+            f"{name!r} must be 1 to 64 characters of lowercase letters, digits and . _ @ + -, starting "
+            f"with a letter or digit{hint}",
         )
     return value
 

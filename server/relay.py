@@ -29,10 +29,16 @@ drain; a message leaves the store only when its recipient acknowledges it, and a
 unacknowledged is pushed again on the next connection.  Nothing is acknowledged to a sender before
 the store has durably committed it.
 
-Every frame to a peer goes through one bounded queue and one writer task.  A peer that lets the
-queue overflow, or lets a single write stall for ``Limits.write_timeout``, is disconnected (4004):
-a slow reader never grows the relay's memory.  Incoming frames and bytes are metered by token
-buckets; a peer over its rate is simply read later.
+Every frame to a peer goes through one bounded queue and one writer task.  The queue is bounded
+in frames (``Limits.max_outgoing_frames``) and, for pushed messages, in bytes
+(``Limits.max_outgoing_bytes``).  While answers wait to be written the reader reads no further
+request (backpressure through TCP), so a burst of requests is answered in full instead of
+overflowing the queue.  A watchdog measures the writer's progress (frames written, bytes taken by
+the peer): a connection that makes none for ``Limits.write_timeout`` is aborted at the TCP level
+(logged as ``slow_consumer``), which releases its buffers at once; a close handshake would wait
+forever behind data the peer never reads.  A slow reader therefore holds a bounded amount of the
+relay's memory for a bounded time, and what it was pushed stays queued.  Incoming frames and bytes
+are metered by token buckets; a peer over its rate is simply read later.
 
 Logging records metadata only (connection number, address, device, op, sizes, ids, durations):
 never a message body, key or signature.
@@ -51,17 +57,27 @@ import itertools
 import logging
 import os
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+try:
+    import fcntl
+    import termios
+except ImportError:  # pragma: no cover (not on Windows)
+    fcntl = None  # type: ignore[assignment]
+    termios = None  # type: ignore[assignment]
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from e2e.errors import DecodeError, InvalidSignatureError
 from e2e.keys import PublicKey
 from server import protocol as p
+from server.blob_tokens import BlobTokens
 from server.limits import Limits
 from server.protocol import CloseCode, ErrorCode, ProtocolError, Request
 from server.store import (
@@ -94,11 +110,18 @@ __all__ = ["Relay"]
 _log = logging.getLogger("server.relay")
 
 _MAX_KEY_ID = 2**32 - 1
+_CURVE25519_P = 2**255 - 19
+# Any X25519 private key does: a clamped scalar is a multiple of the cofactor 8, so its product with
+# a point of order 1, 2, 4 or 8 is the identity, whose encoding, the all-zero shared secret, the
+# library refuses.  A constant key keeps the relay free of hidden randomness.
+_LOW_ORDER_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(32)))
 _EC_PUBLIC_KEY_LENGTH = 33
 _SIGNATURE_LENGTH = 64
 _MAX_KEM_PUBLIC_KEY_LENGTH = 2048
 _MAX_CLIENT_ID = 64
 _FETCH_BATCH = 64
+# A message push without its body: field names, ids, names and the timestamp, generously.
+_PUSH_OVERHEAD = 512
 
 # Refusals that say the peer does not speak the protocol; only these count towards Limits.max_errors
 # (a refused send to a full queue or a repeated acknowledgement is ordinary life).
@@ -126,6 +149,20 @@ _STORE_ERRORS: dict[type[StoreError], ErrorCode] = {
 
 
 _TCP_CORK: int | None = getattr(socket, "TCP_CORK", None)
+# The ioctl that reads how many bytes a socket's kernel send queue holds (Linux SIOCOUTQ); where it
+# is missing the watchdog sees only the transport's own buffer.
+_TIOCOUTQ: int | None = getattr(termios, "TIOCOUTQ", None) if termios is not None else None
+
+
+def _kernel_unsent(sock: Any) -> int:
+    """Bytes in ``sock``'s kernel send queue not yet acknowledged by the peer (0 if unknown)."""
+    if _TIOCOUTQ is None or sock is None or fcntl is None:
+        return 0
+    try:
+        result = fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", result)[0])
 
 
 def _cork(sock: Any, on: bool) -> bool:
@@ -214,7 +251,20 @@ class _Connection:
         self.closing = False
         self.errors = 0
         self.outgoing: collections.deque[str | _CloseAfter] = collections.deque()
+        self.queued_chars = 0
+        """Characters of the frames in ``outgoing``."""
+        self.sending_chars = 0
+        """Characters of the frame the writer is writing now (0 when it waits for work)."""
+        self.written = 0
+        """Frames written so far: the writer's progress, as the watchdog sees it."""
         self.writable = asyncio.Event()
+        self.room = asyncio.Event()
+        """Set when the backlog is short enough for the reader to read on (see :meth:`backlogged`)."""
+        self.room.set()
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.progress_at = 0.0
+        self.last_buffered = 0
+        self.last_written = 0
         self.wake = asyncio.Event()
         self.inflight: set[int] = set()
         self.window_full = False
@@ -246,8 +296,31 @@ class _Connection:
             log_event("slow_consumer", conn=self.number, device=self.device, queued=len(self.outgoing))
             self.abort(CloseCode.SLOW_CONSUMER, "outgoing queue overflow")
             return
-        self.outgoing.append(p.encode(frame))
+        text = p.encode(frame)
+        self.outgoing.append(text)
+        self.queued_chars += len(text)
+        if self.room.is_set() and self.backlogged():
+            self.room.clear()
         self.writable.set()
+
+    def backlog_chars(self) -> int:
+        """Characters queued or being written: what this connection holds of the relay's memory."""
+        return self.queued_chars + self.sending_chars
+
+    def backlogged(self) -> bool:
+        """Whether the reader must wait for the writer before it reads the next request.
+
+        The delivery task keeps its pushes within half of ``max_outgoing_frames`` and within
+        ``max_outgoing_bytes``; the reader stops at five eighths of the frames (or twice the
+        bytes), and the answers of pipelined requests (at most ``max_pipelined``) fit in what is
+        left.  So a client that reads what it is sent never overflows the queue however fast it
+        writes: its requests wait in its own socket instead.
+        """
+        limits = self.limits
+        return (
+            len(self.outgoing) >= limits.max_outgoing_frames * 5 // 8
+            or self.backlog_chars() >= 2 * limits.max_outgoing_bytes
+        )
 
     def close_after_flush(self, code: CloseCode, reason: str) -> None:
         """Write everything queued so far, then close with ``code``."""
@@ -256,6 +329,7 @@ class _Connection:
         self.closing = True
         self.outgoing.append(_CloseAfter(code, reason))
         self.writable.set()
+        self.room.set()
 
     def abort(self, code: CloseCode, reason: str) -> None:
         """Close with ``code`` now, dropping whatever is still queued."""
@@ -263,27 +337,93 @@ class _Connection:
             return
         self.closing = True
         self.outgoing.clear()
+        self.queued_chars = 0
         self.outgoing.append(_CloseAfter(code, reason))
         self.writable.set()
         self.wake.set()
+        self.room.set()
+
+    def abort_transport(self) -> None:
+        """Drop the TCP connection now, with everything buffered for it (no close handshake).
+
+        For a peer that does not read: a close frame would wait behind the unread data forever.
+        The reader, the writer and the delivery task all see the connection closed and end; the
+        messages pushed and not acknowledged stay queued for the device's next connection.
+        """
+        self.closing = True
+        self.outgoing.clear()
+        self.queued_chars = 0
+        self.room.set()
+        self.wake.set()
+        self.writable.set()
+        self.ws.transport.abort()
+
+    def unsent(self) -> int:
+        """Bytes written to this connection that the peer has not yet acknowledged (as far as known)."""
+        transport = self.ws.transport
+        return transport.get_write_buffer_size() + _kernel_unsent(transport.get_extra_info("socket"))
+
+    def arm_watchdog(self) -> None:
+        """Start watching the writer's progress, if not watching already."""
+        if self.watchdog is None:
+            loop = asyncio.get_running_loop()
+            self.progress_at = loop.time()
+            self.last_buffered = self.unsent()
+            self.last_written = self.written
+            self.watchdog = loop.call_later(self.limits.write_timeout / 4, self._watch)
+
+    def _watch(self) -> None:
+        """Abort a connection that made no write progress for ``write_timeout``.
+
+        Progress is a frame written, or fewer bytes waiting for the peer than at the last look,
+        counting the transport's buffer and the kernel's send queue (the peer read something).  A
+        reader draining slowly but steadily is never cut however long its backlog takes; one whose
+        receive window stays shut is cut after ``write_timeout`` (plus at most a quarter of it, the
+        period of this check).  The watch stops once the writer is idle and the transport has
+        nothing buffered, and the writer starts it again with its next frame.
+        """
+        self.watchdog = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.ws.transport.get_write_buffer_size() == 0 and self.sending_chars == 0 and not self.outgoing:
+            return
+        buffered = self.unsent()
+        if self.written != self.last_written or buffered < self.last_buffered:
+            self.progress_at = now
+        self.last_buffered = buffered
+        self.last_written = self.written
+        if now - self.progress_at >= self.limits.write_timeout:
+            log_event(
+                "slow_consumer",
+                conn=self.number,
+                device=self.device,
+                stalled=self.limits.write_timeout,
+                buffered=buffered + self.backlog_chars(),
+            )
+            self.abort_transport()
+            return
+        self.watchdog = loop.call_later(self.limits.write_timeout / 4, self._watch)
 
     async def write_loop(self) -> None:
-        """Write queued frames in batches; a batch that stalls for ``write_timeout`` disconnects."""
+        """Write queued frames in order; a watchdog cuts a peer that stops reading (see :meth:`_watch`)."""
         ws = self.ws
         outgoing = self.outgoing
+        limits = self.limits
         sock = ws.transport.get_extra_info("socket") if _TCP_CORK is not None else None
-        while True:
-            await self.writable.wait()
-            self.writable.clear()
-            batch = list(outgoing)
-            outgoing.clear()
-            # Several frames at once (a push and the queue-empty marker, a burst of answers) leave in
-            # as few TCP segments as they fit: on loopback and on virtual machines every segment costs
-            # the relay a send and the peer a wake-up.
-            corked = sock is not None and len(batch) > 1 and _cork(sock, True)
-            try:
-                async with asyncio.timeout(self.limits.write_timeout):
-                    for item in batch:
+        try:
+            while True:
+                await self.writable.wait()
+                self.writable.clear()
+                if not outgoing:
+                    continue
+                self.arm_watchdog()
+                # Several frames at once (a push and the queue-empty marker, a burst of answers) leave
+                # in as few TCP segments as they fit: on loopback and on virtual machines every
+                # segment costs the relay a send and the peer a wake-up.
+                corked = sock is not None and len(outgoing) > 1 and _cork(sock, True)
+                try:
+                    while outgoing:
+                        item = outgoing.popleft()
                         if isinstance(item, _CloseAfter):
                             log_event("close", conn=self.number, device=self.device, code=int(item.code))
                             if corked:
@@ -291,23 +431,38 @@ class _Connection:
                                 corked = False
                             await ws.close(int(item.code), item.reason)
                             return
+                        self.queued_chars -= len(item)
+                        self.sending_chars = len(item)
                         await ws.send(item)
-            except TimeoutError:
-                log_event(
-                    "slow_consumer", conn=self.number, device=self.device, stalled=self.limits.write_timeout
-                )
-                self.closing = True
-                await ws.close(int(CloseCode.SLOW_CONSUMER), "write stalled")
-                return
-            except ConnectionClosed:
-                return
-            finally:
-                if corked:
-                    _cork(sock, False)
-            if self.queue_full:
-                # Room in the queue again: the delivery task may push more.
-                self.queue_full = False
-                self.wake.set()
+                        self.sending_chars = 0
+                        self.written += 1
+                        if (
+                            not self.room.is_set()
+                            and len(outgoing) <= limits.max_outgoing_frames // 2
+                            and self.backlog_chars() < 2 * limits.max_outgoing_bytes
+                        ):
+                            self.room.set()
+                        if (
+                            self.queue_full
+                            and len(outgoing) <= limits.max_outgoing_frames // 4
+                            and self.backlog_chars() <= limits.max_outgoing_bytes // 2
+                        ):
+                            # Room in the queue again: the delivery task may push more.
+                            self.queue_full = False
+                            self.wake.set()
+                finally:
+                    if corked:
+                        _cork(sock, False)
+                if self.queue_full:
+                    self.queue_full = False
+                    self.wake.set()
+        except ConnectionClosed:
+            return
+        finally:
+            self.sending_chars = 0
+            self.closing = True
+            self.room.set()
+            self.wake.set()
 
     def refuse(self, request_id: int | str | None, exc: ProtocolError) -> None:
         """Answer with an error; too many malformed requests close the connection (1008)."""
@@ -342,6 +497,10 @@ class _Connection:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 await self.on_frame(frame)
+                if not self.room.is_set() and not self.closing:
+                    # Backpressure: answers wait to be written, so read nothing more until they are.
+                    # The unread requests stay in the socket, and TCP slows the peer down.
+                    await self.room.wait()
                 if self.closing:
                     break
         except ConnectionClosed:
@@ -355,11 +514,20 @@ class _Connection:
             if self.closing and not writer.done():
                 # Let the writer flush and send the close frame it was asked for.
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer, self.limits.close_timeout + 1)
+                    await asyncio.wait_for(asyncio.shield(writer), self.limits.close_timeout + 1)
+            if not writer.done():
+                # The peer does not read even its close frame: drop the TCP connection, whose
+                # buffers would otherwise stay referenced until the peer chose to read.
+                self.abort_transport()
             writer.cancel()
             for task in (writer, *self.tasks):
                 with contextlib.suppress(BaseException):
                     await task
+            if self.watchdog is not None:
+                self.watchdog.cancel()
+                self.watchdog = None
+            self.outgoing.clear()
+            self.queued_chars = 0
 
     def _auth_deadline(self) -> None:
         if self.device is None and not self.closing:
@@ -491,6 +659,7 @@ class _Connection:
         limits = self.limits
         cursor = 0
         first = True
+        push_chars = _PUSH_OVERHEAD + 4 * ((limits.max_body_bytes + 2) // 3)
         while not self.closing:
             await self.wake.wait()
             self.wake.clear()
@@ -499,6 +668,11 @@ class _Connection:
             while not self.closing:
                 inflight_room = limits.max_inflight - len(self.inflight)
                 queue_room = limits.max_outgoing_frames // 2 - len(self.outgoing)
+                # The byte budget, in pushes as large as the largest of the last batch (at first, as
+                # large as a push can be): a fetch overshoots it by at most one push.
+                backlog = self.backlog_chars()
+                byte_room = (limits.max_outgoing_bytes - backlog) // push_chars if backlog else 1
+                queue_room = min(queue_room, byte_room)
                 room = min(inflight_room, queue_room, _FETCH_BATCH)
                 if room <= 0:
                     # Woken again by an acknowledgement or by the writer making room.
@@ -513,6 +687,8 @@ class _Connection:
                     await asyncio.sleep(1.0)
                     self.wake.set()
                     break
+                if batch:
+                    push_chars = _PUSH_OVERHEAD + max(4 * ((len(m.body) + 2) // 3) for m in batch)
                 for message in batch:
                     self.send(_message_push(message))
                     self.inflight.add(message.server_id)
@@ -606,11 +782,27 @@ def _bundle_fields(bundle: ClaimedBundle) -> dict[str, Any]:
 
 
 def _ec_public_key(obj: dict[str, Any], name: str) -> bytes:
+    """A Curve25519 public key in libsignal's encoding that can take part in a Diffie-Hellman.
+
+    Beyond the encoding, the ``u`` coordinate must be canonical (below 2^255 - 19, top bit clear)
+    and not of low order: a low-order key (all zeros is one) makes every X25519 with it all zeros
+    (RFC 7748 §6.1), so a bundle carrying one would be refused by every client that fetches it, or
+    worse, used by one that does not check.  The relay refuses it at upload instead.
+    """
     data = p.field_bytes(obj, name, max_length=_EC_PUBLIC_KEY_LENGTH)
     try:
-        PublicKey.deserialize(data)
+        key = PublicKey.deserialize(data)
     except DecodeError as exc:
         raise ProtocolError(ErrorCode.INVALID_KEY, f"{name!r}: {exc}") from None
+    u = key.raw
+    if int.from_bytes(u, "little") >= _CURVE25519_P:
+        raise ProtocolError(ErrorCode.INVALID_KEY, f"{name!r}: not a canonical Curve25519 encoding")
+    try:
+        _LOW_ORDER_PROBE.exchange(X25519PublicKey.from_public_bytes(u))
+    except ValueError:
+        raise ProtocolError(
+            ErrorCode.INVALID_KEY, f"{name!r}: a low-order point (every Diffie-Hellman with it is all zeros)"
+        ) from None
     return data
 
 
@@ -843,7 +1035,7 @@ async def _ack(conn: _Connection, request: Request) -> None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"server_ids must hold 1 to {conn.limits.max_ack_ids} ids")
     if any(isinstance(i, bool) or not isinstance(i, int) or not 0 < i < 2**63 for i in ids):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "server_ids must be positive integers")
-    future = conn.relay.store.ack(conn.device, ids)
+    future = conn.relay.store.ack(conn.device, ids, conn.relay.clock())
 
     def answer(count: int) -> dict[str, Any]:
         conn.inflight.difference_update(ids)
@@ -856,6 +1048,19 @@ async def _ack(conn: _Connection, request: Request) -> None:
     wait = conn.pipeline(request, future, answer)
     if wait is not None:
         await wait
+
+
+@_op("blob_upload_token")
+async def _blob_upload_token(conn: _Connection, request: Request) -> None:
+    # An upload token for the blob service (server/blob_tokens.py), issued only over an
+    # authenticated connection and naming its device.
+    assert conn.device is not None
+    tokens = conn.relay.blob_tokens
+    if tokens is None:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "this relay has no blob service")
+    token, expires = tokens.issue(conn.device.account, conn.device.device_id)
+    log_event("blob_upload_token", conn=conn.number, device=conn.device)
+    conn.send(p.ok(request.id, token=token, url=tokens.url, expires=expires))
 
 
 class Relay:
@@ -885,6 +1090,8 @@ class Relay:
         self._numbers = itertools.count(1)
         self._per_address: dict[str, int] = {}
         self._bundle_buckets: dict[DeviceAddress, _TokenBucket] = {}
+        self.blob_tokens: BlobTokens | None = None
+        """Set to issue blob upload tokens (op ``blob_upload_token``); None answers ``not_found``."""
         self.host = ""
         self.port = 0
 
@@ -918,18 +1125,23 @@ class Relay:
         """Open the store and listen; ``port`` 0 picks a free port (see :attr:`port`)."""
         await self.store.open()
         limits = self.limits
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            compression=None,
-            max_size=limits.max_frame_bytes,
-            open_timeout=limits.open_timeout,
-            ping_interval=limits.ping_interval,
-            ping_timeout=limits.ping_timeout,
-            close_timeout=limits.close_timeout,
-            server_header=None,
-        )
+        try:
+            self._server = await serve(
+                self._handle,
+                host,
+                port,
+                compression=None,
+                max_size=limits.max_frame_bytes,
+                open_timeout=limits.open_timeout,
+                ping_interval=limits.ping_interval,
+                ping_timeout=limits.ping_timeout,
+                close_timeout=limits.close_timeout,
+                server_header=None,
+            )
+        except BaseException:
+            # Nothing listens (the port is taken, the address is not ours): leave nothing open.
+            await self.store.close()
+            raise
         sockname = self._server.sockets[0].getsockname()
         self.host, self.port = sockname[0], sockname[1]
         if self._origin is None:

@@ -200,6 +200,35 @@ CREATE TABLE group_changes (
 }
 
 
+def _purge_expired(
+    db: sqlite3.Connection, recipient: tuple[str, int], now: float, count: int, total: int
+) -> tuple[int, int]:
+    """Delete ``recipient``'s expired messages; returns its queue's count and bytes afterwards.
+
+    The probe looks at the oldest message only (one indexed row): messages expire in the order
+    they were queued as long as the TTL is not lowered, so when the oldest is alive, all are.  The
+    periodic sweep removes any that a lowered TTL made expire out of order.
+    """
+    oldest = db.execute(
+        "SELECT expires_at FROM messages WHERE recipient_account = ? AND recipient_device = ? "
+        "ORDER BY server_id LIMIT 1",
+        recipient,
+    ).fetchone()
+    if oldest is None or float(oldest[0]) > now:
+        return count, total
+    removed = db.execute(
+        "DELETE FROM messages WHERE recipient_account = ? AND recipient_device = ? AND expires_at <= ? "
+        "RETURNING length(body)",
+        (*recipient, now),
+    ).fetchall()
+    gone, size = len(removed), sum(int(row[0]) for row in removed)
+    db.execute(
+        "UPDATE queues SET count = count - ?, bytes = bytes - ? WHERE account = ? AND device_id = ?",
+        (gone, size, *recipient),
+    )
+    return count - gone, total - size
+
+
 class _Txn:
     """What an operation sees: the cursor of the open transaction and a list of post-commit events."""
 
@@ -776,6 +805,10 @@ class SQLiteStore:
                 return EnqueueResult(int(row[0]), duplicate=True)
             count, total = int(row[2] or 0), int(row[3] or 0)
             if count + 1 > max_messages or total + size > max_bytes:
+                # Expired messages do not count: at the cap, drop this queue's expired messages now
+                # instead of waiting for the sweep.
+                count, total = _purge_expired(db, recipient, now, count, total)
+            if count + 1 > max_messages or total + size > max_bytes:
                 raise QueueFullError(f"the queue of {message.recipient} is full")
             server_id = db.execute(
                 "INSERT INTO messages (recipient_account, recipient_device, sender_account, sender_device, "
@@ -826,12 +859,12 @@ class SQLiteStore:
 
         return self._read(op)
 
-    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> asyncio.Future[int]:
+    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int], now: float) -> asyncio.Future[int]:
         wanted = sorted(set(server_ids))
 
         # Only placeholders are interpolated into these statements.
         marks = ", ".join("?" * len(wanted))
-        where = "WHERE recipient_account = ? AND recipient_device = ? AND server_id IN "
+        where = "WHERE recipient_account = ? AND recipient_device = ? AND expires_at > ? AND server_id IN "
         select = f"SELECT server_id FROM messages {where}({marks})"  # noqa: S608
         delete = f"DELETE FROM messages WHERE server_id IN ({marks}) RETURNING length(body)"  # noqa: S608
         owner = (recipient.account, recipient.device_id)
@@ -839,7 +872,8 @@ class SQLiteStore:
         def op(txn: _Txn) -> int:
             db = txn.db
             # Check first, so that a refused acknowledgement writes nothing.
-            present = {int(row[0]) for row in db.execute(select, (*owner, *wanted))}
+            # An expired message is gone as far as its recipient can tell, even before the sweep.
+            present = {int(row[0]) for row in db.execute(select, (*owner, now, *wanted))}
             if len(present) != len(wanted):
                 missing = sorted(set(wanted) - present)
                 raise UnknownMessageError("no such message in this device's queue", missing)

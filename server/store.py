@@ -448,8 +448,8 @@ class Store(Protocol):
         A repeated (sender, client id) with the same recipient, type and body stores nothing and
         returns the earlier server id with ``duplicate`` set; with different content it raises
         :class:`MessageIdReusedError`.  Raises :class:`UnknownDeviceError` for an unknown recipient
-        and :class:`QueueFullError` at the caps.  The recipient's subscribers get MESSAGES after
-        the commit.
+        and :class:`QueueFullError` at the caps.  Messages expired by ``now`` do not count against
+        the caps.  The recipient's subscribers get MESSAGES after the commit.
         """
         ...
 
@@ -459,10 +459,12 @@ class Store(Protocol):
         """Up to ``limit`` unexpired messages of ``recipient`` with larger ids, in id order."""
         ...
 
-    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int]) -> Awaitable[int]:
+    def ack(self, recipient: DeviceAddress, server_ids: Sequence[int], now: float) -> Awaitable[int]:
         """Delete the named messages from ``recipient``'s own queue, all or nothing.
 
-        Raises :class:`UnknownMessageError` (deleting nothing) if any id is not in that queue.
+        Raises :class:`UnknownMessageError` (deleting nothing) if any id is not in that queue, or
+        names a message that expired by ``now`` (expired messages are gone for their recipient
+        even before :meth:`expire` deletes them).
         """
         ...
 
@@ -490,11 +492,13 @@ class Store(Protocol):
         The change replaces the member list and is queued (type :data:`GROUP_CHANGE_TYPE`, with the
         group id, client id ``membership:<group id hex>:<epoch>``) for every device of every account
         in the old or the new list, the sender's own device included (so that a sender that lost its
-        local commit of the change still learns it); returns how many devices that is.  Raises :class:`GroupExistsError` (epoch 0 for an
-        existing group), :class:`UnknownGroupError`, :class:`StaleGroupError` (the group's newest
-        change is not ``change.previous_digest``), :class:`UnknownAccountError`,
-        :class:`IdentityMismatchError` (a member's identity key is not its account's) and
-        :class:`TooManyGroupsError`.  The devices' subscribers get MESSAGES after the commit.
+        local commit of the change still learns it); returns how many devices that is.
+
+        Raises :class:`GroupExistsError` (epoch 0 for an existing group), :class:`UnknownGroupError`,
+        :class:`StaleGroupError` (the group's newest change is not ``change.previous_digest``),
+        :class:`UnknownAccountError`, :class:`IdentityMismatchError` (a member's identity key is
+        not its account's) and :class:`TooManyGroupsError`.  The devices' subscribers get MESSAGES
+        after the commit.
         """
         ...
 

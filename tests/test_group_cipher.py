@@ -4,6 +4,7 @@ orders and bit flips."""
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -30,6 +31,8 @@ from e2e.sender_key_state import MAX_FORWARD_JUMPS, SenderKeyRecord
 GROUP = uuid.UUID("6a0c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3")
 OTHER_GROUP = uuid.UUID("00000000-0000-4000-8000-000000000001")
 ALICE = SenderKeyName("alice", 1, GROUP)
+# `make fuzz` raises E2E_FUZZ_SCALE for a long run; `make test` runs the bounded default.
+FUZZ_SCALE = int(os.environ.get("E2E_FUZZ_SCALE", "1"))
 
 
 class Member:
@@ -325,7 +328,7 @@ def test_repr_redacts(rng: DeterministicRng) -> None:
 # -- properties ------------------------------------------------------------------------------------
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40 * FUZZ_SCALE, deadline=None)
 @given(
     order=st.permutations(list(range(8))),
     duplicates=st.lists(st.integers(0, 7), max_size=4),
@@ -353,7 +356,7 @@ def test_any_delivery_order_decrypts_each_message_once(
     assert delivered == set(range(8)) - lost
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60 * FUZZ_SCALE, deadline=None)
 @given(position=st.integers(0, 200), bit=st.integers(0, 7))
 def test_any_bit_flip_is_refused_without_a_trace(position: int, bit: int) -> None:
     rng = DeterministicRng(b"flips")

@@ -22,6 +22,7 @@ from e2e.primitives import (
     hmac_sha256,
     mac_parts,
     root_step,
+    verify_hmac_sha256,
 )
 
 keys32 = st.binary(min_size=32, max_size=32)
@@ -47,11 +48,27 @@ def test_long_mac_input_is_streamed_with_the_same_result() -> None:
     assert mac_parts(key, head, memoryview(tail)) == hmac.digest(key, head + tail, "sha256")
 
 
-def test_long_keys_are_refused() -> None:
-    with pytest.raises(ValueError):
-        hmac_sha256(bytes(65), b"")
-    with pytest.raises(ValueError):
-        HmacKey(bytes(65))
+@given(st.binary(min_size=65, max_size=200), st.binary(max_size=100))
+def test_long_keys_are_hashed_first(key: bytes, message: bytes) -> None:
+    # RFC 2104 §2: a key longer than the 64-byte block is replaced by its SHA-256 digest.
+    expected = hmac.digest(key, message, "sha256")
+    assert hmac_sha256(key, message) == expected
+    assert HmacKey(key).digest(message) == expected
+
+
+@pytest.mark.parametrize("length", [8, 16, 32])
+def test_verify_hmac_accepts_truncated_tags_and_refuses_changed_ones(length: int) -> None:
+    key, message = bytes(range(40)), b"a message"
+    tag = hmac.digest(key, message, "sha256")[:length]
+    verify_hmac_sha256(key, message, tag)
+    for position in (0, length - 1):
+        changed = bytearray(tag)
+        changed[position] ^= 0x01
+        with pytest.raises(InvalidMessageError):
+            verify_hmac_sha256(key, message, bytes(changed))
+    for bad in (tag[:7], tag + b"\x00" * (33 - length), b""):
+        with pytest.raises(InvalidMessageError):
+            verify_hmac_sha256(key, message, bad)
 
 
 @given(keys32)

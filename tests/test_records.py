@@ -248,3 +248,46 @@ def test_damaged_key_records_raise_state_format_error_only(data: st.DataObject) 
     except StateFormatError:
         return
     assert cls.deserialize(restored.serialize()) == restored
+
+
+def test_frozen_version_4_session_fixture_decodes_and_still_decrypts(rng: DeterministicRng) -> None:
+    document: dict[str, Any] = json.loads((FIXTURES / "session-v4.json").read_text())
+    assert document["format_version"] == 4
+    alice_document = document["records"]["alice_pending"]
+    data = bytes.fromhex(alice_document["record"])
+    assert data[:2] == b"S\x04"
+    alice = SessionRecord.deserialize(data)
+    assert alice.serialize() == data
+    state = alice.current_state
+    assert state is not None
+    expected = alice_document["expected"]
+    assert (state.session_version, state.agreement) == (expected["session_version"], expected["agreement"])
+    assert state.remote_registration_id == expected["remote_registration_id"]
+    assert (
+        state.pending_prekey is not None
+        and state.pending_prekey.kem_pre_key_id == expected["kyber_pre_key_id"]
+    )
+    for stored in alice_document["stored_messages"]:
+        assert stored["type"] == MessageType.WHISPER
+        assert alice.decrypt(bytes.fromhex(stored["body"]), rng) == stored["plaintext"].encode()
+    assert alice.current_state is not None and alice.current_state.pending_prekey is None
+
+    bob_document = document["records"]["bob"]
+    bob = SessionRecord.deserialize(bytes.fromhex(bob_document["record"]))
+    assert bob.serialize().hex() == bob_document["record"]
+    assert (
+        bob.session_version == 4
+        and bob.remote_registration_id == bob_document["expected"]["remote_registration_id"]
+    )
+    for stored in bob_document["stored_messages"]:
+        assert stored["type"] == MessageType.PREKEY
+        message = PreKeySignalMessage.deserialize(bytes.fromhex(stored["body"]))
+        # The base key is known: no prekey is needed to decrypt a repeated PreKey message.
+        plaintext = bob.decrypt_prekey_message(
+            message,
+            KeyPair.generate(rng),
+            None,
+            None,
+            our_registration_id=bob.current_state.local_registration_id if bob.current_state else 0,
+        )
+        assert plaintext == stored["plaintext"].encode()

@@ -67,6 +67,16 @@ def test_chain_and_message_keys_match_independent_code(steps: int) -> None:
     assert key.step()[0] == key.message_key()
 
 
+def test_the_fast_group_key_derivation_is_hkdf() -> None:
+    from e2e.kdf import hkdf
+    from e2e.primitives import derive_group_message_keys
+    from e2e.sender_key_state import GROUP_INFO
+
+    for seed in (bytes(32), bytes(range(32)), b"\xff" * 32):
+        assert derive_group_message_keys(seed) == hkdf(b"", seed, GROUP_INFO, 48)
+    assert GROUP_INFO == b"WhisperGroup"
+
+
 def test_chain_keys_match_python_axolotl() -> None:
     from axolotl.groups.ratchet.senderchainkey import SenderChainKey as AxolotlChainKey
 

@@ -53,12 +53,26 @@ def _run(capsys, *arguments: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+# The files of published vectors that are written as JSON, not by the generator (docs/vectors.md).
+PUBLISHED = {
+    "libsignal_javascript_conversation.json",
+    "signalprotocolkit_first_message.json",
+    "published_x3dh_responder.json",
+    "rfc7748_x25519.json",
+    "rfc5869_hkdf.json",
+}
+
+
 def test_every_kind_and_source_has_a_file() -> None:
+    from e2e.vectors.registry import REGISTRY
+
     kinds = {_load(path.name)["kind"] for path in FILES}
-    assert {"xeddsa", "x3dh", "kdf_root", "kdf_chain", "message_keys", "fingerprint", "conversation"} <= kinds
+    assert kinds == set(REGISTRY)
     names = {path.name for path in FILES}
     assert {"libsignal_x3dh.json", "libsignal_fingerprint.json", "libsignal_chain_key.json"} <= names
+    assert names >= PUBLISHED
     assert "nist_kyber1024_kat.json" in names
+    assert {"kyber1024", "pqxdh_v4"} <= kinds
 
 
 def test_checker_passes_on_every_file(capsys) -> None:
@@ -84,8 +98,10 @@ def test_files_are_what_the_generator_writes(tmp_path, capsys) -> None:
     code, out, _ = _run(capsys, "generate", "--out", str(tmp_path))
     assert code == 0 and "wrote" in out
     written = sorted(path.name for path in tmp_path.iterdir())
-    assert written == [path.name for path in FILES]
+    assert written == sorted(path.name for path in FILES if path.name not in PUBLISHED)
     for path in FILES:
+        if path.name in PUBLISHED:
+            continue
         assert (tmp_path / path.name).read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
             path.name
         )
@@ -94,7 +110,9 @@ def test_files_are_what_the_generator_writes(tmp_path, capsys) -> None:
 def test_every_file_states_its_provenance() -> None:
     for path in FILES:
         provenance = _load(path.name)["provenance"]
-        if path.name.startswith("libsignal_"):
+        if path.name in PUBLISHED:
+            assert provenance.startswith("Reproduced from ")
+        elif path.name.startswith("libsignal_"):
             assert provenance.startswith("Reproduced from signalapp/libsignal ")
             assert " at commit " in provenance
         elif path.name.startswith("nist_"):
@@ -137,14 +155,21 @@ def test_one_flipped_hex_digit_fails_naming_the_case(path: Path, tmp_path, capsy
     assert str(leaf[-1]) in err
 
 
-def test_the_first_differing_case_is_named(tmp_path, capsys) -> None:
+def test_every_differing_case_and_field_is_named(tmp_path, capsys) -> None:
     document = _load("kdf_root.json")
     for case in document["cases"][1:]:
         case["expected"]["root_key"] = _flip_digit(case["expected"]["root_key"])
+        case["expected"]["chain_key"] = _flip_digit(case["expected"]["chain_key"])
     code, _, err = _run(capsys, "check", str(_write(tmp_path, document)))
     assert code == 1
-    assert f"case {document['cases'][1]['name']!r}" in err
-    assert document["cases"][2]["name"] not in err
+    assert f"case {document['cases'][0]['name']!r}" not in err
+    for case in document["cases"][1:]:
+        for field in ("root_key", "chain_key"):
+            assert f"MISMATCH in case {case['name']!r}: {field} differs" in err
+    failed = len(document["cases"]) - 1
+    assert err.endswith(
+        f"FAILED: {2 * failed} mismatches in {failed} cases of 1 files, 0 invalid files (4 cases checked)\n"
+    )
 
 
 def test_a_flipped_input_also_fails(tmp_path, capsys) -> None:
@@ -174,7 +199,11 @@ def _mutations() -> list[tuple[str, object]]:
         return document
 
     return [
-        ("unknown-version", changed(lambda d: d.update(version=2))),
+        ("unknown-version", changed(lambda d: d.update(version=3))),
+        ("version-as-boolean", changed(lambda d: d.update(version=True))),
+        ("version-1-case-with-a-comment", changed(lambda d: d["cases"][0].update(comment="x"))),
+        ("version-1-case-with-a-source", changed(lambda d: d["cases"][0].update(source="RFC"))),
+        ("version-1-with-a-version-2-kind", changed(lambda d: d.update(kind="x25519"))),
         ("version-as-text", changed(lambda d: d.update(version="1"))),
         ("unknown-format", changed(lambda d: d.update(format="other-vectors"))),
         ("unknown-kind", changed(lambda d: d.update(kind="kdf_unknown"))),
@@ -400,3 +429,32 @@ def test_generation_is_deterministic() -> None:
     assert {name: render(doc) for name, doc in first.items()} == {
         name: render(doc) for name, doc in second.items()
     }
+
+
+def test_pqxdh_v4_vectors_follow_libsignals_kdf_and_kyber() -> None:
+    # Independently of e2e.pqxdh_v4: HKDF-SHA256 without salt over 0xFF×32 ‖ DH1..DH4 ‖ SS, info
+    # "WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024", 96 bytes = RK ‖ CK ‖ PQRK; and the Kyber
+    # ciphertext decapsulates to SS under the key from the pinned seed.
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from e2e import kyber
+
+    document = _load("pqxdh_v4.json")
+    assert len(document["cases"]) == 3
+    for case in document["cases"]:
+        inputs, expected = case["inputs"], case["expected"]
+        dh = b"".join(
+            bytes.fromhex(expected[name]) for name in ("dh1", "dh2", "dh3", "dh4") if name in expected
+        )
+        ss = bytes.fromhex(expected["kyber_shared_secret"])
+        derived = HKDF(hashes.SHA256(), 96, None, b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024").derive(
+            b"\xff" * 32 + dh + ss
+        )
+        assert derived.hex() == expected["root_key"] + expected["chain_key"] + expected["pq_ratchet_key"]
+        seed = bytes.fromhex(inputs["bob_kyber_pre_key_seed"])
+        pk, sk = kyber.keygen_internal(seed[:32], seed[32:])
+        assert expected["bob_kyber_pre_key_public"] == "08" + pk.hex()
+        ciphertext = bytes.fromhex(expected["initial_message"]["kyber_ciphertext"])
+        assert ciphertext[0] == 0x08 and len(ciphertext) == 1569
+        assert kyber.decaps_internal(sk, ciphertext[1:]) == ss

@@ -241,3 +241,37 @@ def test_any_key_and_message_agree_with_libsignal_c(scalar: bytes, message: byte
     assert signature == axolotl_curve25519.calculateSignature(random, key.serialize(), message)
     key.public_key().verify(message, signature)
     assert axolotl_curve25519.verifySignature(key.public_key().raw, message, signature) == 0
+
+
+@pytest.mark.parametrize("sign_bit", [0, 1])
+def test_sign_as_specified_equals_the_literal_transcription(sign_bit: int, rng) -> None:
+    key = _keys_with_both_sign_bits(rng)[sign_bit]
+    message, random = b"the specification's convention", rng(64)
+    signature = key.sign_as_specified(message, lambda n: random)
+    assert signature == _spec_literal_sign(key, message, random)
+    assert signature != key.sign(message, lambda n: random)
+    key.public_key().verify_as_specified(message, signature)
+    key.public_key().verify(message, signature)
+    assert axolotl_curve25519.verifySignature(key.public_key().raw, message, signature) == 0
+
+
+def test_verify_as_specified_refuses_what_the_specification_refuses(rng) -> None:
+    key = _keys_with_both_sign_bits(rng)[1]
+    message = b"m"
+    libsignal_form = key.sign(message, rng)
+    assert libsignal_form[63] & 0x80
+    key.public_key().verify(message, libsignal_form)
+    # s ≥ 2**253: the sign bit libsignal stores is not allowed by the specification.
+    with pytest.raises(InvalidSignatureError):
+        key.public_key().verify_as_specified(message, libsignal_form)
+    spec_form = key.sign_as_specified(message, rng)
+    with pytest.raises(InvalidSignatureError):
+        key.public_key().verify_as_specified(message + b"!", spec_form)
+    with pytest.raises(InvalidSignatureError):
+        key.public_key().verify_as_specified(message, spec_form[:63])
+    # u ≥ p is refused by the specification; libsignal reduces it modulo p.
+    for unreduced in (_P, _P + 1, 2**256 - 1):
+        with pytest.raises(InvalidSignatureError):
+            PublicKey(unreduced.to_bytes(32, "little")).verify_as_specified(message, spec_form)
+    with pytest.raises(InvalidSignatureError):
+        PublicKey((_P - 1).to_bytes(32, "little")).verify_as_specified(message, spec_form)

@@ -15,7 +15,10 @@ What this module owns
 * the connection state: the client reconnects by itself with backoff; the application reports
   when the relay went away and when it is back;
 * the slash commands of :mod:`client.chat.commands`, including ``/verify`` (safety number and QR
-  code), ``/accept`` after a contact's identity key changed, and ``/explain``.
+  code), ``/accept`` after a contact's identity key changed, and ``/explain``;
+* files: ``/send PATH`` encrypts and uploads with a progress bar, then sends the pointer; a file
+  that arrives is downloaded, verified and saved under ``files/`` beside the state file (its name
+  made safe by :func:`client.attachments.safe_file_name`, never overwriting), with a progress bar.
 
 Invariants
 ----------
@@ -41,12 +44,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from client import transport
+from client.attachments import safe_file_name
+from client.blobs import BlobServiceError
 from client.chat.commands import Command, Say, UsageError, help_text, parse
 from client.chat.verify import format_safety_number, render_qr
 from client.client import Client
 from client.errors import ClosedError, IdentityChanged
 from client.events import Message, SendFailed, Undecryptable
 from client.explain import Explainer
+from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer
 from client.store import StoredMessage
 from e2e.errors import E2EError, FingerprintMismatchError
 
@@ -99,7 +105,16 @@ class ChatApp:
         self._pending: dict[str, str] = {}
         """Sent messages the relay has not acknowledged yet: message id → a short preview."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._downloads: set[asyncio.Task[None]] = set()
+        # Files arriving at once are fetched two at a time: a contact sending many cannot make us
+        # open connections and temporary files without bound.
+        self._download_slots = asyncio.Semaphore(2)
         self.quit = asyncio.Event()
+
+    @property
+    def files_folder(self) -> Path:
+        """Where received files are saved: ``files/`` beside the state file."""
+        return self.state_path.parent / "files"
 
     @property
     def waiting_for_relay(self) -> int:
@@ -135,9 +150,9 @@ class ChatApp:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._downloads]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._downloads]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.client.close()
@@ -148,7 +163,7 @@ class ChatApp:
         """Print stored messages; a sent one says whether the relay has acknowledged it."""
         waiting = {entry.message_id for entry in self.client.store.outbox()}
         for message in history:
-            text = message.body.decode("utf-8", errors="replace")
+            text = _history_text(message.body)
             when = _clock(message.timestamp)
             if message.direction == "out":
                 state = "queued, not yet on the relay" if message.message_id in waiting else "sent to relay"
@@ -167,7 +182,9 @@ class ChatApp:
             self.quit.set()
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
-        if isinstance(event, Message):
+        if isinstance(event, Message) and event.is_attachment:
+            self._receive_file(event)
+        elif isinstance(event, Message):
             # The relay stamps each message when it accepts it: one it held before we started
             # waited for us while we were offline.
             away = "  (arrived while you were away)" if event.relay_timestamp < self._started_ms else ""
@@ -351,6 +368,72 @@ class ChatApp:
             f"accepted {name}'s new identity key; their held messages follow (verify it: /verify {name})"
         )
 
+    # -- files ---------------------------------------------------------------------------------
+
+    def _progress(self, verb: str, name: str) -> Callable[[int, int], None]:
+        """A progress bar printed as a line at each tenth of the way."""
+        shown = [-1]
+
+        def report(done: int, total: int) -> None:
+            step = done * 10 // total if total else 10
+            if step != shown[0]:
+                shown[0] = step
+                self.write(f"  {verb} {name} [{'#' * step}{'.' * (10 - step)}] {step * 10}%")
+
+        return report
+
+    async def _cmd_send(self, path_text: str) -> None:
+        if self.peer is None:
+            self.write("no contact yet: /add NAME first")
+            return
+        path = Path(path_text).expanduser()
+        if not path.is_file():
+            self.write(f"!! not sent: {path_text!r} is not a readable file")
+            return
+        peer, name = self.peer, safe_file_name(path.name)
+        size = path.stat().st_size
+        self.write(f"sending {name} ({size} bytes) to {peer}: encrypted with a fresh key, then uploaded")
+        try:
+            sent = await self.client.send_file(peer, path, progress=self._progress("uploading", name))
+        except IdentityChanged as error:
+            self.warn_identity_changed(error)
+            return
+        except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError) as error:
+            self.write(f"!! not sent: {error}")
+            return
+        self._pending[sent.message_id] = f"the file {name} → {peer}"
+        self.write(f"[{_clock(int(time.time() * 1000))}] you → {peer}: file {name}  (queued)")
+
+    def _receive_file(self, message: Message) -> None:
+        try:
+            pointer = self.client.attachment(message)
+        except InvalidPointerError as error:
+            self.write(f"!! {message.sender} sent a file that was refused: {error}")
+            return
+        shown = pointer.file_name or "attachment"
+        self.write(
+            f"[{_clock(message.timestamp)}] {message.sender} sent a file: {shown} "
+            f"({pointer.size} bytes, {pointer.content_type}); downloading and verifying…"
+        )
+        if self.peer is None:
+            self.peer = message.sender
+            self.write(f"talking to {self.peer}")
+        task = asyncio.create_task(self._download(message.sender, pointer))
+        self._downloads.add(task)
+        task.add_done_callback(self._downloads.discard)
+
+    async def _download(self, sender: str, pointer: AttachmentPointer) -> None:
+        name = safe_file_name(pointer.file_name)
+        try:
+            async with self._download_slots:
+                saved = await self.client.download(
+                    pointer, self.files_folder, progress=self._progress("downloading", name)
+                )
+        except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError) as error:
+            self.write(f"!! the file {name} from {sender} was not saved: {type(error).__name__}: {error}")
+            return
+        self.write(f"  ✓ verified and saved: {saved}")
+
     async def _cmd_explain(self) -> None:
         self.explainer.enabled = not self.explainer.enabled
         state = "on: each protocol step is printed as it happens" if self.explainer.enabled else "off"
@@ -367,3 +450,20 @@ class ChatApp:
 
     async def _cmd_quit(self) -> None:
         self.quit.set()
+
+
+def _history_text(body: bytes) -> str:
+    """A stored message as history shows it: its text, or the file an attachment pointer names.
+
+    The history does not record the content type; a pointer is recognised by decoding strictly
+    (text is UTF-8, a pointer's key bytes almost never are).
+    """
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        pointer = decode_pointer(body)
+    except InvalidPointerError:
+        return body.decode("utf-8", errors="replace")
+    return f"file {pointer.file_name or 'attachment'} ({pointer.size} bytes)"

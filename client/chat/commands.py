@@ -56,6 +56,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
         "verified", ("name", "number..."), "type the 60 digits NAME reads to you; marks NAME verified"
     ),
     CommandSpec("accept", ("name",), "accept a contact's new identity key after it changed"),
+    CommandSpec("send", ("path...",), "send a file to the current contact (encrypted before upload)"),
     CommandSpec("explain", (), "turn the protocol-step explanations on or off"),
     CommandSpec("clear", (), "clear the screen"),
     CommandSpec("whoami", (), "show your name, relay, state file and identity key"),

@@ -3,7 +3,8 @@
 What this module owns
 ---------------------
 * :class:`RelayProcess` starts ``python -m server`` on 127.0.0.1 with port 0 and a SQLite file in
-  a directory the caller owns, learns the URL it listens on from its ``listening`` log line, and
+  a directory the caller owns (with the blob service for attachments in the same process, its
+  files in ``blobs/`` there), learns the URL it listens on from its ``listening`` log line, and
   stops it (SIGTERM, then SIGKILL if it does not exit in time).  It is a context manager, so the
   relay is stopped however the demo ends.
 * :class:`RelayDatabase` opens the relay's SQLite file **read-only** (``mode=ro``) and reads what
@@ -48,6 +49,8 @@ class RelayProcess:
     def __init__(self, directory: Path, python: str = sys.executable, port: int = 0) -> None:
         self.database = directory / "relay.sqlite3"
         self.log = directory / "relay.log"
+        self.blobs = directory / "blobs"
+        """The blob service's folder: the relay process serves attachments too (``--blobs``)."""
         self.port = port
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
@@ -73,6 +76,10 @@ class RelayProcess:
             str(self.port),
             "--db",
             str(self.database),
+            "--blobs",
+            str(self.blobs),
+            "--blobs-port",
+            "0",
         ]
 
     def start(self, timeout: float = 20.0) -> str:

@@ -15,6 +15,10 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
    (:mod:`.network`): Bob stores two skipped message keys and uses them when the late messages
    arrive.
 5. They compare safety numbers, both forms.
+6. Alice sends Bob a picture the demo draws: encrypted on her side while it uploads to the blob
+   service, a pointer in a message; the middle column shows the blob as the service stores it
+   (random bytes, its size bucket); Bob verifies it whole before decrypting and opens it; he
+   forwards it to Carol, which reuses the blob.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
 middle column shows what the relay holds, read from the relay's own database opened read-only
@@ -42,9 +46,11 @@ import argparse
 import asyncio
 import io
 import shutil
+import struct
 import sys
 import tempfile
 import textwrap
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +63,7 @@ from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
 from client.events import Message
 from client.explain import SHOW_SECRETS_WARNING, Explainer
+from e2e.attachment import blob_size, padded_size
 from e2e.explain import Event
 from e2e.wire import MessageType
 
@@ -75,6 +82,45 @@ REORDERED = ("One (sent first).", "Two (sent second).", "Three (sent third).", "
 _LATE = 2
 
 _TYPE_NAMES = {int(MessageType.PREKEY): "PreKeySignalMessage", int(MessageType.WHISPER): "SignalMessage"}
+
+
+def draw_picture(width: int = 160, height: int = 120) -> bytes:
+    """A PNG picture (a colour gradient with a sun), written with zlib alone."""
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)
+        for x in range(width):
+            inside = (x - 110) ** 2 + (y - 35) ** 2 < 18**2
+            red, green, blue = (255, 220, 60) if inside else (40 + x, 90 + y, 200 - y)
+            rows += bytes((red & 0xFF, green & 0xFF, blue & 0xFF))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    image = zlib.compress(bytes(rows), 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", image) + chunk(b"IEND", b"")
+
+
+def _bucket_floor(size: int) -> int:
+    """The smallest plaintext size in the same size bucket as ``size``."""
+    low, high = 0, size
+    while low < high:
+        middle = (low + high) // 2
+        if padded_size(middle) == padded_size(size):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """The width and height a PNG file says it has (what "opening" it means here)."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise DemoFailed("the received picture is not a PNG file")
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
 
 # A small prekey stock keeps start-up quick; the relay and the client work the same with 100.
 _SETTINGS = Settings(pre_key_batch=10, pre_key_target=10, pre_key_low_water=3)
@@ -127,6 +173,8 @@ class _Tally:
     skipped_stored: int = 0
     skipped_used: int = 0
     plaintexts: list[bytes] = field(default_factory=list)
+    files: int = 0
+    blob_reused: bool = False
 
 
 def _short_hex(data: bytes, head: int = 8, tail: int = 4) -> str:
@@ -162,6 +210,7 @@ class _Demo:
         self.tick = "✓" if fancy else "ok"
         self.alice = _Person("alice", 0)
         self.bob = _Person("bob", 2)
+        self.carol = _Person("carol", 2)
         self.tally = _Tally()
         self.relay = RelayProcess(directory)
         self.database: RelayDatabase | None = None
@@ -399,6 +448,60 @@ class _Demo:
             f"{self.tick} same 60 digits: bob verified", "", f"{self.tick} scanned Alice's code: verified"
         )
 
+        await self._picture()
+
+    async def _picture(self) -> None:
+        columns = self.columns
+        self._heading("8. Alice sends Bob a picture; Bob forwards it to Carol (the blob is reused)")
+        picture = self.directory / "sunrise.png"
+        picture.write_bytes(draw_picture())
+        size = picture.stat().st_size
+        sent = await self.alice.running.send_file("bob", picture)
+        await self.alice.running.flush(self.options.timeout)
+        self.tally.plaintexts.append(picture.read_bytes()[:64])
+        self.tally.plaintexts.append(picture.read_bytes()[-64:])
+        stored = self.relay.blobs / "blobs" / sent.pointer.blob_id
+        blob = stored.read_bytes()
+        if len(blob) != blob_size(size):
+            raise DemoFailed("the blob service holds a blob of another size")
+        event = await self.bob.running.receive(self.options.timeout)
+        if not isinstance(event, Message) or not event.is_attachment:
+            raise DemoFailed(f"bob got {event!r} instead of the picture")
+        pointer = self.bob.running.attachment(event)
+        saved = await self.bob.running.download(pointer, self.directory / "bob-files")
+        width, height = png_size(saved.read_bytes())
+        if saved.read_bytes() != picture.read_bytes():
+            raise DemoFailed("bob's picture differs from alice's")
+        self.tally.files += 1
+        columns.row(
+            f"{self.send_arrow} {picture.name} ({size:,} B)\nencrypted with a fresh key while it uploads;"
+            " the key and digest go in a message",
+            f"blob {pointer.blob_id[:10]}… {len(blob):,} B\n(size bucket: files of "
+            f"{_bucket_floor(size):,}–{padded_size(size):,} B look alike)\n{_short_hex(blob)}",
+            f"{self.receive_arrow} {saved.name}: length, digest and MAC\nverified before decrypting;"
+            f" opened: PNG {width}×{height}",
+        )
+        await self._online(self.carol, create=True)
+        blobs_before = sorted(p.name for p in (self.relay.blobs / "blobs").iterdir())
+        await self.bob.running.forward_file("carol", pointer)
+        forwarded = await self.carol.running.receive(self.options.timeout)
+        if not isinstance(forwarded, Message) or not forwarded.is_attachment:
+            raise DemoFailed(f"carol got {forwarded!r} instead of the picture")
+        carol_pointer = self.carol.running.attachment(forwarded)
+        carol_file = await self.carol.running.download(carol_pointer, self.directory / "carol-files")
+        blobs_after = sorted(p.name for p in (self.relay.blobs / "blobs").iterdir())
+        self.tally.blob_reused = carol_pointer.blob_id == pointer.blob_id and blobs_before == blobs_after
+        if not self.tally.blob_reused or carol_file.read_bytes() != picture.read_bytes():
+            raise DemoFailed("the forward to carol did not reuse the blob")
+        self.tally.files += 1
+        columns.row(
+            "",
+            f"same blob {pointer.blob_id[:10]}…: no new upload\n({len(blobs_after) // 2} blob stored)",
+            f"{self.send_arrow} forwarded to carol (the pointer only)\ncarol: {self.receive_arrow} "
+            f"{carol_file.name} verified, PNG {width}×{height}",
+        )
+        await self._offline(self.carol)
+
     def _server_id(self, message_id: str) -> str:
         row = self.captured.get(message_id)
         return str(row.server_id) if row is not None else "?"
@@ -424,16 +527,17 @@ class _Demo:
             await asyncio.sleep(0.02)
 
     async def close(self) -> None:
-        for person in (self.alice, self.bob):
+        for person in (self.alice, self.bob, self.carol):
             await self._offline(person)
         if self.database is not None:
             self.database.close()
             self.database = None
 
     def relay_files_contain(self, needles: Sequence[bytes]) -> list[bytes]:
-        """Plaintexts found in any of the relay's files (database, WAL, log)."""
+        """Plaintexts found in any of the relay's files (database, WAL, log, stored blobs)."""
         found: list[bytes] = []
-        contents = [path.read_bytes() for path in self.directory.glob("relay.*") if path.is_file()]
+        paths = [*self.directory.glob("relay.*"), *self.relay.blobs.rglob("*")]
+        contents = [path.read_bytes() for path in paths if path.is_file()]
         for needle in needles:
             if any(needle in content for content in contents):
                 found.append(needle)
@@ -456,7 +560,9 @@ class _Demo:
             f"{tally.skipped_stored} skipped message key{'s' if tally.skipped_stored != 1 else ''} stored, "
             f"{tally.skipped_used} used",
             f"relay database:  {'NO' if not found else 'FOUND'} plaintext in the relay's files "
-            f"(all {len(tally.plaintexts)} messages searched byte for byte)",
+            f"and blobs (all {len(tally.plaintexts)} messages and picture parts searched byte for byte)",
+            f"attachments:     {tally.files} files verified before decryption; the forward "
+            f"{'reused' if tally.blob_reused else 'did NOT reuse'} the blob",
             "safety numbers:  equal on both sides, verified both ways",
             f"relay:           stopped, exit status {relay_status}",
         ]

@@ -10,11 +10,19 @@ a signed prekey, a pinned value of ours, said so in the provenance).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 
-from e2e.keys import PrivateKey
+from e2e import pqxdh as pqxdh_agreement
+from e2e import x3dh as x3dh_agreement
+from e2e.kem import KemKeyPair, KemPrivateKey
+from e2e.keys import KeyPair, PrivateKey
+from e2e.ratchet import PendingPreKey, RatchetState
 from e2e.vectors import FORMAT, VERSION, SeededRng
-from e2e.vectors.kinds import KINDS
+from e2e.vectors.kinds import KINDS, fixed_rng
+from e2e.vectors.registry import REGISTRY
+from e2e.wire import PreKeySignalMessage, encode_prekey_signal_message
+from e2e.x3dh import PreKeyBundle
 
 __all__ = ["generate_all", "generated_files", "reproduced_files", "render"]
 
@@ -30,14 +38,19 @@ def render(document: Mapping[str, object]) -> str:
 
 
 def _document(kind: str, provenance: str, cases: list[tuple[str, dict[str, object]]]) -> Document:
-    """A file of generated cases: every case's expected output is what the kind computes."""
+    """A file of generated cases: every case's expected output is what the kind computes.
+
+    A kind of version 1 is written as version 1 (those files stay byte for byte what they were);
+    a later kind with the version that introduced it.
+    """
+    spec = REGISTRY[kind]
     return {
         "format": FORMAT,
-        "version": VERSION,
+        "version": max(VERSION, spec.since_version),
         "kind": kind,
         "provenance": provenance,
         "cases": [
-            {"name": name, "inputs": inputs, "expected": KINDS[kind](inputs)} for name, inputs in cases
+            {"name": name, "inputs": inputs, "expected": spec.compute(inputs)} for name, inputs in cases
         ],
     }
 
@@ -92,6 +105,62 @@ def _xeddsa_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _xeddsa_spec_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """Signatures in the specification's convention for keys of both Edwards sign bits, and
+    verification cases, among them libsignal-form signatures that only libsignal's rule accepts."""
+    cases: list[tuple[str, dict[str, object]]] = []
+    signed: dict[int, tuple[dict[str, object], Mapping[str, object]]] = {}
+    number = 0
+    while len(signed) < 2 or number < 6:
+        length = (0, 1, 32, 100, 33, 64)[number % 6]
+        private = PrivateKey(rng(32))
+        inputs: dict[str, object] = {
+            "private_key": private.serialize().hex(),
+            "message": rng(length).hex() if length else "",
+            "random": rng(64).hex(),
+        }
+        # The libsignal-form signature's top bit is the Edwards sign bit of A = a·B.
+        sign_bit = private.sign(b"", fixed_rng(bytes(64)))[63] >> 7
+        cases.append((f"sign-{number}-len{length}-signbit{sign_bit}", inputs))
+        signed.setdefault(sign_bit, (inputs, REGISTRY["xeddsa_spec"].compute(inputs)))
+        number += 1
+    for sign_bit in (0, 1):
+        inputs, output = signed[sign_bit]
+        public_key, message = str(output["public_key"]), str(inputs["message"])
+        signature = str(output["signature"])
+        private = PrivateKey(bytes.fromhex(str(inputs["private_key"])))
+        libsignal_form = private.sign(
+            bytes.fromhex(message), fixed_rng(bytes.fromhex(str(inputs["random"])))
+        ).hex()
+        flipped = bytes((int(signature[:2], 16) ^ 0x01,)).hex() + signature[2:]
+        for name, verify in (
+            ("good", signature),
+            ("libsignal-form", libsignal_form),
+            ("flipped-r", flipped),
+            ("top-bit-set", signature[:126] + bytes((int(signature[126:], 16) | 0x80,)).hex()),
+        ):
+            cases.append(
+                (
+                    f"verify-signbit{sign_bit}-{name}",
+                    {"public_key": public_key, "message": message, "signature": verify},
+                )
+            )
+    # u = p is not a canonical field element: the specification refuses it, libsignal reads it as 0.
+    inputs, output = signed[0]
+    unreduced = "05" + (2**255 - 19).to_bytes(32, "little").hex()
+    cases.append(
+        (
+            "verify-non-canonical-u",
+            {
+                "public_key": unreduced,
+                "message": str(inputs["message"]),
+                "signature": str(output["signature"]),
+            },
+        )
+    )
+    return cases
+
+
 def _x3dh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     cases: list[tuple[str, dict[str, object]]] = []
     for number, with_one_time in enumerate((False, True, True, False)):
@@ -128,6 +197,177 @@ def _pqxdh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
             "device_id": 1 + number,
             "signed_pre_key_id": int.from_bytes(rng(3), "big"),
             "kem_pre_key_id": int.from_bytes(rng(3), "big"),
+        }
+        if with_one_time:
+            inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
+            inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
+        cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
+    return cases
+
+
+def _responder_message(rng: SeededRng, with_one_time: bool, pqxdh: bool) -> tuple[dict[str, object], bytes]:
+    """Bob's private keys and a PreKeySignalMessage Alice made to him, every random byte seeded.
+
+    The message is assembled here as :meth:`SessionRecord.encrypt <e2e.session.SessionRecord.encrypt>`
+    assembles it, because PQXDH's encapsulation is reproducible only with ``kem_rng`` pinned,
+    which the session API (rightly) does not take.
+    """
+    alice_identity = KeyPair(PrivateKey(rng(32)))
+    bob_identity = KeyPair(PrivateKey(rng(32)))
+    bob_signed = KeyPair(PrivateKey(rng(32)))
+    bob_one_time = KeyPair(PrivateKey(rng(32))) if with_one_time else None
+    bob_kem = KemKeyPair(KemPrivateKey(rng(64))) if pqxdh else None
+    signed_pre_key_id, pre_key_id, kem_pre_key_id = (int.from_bytes(rng(3), "big") for _ in range(3))
+    bundle = PreKeyBundle(
+        registration_id=int.from_bytes(rng(2), "big") & 0x3FFF,
+        device_id=1,
+        identity_key=bob_identity.public_key,
+        signed_pre_key_id=signed_pre_key_id,
+        signed_pre_key=bob_signed.public_key,
+        signed_pre_key_signature=bob_identity.sign(bob_signed.public_key.serialize(), rng),
+        pre_key_id=pre_key_id if bob_one_time else None,
+        pre_key=bob_one_time.public_key if bob_one_time else None,
+        kem_pre_key_id=kem_pre_key_id if bob_kem else None,
+        kem_pre_key=bob_kem.public_key if bob_kem else None,
+        kem_pre_key_signature=bob_identity.sign(bob_kem.public_key.serialize(), rng) if bob_kem else None,
+    )
+    if bob_kem is not None:
+        initial, secret = pqxdh_agreement.initiate(alice_identity, bundle, rng, kem_rng=rng)
+    else:
+        initial, secret = x3dh_agreement.initiate(alice_identity, bundle, rng)
+    state = RatchetState.initialize_alice(
+        secret,
+        alice_identity.public_key,
+        bob_identity.public_key,
+        bob_signed.public_key,
+        initial.base_key,
+        PendingPreKey(initial.pre_key_id, signed_pre_key_id, initial.base_key),
+        int.from_bytes(rng(2), "big") & 0x3FFF,
+        bundle.registration_id,
+        rng,
+    )
+    inner = state.encrypt(rng(int.from_bytes(rng(1), "big") % 48), rng)
+    body = encode_prekey_signal_message(
+        state.local_registration_id,
+        initial.pre_key_id,
+        signed_pre_key_id,
+        initial.base_key.serialize(),
+        alice_identity.public_key.serialize(),
+        inner,
+        initial.kem_pre_key_id,
+        None if initial.kem_ciphertext is None else initial.kem_ciphertext.serialize(),
+    )
+    bob: dict[str, object] = {
+        "bob_identity_private": bob_identity.private_key.serialize().hex(),
+        "bob_signed_pre_key_private": bob_signed.private_key.serialize().hex(),
+        "bob_registration_id": bundle.registration_id,
+    }
+    if bob_one_time is not None:
+        bob["bob_one_time_pre_key_private"] = bob_one_time.private_key.serialize().hex()
+    if bob_kem is not None:
+        bob["bob_kem_pre_key_seed"] = bob_kem.private_key.serialize().hex()
+    return bob, body
+
+
+def _x3dh_responder_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for name, with_one_time, pqxdh in (
+        ("pqxdh-with-one-time-pre-key", True, True),
+        ("pqxdh-without-one-time-pre-key", False, True),
+        ("x3dh-with-one-time-pre-key", True, False),
+    ):
+        bob, body = _responder_message(rng, with_one_time, pqxdh)
+        cases.append((f"{name}-message", {**bob, "prekey_message": body.hex()}))
+        message = PreKeySignalMessage.deserialize(body)
+        keys_only: dict[str, object] = {
+            **bob,
+            "alice_identity_public": message.identity_key.serialize().hex(),
+            "alice_base_public": message.base_key.serialize().hex(),
+        }
+        if message.kem_ciphertext is not None:
+            keys_only["kem_ciphertext"] = message.kem_ciphertext.serialize().hex()
+        cases.append((f"{name}-keys-only", keys_only))
+        if pqxdh and with_one_time:
+            # Another KEM prekey decapsulates to another secret (FIPS 203's implicit rejection):
+            # the message's MAC then fails.
+            other = {**bob, "bob_kem_pre_key_seed": rng(64).hex(), "prekey_message": body.hex()}
+            cases.append(("pqxdh-another-kem-pre-key", other))
+            cases.append(("pqxdh-truncated-message", {**bob, "prekey_message": body[:-40].hex()}))
+    return cases
+
+
+# Public keys of low order (RFC 7748 §6.1; the points of order 1, 2, 4 and 8) and non-canonical
+# encodings of some of them (u + p), for which X25519 gives all zeros and the core refuses.
+_P25519 = 2**255 - 19
+_LOW_ORDER_U = (
+    ("zero", 0),
+    ("one", 1),
+    (
+        "order-8-a",
+        int.from_bytes(
+            bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"), "little"
+        ),
+    ),
+    (
+        "order-8-b",
+        int.from_bytes(
+            bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"), "little"
+        ),
+    ),
+    ("p-minus-1", _P25519 - 1),
+    ("p", _P25519),
+    ("p-plus-1", _P25519 + 1),
+)
+
+
+def _x25519_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for number in range(3):
+        # Raw, unclamped private bytes: X25519 clamps them (RFC 7748 §5).
+        their = PrivateKey(rng(32)).public_key().raw
+        cases.append((f"random-{number}", {"private_key": rng(32).hex(), "their_public_key": their.hex()}))
+    top_bit = bytearray(PrivateKey(rng(32)).public_key().raw)
+    top_bit[31] |= 0x80
+    cases.append(("top-bit-set", {"private_key": rng(32).hex(), "their_public_key": bytes(top_bit).hex()}))
+    for name, u in _LOW_ORDER_U:
+        cases.append(
+            (
+                f"low-order-{name}",
+                {"private_key": rng(32).hex(), "their_public_key": u.to_bytes(32, "little").hex()},
+            )
+        )
+    cases.append(
+        ("iterated-10", {"private_key": rng(32).hex(), "their_public_key": rng(32).hex(), "iterations": 10})
+    )
+    return cases
+
+
+def _hkdf_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for length in (1, 32, 64, 80, 255 * 32):
+        inputs = {"ikm": rng(32).hex(), "salt": rng(32).hex(), "info": b"WhisperText".hex(), "length": length}
+        cases.append((f"length-{length}", inputs))
+    cases.append(("empty-salt-and-info", {"ikm": rng(22).hex(), "salt": "", "info": "", "length": 42}))
+    cases.append(("too-long", {"ikm": rng(32).hex(), "salt": "", "info": "", "length": 255 * 32 + 1}))
+    return cases
+
+
+def _pqxdh_v4_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    cases: list[tuple[str, dict[str, object]]] = []
+    for number, with_one_time in enumerate((True, False, True)):
+        inputs: dict[str, object] = {
+            "alice_identity_private": _private_hex(rng),
+            "alice_base_private": _private_hex(rng),
+            "bob_identity_private": _private_hex(rng),
+            "bob_signed_pre_key_private": _private_hex(rng),
+            "signed_pre_key_signature_random": rng(64).hex(),
+            "bob_kyber_pre_key_seed": rng(64).hex(),
+            "kyber_pre_key_signature_random": rng(64).hex(),
+            "kyber_encapsulation_random": rng(32).hex(),
+            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
+            "device_id": 1 + number,
+            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
+            "kyber_pre_key_id": int.from_bytes(rng(3), "big"),
         }
         if with_one_time:
             inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
@@ -342,10 +582,53 @@ def _group_membership_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]
     ]
 
 
+def _attachment_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """Sizes at the edges of AES blocks and of buckets, then refusals of one good blob altered."""
+    cases: list[tuple[str, dict[str, object]]] = []
+    for size in (0, 1, 15, 16, 17, 1023, 1024, 1025, 1088, 1089, 2048, 3000):
+        inputs: dict[str, object] = {
+            "key": rng(64).hex(),
+            "iv": rng(16).hex(),
+            "plaintext": rng(size).hex() if size else "",
+        }
+        cases.append((f"encrypt-{size}", inputs))
+    good_inputs = cases[8][1]
+    good = KINDS["attachment"](good_inputs)
+    key, blob, digest = str(good_inputs["key"]), bytes.fromhex(str(good["blob"])), str(good["digest"])
+    size = len(bytes.fromhex(str(good_inputs["plaintext"])))
+    other_key = rng(64).hex()
+
+    def flipped(position: int) -> str:
+        return (blob[:position] + bytes((blob[position] ^ 0x01,)) + blob[position + 1 :]).hex()
+
+    refusals: list[tuple[str, dict[str, object]]] = [
+        ("decrypt-good", {"blob": blob.hex()}),
+        ("decrypt-flipped-iv", {"blob": flipped(0)}),
+        ("decrypt-flipped-ciphertext", {"blob": flipped(100)}),
+        ("decrypt-flipped-mac", {"blob": flipped(len(blob) - 1)}),
+        ("decrypt-truncated", {"blob": blob[:-1].hex()}),
+        ("decrypt-extended", {"blob": (blob + b"\x00").hex()}),
+        ("decrypt-wrong-digest", {"blob": blob.hex(), "digest": bytes(32).hex()}),
+        ("decrypt-wrong-key", {"blob": blob.hex(), "key": other_key}),
+        ("decrypt-wrong-size", {"blob": blob.hex(), "size": size + 1}),
+        # A flipped bit under a digest made to match it: the MAC is what refuses it.
+        (
+            "decrypt-flipped-matching-digest",
+            {"blob": flipped(100), "digest": hashlib.sha256(bytes.fromhex(flipped(100))).digest().hex()},
+        ),
+        # A sender that claims fewer bytes than it encrypted (same bucket): the padding is not zeros.
+        ("decrypt-nonzero-padding", {"blob": blob.hex(), "size": size - 30}),
+    ]
+    for name, change in refusals:
+        cases.append((name, {"key": key, "digest": digest, "size": size, **change}))
+    return cases
+
+
 _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str, object]]]]]] = {
     "xeddsa.json": ("xeddsa", _xeddsa_cases),
     "x3dh.json": ("x3dh", _x3dh_cases),
     "pqxdh.json": ("pqxdh", _pqxdh_cases),
+    "pqxdh_v4.json": ("pqxdh_v4", _pqxdh_v4_cases),
     "kdf_root.json": ("kdf_root", _kdf_root_cases),
     "kdf_chain.json": ("kdf_chain", _kdf_chain_cases),
     "message_keys.json": ("message_keys", _message_keys_cases),
@@ -353,6 +636,11 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "conversation.json": ("conversation", _conversation_cases),
     "sender_key.json": ("sender_key", _sender_key_cases),
     "group_membership.json": ("group_membership", _group_membership_cases),
+    "xeddsa_spec.json": ("xeddsa_spec", _xeddsa_spec_cases),
+    "x3dh_responder.json": ("x3dh_responder", _x3dh_responder_cases),
+    "x25519.json": ("x25519", _x25519_cases),
+    "hkdf.json": ("hkdf", _hkdf_cases),
+    "attachment.json": ("attachment", _attachment_cases),
 }
 
 

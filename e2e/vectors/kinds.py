@@ -15,6 +15,14 @@ from dataclasses import replace
 
 from e2e import kyber
 from e2e import pqxdh as pqxdh_agreement
+from e2e import pqxdh_v4 as pqxdh_v4_agreement
+from e2e.attachment import (
+    AttachmentKey,
+    blob_size,
+    decrypt_attachment,
+    encrypt_attachment,
+    padded_size,
+)
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
@@ -30,6 +38,7 @@ from e2e.group_membership import (
 from e2e.kdf import ChainKey, RootKey
 from e2e.kem import KemKeyPair, KemPrivateKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
+from e2e.kyber import KyberKeyPair
 from e2e.sender_key_messages import SenderKeyFraming
 from e2e.sender_key_state import SenderChainKey, SenderKeyRecord, SenderKeyState
 from e2e.session import Ciphertext, SessionRecord
@@ -38,7 +47,7 @@ from e2e.vectors.nist_drbg import NistDrbg
 from e2e.wire import MessageType, PreKeySignalMessage
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret, initiate, respond
 
-__all__ = ["KINDS", "Inputs", "Kind"]
+__all__ = ["KINDS", "Inputs", "Kind", "Output", "fixed_rng", "hex_bytes"]
 
 Output = dict[str, object]
 
@@ -85,6 +94,14 @@ class Inputs:
             return None
         if type(value) is not int or value < 0:
             raise VectorFormatError(f"input {name!r} is a non-negative integer")
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        value = self._get(name, optional=True)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise VectorFormatError(f"input {name!r} is a string")
         return value
 
     def public_key(self, name: str) -> PublicKey:
@@ -139,12 +156,12 @@ def hex_bytes(name: str, value: object, length: int | None = None) -> bytes:
     return decoded
 
 
-def _fixed_rng(data: bytes) -> Callable[[int], bytes]:
-    """An rng that returns ``data`` once, for randomness pinned as an input."""
-    remaining = [data]
+def fixed_rng(*data: bytes) -> Callable[[int], bytes]:
+    """An rng that returns each of ``data`` once, in order, for randomness pinned as inputs."""
+    remaining = list(reversed(data))
 
     def rng(n: int) -> bytes:
-        if not remaining or len(remaining[0]) != n:
+        if not remaining or len(remaining[-1]) != n:
             raise VectorFormatError(f"the pinned randomness does not cover a request for {n} bytes")
         return remaining.pop()
 
@@ -168,7 +185,7 @@ def xeddsa(raw: Mapping[str, object]) -> Output:
     private_key = inputs.private_key("private_key")
     random = inputs.hex("random", 64)
     inputs.done()
-    signature = private_key.sign(message, _fixed_rng(random))
+    signature = private_key.sign(message, fixed_rng(random))
     try:
         private_key.public_key().verify(message, signature)
         valid = True
@@ -199,7 +216,7 @@ class _Handshake:
         if (self.pre_key_id is None) != (self.bob_one_time is None):
             raise VectorFormatError("pre_key_id and bob_one_time_pre_key_private come together")
         self.signature = self.bob_identity.sign(
-            self.bob_signed.public_key.serialize(), _fixed_rng(self.signature_random)
+            self.bob_signed.public_key.serialize(), fixed_rng(self.signature_random)
         )
 
     def bundle(self) -> PreKeyBundle:
@@ -262,7 +279,7 @@ def x3dh(raw: Mapping[str, object]) -> Output:
     inputs.done()
     events: list[Event] = []
     message, alice_secret = initiate(
-        handshake.alice_identity, handshake.bundle(), _fixed_rng(handshake.alice_base_private), events.append
+        handshake.alice_identity, handshake.bundle(), fixed_rng(handshake.alice_base_private), events.append
     )
     bob_secret = respond(handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, message)
     return handshake.output(message, alice_secret, bob_secret, events, {}, {})
@@ -279,7 +296,7 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     inputs.done()
 
     kem_signature = handshake.bob_identity.sign(
-        bob_kem.public_key.serialize(), _fixed_rng(kem_signature_random)
+        bob_kem.public_key.serialize(), fixed_rng(kem_signature_random)
     )
     bundle = replace(
         handshake.bundle(),
@@ -291,9 +308,9 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     message, alice_secret = pqxdh_agreement.initiate(
         handshake.alice_identity,
         bundle,
-        _fixed_rng(handshake.alice_base_private),
+        fixed_rng(handshake.alice_base_private),
         events.append,
-        kem_rng=_fixed_rng(kem_random),
+        kem_rng=fixed_rng(kem_random),
     )
     bob_secret = pqxdh_agreement.respond(
         handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, bob_kem, message
@@ -314,6 +331,62 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
             "kem_ciphertext": message.kem_ciphertext.serialize().hex(),
         },
     )
+
+
+def pqxdh_v4(raw: Mapping[str, object]) -> Output:
+    """Both sides of Signal's PQXDH (Kyber1024, message version 4), every random byte pinned.
+
+    Bob's Kyber prekey comes from the 64-byte ``d ‖ z`` of ``bob_kyber_pre_key_seed``; Alice's
+    ``rng`` gives her base key and then the encapsulation's 32 bytes.  Outputs add the Kyber prekey
+    and its signature, the Kyber shared secret, the ciphertext and ``pq_ratchet_key``.
+    """
+    inputs = Inputs(raw)
+    handshake = _Handshake(inputs)
+    bob_kyber = KyberKeyPair.generate(fixed_rng(inputs.hex("bob_kyber_pre_key_seed", 64)))
+    kyber_signature_random = inputs.hex("kyber_pre_key_signature_random", 64)
+    kyber_random = inputs.hex("kyber_encapsulation_random", 32)
+    kyber_pre_key_id = inputs.integer("kyber_pre_key_id")
+    inputs.done()
+
+    kyber_signature = handshake.bob_identity.sign(
+        bob_kyber.public_key.serialize(), fixed_rng(kyber_signature_random)
+    )
+    bundle = replace(
+        handshake.bundle(),
+        kem_pre_key_id=kyber_pre_key_id,
+        kem_pre_key=bob_kyber.public_key,
+        kem_pre_key_signature=kyber_signature,
+    )
+    events: list[Event] = []
+    message, alice_secret = pqxdh_v4_agreement.initiate(
+        handshake.alice_identity,
+        bundle,
+        fixed_rng(handshake.alice_base_private, kyber_random),
+        events.append,
+    )
+    bob_secret = pqxdh_v4_agreement.respond(
+        handshake.bob_identity, handshake.bob_signed, handshake.bob_one_time, bob_kyber, message
+    )
+    if message.kem_ciphertext is None or alice_secret.pq_ratchet_key is None:
+        raise VectorFormatError("PQXDH v4 made no Kyber ciphertext or no pq_ratchet_key")
+    output = handshake.output(
+        message,
+        alice_secret,
+        bob_secret,
+        events,
+        {
+            "bob_kyber_pre_key_public": bob_kyber.public_key.serialize().hex(),
+            "kyber_pre_key_signature": kyber_signature.hex(),
+        },
+        {
+            "kyber_pre_key_id": message.kem_pre_key_id,
+            "kyber_ciphertext": message.kem_ciphertext.serialize().hex(),
+        },
+    )
+    output["kyber_shared_secret"] = output.pop("kem_shared_secret")
+    output["pq_ratchet_key"] = alice_secret.pq_ratchet_key.hex()
+    output["bob_pq_ratchet_key"] = (bob_secret.pq_ratchet_key or b"").hex()
+    return output
 
 
 def kdf_root(raw: Mapping[str, object]) -> Output:
@@ -438,7 +511,7 @@ def conversation(raw: Mapping[str, object]) -> Output:
         signed_pre_key_id=signed_pre_key_id,
         signed_pre_key=bob_signed.public_key,
         signed_pre_key_signature=bob.identity.sign(
-            bob_signed.public_key.serialize(), _fixed_rng(signature_random)
+            bob_signed.public_key.serialize(), fixed_rng(signature_random)
         ),
         pre_key_id=pre_key_id,
         pre_key=None if bob_one_time is None else bob_one_time.public_key,
@@ -538,7 +611,7 @@ def sender_key(raw: Mapping[str, object]) -> Output:
                 "chain_key": chain_key.key.hex(),
                 "iv": iv.hex(),
                 "cipher_key": cipher_key.hex(),
-                "message": cipher.encrypt(name, plaintext, _fixed_rng(random)).hex(),
+                "message": cipher.encrypt(name, plaintext, fixed_rng(random)).hex(),
             }
         )
         chain_key = chain_key.next()
@@ -587,9 +660,9 @@ def group_membership(raw: Mapping[str, object]) -> Output:
         step.done()
         try:
             if previous is None:
-                change = create_membership(group_id, members, signer, _fixed_rng(random))
+                change = create_membership(group_id, members, signer, fixed_rng(random))
             else:
-                change = next_membership(previous, members, signer, _fixed_rng(random))
+                change = next_membership(previous, members, signer, fixed_rng(random))
         except (E2EError, ValueError) as error:
             raise VectorFormatError(f"a step does not make a valid change: {error}") from None
         verify_membership_change(change.serialized, previous)
@@ -624,10 +697,45 @@ def kyber1024(raw: Mapping[str, object]) -> Output:
     }
 
 
+_MAX_ATTACHMENT_VECTOR = 1 << 20
+
+
+def attachment(raw: Mapping[str, object]) -> Output:
+    """Attachment encryption (key, iv, plaintext → blob, digest) or, when the inputs hold a blob,
+    verification and decryption (key, digest, size, blob → plaintext, or the error that refuses it)."""
+    inputs = Inputs(raw)
+    key = AttachmentKey(inputs.hex("key", 64))
+    if "blob" in raw:
+        digest = inputs.hex("digest", 32)
+        size = inputs.integer("size")
+        blob = inputs.hex("blob")
+        inputs.done()
+        if size > _MAX_ATTACHMENT_VECTOR:
+            raise VectorFormatError(f"attachment vectors stop at {_MAX_ATTACHMENT_VECTOR} bytes")
+        try:
+            return {"plaintext": decrypt_attachment(key, digest, size, blob).hex()}
+        except E2EError as error:
+            return {"error": type(error).__name__}
+    iv = inputs.hex("iv", 16)
+    plaintext = inputs.hex("plaintext")
+    inputs.done()
+    if len(plaintext) > _MAX_ATTACHMENT_VECTOR:
+        raise VectorFormatError(f"attachment vectors stop at {_MAX_ATTACHMENT_VECTOR} bytes")
+    encrypted = encrypt_attachment(key, iv, plaintext)
+    return {
+        "padded_size": padded_size(len(plaintext)),
+        "blob_size": blob_size(len(plaintext)),
+        "blob": encrypted.blob.hex(),
+        "mac": encrypted.blob[-32:].hex(),
+        "digest": encrypted.digest.hex(),
+    }
+
+
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
     "pqxdh": pqxdh,
+    "pqxdh_v4": pqxdh_v4,
     "kdf_root": kdf_root,
     "kdf_chain": kdf_chain,
     "message_keys": message_keys,
@@ -636,4 +744,5 @@ KINDS: dict[str, Kind] = {
     "sender_key": sender_key,
     "kyber1024": kyber1024,
     "group_membership": group_membership,
+    "attachment": attachment,
 }

@@ -183,7 +183,7 @@ async def test_malformed_ciphertexts_are_quarantined_and_never_touch_the_session
         (MessageType.WHISPER, b"\x33garbage"),
         (MessageType.PREKEY, b"\x33\x00\x01\x02"),
         (7, b"an unknown type"),
-        (MessageType.WHISPER, b""),
+        (MessageType.WHISPER, b"\x33"),
     ]:
         await junk.send("bob", 1, f"junk-{message_type}-{len(body)}", message_type, body)
     await junk.close()

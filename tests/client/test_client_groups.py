@@ -305,10 +305,12 @@ async def test_bad_group_input_through_the_relay_changes_nothing(relay, make_cli
     # A non-member's sender key for the group, and a retry request from a non-member.
     with carol._store.transaction():
         skdm = carol._group_cipher.rotate(carol._our_name(group), carol._rng)
-    await carol._send_control("bob", 1, envelope.SENDER_KEY, encode_sender_key(group, "g", skdm.serialize()))
+    await carol._send_control(
+        "bob", 1, envelope.CONTENT_SENDER_KEY, encode_sender_key(group, "g", skdm.serialize())
+    )
     refused = await next_of(bob, GroupRefused)
     assert refused.what == "sender key" and "not a member" in refused.error
-    await carol._send_control("alice", 1, envelope.SENDER_KEY_RETRY, encode_retry(group, 1))
+    await carol._send_control("alice", 1, envelope.CONTENT_SENDER_KEY_RETRY, encode_retry(group, 1))
     refused = await next_of(alice, GroupRefused)
     assert refused.what == "retry request"
     # Bob is no admin: his add is refused by the relay, and nothing changes.

@@ -20,6 +20,7 @@ so session ops added to the script later need no change here.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import queue
 import subprocess
@@ -30,9 +31,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from e2e import protobuf
+from e2e.keys import KeyPair
+
 from .node_setup import PACKAGE_DIR, node_environment, node_executable, node_modules
 
-__all__ = ["PEER_SCRIPT", "Address", "NodePeer", "NodePeerError", "NodePeerFailure"]
+__all__ = [
+    "PEER_SCRIPT",
+    "Address",
+    "NodePeer",
+    "NodePeerError",
+    "NodePeerFailure",
+    "libsignal_sender_key_record",
+]
 
 PEER_SCRIPT = PACKAGE_DIR / "libsignal_peer.mjs"
 # Seconds to wait for one answer; libsignal answers sender-key requests in milliseconds.
@@ -74,6 +85,26 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text, validate=True)
 
 
+def libsignal_sender_key_record(chain_id: int, iteration: int, chain_key: bytes, signing: KeyPair) -> bytes:
+    """libsignal's own stored form of one sender chain of ours, for ``sender_key_record_import``.
+
+    ``SenderKeyRecordStructure{1: SenderKeyStateStructure{1: chain_id, 2: {1: iteration, 2: seed},
+    3: {1: public, 2: private}, 5: message_version 3}}`` (libsignal's ``storage.proto``).  It pins
+    libsignal's sending side: given it, libsignal encrypts with our chain key and signing key.
+    """
+    chain = protobuf.encode_uint_field(1, iteration) + protobuf.encode_bytes_field(2, chain_key)
+    signing_key = protobuf.encode_bytes_field(
+        1, signing.public_key.serialize()
+    ) + protobuf.encode_bytes_field(2, signing.private_key.serialize())
+    state = (
+        protobuf.encode_uint_field(1, chain_id)
+        + protobuf.encode_bytes_field(2, chain)
+        + protobuf.encode_bytes_field(3, signing_key)
+        + protobuf.encode_uint_field(5, 3)
+    )
+    return protobuf.encode_bytes_field(1, state)
+
+
 class NodePeer:
     """One running Node peer process; a context manager that stops it on exit."""
 
@@ -112,9 +143,11 @@ class NodePeer:
         for line in self._process.stderr:
             self._stderr.append(line.rstrip("\n"))
 
-    def _failure(self, what: str) -> NodePeerFailure:
-        if self._process.poll() is not None:
-            # The process is gone: let the reader take in the last of what it wrote.
+    def _failure(self, what: str, ended: bool = False) -> NodePeerFailure:
+        if ended or self._process.poll() is not None:
+            # The process is gone or going: let the reader take in the last of what it wrote.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(timeout=self.timeout)
             self._readers[1].join(timeout=self.timeout)
         tail = "\n".join(self._stderr)
         return NodePeerFailure(f"{what}; peer stderr:\n{tail}" if tail else what)
@@ -134,14 +167,14 @@ class NodePeer:
             self._process.stdin.write(json.dumps({"id": request_id, "op": op, **arguments}) + "\n")
             self._process.stdin.flush()
         except BrokenPipeError as exc:
-            raise self._failure("peer closed its input") from exc
+            raise self._failure("peer closed its input", ended=True) from exc
         try:
             line = self._answers.get(timeout=self.timeout)
         except queue.Empty:
             self.kill()
             raise self._failure(f"no answer to {op} within {self.timeout} s") from None
         if line is None:
-            raise self._failure(f"peer exited while answering {op}")
+            raise self._failure(f"peer exited while answering {op}", ended=True)
         try:
             answer = json.loads(line)
         except json.JSONDecodeError as exc:

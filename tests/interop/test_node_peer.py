@@ -92,3 +92,15 @@ def test_a_dying_peer_is_reported(tmp_path: Path) -> None:
     with pytest.raises(NodePeerFailure, match="broken rig"):
         peer.call("version")
     peer.close()
+
+
+def test_a_missing_install_is_an_error_naming_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from . import node_setup
+
+    monkeypatch.setattr(node_setup, "NODE_DIR", tmp_path / "absent")
+    with pytest.raises(node_setup.NodeSetupError, match="make node"):
+        node_setup.node_modules()
+    with pytest.raises(node_setup.NodeSetupError):
+        NodePeer()

@@ -5,6 +5,10 @@ receiving side: given each case's distribution message it must decrypt each case
 the case's plaintexts and find every signature valid under the case's signing key.  The older-framing
 cases go to python-axolotl the same way.  The message keys are recomputed with ``hmac`` and
 ``cryptography``'s HKDF, and every ciphertext decrypted with ``cryptography``'s AES-CBC.
+
+libsignal's sending side can still be pinned another way: through its own stored record format.
+Given a record holding a case's chain key and signing key, libsignal makes the case's distribution
+message byte for byte, and group messages equal to the case's in every byte but the signature.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .node_peer import Address, NodePeer
+from e2e.keys import KeyPair, PrivateKey
+from e2e.sender_key_messages import SenderKeyFraming, SenderKeyMessage
+
+from .node_peer import Address, NodePeer, libsignal_sender_key_record
 
 pytestmark = pytest.mark.interop
 
@@ -108,3 +115,32 @@ def test_axolotl_decrypts_the_vectors(case: dict[str, Any]) -> None:
     pairs = list(zip(inputs["messages"], expected["messages"], strict=True))
     for message_in, message_out in reversed(pairs):
         assert bytes(cipher.decrypt(bytes.fromhex(message_out["message"]))).hex() == message_in["plaintext"]
+
+
+@pytest.mark.parametrize("case", _cases("libsignal"), ids=[case["name"] for case in _cases("libsignal")])
+def test_libsignal_given_the_pinned_keys_encrypts_the_same_bytes(
+    libsignal: NodePeer, case: dict[str, Any]
+) -> None:
+    """libsignal's sending side, pinned through its own record format: every byte but the signature
+    (whose randomness libsignal draws itself) equals the vector's message."""
+    inputs, expected = case["inputs"], case["expected"]
+    distribution_id = str(uuid.UUID(hex=inputs["distribution_id"]))
+    signing = KeyPair(PrivateKey(bytes.fromhex(inputs["signing_private_key"])))
+    libsignal.create_identity("sender")
+    libsignal.sender_key_record_import(
+        "sender",
+        SENDER,
+        distribution_id,
+        libsignal_sender_key_record(
+            inputs["chain_id"], inputs["iteration"], bytes.fromhex(inputs["chain_key"]), signing
+        ),
+    )
+    offer = libsignal.sender_key_distribution_create("sender", SENDER, distribution_id)
+    assert offer.hex() == expected["distribution_message"]
+    for message_in, message_out in zip(inputs["messages"], expected["messages"], strict=True):
+        theirs = libsignal.group_encrypt(
+            "sender", SENDER, distribution_id, bytes.fromhex(message_in["plaintext"])
+        )
+        ours = bytes.fromhex(message_out["message"])
+        assert theirs[:-64] == ours[:-64]
+        SenderKeyMessage.deserialize(theirs, SenderKeyFraming.LIBSIGNAL).verify(signing.public_key)

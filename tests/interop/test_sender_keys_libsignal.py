@@ -14,14 +14,21 @@ import uuid
 
 import pytest
 
-from e2e.errors import DecodeError, DuplicateMessageError, E2EError, InvalidSignatureError, NoSenderKeyError
+from e2e.errors import (
+    DecodeError,
+    DuplicateMessageError,
+    E2EError,
+    InvalidSignatureError,
+    NoSenderKeyError,
+    TooManySkippedMessagesError,
+)
 from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName
 from e2e.keys import KeyPair, PrivateKey
 from e2e.sender_key_messages import SenderKeyDistributionMessage, SenderKeyFraming, SenderKeyMessage
-from e2e.sender_key_state import SenderChainKey, SenderKeyRecord, SenderKeyState
+from e2e.sender_key_state import MAX_FORWARD_JUMPS, SenderChainKey, SenderKeyRecord, SenderKeyState
 
 from .keys_with_sign_bit import scalar_with_sign_bit
-from .node_peer import Address, NodePeer, NodePeerError
+from .node_peer import Address, NodePeer, NodePeerError, libsignal_sender_key_record
 
 pytestmark = pytest.mark.interop
 
@@ -270,3 +277,52 @@ def test_a_three_member_group_of_mixed_implementations(libsignal: NodePeer) -> N
         == second.decrypt(THEIRS, from_theirs)
         == b"one upload from libsignal"
     )
+
+
+def _chain_key_after(chain_key: bytes, steps: int) -> bytes:
+    key = SenderChainKey(0, chain_key)
+    for _ in range(steps):
+        key = key.next()
+    return key.key
+
+
+def test_the_forward_jump_limit_both_ways(libsignal: NodePeer) -> None:
+    """25,000 iterations ahead decrypt on both sides; 25,001 are refused by both, ours unchanged."""
+    chain_key = os.urandom(32)
+    signing = KeyPair.generate(os.urandom)
+    offer = SenderKeyDistributionMessage(LIBSIGNAL, GROUP, 77, 0, chain_key, signing.public_key).serialize()
+    at_limit = _chain_key_after(chain_key, MAX_FORWARD_JUMPS)
+    # libsignal sends from far along the chain; we hold the chain at iteration 0.
+    libsignal.create_identity("libsignal")
+    store = InMemorySenderKeyStore()
+    cipher = GroupCipher(store, LIBSIGNAL)
+    cipher.process_distribution_message(THEIRS, offer)
+    for iteration, key in ((MAX_FORWARD_JUMPS + 1, os.urandom(32)), (MAX_FORWARD_JUMPS, at_limit)):
+        libsignal.sender_key_record_import(
+            "libsignal", THEIR_ADDRESS, str(GROUP), libsignal_sender_key_record(77, iteration, key, signing)
+        )
+        message = libsignal.group_encrypt("libsignal", THEIR_ADDRESS, str(GROUP), b"far ahead")
+        if iteration > MAX_FORWARD_JUMPS:
+            before = store.serialized(THEIRS)
+            with pytest.raises(TooManySkippedMessagesError):
+                cipher.decrypt(THEIRS, message)
+            assert store.serialized(THEIRS) == before
+        else:
+            assert cipher.decrypt(THEIRS, message) == b"far ahead"
+    # We send from far along the chain; libsignal holds it at iteration 0.
+    libsignal.create_identity("member")
+    libsignal.sender_key_distribution_process("member", OUR_ADDRESS, offer)
+    for iteration, key in ((MAX_FORWARD_JUMPS + 1, os.urandom(32)), (MAX_FORWARD_JUMPS, at_limit)):
+        our_store = InMemorySenderKeyStore()
+        our_store.store_sender_key(
+            OURS,
+            SenderKeyRecord(
+                [SenderKeyState(LIBSIGNAL, 77, SenderChainKey(iteration, key), signing.public_key, signing)]
+            ),
+        )
+        message = GroupCipher(our_store, LIBSIGNAL).encrypt(OURS, b"far ahead", os.urandom)
+        if iteration > MAX_FORWARD_JUMPS:
+            with pytest.raises(NodePeerError, match="too far into the future"):
+                libsignal.group_decrypt("member", OUR_ADDRESS, message)
+        else:
+            assert libsignal.group_decrypt("member", OUR_ADDRESS, message) == b"far ahead"

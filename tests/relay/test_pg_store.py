@@ -342,9 +342,9 @@ async def test_refused_items_in_a_batch_change_nothing_and_spare_their_neighbour
     assert [m.client_id for m in await store.fetch(carol, 0, 10, NOW)] == ["fill"]
     queued = await store.fetch(bob, 0, 10, NOW)
     acks = await asyncio.gather(
-        store.ack(bob, [queued[0].server_id]),
-        store.ack(bob, [queued[1].server_id, 10**12]),
-        store.ack(carol, [queued[2].server_id]),
+        store.ack(bob, [queued[0].server_id], NOW),
+        store.ack(bob, [queued[1].server_id, 10**12], NOW),
+        store.ack(carol, [queued[2].server_id], NOW),
         return_exceptions=True,
     )
     assert acks[0] == 1

@@ -88,9 +88,9 @@ async def test_an_acknowledgement_is_all_or_nothing(tmp_path):
     first = await enqueue(store, "one")
     mine = await store.enqueue(NewMessage(BOB, ALICE, "two", 1, b"y"), NOW, 3600.0, 100, 10**6)
     with pytest.raises(StoreError):
-        await store.ack(BOB, [first.server_id, mine.server_id])
+        await store.ack(BOB, [first.server_id, mine.server_id], NOW)
     assert len(await store.fetch(BOB, 0, 10, NOW)) == 1
-    assert await store.ack(BOB, [first.server_id]) == 1
+    assert await store.ack(BOB, [first.server_id], NOW) == 1
     await store.close()
 
 

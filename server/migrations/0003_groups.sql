@@ -1,4 +1,4 @@
--- Schema version 2 of the relay's PostgreSQL store: groups with server-side fan-out (server/group_ops.py).
+-- Schema version 3 of the relay's PostgreSQL store: groups with server-side fan-out (server/group_ops.py).
 --
 -- A group is known by a 16-byte id its creator chose.  Its membership is a chain of signed changes
 -- (e2e/group_membership.py): group_changes keeps every change, groups the newest epoch and digest, and

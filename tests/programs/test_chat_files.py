@@ -1,0 +1,79 @@
+"""e2e-chat sends and receives files: a relay process serving the blob service beside it
+(``e2e-relay --blobs``), two chat programs in real pseudo-terminals."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.demo.relay import RelayProcess
+
+from .helpers import Terminal, processes_mentioning, program_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[RelayProcess]:
+    # The demo's relay process serves the blob service too (e2e-relay --blobs DIR).
+    process = RelayProcess(tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def _chat(tmp_path: Path, relay: RelayProcess, name: str) -> Terminal:
+    assert relay.url is not None
+    folder = tmp_path / name
+    folder.mkdir()
+    argv = [sys.executable, "-m", "client.chat", name, "--relay", relay.url]
+    argv += ["--state", str(folder / f"{name}.sqlite3")]
+    env = program_environment(tmp_path, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
+    return Terminal(argv, env, ROOT)
+
+
+def test_send_a_file_with_progress_and_receive_it_verified(tmp_path: Path, relay: RelayProcess) -> None:
+    picture = tmp_path / "beach at dawn.jpg"
+    picture.write_bytes(os.urandom(700_000))
+    bob = _chat(tmp_path, relay, "bob")
+    alice = _chat(tmp_path, relay, "alice")
+    try:
+        bob.expect("connected to the relay")
+        alice.expect("connected to the relay")
+        alice.type("/add bob")
+        alice.expect("added bob")
+        alice.type("/send /nonexistent/file")
+        alice.expect("is not a readable file")
+        alice.type(f"/send {picture}")
+        alice.expect(r"uploading beach at dawn\.jpg \[#+\.+\] [1-9]0%")
+        alice.expect(r"uploading beach at dawn\.jpg \[##########\] 100%")
+        alice.expect(r"you → bob: file beach at dawn\.jpg  \(queued\)")
+        alice.expect(r"✓ sent to relay: the file beach at dawn\.jpg → bob")
+        bob.expect(r"alice sent a file: beach at dawn\.jpg \(700000 bytes, image/jpeg\)")
+        bob.expect(r"downloading beach at dawn\.jpg \[##########\] 100%")
+        saved = tmp_path / "bob" / "files" / "beach at dawn.jpg"
+        bob.expect(r"✓ verified and saved: " + str(saved).replace(".", r"\."))
+        assert saved.read_bytes() == picture.read_bytes()
+        # The same picture again is saved beside the first, never over it.
+        alice.type(f"/send {picture}")
+        bob.expect(r"✓ verified and saved: .*beach at dawn \(2\)\.jpg")
+        assert (tmp_path / "bob" / "files" / "beach at dawn (2).jpg").read_bytes() == picture.read_bytes()
+        bob.type("/history")
+        bob.expect(r"alice: file beach at dawn\.jpg \(700000 bytes\)")
+        # The blob service holds only ciphertext.
+        stored = [p for p in (relay.blobs / "blobs").iterdir() if p.suffix != ".json"]
+        assert len(stored) == 2 and all(picture.read_bytes()[:100] not in p.read_bytes() for p in stored)
+        alice.type("/quit")
+        bob.type("/quit")
+        assert alice.wait_exit() == 0 and bob.wait_exit() == 0
+    finally:
+        alice.close()
+        bob.close()
+    relay.stop()
+    assert processes_mentioning(str(tmp_path)) == []
