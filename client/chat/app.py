@@ -47,6 +47,7 @@ from client import transport
 from client.attachments import safe_file_name
 from client.blobs import BlobServiceError
 from client.chat.commands import Command, Say, UsageError, help_text, parse
+from client.chat.group_chat import GroupChat
 from client.chat.verify import format_safety_number, render_qr
 from client.client import Client
 from client.errors import ClosedError, IdentityChanged
@@ -77,7 +78,7 @@ class ClientLogHandler(logging.Handler):
             self._app.on_client_log(record)
 
 
-class ChatApp:
+class ChatApp(GroupChat):
     """One user's chat session.  ``write`` prints a line above the prompt."""
 
     def __init__(
@@ -182,6 +183,8 @@ class ChatApp:
             self.quit.set()
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
+        if self.show_group_event(event):
+            return
         if isinstance(event, Message) and event.is_attachment:
             self._receive_file(event)
         elif isinstance(event, Message):
@@ -261,6 +264,9 @@ class ChatApp:
         await self.command(parsed)
 
     async def say(self, text: str) -> None:
+        if self.group is not None:
+            await self.say_group(text)
+            return
         if self.peer is None:
             self.write("no contact yet: /add NAME first")
             return
@@ -292,6 +298,7 @@ class ChatApp:
             self.write("that is you")
             return
         self.peer = name
+        self.group = None
         known = self.client.store.contact(name) is not None
         if known:
             self.write(f"talking to {name}")

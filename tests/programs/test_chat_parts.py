@@ -75,3 +75,22 @@ def test_without_block_characters_the_scannable_bytes_are_printed_as_base64() ->
     text = render_qr(bytes(range(74)), encoding="ascii")
     assert text.isascii()
     assert "AAECAwQFBgcICQoL" in text
+
+
+def test_group_text_from_the_network_never_reaches_the_terminal_raw() -> None:
+    from client.chat.group_chat import shown
+
+    assert shown("hi \x1b[2J\x07 there") == "hi \\u001b[2J\\u0007 there"
+    assert shown("evil\u202egnp.exe") == "evil\\u202egnp.exe"
+    assert shown("line\nbreak\r") == "line\\u000abreak\\u000d"
+    assert shown("x" * 10, limit=4) == "xxxx…"
+    assert shown("grüße, 你好") == "grüße, 你好"
+
+
+def test_the_group_command_parses_its_subcommands() -> None:
+    from client.chat.commands import Command, UsageError, parse
+
+    assert parse("/group new friends bob carol") == Command("group", ("new friends bob carol",))
+    assert parse("/group list") == Command("group", ("list",))
+    with pytest.raises(UsageError):
+        parse("/group")
