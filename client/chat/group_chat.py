@@ -203,7 +203,10 @@ class GroupChat:
             self.write(f"-- {title} (epoch {event.epoch}): {summary}; members: {members}")
             if self.group is None and self.peer is None:
                 self.group = event.group_id
-            if self.client.name in event.added and self.group_title(event.group_id) == event.group_id.hex()[:8]:
+            if (
+                self.client.name in event.added
+                and self.group_title(event.group_id) == event.group_id.hex()[:8]
+            ):
                 self.write("   (its name arrives with the first sender key; /group list shows it)")
         elif isinstance(event, GroupRefused):
             title, sender = self.group_title(event.group_id), shown(event.sender, 64)

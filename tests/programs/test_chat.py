@@ -212,7 +212,8 @@ def test_three_people_in_a_group_with_an_add_and_a_removal(chats: Chats) -> None
     alice.expect(r"friends · you: hello group")
     bob.expect(r"\] friends · alice: hello group")
 
-    # Bob (not an admin) cannot add anyone: his client will not sign such a change (the relay would refuse it).
+    # Bob (not an admin) cannot add anyone: his client will not sign such a change (nor would the
+    # relay take it).
     bob.type("/group friends")
     bob.expect("talking to the group friends")
     bob.type("/group add carol")
