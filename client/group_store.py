@@ -18,7 +18,9 @@ versioned separately in ``group_meta`` so that the client store's own schema ste
   not yet acknowledged by the relay;
 * ``group_pending``: group ciphertexts we could not decrypt yet for want of a sender key, with the
   retry requests we sent for them; ``group_pending_keys``: distribution messages that arrived before
-  their group did; ``group_refused``: what was refused and why (shown to the user).
+  their group did; ``group_sync``: groups whose chain must be fetched from the relay (kept until
+  it is, across reconnections and restarts); ``group_refused``: what was refused and why (shown to
+  the user).
 
 Invariants
 ----------
@@ -128,6 +130,9 @@ CREATE TABLE IF NOT EXISTS group_pending_keys (
     sender TEXT NOT NULL,
     sender_device INTEGER NOT NULL,
     content BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_sync (
+    group_id BLOB PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS group_refused (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -433,6 +438,21 @@ class GroupStore:
 
     def release_key(self, seq: int) -> None:
         self._write("DELETE FROM group_pending_keys WHERE seq = ?", (seq,))
+
+    def need_sync(self, group_id: bytes) -> None:
+        self._write("INSERT OR IGNORE INTO group_sync (group_id) VALUES (?)", (group_id,))
+
+    def syncs(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._db.execute("SELECT group_id FROM group_sync ORDER BY group_id")]
+
+    def synced(self, group_id: bytes) -> None:
+        self._write("DELETE FROM group_sync WHERE group_id = ?", (group_id,))
+
+    def count_pending_keys(self, sender: str) -> int:
+        (count,) = self._db.execute(
+            "SELECT count(*) FROM group_pending_keys WHERE sender = ?", (sender,)
+        ).fetchone()
+        return int(count)
 
     def refuse(self, group_id: bytes, sender: str, device: int, what: str, error: str, now: int) -> None:
         self._write(

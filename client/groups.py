@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import struct
 import uuid
@@ -71,7 +72,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from client import envelope, transport
-from client.errors import IdentityChanged
+from client.errors import ClosedError, IdentityChanged
 from client.events import GroupMessage, GroupRefused, MembershipChanged
 from client.group_store import GroupRow, GroupStore, SenderKeyStoreAdapter
 from e2e.address import ProtocolAddress
@@ -98,6 +99,7 @@ __all__ = [
     "MAX_RETRY_REQUESTS",
     "MAX_RETRY_ANSWERS",
     "MAX_PENDING_PER_SENDER",
+    "MAX_PENDING_KEYS_PER_SENDER",
     "GroupError",
     "GroupsMixin",
 ]
@@ -111,6 +113,7 @@ SENDER_KEY_MESSAGE_TYPE = 7
 MAX_RETRY_REQUESTS = 3
 MAX_RETRY_ANSWERS = 3
 MAX_PENDING_PER_SENDER = 200
+MAX_PENDING_KEYS_PER_SENDER = 20
 _MAX_TITLE = 64
 _CONTENT_VERSION = 1
 
@@ -422,7 +425,9 @@ class GroupsMixin:
                 return self._refuse(group_id, sender, device, "membership change", error)
         if row is None or parsed.epoch > row.epoch + 1:
             # A group we do not know yet (we were just added) or a gap: fetch the chain and verify it
-            # from the group's creation.  The relay cannot make that chain verify.
+            # from the group's creation.  The relay cannot make that chain verify.  The need is
+            # recorded in this transaction, so a lost connection or a crash only delays the fetch.
+            self._groups.need_sync(group_id)
             self._group_work.append(lambda: self._sync(group_id))
             return None
         try:
@@ -438,10 +443,13 @@ class GroupsMixin:
         try:
             chain = await connection.group_history(group_id)
         except transport.RelayError as error:
+            # Not (or no longer) a member, or no such group: nothing to adopt.
             logger.info("%s: cannot fetch group %s: %s", self.name, group_id.hex(), error.code)
+            self._groups.synced(group_id)
             return
         row = self._groups.group(group_id)
         with self._store.transaction():
+            self._groups.synced(group_id)
             try:
                 current: MembershipChange | None = None
                 verified = []
@@ -549,8 +557,14 @@ class GroupsMixin:
             return self._refuse(b"", sender, device, "sender key", error)
         row = self._groups.group(group_id)
         if row is None:
-            # It may have overtaken the change that adds us: keep it until the group verifies.
+            # It may have overtaken the change that adds us: keep it until the group verifies
+            # (a bounded number per sender, so that nobody can fill the store with them).
+            if self._groups.count_pending_keys(sender) >= MAX_PENDING_KEYS_PER_SENDER:
+                return self._refuse(
+                    group_id, sender, device, "sender key", GroupError("for an unknown group")
+                )
             self._groups.hold_key(group_id, sender, device, body)
+            self._groups.need_sync(group_id)
             self._group_work.append(lambda: self._sync(group_id))
             return None
         members = MembershipChange.deserialize(row.change)
@@ -635,13 +649,21 @@ class GroupsMixin:
             task.add_done_callback(self._group_tasks.discard)
 
     async def _run_group_job(self, job: Callable[[], Awaitable[None]]) -> None:
-        try:
-            async with self._group_lock:
-                await job()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("%s: group work failed", self.name)
+        # A job that lost its connection is tried again once the client has reconnected (it waits
+        # for the connection); what it would have done is idempotent.
+        for attempt in range(1, 6):
+            try:
+                async with self._group_lock:
+                    await job()
+                return
+            except asyncio.CancelledError:
+                raise
+            except (transport.ConnectionLost, ClosedError) as error:
+                logger.info("%s: group work interrupted (%s), attempt %d", self.name, error, attempt)
+                await asyncio.sleep(0.2 * attempt)
+            except Exception:
+                logger.exception("%s: group work failed", self.name)
+                return
 
     # -- sending -------------------------------------------------------------------------------------
 
@@ -778,6 +800,9 @@ class GroupsMixin:
 
     async def _group_pump(self, connection: transport.Connection) -> None:
         """Send the group outbox in order; an entry leaves once the relay committed it for everyone."""
+        for group_id in self._groups.syncs():
+            self._group_work.append(functools.partial(self._sync, group_id))
+        self._group_committed()
         while True:
             self._group_outbox_changed.clear()
             entries = self._groups.outbox()
