@@ -443,9 +443,24 @@ class GroupsMixin:
         try:
             chain = await connection.group_history(group_id)
         except transport.RelayError as error:
-            # Not (or no longer) a member, or no such group: nothing to adopt.
+            # Not (or no longer) a member, or no such group: nothing to adopt, and the sender keys
+            # held for it are refused.
             logger.info("%s: cannot fetch group %s: %s", self.name, group_id.hex(), error.code)
-            self._groups.synced(group_id)
+            with self._store.transaction():
+                self._groups.synced(group_id)
+                if self._groups.group(group_id) is None:
+                    for seq, sender, device, _content in self._groups.pending_keys(group_id):
+                        self._groups.release_key(seq)
+                        self._group_after_commit.append(
+                            self._refuse(
+                                group_id,
+                                sender,
+                                device,
+                                "sender key",
+                                GroupError(f"for a group we are not in ({error.code})"),
+                            )
+                        )
+            self._group_committed()
             return
         row = self._groups.group(group_id)
         with self._store.transaction():

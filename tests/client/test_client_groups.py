@@ -310,6 +310,16 @@ async def test_bad_group_input_through_the_relay_changes_nothing(relay, make_cli
     )
     refused = await next_of(bob, GroupRefused)
     assert refused.what == "sender key" and "not a member" in refused.error
+    # A sender key for a distribution (group) nobody knows: held while bob asks the relay, then refused.
+    unknown = os.urandom(16)
+    with carol._store.transaction():
+        other = carol._group_cipher.rotate(SenderKeyName("carol", 1, distribution_id(unknown)), carol._rng)
+    await carol._send_control(
+        "bob", 1, envelope.CONTENT_SENDER_KEY, encode_sender_key(unknown, "x", other.serialize())
+    )
+    refused = await next_of(bob, GroupRefused)
+    assert refused.what == "sender key" and "not in" in refused.error and refused.group_id == unknown
+    assert bob.groups() == [] or [g.group_id for g in bob.groups()] == [group]
     await carol._send_control("alice", 1, envelope.CONTENT_SENDER_KEY_RETRY, encode_retry(group, 1))
     refused = await next_of(alice, GroupRefused)
     assert refused.what == "retry request"
