@@ -442,6 +442,12 @@ class GroupStore:
     def need_sync(self, group_id: bytes) -> None:
         self._write("INSERT OR IGNORE INTO group_sync (group_id) VALUES (?)", (group_id,))
 
+    def sync_needed(self, group_id: bytes) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM group_sync WHERE group_id = ?", (group_id,)).fetchone()
+            is not None
+        )
+
     def syncs(self) -> list[bytes]:
         return [bytes(r[0]) for r in self._db.execute("SELECT group_id FROM group_sync ORDER BY group_id")]
 

@@ -494,17 +494,23 @@ class GroupsMixin:
     def _on_group_message(self, group_id: bytes, incoming: _Incoming) -> object | None:
         sender, device = incoming.sender, incoming.sender_device
         row = self._groups.group(group_id)
-        if row is None or not row.active:
+        waiting = (row is None or not row.active) and self._groups.sync_needed(group_id)
+        if (row is None or not row.active) and not waiting:
             return self._refuse(
                 group_id, sender, device, "group message", GroupError("not a group we are in")
             )
-        members = MembershipChange.deserialize(row.change)
-        if members.member(sender) is None:
-            return self._refuse(
-                group_id, sender, device, "group message", GroupError(f"{sender} is not a member")
-            )
+        if row is not None and row.active:
+            members = MembershipChange.deserialize(row.change)
+            if members.member(sender) is None:
+                return self._refuse(
+                    group_id, sender, device, "group message", GroupError(f"{sender} is not a member")
+                )
         name = SenderKeyName(sender, device, distribution_id(group_id))
         try:
+            if waiting:
+                # The change that adds us is still being fetched and verified: hold the message
+                # (bounded, below) until the group and the sender's key are in place.
+                raise NoSenderKeyError("the group is not verified yet")
             plaintext = self._group_cipher.decrypt(name, incoming.body)
         except NoSenderKeyError as error:
             try:
@@ -523,7 +529,10 @@ class GroupsMixin:
                 incoming.body,
                 self._now_ms(),
             )
-            if self._groups.retries_sent(group_id, sender, device, chain_id) < MAX_RETRY_REQUESTS:
+            if (
+                not waiting
+                and self._groups.retries_sent(group_id, sender, device, chain_id) < MAX_RETRY_REQUESTS
+            ):
                 self._groups.count_retry(group_id, sender, device, chain_id)
                 body = encode_retry(group_id, chain_id)
                 self._group_work.append(
