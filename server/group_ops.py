@@ -74,6 +74,8 @@ _MAX_CLIENT_ID = 64
 # A change lists each member once: a length byte, up to 64 bytes of name, a 33-byte key and a flag.
 _MEMBER_BYTES = 1 + 64 + 33 + 1
 _CHANGE_OVERHEAD = 1 + GROUP_ID_LENGTH + 8 + 32 + 33 + 2 + 64
+# The most change bytes one group_history answer carries (base64 makes it a third larger).
+_HISTORY_BYTES = 256 * 1024
 
 _STORE_ERRORS.update(
     {
@@ -228,7 +230,15 @@ async def _group_history(conn: _Connection, request: Request) -> None:
     await _member_group(conn, group_id)
     limit = conn.limits.max_group_history
     changes = await conn.relay.store.group_changes(group_id, -1 if after is None else after, limit + 1)
-    conn.send(p.ok(request.id, changes=[p.b64(c) for c in changes[:limit]], more=len(changes) > limit))
+    # One answer stays well inside a frame: at least one change, then as many as fit in the budget.
+    answer: list[str] = []
+    size = 0
+    for change in changes[:limit]:
+        if answer and size + len(change) > _HISTORY_BYTES:
+            break
+        answer.append(p.b64(change))
+        size += len(change)
+    conn.send(p.ok(request.id, changes=answer, more=len(answer) < len(changes)))
 
 
 @_op("group_send")

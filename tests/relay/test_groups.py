@@ -6,6 +6,7 @@ Every test runs on both stores (SQLite and PostgreSQL) through a real relay on l
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import sqlite3
 
@@ -292,3 +293,20 @@ async def test_a_version_1_sqlite_database_is_migrated_and_keeps_its_messages(tm
     db.close()
     with pytest.raises(StoreError, match="unsupported schema version"):
         await SQLiteStore(path).open()
+
+
+async def test_group_history_comes_in_pages(relay_factory, rng):
+    relay = await relay_factory(max_group_history=2)
+    devices, (a, b, _c), c0 = await make_group(relay, rng)
+    chain = [c0]
+    for name in ("dave", "erin", "frank"):
+        extra = Device(name, 1, rng)
+        await (await extra.register(relay.url)).close()
+        chain.append(
+            next_membership(chain[-1], [*chain[-1].members, member(extra)], devices[0].identity, rng)
+        )
+        await a.group_change("group_add", chain[-1].serialized)
+    first = await b.request("group_history", group_id=base64.b64encode(c0.group_id).decode())
+    assert len(first["changes"]) == 2 and first["more"] is True
+    assert await b.group_history(c0.group_id) == [c.serialized for c in chain]
+    assert await b.group_history(c0.group_id, after_epoch=3) == []
