@@ -20,6 +20,9 @@ Membership the relay cannot forge
 Nothing the relay says about a group is believed: only changes that verify
 (:func:`e2e.group_membership.verify_membership_change`) are adopted; a replayed, reordered,
 forked or unsigned change is refused, recorded and reported (:class:`client.events.GroupRefused`).
+A gap (or a group we were just added to) is filled from ``group_history`` and verified from the
+group's creation; the need is committed with the push that showed it (``group_sync``), and group
+messages and sender keys that arrive before the chain verifies are held, bounded, until it does.
 Our sender key goes only to a member of the verified list whose signed identity key is the one
 our pairwise session with it is bound to (a "ghost" the relay adds gets nothing).  A distribution
 message from someone who is not in the verified list is refused, and so is a group message.
