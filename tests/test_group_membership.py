@@ -219,3 +219,55 @@ def test_round_trip_and_every_flipped_byte_is_refused(names, flip) -> None:
         (DecodeError, MembershipSignatureError, MembershipChainError, MembershipOrderError, NotAnAdminError)
     ):
         verify_membership_change(tampered, None)
+
+
+_CHAIN_KEYS = {name: KeyPair.generate(os.urandom) for name in ("alice", "bob", "carol", "dave", "mallory")}
+
+
+def _chain(length: int) -> list[MembershipChange]:
+    keys = _CHAIN_KEYS
+    everyone = [GroupMember(n, keys[n].public_key, n == "alice") for n in ("alice", "bob", "carol", "dave")]
+    chain = [create_membership(bytes(16), everyone[:2], keys["alice"], os.urandom)]
+    while len(chain) < length:
+        previous = chain[-1]
+        names = set(previous.names)
+        # Alternately add the next person and remove the last non-admin.
+        if len(names) < 4:
+            members = [m for m in everyone if m.name in names or m.name == everyone[len(names)].name]
+        else:
+            members = [m for m in previous.members if m.name != "dave"]
+        chain.append(next_membership(previous, members, keys["alice"], os.urandom))
+    return chain
+
+
+_LONG_CHAIN = _chain(6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=25))
+def test_a_verifier_fed_a_lossy_reordering_duplicating_network_adopts_only_the_chain(deliveries) -> None:
+    """Changes (and a forged one, index 6) arrive in any order, repeated or not at all: the verifier
+    adopts exactly the next epoch each time, refuses everything else with a typed error, and a
+    fetch of the whole chain afterwards brings it to the end."""
+    keys = _CHAIN_KEYS
+    forged = _signed(
+        _LONG_CHAIN[2],
+        [*_LONG_CHAIN[2].members, GroupMember("mallory", keys["mallory"].public_key)],
+        keys["mallory"],
+    )
+    current = None
+    adopted: list[int] = []
+    for index in deliveries:
+        data = forged if index == 6 else _LONG_CHAIN[index].serialized
+        try:
+            current = verify_membership_change(data, current)
+        except (MembershipOrderError, MembershipChainError, NotAnAdminError, MembershipSignatureError):
+            continue
+        adopted.append(current.epoch)
+        assert data != forged
+    assert adopted == list(range(len(adopted)))
+    if current is not None:
+        assert current == _LONG_CHAIN[adopted[-1]]
+    for change in _LONG_CHAIN[len(adopted) :]:
+        current = verify_membership_change(change.serialized, current)
+    assert current == _LONG_CHAIN[-1]
