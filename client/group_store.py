@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from client.store import Store, StoreFormatError
 from e2e.group_cipher import SenderKeyName
@@ -179,14 +179,16 @@ class PendingGroupMessage:
     client_id: str
     relay_timestamp: int
     chain_id: int
-    body: bytes
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Share:
+    """The distribution message (which holds our chain key) we gave one member device."""
+
     chain_id: int
-    distribution: bytes
-    answers: int
+    distribution: bytes = field(repr=False)
+    answers: int = 0
 
 
 class GroupStore:

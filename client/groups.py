@@ -75,7 +75,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from client import envelope, transport
-from client.errors import ClosedError, IdentityChanged
+from client.errors import ClientError, ClosedError, IdentityChanged
 from client.events import GroupMessage, GroupRefused, MembershipChanged
 from client.group_store import GroupRow, GroupStore, SenderKeyStoreAdapter
 from e2e.address import ProtocolAddress
@@ -121,7 +121,7 @@ _MAX_TITLE = 64
 _CONTENT_VERSION = 1
 
 
-class GroupError(Exception):
+class GroupError(ClientError):
     """A group operation that cannot be done (unknown group, not a member, not an admin, a bad name)."""
 
 

@@ -348,3 +348,16 @@ async def test_group_state_survives_a_restart(relay, make_client, tmp_path):
         assert await texts(bob, 1) == [("alice", "after")]
         assert [e.body for e in bob.group_history(group)] == [b"before", b"after"]
         assert [g.title for g in bob.groups()] == ["g"]
+
+
+def test_reprs_of_group_state_hide_keys_and_bodies() -> None:
+    from client.group_store import GroupHistoryEntry, PendingGroupMessage, Share
+
+    secret = os.urandom(40)
+    for value in (
+        Share(1, secret, 0),
+        PendingGroupMessage(1, bytes(16), "bob", 1, "c", 0, 1, secret),
+        GroupHistoryEntry(1, bytes(16), "in", "bob", 1, "m", 0, secret),
+        GroupMessage(bytes(16), "bob", 1, "m", 0, 0, secret),
+    ):
+        assert secret.hex() not in repr(value) and repr(secret) not in repr(value)
