@@ -731,15 +731,18 @@ class GroupsMixin:
             return
         members = MembershipChange.deserialize(row.change)
         our_name = self._our_name(group_id)
+        # Our chain as it is now (computed once: parsing the record checks the signing key pair).
+        # Should a removal rotate it while this loop awaits the network, the members still to go
+        # get this chain now and the new one before our next message, as the shares say.
+        with self._store.transaction():
+            distribution: SenderKeyDistributionMessage = self._group_cipher.create_distribution_message(
+                our_name, self._rng
+            )
         for member in members.members:
             if member.name == self.name:
                 continue
             devices = {1, *self._store.session_devices(member.name)}
             for device in sorted(devices):
-                with self._store.transaction():
-                    distribution: SenderKeyDistributionMessage = (
-                        self._group_cipher.create_distribution_message(our_name, self._rng)
-                    )
                 share = self._groups.share(group_id, member.name, device)
                 if share is not None and share.chain_id == distribution.chain_id:
                     continue
