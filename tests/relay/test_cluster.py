@@ -222,3 +222,35 @@ async def test_a_group_spread_over_three_nodes_gets_one_send_fanned_out(cluster,
     assert message.client_id == "g2"
     for connection in connections:
         await connection.close()
+
+
+async def test_two_admins_on_two_nodes_race_and_exactly_one_change_lands(cluster, rng) -> None:
+    _dsn, (node1, node2) = await cluster(2)
+    devices = [Device(name, 1, rng) for name in ("alice", "bob", "carol", "dave")]
+    alice, bob = await devices[0].register(node1.url), await devices[1].register(node2.url)
+    for device in devices[2:]:
+        await (await device.register(node1.url)).close()
+    members = [
+        GroupMember(d.account, d.identity.public_key, d.account in ("alice", "bob")) for d in devices[:2]
+    ]
+    c0 = create_membership(os.urandom(16), members, devices[0].identity, rng)
+    await alice.group_change("group_create", c0.serialized)
+    carol = GroupMember("carol", devices[2].identity.public_key)
+    dave = GroupMember("dave", devices[3].identity.public_key)
+    by_alice = next_membership(c0, [*members, carol], devices[0].identity, rng)
+    by_bob = next_membership(c0, [*members, dave], devices[1].identity, rng)
+    outcomes = await asyncio.gather(
+        alice.group_change("group_add", by_alice.serialized),
+        bob.group_change("group_add", by_bob.serialized),
+        return_exceptions=True,
+    )
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(errors) == 1 and getattr(errors[0], "code", None) == "stale_group", outcomes
+    view = await alice.group_members(c0.group_id)
+    assert view["epoch"] == 1 and len(view["members"]) == 3
+    assert await bob.group_history(c0.group_id) in (
+        [c0.serialized, by_alice.serialized],
+        [c0.serialized, by_bob.serialized],
+    )
+    for connection in (alice, bob):
+        await connection.close()
