@@ -445,6 +445,8 @@ class GroupsMixin:
         connection = await self._connection()
         try:
             chain = await connection.group_history(group_id)
+        except transport.ConnectionLost:
+            raise
         except transport.RelayError as error:
             # Not (or no longer) a member, or no such group: nothing to adopt, and the sender keys
             # held for it are refused.
@@ -463,6 +465,23 @@ class GroupsMixin:
                                 GroupError(f"for a group we are not in ({error.code})"),
                             )
                         )
+                    for held in self._groups.pending(group_id):
+                        self._groups.release(held.seq)
+                        self._group_after_commit.append(
+                            self._refuse(
+                                group_id,
+                                held.sender,
+                                held.sender_device,
+                                "group message",
+                                GroupError(f"for a group we are not in ({error.code})"),
+                            )
+                        )
+            self._group_committed()
+            return
+        except transport.TransportError as error:
+            # A relay whose history does not end: refused and shown; the fetch is tried again later.
+            with self._store.transaction():
+                self._group_after_commit.append(self._refuse(group_id, "relay", 0, "membership chain", error))
             self._group_committed()
             return
         row = self._groups.group(group_id)

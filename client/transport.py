@@ -665,10 +665,18 @@ class Connection:
         response = await self.request("group_members", group_id=_b64(group_id))
         return {**response, "change": _unb64(response.get("change"), "membership change")}
 
-    async def group_history(self, group_id: bytes, after_epoch: int = -1) -> list[bytes]:
-        """Every membership change of a group after ``after_epoch`` (-1: from its creation)."""
+    async def group_history(
+        self, group_id: bytes, after_epoch: int = -1, max_changes: int = 100_000
+    ) -> list[bytes]:
+        """Every membership change of a group after ``after_epoch`` (-1: from its creation).
+
+        A relay that keeps saying there is more stops being asked after ``max_changes`` changes
+        (:class:`TransportError`), so it cannot hold the client in a loop or grow its memory.
+        """
         changes: list[bytes] = []
         while True:
+            if len(changes) > max_changes:
+                raise TransportError(f"the relay's history of the group goes on past {max_changes} changes")
             response = await self.request("group_history", group_id=_b64(group_id), after_epoch=after_epoch)
             batch = [_unb64(c, "membership change") for c in response.get("changes", [])]
             changes.extend(batch)

@@ -310,3 +310,19 @@ async def test_group_history_comes_in_pages(relay_factory, rng):
     assert len(first["changes"]) == 2 and first["more"] is True
     assert await b.group_history(c0.group_id) == [c.serialized for c in chain]
     assert await b.group_history(c0.group_id, after_epoch=3) == []
+
+
+async def test_a_relay_whose_history_never_ends_is_not_asked_forever(relay, rng, monkeypatch):
+    from client.transport import TransportError
+    from server import protocol as p
+    from server import relay as relay_module
+
+    _devices, (_a, b, _c), c0 = await make_group(relay, rng)
+
+    async def endless(conn, request):
+        # A hostile relay: always one more page.
+        conn.send(p.ok(request.id, changes=[p.b64(c0.serialized)], more=True))
+
+    monkeypatch.setitem(relay_module._OPS, "group_history", (endless, True))
+    with pytest.raises(TransportError, match="goes on past 50 changes"):
+        await b.group_history(c0.group_id, max_changes=50)
