@@ -9,16 +9,39 @@ What this package owns
   rotated) and the client's tunable numbers.
 * :mod:`client.envelope`, :mod:`client.events`, :mod:`client.errors`, :mod:`client.backoff`: the
   plaintext format inside each message, what the client reports, how it fails, how it reconnects.
+* :mod:`client.inert` and :mod:`client.names`: text from the network made safe to print, and the
+  relay's rules for names and URLs applied before anything is created.
 * :mod:`client.pointer`, :mod:`client.attachments`, :mod:`client.blobs`: files — the attachment
   pointer, encrypt-while-uploading and verify-before-saving, and the blob service's HTTP client.
+* :mod:`client.groups`, :mod:`client.group_store`: group conversations — signed membership,
+  Sender Keys over the pairwise sessions, rotation, retry receipts — and their local tables.
 
 The protocol itself lives in :mod:`e2e`; this package is where it meets files, sockets and clocks.
 See ``docs/client.md``.
 """
 
 from client.client import Client, Hooks
-from client.errors import ClientError, ClosedError, IdentityChanged, NotRegisteredError
-from client.events import Event, Message, SendFailed, Undecryptable
+from client.errors import (
+    ClientError,
+    ClosedError,
+    IdentityChanged,
+    InvalidInputError,
+    InvalidNameError,
+    InvalidRelayURLError,
+    MessageTooLargeError,
+    NotRegisteredError,
+    TextEncodingError,
+)
+from client.events import (
+    Event,
+    GroupMessage,
+    GroupRefused,
+    MembershipChanged,
+    Message,
+    SendFailed,
+    Undecryptable,
+)
+from client.groups import GroupError
 from client.settings import Settings
 
 __all__ = [
@@ -30,7 +53,16 @@ __all__ = [
     "Undecryptable",
     "SendFailed",
     "IdentityChanged",
+    "GroupMessage",
+    "MembershipChanged",
+    "GroupRefused",
+    "GroupError",
     "ClientError",
     "ClosedError",
     "NotRegisteredError",
+    "InvalidInputError",
+    "InvalidNameError",
+    "InvalidRelayURLError",
+    "TextEncodingError",
+    "MessageTooLargeError",
 ]

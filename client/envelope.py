@@ -16,7 +16,9 @@ A body other than text is marked by a content type (version 2, one byte more)::
 
 :data:`CONTENT_TEXT` (0) is always written as version 1, so text messages keep their bytes;
 :data:`CONTENT_ATTACHMENT` (1) carries an attachment pointer (:mod:`client.pointer`);
-:data:`CONTENT_TRANSCRIPT` (2) a message we sent, copied to our own other devices
+:data:`CONTENT_SENDER_KEY` (2) a group's sender-key distribution and :data:`CONTENT_SENDER_KEY_RETRY`
+(3) a member asking a sender for it again (both :mod:`client.groups`).
+:data:`CONTENT_TRANSCRIPT` (4) a message we sent, copied to our own other devices
 (:mod:`client.fanout`).
 
 Invariants
@@ -36,6 +38,8 @@ __all__ = [
     "MESSAGE_ID_LENGTH",
     "CONTENT_TEXT",
     "CONTENT_ATTACHMENT",
+    "CONTENT_SENDER_KEY",
+    "CONTENT_SENDER_KEY_RETRY",
     "CONTENT_TRANSCRIPT",
     "Envelope",
     "encode",
@@ -49,9 +53,13 @@ _HEADER = 1 + MESSAGE_ID_LENGTH + 8
 _TYPED_VERSION = 2
 CONTENT_TEXT = 0
 CONTENT_ATTACHMENT = 1
-CONTENT_TRANSCRIPT = 2
+CONTENT_SENDER_KEY = 2
+CONTENT_SENDER_KEY_RETRY = 3
+CONTENT_TRANSCRIPT = 4
 """A copy of a message we sent, for our own other devices (client/fanout.py)."""
-_CONTENT_TYPES = frozenset({CONTENT_TEXT, CONTENT_ATTACHMENT, CONTENT_TRANSCRIPT})
+_CONTENT_TYPES = frozenset(
+    {CONTENT_TEXT, CONTENT_ATTACHMENT, CONTENT_SENDER_KEY, CONTENT_SENDER_KEY_RETRY, CONTENT_TRANSCRIPT}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,7 @@ from client.devices import (
     unlink_device,
     wait_for_link,
 )
-from client.errors import ClientError
+from client.errors import ClientError, MessageTooLargeError, TextEncodingError
 from e2e.address import ProtocolAddress
 from e2e.devices import (
     PRIMARY_DEVICE_ID,
@@ -111,8 +111,8 @@ def decode_transcript(data: bytes) -> tuple[str, int, bytes]:
     except UnicodeDecodeError:
         raise DecodeError("a transcript names a contact that is not UTF-8") from None
     content_type = data[end]
-    if content_type == envelope.CONTENT_TRANSCRIPT:
-        raise DecodeError("a transcript inside a transcript")
+    if content_type not in (envelope.CONTENT_TEXT, envelope.CONTENT_ATTACHMENT):
+        raise DecodeError("a transcript carries a text or an attachment pointer, nothing else")
     return peer, content_type, data[end + 1 :]
 
 
@@ -203,9 +203,14 @@ class FanOut:
         :class:`DeviceKeyMismatchError`, the core's device-list errors or the relay's; nothing is
         committed then.
         """
-        self._check_running()
         if isinstance(body, str):
-            body = body.encode("utf-8")
+            try:
+                body = body.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise TextEncodingError(error.start) from None
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLargeError(len(body), self.max_message_bytes)
+        self._check_running()
         targets: list[tuple[str, int, PublicKey | None]] = []
         if name != self.name:
             theirs = await self._devices_for_send(name)
@@ -215,6 +220,10 @@ class FanOut:
                 targets += [(name, e.device_id, e.identity_key) for e in theirs.devices]
         own = await self._own_devices()
         targets += [(self.name, d, k) for d, k in own if d != self.device_id]
+        transcript_body = encode_transcript(name, content_type, body)
+        if any(t[0] == self.name for t in targets) and len(transcript_body) > self.max_message_bytes:
+            # The copy for our own devices carries the contact's name too.
+            raise MessageTooLargeError(len(transcript_body), self.max_message_bytes)
         locks = [self._lock((n, d)) for n, d, _ in sorted(targets, key=lambda t: (t[0], t[1]))]
         async with contextlib.AsyncExitStack() as stack:
             for lock in locks:
@@ -244,7 +253,7 @@ class FanOut:
                 envelope.Envelope(
                     message_id,
                     timestamp,
-                    encode_transcript(name, content_type, body),
+                    transcript_body,
                     envelope.CONTENT_TRANSCRIPT,
                 )
             )

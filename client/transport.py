@@ -18,6 +18,10 @@ Requests are written the moment they are made.  :meth:`Connection.send` and
 :meth:`Connection.submit` return a future without awaiting the network, so a caller that submits
 sends one after another has them committed by the relay in that order while many are in flight.
 
+Everything the relay pushes is checked before it is handed on: a message push whose sender is
+not an account name by the relay's own rules, whose device id is out of range or whose client id
+is not 1 to 64 characters is a protocol violation, like malformed JSON.
+
 Failures are typed: :class:`RelayError` for a refused request (its ``code`` is the protocol's
 error code), :class:`ConnectionLost` when the connection ends (every pending request fails with it
 and the push iterator ends), :class:`TransportError` at the root.
@@ -48,6 +52,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from client.names import check_account_name, check_device_id
 from e2e.kem import KemPublicKey
 from e2e.keys import KeyPair, PublicKey, Rng
 from e2e.x3dh import PreKeyBundle
@@ -117,6 +122,8 @@ class IncomingMessage:
     body: bytes
     timestamp: int
     """Milliseconds since the epoch when the relay accepted the message."""
+    group_id: bytes | None = None
+    """The group the relay fanned this message out to (None for a 1:1 message)."""
 
     def __repr__(self) -> str:
         return (
@@ -215,6 +222,14 @@ def _signed_key(obj: Any, what: str) -> SignedKey:
     if not isinstance(obj, dict) or not isinstance(obj.get("id"), int):
         raise TransportError(f"the relay sent a malformed {what}")
     return SignedKey(obj["id"], _unb64(obj.get("public_key"), what), _unb64(obj.get("signature"), what))
+
+
+def _client_id(value: Any) -> str:
+    """A pushed message's ``client_id``: 1 to 64 characters, as the relay accepts them, all encodable."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+        raise ValueError("a client id is a string of 1 to 64 characters")
+    value.encode("utf-8")  # A lone surrogate raises UnicodeEncodeError, a ValueError.
+    return value
 
 
 def _key_bytes(key: PublicKey | KemPublicKey | bytes) -> bytes:
@@ -382,14 +397,17 @@ class Connection:
             try:
                 message = IncomingMessage(
                     server_id=int(frame["server_id"]),
-                    sender=str(sender["account"]),
-                    sender_device=int(sender["device_id"]),
-                    client_id=str(frame["client_id"]),
+                    sender=check_account_name(sender["account"]),
+                    sender_device=check_device_id(sender["device_id"]),
+                    client_id=_client_id(frame["client_id"]),
                     type=int(frame["type"]),
                     body=_unb64(frame.get("body"), "message body"),
                     timestamp=int(frame["timestamp"]),
+                    group_id=None if frame.get("group_id") is None else _unb64(frame["group_id"], "group id"),
                 )
             except (KeyError, TypeError, ValueError):
+                # (InvalidInputError is a ValueError: a sender name or device id outside the
+                # relay's own rules, which no honest relay sends.)
                 raise TransportError("a malformed message push") from None
             self._pushes.put_nowait(message)
         elif kind == "queue_empty":
@@ -648,6 +666,46 @@ class Connection:
     async def ping(self) -> None:
         """A round trip through the relay's request handling."""
         await self.request("ping")
+
+    # Groups (docs/relay-protocol.md, "Groups").
+
+    async def group_change(self, op: str, change: bytes) -> int:
+        """Publish a signed membership change with ``op`` (``group_create``, ``group_add``,
+        ``group_remove``, ``group_leave``); returns how many devices the relay queued it for."""
+        response = await self.request(op, change=_b64(change))
+        return int(response.get("recipients", 0))
+
+    async def group_members(self, group_id: bytes) -> dict[str, Any]:
+        """The relay's view of a group: ``epoch``, ``members`` and the newest ``change`` (bytes)."""
+        response = await self.request("group_members", group_id=_b64(group_id))
+        return {**response, "change": _unb64(response.get("change"), "membership change")}
+
+    async def group_history(
+        self, group_id: bytes, after_epoch: int = -1, max_changes: int = 100_000
+    ) -> list[bytes]:
+        """Every membership change of a group after ``after_epoch`` (-1: from its creation).
+
+        A relay that keeps saying there is more stops being asked after ``max_changes`` changes
+        (:class:`TransportError`), so it cannot hold the client in a loop or grow its memory.
+        """
+        changes: list[bytes] = []
+        while True:
+            if len(changes) > max_changes:
+                raise TransportError(f"the relay's history of the group goes on past {max_changes} changes")
+            response = await self.request("group_history", group_id=_b64(group_id), after_epoch=after_epoch)
+            batch = [_unb64(c, "membership change") for c in response.get("changes", [])]
+            changes.extend(batch)
+            if not response.get("more") or not batch:
+                return changes
+            after_epoch += len(batch)
+
+    def group_send(
+        self, group_id: bytes, client_id: str, message_type: int, body: bytes
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Write a group send now; resolves once the relay committed it for every member device."""
+        return self.submit(
+            "group_send", group_id=_b64(group_id), client_id=client_id, type=message_type, body=_b64(body)
+        )
 
 
 async def connect(

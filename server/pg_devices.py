@@ -1,4 +1,4 @@
-"""Linked devices in the PostgreSQL backend: the device-list operations of ``0003_devices.sql``.
+"""Linked devices in the PostgreSQL backend: the device-list operations of ``0004_devices.sql``.
 
 :class:`PostgresDeviceOps` is a mixin of :class:`server.pg_store.PostgresStore`; its operations run
 like every other one there (``_submit`` orders them per key, each is one transaction, wake-ups go

@@ -709,14 +709,18 @@ class _Connection:
                     await asyncio.sleep(1.0)
                     self.wake.set()
                     break
+                fetched = len(batch)
                 if batch:
                     push_chars = _PUSH_OVERHEAD + max(4 * ((len(m.body) + 2) // 3) for m in batch)
                 for message in batch:
                     self.send(_message_push(message))
                     self.inflight.add(message.server_id)
                     cursor = message.server_id
-                pushed += len(batch)
-                if len(batch) < room:
+                # The pushes hold the bodies now (as base64); the fetched copies are not kept while
+                # this task waits, which would double what a slow reader holds.
+                batch.clear()
+                pushed += fetched
+                if fetched < room:
                     drained = True
                     break
                 # A long backlog: let other connections run between batches.
@@ -772,6 +776,7 @@ def _message_push(message: StoredMessage) -> dict[str, Any]:
         type=message.type,
         body=p.b64(message.body),
         timestamp=int(message.created_at * 1000),
+        **({} if message.group_id is None else {"group_id": p.b64(message.group_id)}),
     )
 
 
@@ -1240,5 +1245,7 @@ class Relay:
             )
 
 
+# The group operations live in their own module; importing it registers them beside the ones above.
 # The linked-device operations join the table above (docs/devices.md).
 from server import device_ops  # noqa: E402, F401
+from server import group_ops as _group_ops  # noqa: E402, F401

@@ -30,6 +30,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -46,12 +47,16 @@ class RelayStartError(RuntimeError):
 class RelayProcess:
     """One relay process on 127.0.0.1 with an ephemeral port and its own SQLite file."""
 
-    def __init__(self, directory: Path, python: str = sys.executable, port: int = 0) -> None:
+    def __init__(
+        self, directory: Path, python: str = sys.executable, port: int = 0, options: Sequence[str] = ()
+    ) -> None:
         self.database = directory / "relay.sqlite3"
         self.log = directory / "relay.log"
         self.blobs = directory / "blobs"
         """The blob service's folder: the relay process serves attachments too (``--blobs``)."""
         self.port = port
+        self.options = tuple(options)
+        """More ``e2e-relay`` options (limits, for instance)."""
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
@@ -80,6 +85,7 @@ class RelayProcess:
             str(self.blobs),
             "--blobs-port",
             "0",
+            *self.options,
         ]
 
     def start(self, timeout: float = 20.0) -> str:
@@ -173,6 +179,10 @@ class RelayDatabase:
         """The stored copy of ``sender``'s message ``client_id``, or ``None`` once it was deleted."""
         rows = self._rows("sender_account = ? AND client_id = ?", (sender, client_id))
         return rows[0] if rows else None
+
+    def copies(self, sender: str, client_id: str) -> list[StoredRow]:
+        """Every stored copy of ``sender``'s message ``client_id`` (one per device, for a group send)."""
+        return self._rows("sender_account = ? AND client_id = ?", (sender, client_id))
 
     def queue(self, recipient: str) -> list[StoredRow]:
         """Every message waiting for ``recipient``, in the order the relay will push them."""

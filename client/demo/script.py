@@ -19,7 +19,11 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
    service, a pointer in a message; the middle column shows the blob as the service stores it
    (random bytes, its size bucket); Bob verifies it whole before decrypting and opens it; he
    forwards it to Carol, which reuses the blob.
-7. Alice links her laptop (``docs/devices.md``): Bob's next message reaches her phone and her
+7. Alice makes a group of the three (a membership change signed by her identity key) and sends
+   one group message: one upload, one stored copy per member device, each acknowledged by its
+   recipient; then she removes Carol: Bob makes a new sender key, and what he sends next is
+   queued for Alice alone and never readable by Carol.
+8. Alice links her laptop (``docs/devices.md``): Bob's next message reaches her phone and her
    laptop, each over its own session, and the laptop's reply appears on her phone.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
@@ -63,9 +67,11 @@ from client.client import Client, Hooks, Settings
 from client.demo.layout import Columns
 from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
-from client.events import Message
+from client.events import GroupMessage, MembershipChanged, Message
 from client.explain import SHOW_SECRETS_WARNING, Explainer
 from client.fanout import link_companion
+from client.inert import inert
+from e2e import __version__
 from e2e.attachment import blob_size, padded_size
 from e2e.explain import Event
 from e2e.linking import LinkOffer
@@ -85,7 +91,14 @@ REORDERED = ("One (sent first).", "Two (sent second).", "Three (sent third).", "
 """Alice's four messages; the network delivers the first two after the last two."""
 _LATE = 2
 
-_TYPE_NAMES = {int(MessageType.PREKEY): "PreKeySignalMessage", int(MessageType.WHISPER): "SignalMessage"}
+_TYPE_NAMES = {
+    int(MessageType.PREKEY): "PreKeySignalMessage",
+    int(MessageType.WHISPER): "SignalMessage",
+    7: "SenderKeyMessage",
+    250: "membership change",
+}
+GROUP_TEXTS = ("Hello, both of you!", "Carol is out; she cannot read this.")
+"""Alice's group message to Bob and Carol, and Bob's after Carol's removal."""
 
 
 def draw_picture(width: int = 160, height: int = 120) -> bytes:
@@ -179,6 +192,9 @@ class _Tally:
     plaintexts: list[bytes] = field(default_factory=list)
     files: int = 0
     blob_reused: bool = False
+    group_copies: int = 0
+    rotated: bool = False
+    removed_read: int = -1
 
 
 def _short_hex(data: bytes, head: int = 8, tail: int = 4) -> str:
@@ -193,8 +209,8 @@ def _relay_cell(row: StoredRow | None, note: str = "") -> str:
         return note or "(already deleted)"
     kind = _TYPE_NAMES.get(row.type, f"type {row.type}")
     lines = [
-        f"#{row.server_id} {row.sender}→{row.recipient} {kind}",
-        f"{len(row.body):,} B  id {row.client_id[:8]}…",
+        f"#{row.server_id} {inert(row.sender)}→{inert(row.recipient)} {kind}",
+        f"{len(row.body):,} B  id {inert(row.client_id[:8])}…",
         _short_hex(row.body),
     ]
     if note:
@@ -340,14 +356,14 @@ class _Demo:
     async def _receive(self, person: _Person) -> tuple[Message, list[str]]:
         event = await person.running.receive(self.options.timeout)
         if not isinstance(event, Message):
-            raise DemoFailed(f"{person.name} got {event!r} instead of a message")
+            raise DemoFailed(f"{person.name} got {inert(repr(event))} instead of a message")
         self.tally.received += 1
         notes = self._describe_received(person.steps_by_message.pop(event.message_id, []))
         # (A state tried and set aside can repeat a step's note; say each once.)
         return event, list(dict.fromkeys(notes))
 
     def _received_cell(self, message: Message, notes: list[str], extra: str = "") -> str:
-        lines = [f'{self.receive_arrow} "{message.text}"' + (f" {extra}" if extra else ""), *notes]
+        lines = [f'{self.receive_arrow} "{inert(message.body)}"' + (f" {extra}" if extra else ""), *notes]
         return "\n".join(lines)
 
     async def _exchange(self, sender: _Person, recipient: _Person, text: str) -> None:
@@ -355,7 +371,7 @@ class _Demo:
         sent_cell, message_id = await self._send(sender, recipient, text)
         message, notes = await self._receive(recipient)
         if message.message_id != message_id:
-            raise DemoFailed(f"{recipient.name} received {message.message_id}, expected {message_id}")
+            raise DemoFailed(f"{recipient.name} received {inert(message.message_id)}, expected {message_id}")
         await self._wait_deleted(sender.name, message_id)
         relay = _relay_cell(self.captured.get(message_id), "deleted after the ack")
         self._cells(sender, sent_cell, relay, self._received_cell(message, notes))
@@ -454,6 +470,7 @@ class _Demo:
         )
 
         await self._picture()
+        await self._group()
         await self._laptop()
 
     async def _picture(self) -> None:
@@ -472,7 +489,7 @@ class _Demo:
             raise DemoFailed("the blob service holds a blob of another size")
         event = await self.bob.running.receive(self.options.timeout)
         if not isinstance(event, Message) or not event.is_attachment:
-            raise DemoFailed(f"bob got {event!r} instead of the picture")
+            raise DemoFailed(f"bob got {inert(repr(event))} instead of the picture")
         pointer = self.bob.running.attachment(event)
         saved = await self.bob.running.download(pointer, self.directory / "bob-files")
         width, height = png_size(saved.read_bytes())
@@ -482,9 +499,9 @@ class _Demo:
         columns.row(
             f"{self.send_arrow} {picture.name} ({size:,} B)\nencrypted with a fresh key while it uploads;"
             " the key and digest go in a message",
-            f"blob {pointer.blob_id[:10]}… {len(blob):,} B\n(size bucket: files of "
+            f"blob {inert(pointer.blob_id[:10])}… {len(blob):,} B\n(size bucket: files of "
             f"{_bucket_floor(size):,}–{padded_size(size):,} B look alike)\n{_short_hex(blob)}",
-            f"{self.receive_arrow} {saved.name}: length, digest and MAC\nverified before decrypting;"
+            f"{self.receive_arrow} {inert(saved.name)}: length, digest and MAC\nverified before decrypting;"
             f" opened: PNG {width}×{height}",
         )
         await self._online(self.carol, create=True)
@@ -492,7 +509,7 @@ class _Demo:
         await self.bob.running.forward_file("carol", pointer)
         forwarded = await self.carol.running.receive(self.options.timeout)
         if not isinstance(forwarded, Message) or not forwarded.is_attachment:
-            raise DemoFailed(f"carol got {forwarded!r} instead of the picture")
+            raise DemoFailed(f"carol got {inert(repr(forwarded))} instead of the picture")
         carol_pointer = self.carol.running.attachment(forwarded)
         carol_file = await self.carol.running.download(carol_pointer, self.directory / "carol-files")
         blobs_after = sorted(p.name for p in (self.relay.blobs / "blobs").iterdir())
@@ -502,17 +519,113 @@ class _Demo:
         self.tally.files += 1
         columns.row(
             "",
-            f"same blob {pointer.blob_id[:10]}…: no new upload\n({len(blobs_after) // 2} blob stored)",
+            f"same blob {inert(pointer.blob_id[:10])}…: no new upload\n({len(blobs_after) // 2} blob stored)",
             f"{self.send_arrow} forwarded to carol (the pointer only)\ncarol: {self.receive_arrow} "
-            f"{carol_file.name} verified, PNG {width}×{height}",
+            f"{inert(carol_file.name)} verified, PNG {width}×{height}",
         )
         await self._offline(self.carol)
+
+    async def _next(self, person: _Person, kind: type, where: Callable[[Any], bool] = lambda e: True) -> Any:
+        async def wait() -> Any:
+            while True:
+                event = await person.running.receive()
+                if isinstance(event, kind) and where(event):
+                    return event
+
+        return await asyncio.wait_for(wait(), self.options.timeout)
+
+    async def _group(self) -> None:
+        columns = self.columns
+        assert self.database is not None
+        self._heading("9. A group: one upload at the relay, one delivery per member")
+        await self._online(self.carol, create=False)
+        alice, bob, carol = self.alice.running, self.bob.running, self.carol.running
+        group = await alice.create_group("demo group", ["bob", "carol"])
+        change = self.database.copies("alice", f"membership:{group.hex()}:0")
+        for person in (self.bob, self.carol):
+            await self._next(person, MembershipChanged)
+        columns.row(
+            f"{self.send_arrow} new group: alice (admin), bob, carol\nsigned by alice's identity key",
+            f"membership change, epoch 0, {len(change[0].body) if change else 0} B\n"
+            f"checked and queued for {len(change)} devices",
+            "bob and carol verify the signature\nand the hash chain before trusting it",
+        )
+        await self._offline(self.bob)
+        await self._offline(self.carol)
+        message_id = await alice.send_group(group, GROUP_TEXTS[0])
+        await alice.flush_groups(self.options.timeout)
+        self.tally.plaintexts.append(GROUP_TEXTS[0].encode())
+        self.tally.sent += 1
+        copies = self.database.copies("alice", message_id)
+        self.tally.group_copies = len(copies)
+        if len(copies) != 2 or len({row.body for row in copies}) != 1:
+            raise DemoFailed(f"the group message is stored {len(copies)} times, not once per member device")
+        columns.row(
+            f'{self.send_arrow} "{GROUP_TEXTS[0]}"\none Sender Keys encryption and signature,\none upload',
+            "\n".join(_relay_cell(row) for row in copies),
+            "(bob and carol are offline: one copy\nwaits for each)",
+        )
+        for person in (self.bob, self.carol):
+            await self._online(person, create=False)
+            event = await self._next(person, GroupMessage)
+            await self._wait_copy_deleted("alice", message_id, person.name)
+            self.tally.received += 1
+            columns.row(
+                "",
+                f"{person.name}'s copy acknowledged and deleted",
+                f'{person.name} {self.receive_arrow} "{event.text}" (group)',
+            )
+
+        self._heading("10. Alice removes Carol: every remaining member makes a new sender key")
+        bob, carol = self.bob.running, self.carol.running
+        before = bob._groups.sender_key(bob._our_name(group))
+        await alice.remove_members(group, ["carol"])
+        await self._next(self.bob, MembershipChanged, lambda e: e.removed == ("carol",))
+        await self._next(self.carol, MembershipChanged, lambda e: e.we_left)
+        await self._offline(self.alice)
+        message_id = await bob.send_group(group, GROUP_TEXTS[1])
+        await bob.flush_groups(self.options.timeout)
+        after = bob._groups.sender_key(bob._our_name(group))
+        self.tally.rotated = before is not None and after is not None and before != after
+        copies = self.database.copies("bob", message_id)
+        if [row.recipient for row in copies] != ["alice"]:
+            raise DemoFailed(f"bob's message after the removal is queued for {[r.recipient for r in copies]}")
+        self.tally.plaintexts.append(GROUP_TEXTS[1].encode())
+        self.tally.sent += 1
+        columns.row(
+            "(alice is offline for a moment)",
+            "epoch 1 without carol: the one copy\n" + "\n".join(_relay_cell(row) for row in copies),
+            f'bob: new sender chain, given to alice only\n{self.send_arrow} "{GROUP_TEXTS[1]}"',
+        )
+        await self._online(self.alice, create=False)
+        event = await self._next(self.alice, GroupMessage)
+        self.tally.received += 1
+        await asyncio.sleep(0.3)
+        self.tally.removed_read = sum(
+            1 for e in carol.group_history(group) if e.body == GROUP_TEXTS[1].encode()
+        )
+        if not self.tally.rotated or self.tally.removed_read:
+            raise DemoFailed("the removal did not rotate bob's sender key, or carol read the next message")
+        columns.row(
+            f'{self.receive_arrow} bob: "{event.text}"',
+            "alice's copy acknowledged and deleted",
+            "carol: removed; her old copy of bob's chain\nopens nothing sent on the new one",
+        )
+        await self._offline(self.carol)
+
+    async def _wait_copy_deleted(self, sender: str, message_id: str, recipient: str) -> None:
+        assert self.database is not None
+        deadline = asyncio.get_running_loop().time() + self.options.timeout
+        while any(row.recipient == recipient for row in self.database.copies(sender, message_id)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise DemoFailed(f"the relay kept {recipient}'s copy after its acknowledgement")
+            await asyncio.sleep(0.01)
 
     async def _laptop(self) -> None:
         """Alice links a laptop (docs/devices.md); Bob's message reaches both of her devices, and
         the laptop's reply shows on her phone."""
         columns = self.columns
-        self._heading("9. Alice links her laptop: every message reaches both of her devices")
+        self._heading("11. Alice links her laptop: every message reaches both of her devices")
         offers: asyncio.Queue[LinkOffer] = asyncio.Queue()
         linking = asyncio.ensure_future(
             link_companion(
@@ -543,7 +656,8 @@ class _Demo:
         await self.bob.running.flush(self.options.timeout)
         self.tally.sent += 1
         self.tally.plaintexts.append(text.encode())
-        on_phone, _ = await self._receive(self.alice)
+        on_phone = await self._next(self.alice, Message, lambda e: e.text == text)
+        self.tally.received += 1
         on_laptop = await laptop.receive(self.options.timeout)
         if not isinstance(on_laptop, Message) or on_laptop.message_id != on_phone.message_id:
             raise DemoFailed(f"alice's laptop got {on_laptop!r} instead of bob's message")
@@ -559,8 +673,9 @@ class _Demo:
         await laptop.flush(self.options.timeout)
         self.tally.sent += 1
         self.tally.plaintexts.append(reply.encode())
-        at_bob, _ = await self._receive(self.bob)
-        copy = await self.alice.running.receive(self.options.timeout)
+        at_bob = await self._next(self.bob, Message, lambda e: e.text == reply)
+        self.tally.received += 1
+        copy = await self._next(self.alice, Message, lambda e: e.to is not None)
         if not isinstance(copy, Message) or copy.to != "bob" or copy.text != reply:
             raise DemoFailed(f"alice's phone got {copy!r} instead of the laptop's copy")
         columns.row(
@@ -634,6 +749,9 @@ class _Demo:
             f"and blobs (all {len(tally.plaintexts)} messages and picture parts searched byte for byte)",
             f"attachments:     {tally.files} files verified before decryption; the forward "
             f"{'reused' if tally.blob_reused else 'did NOT reuse'} the blob",
+            f"groups:          one upload stored as {tally.group_copies} copies, one per member device; "
+            f"the removal {'rotated' if tally.rotated else 'did NOT rotate'} the sender key; "
+            f"the removed member read {tally.removed_read} later messages",
             "safety numbers:  equal on both sides, verified both ways",
             f"relay:           stopped, exit status {relay_status}",
         ]
@@ -671,6 +789,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="e2e-demo",
         description="Alice and Bob talk end to end encrypted through a real relay, shown side by side.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--explain", action="store_true", help="print every protocol step (keys as short fingerprints)"
     )
@@ -703,7 +822,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(run(options, sys.stdout, directory))
     except (TimeoutError, DemoFailed, RelayStartError, OSError) as error:
-        print(f"\ndemo failed: {error}", file=sys.stderr)
+        # The reason may quote the relay's log or what the relay sent: shown inert, line by line.
+        shown = "\n".join(inert(line) for line in str(error).splitlines())
+        print(f"\ndemo failed: {shown}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; the relay was stopped", file=sys.stderr)

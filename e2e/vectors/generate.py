@@ -557,6 +557,32 @@ def _sender_key_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _group_membership_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """A group created by its admin, members added, one removed, one leaving (signed by itself)."""
+    people = {name: PrivateKey(rng(32)) for name in ("alice", "bob", "carol", "dave")}
+
+    def member(name: str, admin: bool = False) -> dict[str, object]:
+        return {"name": name, "identity_key": people[name].public_key().serialize().hex(), "admin": admin}
+
+    def step(signer: str, members: list[dict[str, object]]) -> dict[str, object]:
+        return {
+            "signer_private_key": people[signer].serialize().hex(),
+            "signature_random": rng(64).hex(),
+            "members": members,
+        }
+
+    chain = [
+        step("alice", [member("alice", True), member("bob")]),
+        step("alice", [member("alice", True), member("bob"), member("carol"), member("dave")]),
+        step("alice", [member("alice", True), member("bob"), member("dave")]),
+        step("bob", [member("alice", True), member("dave")]),
+    ]
+    return [
+        ("create-only", {"group_id": rng(16).hex(), "steps": chain[:1]}),
+        ("create-add-remove-leave", {"group_id": rng(16).hex(), "steps": chain}),
+    ]
+
+
 def _attachment_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     """Sizes at the edges of AES blocks and of buckets, then refusals of one good blob altered."""
     cases: list[tuple[str, dict[str, object]]] = []
@@ -610,6 +636,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "fingerprint.json": ("fingerprint", _fingerprint_cases),
     "conversation.json": ("conversation", _conversation_cases),
     "sender_key.json": ("sender_key", _sender_key_cases),
+    "group_membership.json": ("group_membership", _group_membership_cases),
     "xeddsa_spec.json": ("xeddsa_spec", _xeddsa_spec_cases),
     "x3dh_responder.json": ("x3dh_responder", _x3dh_responder_cases),
     "x25519.json": ("x25519", _x25519_cases),
@@ -813,7 +840,9 @@ def _nist_kyber1024_kat() -> Document:
             "regenerates it matches the SHA-256 that open-quantum-safe/liboqs publishes in "
             "tests/KATs/kem/kats.json ('all', b72b97eb...3a46) and record 0 the value of pq-crystals/"
             "kyber's round3 Kyber1024_META.yml (nistkat-sha256, 5afcf2a5...8f60); ss of counts 0 and 99 "
-            "as in the copy shipped by GiacomoPope/kyber-py (assets/PQCkemKAT_3168.rsp)."
+            "as in the copy shipped by GiacomoPope/kyber-py (assets/PQCkemKAT_3168.rsp); and the 100 "
+            "records in the JSON form of cryspen/libcrux, the Kyber libsignal runs, hash as its "
+            "libcrux-ml-kem/tests/kats/nistkats_kyber_1024.json (19d96c22...cd2a)."
         ),
         "cases": [
             {

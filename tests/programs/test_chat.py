@@ -76,11 +76,17 @@ def test_two_people_chat_verify_and_find_their_history_after_a_restart(chats: Ch
     alice.type("/nonsense")
     alice.expect("unknown command /nonsense")
     alice.type("/add bob")
-    alice.expect("added bob")
+    alice.expect(
+        r"added bob: fetched bob's prekey bundle from the relay and started an encrypted session \(PQXDH\)"
+    )
     alice.type("hello bob, this is alice")
     alice.expect(r"you → bob: hello bob, this is alice  \(queued\)")
     alice.expect(r"✓ sent to relay: \"hello bob, this is alice\"")
     bob.expect(r"\] alice: hello bob, this is alice")
+    # A message does not make its sender the recipient of what Bob types: he chooses.
+    bob.expect(r"\(to answer alice: /to alice\)")
+    bob.type("/to alice")
+    bob.expect("talking to alice")
 
     bob.type("hi alice")
     alice.expect(r"\] bob: hi alice")
@@ -201,6 +207,58 @@ def test_a_name_taken_by_another_identity_is_refused_with_the_reason(chats: Chat
     assert bob.wait_exit() == 0
 
 
+def test_three_people_in_a_group_with_an_add_and_a_removal(chats: Chats) -> None:
+    alice, bob, carol = (chats.start(name) for name in ("alice", "bob", "carol"))
+    for terminal in (alice, bob, carol):
+        terminal.expect("connected to the relay")
+    alice.type("/group new friends bob")
+    alice.expect("created the group friends with bob")
+    bob.expect(r"-- \S+ \(epoch 0\): alice created the group; members: alice, bob")
+    alice.type("hello group")
+    alice.expect(r"friends · you: hello group")
+    bob.expect(r"\] friends · alice: hello group")
+
+    # Bob (not an admin) cannot add anyone: his client will not sign such a change (nor would the
+    # relay take it).
+    bob.type("/group friends")
+    bob.expect("talking to the group friends")
+    bob.type("/group add carol")
+    bob.expect("bob is not an admin")
+    bob.type("hi from bob")
+    alice.expect(r"friends · bob: hi from bob")
+
+    alice.type("/group add carol")
+    carol.expect(r"-- \S+ \(epoch 1\): alice added you; members: alice, bob, carol")
+    bob.expect(r"alice added carol")
+    alice.type("welcome carol")
+    carol.expect(r"friends · alice: welcome carol")
+    bob.expect(r"friends · alice: welcome carol")
+    carol.type("/group members")
+    carol.expect(r"friends: 3 members\n\s*alice  admin  key [0-9a-f]{8}\n\s*bob  member")
+
+    alice.type("/group remove bob")
+    bob.expect("you are no longer in friends")
+    carol.expect(r"bob left or were removed")
+    alice.type("after bob")
+    carol.expect(r"friends · alice: after bob")
+    bob.type("/group list")
+    bob.expect(r"friends  id [0-9a-f]{8}  epoch 2  \(you are no longer in it\)")
+    bob.type("/group friends")
+    bob.type("/group history")
+    bob.expect(r"friends · alice: welcome carol")
+    assert "after bob" not in bob.text
+
+    alice.type("/group history 2")
+    alice.expect(r"friends · you: welcome carol\n.*friends · you: after bob")
+    alice.type("/to carol")
+    alice.expect("talking to carol")
+    alice.type("just for you")
+    carol.expect(r"\] alice: just for you")
+    for terminal in (alice, bob, carol):
+        terminal.type("/quit")
+        assert terminal.wait_exit() == 0
+
+
 def test_a_laptop_is_linked_sees_both_sides_and_is_unlinked(chats: Chats, tmp_path: Path) -> None:
     """e2e-chat --link shows a code; /link CODE on the primary links it; Bob's message reaches both
     of Alice's devices, the laptop's reply shows on the phone; /unlink stops the laptop."""
@@ -242,5 +300,6 @@ def test_a_laptop_is_linked_sees_both_sides_and_is_unlinked(chats: Chats, tmp_pa
     bob.expect("alice: answered from the laptop")
     phone.type("/unlink 2")
     phone.expect("unlinked device 2")
-    laptop.expect("the client stopped")
+    # Logged out by the relay (4005); its next attempt to register is refused: it is not linked.
+    laptop.expect(r"the relay refused this device: .*\(not_linked\)")
     assert laptop.wait_exit() == 1

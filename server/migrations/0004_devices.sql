@@ -1,4 +1,4 @@
--- Schema version 3 of the relay's PostgreSQL store: linked devices (server/device_store.py).
+-- Schema version 4 of the relay's PostgreSQL store: linked devices (server/device_store.py).
 --
 -- * devices.identity_key: every device has an identity key of its own.  Existing rows take their
 --   account's key, so a version 1 or 2 account (whose devices all shared one key) becomes a primary
