@@ -760,7 +760,8 @@ class GroupsMixin:
         for member in members.members:
             if member.name == self.name:
                 continue
-            devices = {1, *self._store.session_devices(member.name)}
+            # Linked devices: every device on the member's verified device list too (client/fanout.py).
+            devices = {1, *self._store.session_devices(member.name), *self.known_devices(member.name)}
             for device in sorted(devices):
                 share = self._groups.share(group_id, member.name, device)
                 if share is not None and share.chain_id == distribution.chain_id:

@@ -236,3 +236,33 @@ def test_transcripts_round_trip_and_refuse_garbage():
     for bad in garbage:
         with pytest.raises(DecodeError):
             decode_transcript(bad)
+
+
+async def test_a_companion_reads_a_group_it_was_linked_into(relay, make_client, tmp_path):
+    """Bob's sender key reaches Alice's laptop too: the relay queues the group message for every
+    device of every member, and Bob hands his chain to every device on Alice's verified list."""
+    from client.events import GroupMessage
+
+    alice = make_client(relay.url, "alice")
+    bob = make_client(relay.url, "bob")
+    for client in (alice, bob):
+        await client.start()
+        await client.wait_connected(timeout=20)
+    laptop = await link_one(alice, relay.url, tmp_path / "alice-2.db")
+    try:
+        await bob.send_all("alice", "a first message, so that bob knows alice's devices")
+        await bob.flush(timeout=20)
+        group = await bob.create_group("friends", ["alice"])
+        await bob.send_group(group, "hello group")
+
+        async def group_text(client: Client) -> str:
+            while True:
+                event = await client.receive(timeout=20)
+                if isinstance(event, GroupMessage):
+                    return event.text
+
+        assert await asyncio.wait_for(group_text(alice), 30) == "hello group"
+        assert await asyncio.wait_for(group_text(laptop), 30) == "hello group"
+    finally:
+        for client in (alice, bob, laptop):
+            await client.close()
