@@ -441,10 +441,10 @@ class KyberPreKeyRecord:
         try:
             private = KyberPrivateKey.deserialize(protobuf.get_bytes(fields, 2, "Kyber prekey secret key"))
             public = KyberPublicKey.deserialize(protobuf.get_bytes(fields, 3, "Kyber prekey public key"))
+            signature = protobuf.get_bytes(fields, 4, "signature")
             key_pair = KyberKeyPair(private, public)
         except (DecodeError, InvalidKeyError) as error:
             raise StateFormatError(f"stored Kyber prekey: {error}") from None
-        signature = protobuf.get_bytes(fields, 4, "signature")
         if len(signature) != SIGNATURE_LENGTH:
             raise StateFormatError(f"a stored Kyber prekey needs a {SIGNATURE_LENGTH}-byte signature")
         return cls(
