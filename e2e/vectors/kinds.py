@@ -28,9 +28,9 @@ from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
 from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName
 from e2e.kdf import ChainKey, RootKey
-from e2e.kem import KemKeyPair, KemPrivateKey
+from e2e.kem import KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
-from e2e.kyber import KyberKeyPair
+from e2e.kyber import KyberKeyPair, KyberPublicKey
 from e2e.sender_key_messages import SenderKeyFraming
 from e2e.sender_key_state import SenderChainKey, SenderKeyRecord, SenderKeyState
 from e2e.session import Ciphertext, SessionRecord
@@ -211,6 +211,19 @@ class _Handshake:
             pre_key=None if self.bob_one_time is None else self.bob_one_time.public_key,
         )
 
+    def kem_bundle(
+        self, kem_pre_key_id: int, kem_pre_key: KemPublicKey | KyberPublicKey, signature_random: bytes
+    ) -> tuple[PreKeyBundle, bytes]:
+        """:meth:`bundle` with Bob's signed KEM prekey added, and the prekey's signature."""
+        signature = self.bob_identity.sign(kem_pre_key.serialize(), fixed_rng(signature_random))
+        bundle = replace(
+            self.bundle(),
+            kem_pre_key_id=kem_pre_key_id,
+            kem_pre_key=kem_pre_key,
+            kem_pre_key_signature=signature,
+        )
+        return bundle, signature
+
     def output(
         self,
         message: InitialMessage,
@@ -275,15 +288,7 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     kem_pre_key_id = inputs.integer("kem_pre_key_id")
     inputs.done()
 
-    kem_signature = handshake.bob_identity.sign(
-        bob_kem.public_key.serialize(), fixed_rng(kem_signature_random)
-    )
-    bundle = replace(
-        handshake.bundle(),
-        kem_pre_key_id=kem_pre_key_id,
-        kem_pre_key=bob_kem.public_key,
-        kem_pre_key_signature=kem_signature,
-    )
+    bundle, kem_signature = handshake.kem_bundle(kem_pre_key_id, bob_kem.public_key, kem_signature_random)
     events: list[Event] = []
     message, alice_secret = pqxdh_agreement.initiate(
         handshake.alice_identity,
@@ -328,14 +333,8 @@ def pqxdh_v4(raw: Mapping[str, object]) -> Output:
     kyber_pre_key_id = inputs.integer("kyber_pre_key_id")
     inputs.done()
 
-    kyber_signature = handshake.bob_identity.sign(
-        bob_kyber.public_key.serialize(), fixed_rng(kyber_signature_random)
-    )
-    bundle = replace(
-        handshake.bundle(),
-        kem_pre_key_id=kyber_pre_key_id,
-        kem_pre_key=bob_kyber.public_key,
-        kem_pre_key_signature=kyber_signature,
+    bundle, kyber_signature = handshake.kem_bundle(
+        kyber_pre_key_id, bob_kyber.public_key, kyber_signature_random
     )
     events: list[Event] = []
     message, alice_secret = pqxdh_v4_agreement.initiate(
