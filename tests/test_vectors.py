@@ -233,6 +233,8 @@ def _mutations() -> list[tuple[str, object]]:
         ("unknown-step", _conversation_with(lambda script: script.append({"forward": "a0"}))),
         ("unknown-sender", _conversation_with(lambda script: script.append(_send("carol", "c0")))),
         ("duplicate-message-id", _conversation_with(lambda script: script.append(_send("bob", "a0")))),
+        ("sender-a-list", _conversation_with(lambda script: script.append(_send(["bob"], "c0")))),
+        ("step-not-an-object", _conversation_with(lambda script: script.append(["deliver", "a0"]))),
     ]
 
 

@@ -240,6 +240,24 @@ def _explicit_refusals() -> list[tuple[str, object]]:
         ("signature-with-ratchet-start", changed(lambda i: i.update(start="ratchet"))),
         ("prekey-id-alone", changed(lambda i: i.pop("bob_one_time_pre_key_private"))),
         ("deliver-unknown", changed(lambda i: i["script"].insert(0, {"deliver": "Z"}))),
+        ("step-not-an-object", changed(lambda i: i["script"].append(["deliver", "Z"]))),
+        ("unknown-step", changed(lambda i: i["script"].append({"forward": "Z"}))),
+        (
+            "unknown-sender",
+            changed(lambda i: i["script"].append({"send": "carol", "id": "Q", "plaintext": "00"})),
+        ),
+        (
+            "sender-a-list",
+            changed(lambda i: i["script"].append({"send": ["bob"], "id": "Q", "plaintext": "00"})),
+        ),
+        (
+            "duplicate-message-id",
+            changed(lambda i: i["script"].extend([{"send": "bob", "id": "Q", "plaintext": "00"}] * 2)),
+        ),
+        (
+            "plaintext-not-hex",
+            changed(lambda i: i["script"].append({"send": "bob", "id": "Q", "plaintext": "zz"})),
+        ),
     ]
 
 
