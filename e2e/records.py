@@ -129,6 +129,16 @@ def check_header(data: bytes, kind: int, versions: tuple[int, ...] = (FORMAT_VER
     return data[2:]
 
 
+# The two signed KEM prekey records have one field layout (module docstring).
+_SIGNED_KEM_PRE_KEY_SCHEMA: Final[dict[int, protobuf.Field]] = {
+    1: protobuf.Field(protobuf.VARINT),
+    2: protobuf.Field(protobuf.LEN),
+    3: protobuf.Field(protobuf.LEN),
+    4: protobuf.Field(protobuf.LEN),
+    5: protobuf.Field(protobuf.VARINT),
+    6: protobuf.Field(protobuf.VARINT),
+}
+
 _SCHEMAS: Final = {
     IDENTITY_KIND: {
         1: protobuf.Field(protobuf.LEN),
@@ -147,22 +157,8 @@ _SCHEMAS: Final = {
         4: protobuf.Field(protobuf.LEN),
         5: protobuf.Field(protobuf.VARINT),
     },
-    KEM_PRE_KEY_KIND: {
-        1: protobuf.Field(protobuf.VARINT),
-        2: protobuf.Field(protobuf.LEN),
-        3: protobuf.Field(protobuf.LEN),
-        4: protobuf.Field(protobuf.LEN),
-        5: protobuf.Field(protobuf.VARINT),
-        6: protobuf.Field(protobuf.VARINT),
-    },
-    KYBER_PRE_KEY_KIND: {
-        1: protobuf.Field(protobuf.VARINT),
-        2: protobuf.Field(protobuf.LEN),
-        3: protobuf.Field(protobuf.LEN),
-        4: protobuf.Field(protobuf.LEN),
-        5: protobuf.Field(protobuf.VARINT),
-        6: protobuf.Field(protobuf.VARINT),
-    },
+    KEM_PRE_KEY_KIND: _SIGNED_KEM_PRE_KEY_SCHEMA,
+    KYBER_PRE_KEY_KIND: _SIGNED_KEM_PRE_KEY_SCHEMA,
 }
 
 
