@@ -173,40 +173,36 @@ def _keyed(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
 _ZERO_INNER, _ZERO_OUTER = _keyed(bytes(32))
 
 
-def _hmac(inner: hashlib._Hash, outer: hashlib._Hash, data: bytes) -> bytes:
-    """HMAC of ``data`` under the key ``inner`` and ``outer`` have absorbed, which stay unused."""
-    step_inner = inner.copy()
-    step_inner.update(data)
-    step_outer = outer.copy()
-    step_outer.update(step_inner.digest())
-    return step_outer.digest()
-
-
-def _extract(seed: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
-    """HKDF-Extract with the 32-zero-byte salt: the PRK of ``seed``, keyed for HMAC (see :func:`_keyed`)."""
-    extract_inner = _ZERO_INNER.copy()
-    extract_inner.update(seed)
-    extract_outer = _ZERO_OUTER.copy()
-    extract_outer.update(extract_inner.digest())
-    return _keyed(extract_outer.digest())
-
-
 def chain_step(chain_key: bytes) -> tuple[bytes, bytes]:
     """``KDF_CK(CK)``: the message-key seed ``HMAC(CK, 0x01)`` and the next ``CK`` ``HMAC(CK, 0x02)``."""
     inner, outer = _keyed(chain_key)
-    seed = _hmac(inner, outer, _MESSAGE_KEY_SEED)
-    # The last HMAC under a key uses its hash objects themselves rather than copies.
+    seed_inner = inner.copy()
+    seed_inner.update(_MESSAGE_KEY_SEED)
     inner.update(_CHAIN_KEY_SEED)
+    seed_outer = outer.copy()
+    seed_outer.update(seed_inner.digest())
     outer.update(inner.digest())
-    return seed, outer.digest()
+    return seed_outer.digest(), outer.digest()
 
 
 def derive_message_keys(seed: bytes) -> bytes:
     """``HKDF(0×32, seed, "WhisperMessageKeys", 80)``: cipher key ‖ MAC key ‖ IV as one 80-byte value."""
-    inner, outer = _extract(seed)
+    extract_inner = _ZERO_INNER.copy()
+    extract_inner.update(seed)
+    extract_outer = _ZERO_OUTER.copy()
+    extract_outer.update(extract_inner.digest())
+    inner, outer = _keyed(extract_outer.digest())
     # HKDF-Expand, unrolled: T(1) = HMAC(PRK, info ‖ 1), T(n) = HMAC(PRK, T(n-1) ‖ info ‖ n).
-    t1 = _hmac(inner, outer, _EXPAND_1)
-    t2 = _hmac(inner, outer, t1 + _EXPAND_2)
+    step_inner = inner.copy()
+    step_inner.update(_EXPAND_1)
+    step_outer = outer.copy()
+    step_outer.update(step_inner.digest())
+    t1 = step_outer.digest()
+    step_inner = inner.copy()
+    step_inner.update(t1 + _EXPAND_2)
+    step_outer = outer.copy()
+    step_outer.update(step_inner.digest())
+    t2 = step_outer.digest()
     inner.update(t2 + _EXPAND_3)
     outer.update(inner.digest())
     return t1 + t2 + outer.digest()[:16]
@@ -214,8 +210,16 @@ def derive_message_keys(seed: bytes) -> bytes:
 
 def derive_group_message_keys(seed: bytes) -> bytes:
     """``HKDF(0×32, seed, "WhisperGroup", 48)``: IV (16 bytes) ‖ AES key (32) as one 48-byte value."""
-    inner, outer = _extract(seed)
-    t1 = _hmac(inner, outer, _GROUP_1)
+    extract_inner = _ZERO_INNER.copy()
+    extract_inner.update(seed)
+    extract_outer = _ZERO_OUTER.copy()
+    extract_outer.update(extract_inner.digest())
+    inner, outer = _keyed(extract_outer.digest())
+    step_inner = inner.copy()
+    step_inner.update(_GROUP_1)
+    step_outer = outer.copy()
+    step_outer.update(step_inner.digest())
+    t1 = step_outer.digest()
     inner.update(t1 + _GROUP_2)
     outer.update(inner.digest())
     return t1 + outer.digest()[:16]
