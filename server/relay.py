@@ -1091,6 +1091,8 @@ class Relay:
         self._bundle_buckets: dict[DeviceAddress, _TokenBucket] = {}
         self.blob_tokens: BlobTokens | None = None
         """Set to issue blob upload tokens (op ``blob_upload_token``); None answers ``not_found``."""
+        # Business-name certificates (server/business_names.py): the board and its two ops.
+        self.business_names = BusinessNameBoard()
         self.host = ""
         self.port = 0
 
@@ -1200,3 +1202,7 @@ class Relay:
                 code=ws.close_code,
                 seconds=f"{time.perf_counter() - started:.1f}",
             )
+
+
+# Business names: the board's ops register themselves in _OPS (server/business_names.py).
+from server.business_names import BusinessNameBoard  # noqa: E402
