@@ -138,7 +138,7 @@ def _setups(rng: Callable[[int], bytes], count: int, rounds: int) -> dict[str, t
             kem_pair: kem.KemKeyPair | kyber.KyberKeyPair | None = kem_pair,
         ) -> bytes:
             return SessionRecord().decrypt_prekey_message(
-                first, bob_identity, signed, None, rng, our_kem_pre_key=kem_pair
+                first, bob_identity, signed, None, rng, our_registration_id=2, our_kem_pre_key=kem_pair
             )
 
         results[name] = (_best(alice, count, rounds), _best(bob, count, rounds))

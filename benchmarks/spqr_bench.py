@@ -8,7 +8,8 @@ Run ``make bench-spqr`` (or ``python benchmarks/spqr_bench.py``).  Prints millis
   vector's arrival (header check and ``encaps2``) and the last ``c2`` chunk (decapsulation);
 * the bytes SPQR adds to each message (field 5 with its tag and length), as a histogram;
 * a v4 session's ping-pong with SPQR beside the same without it (no factory) and beside v3, the
-  rows the issue's target compares (v4 at ≥ 50 % of v3).
+  rows the issue's target compares (v4 at ≥ 50 % of v3), and the same ping-pong between two
+  libsignal 0.103 parties in the Node peer (``make node``), measured inside Node.
 
 Compare rows of one run; the machine's load moves all of them.
 """
@@ -157,6 +158,23 @@ def session_rows(messages: int) -> None:
         print(f"  {name:<29} {per_message:8.3f} ms   ({baseline / per_message * 100:5.1f} % of v3's speed)")
 
 
+def libsignal_row(messages: int) -> None:
+    """The same ping-pong between two libsignal 0.103 parties inside the Node peer, if installed."""
+    from tests.interop.node_peer import NodePeer
+    from tests.interop.node_setup import node_modules
+
+    if not node_modules().is_dir():
+        print("  libsignal 0.103 (Node), v4+SPQR not installed (make node)")
+        return
+    with NodePeer(timeout=120) as peer:
+        cpu_ms = float(peer.call("session_bench_ping_pong", messages=messages, size=64)["cpu_ms"])
+    # libsignal's stores hand it serialized records, so each call also reads and writes the
+    # session record (with its SPQR state), as an application using it does.
+    print(
+        f"  libsignal 0.103 (Node), v4+SPQR {cpu_ms / messages:8.3f} ms   (records (de)serialized per call)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -165,6 +183,7 @@ def main() -> None:
     arguments = parser.parse_args()
     spqr_rows(arguments.messages)
     session_rows(arguments.messages)
+    libsignal_row(arguments.messages)
 
 
 if __name__ == "__main__":

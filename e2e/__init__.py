@@ -29,6 +29,7 @@ from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName,
 from e2e.kdf import ChainKey, MessageKeys, RootKey
 from e2e.kem import KemCiphertext, KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey, Rng
+from e2e.kyber import KyberCiphertext, KyberKeyPair, KyberPrivateKey, KyberPublicKey
 from e2e.memory_store import InMemoryProtocolStore
 from e2e.ratchet import DEFAULT_LIMITS, Limits, RatchetState
 from e2e.records import (
@@ -67,6 +68,11 @@ __all__ = [
     "KemPrivateKey",
     "KemKeyPair",
     "KemCiphertext",
+    # Kyber-1024 keys for Signal's PQXDH, message version 4 (e2e.kyber; the agreement is e2e.pqxdh_v4).
+    "KyberPublicKey",
+    "KyberPrivateKey",
+    "KyberKeyPair",
+    "KyberCiphertext",
     # X3DH (e2e.x3dh).
     "PreKeyBundle",
     "InitialMessage",

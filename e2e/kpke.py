@@ -87,7 +87,12 @@ _N_INVERSE: Final = 3303
 
 
 def _ntt(f: Poly) -> Poly:
-    """Algorithm 9: the number-theoretic transform, on a copy."""
+    """Algorithm 9: the number-theoretic transform, on a copy.
+
+    Only the products are reduced modulo q inside the loops; sums and differences are left to grow
+    (by at most a factor 2^7 over the seven layers, well inside Python's small integers) and are
+    reduced once at the end, which gives the same values with a third of the reductions.
+    """
     f = list(f)
     i = 1
     length = 128
@@ -97,14 +102,15 @@ def _ntt(f: Poly) -> Poly:
             i += 1
             for j in range(start, start + length):
                 t = zeta * f[j + length] % _Q
-                f[j + length] = (f[j] - t) % _Q
-                f[j] = (f[j] + t) % _Q
+                a = f[j]
+                f[j + length] = a - t
+                f[j] = a + t
         length //= 2
-    return f
+    return [x % _Q for x in f]
 
 
 def _ntt_inverse(f: Poly) -> Poly:
-    """Algorithm 10: the inverse transform, on a copy."""
+    """Algorithm 10: the inverse transform, on a copy (sums reduced lazily, as in :func:`_ntt`)."""
     f = list(f)
     i = 127
     length = 2
@@ -114,8 +120,9 @@ def _ntt_inverse(f: Poly) -> Poly:
             i -= 1
             for j in range(start, start + length):
                 t = f[j]
-                f[j] = (t + f[j + length]) % _Q
-                f[j + length] = zeta * (f[j + length] - t) % _Q
+                b = f[j + length]
+                f[j] = t + b
+                f[j + length] = zeta * (b - t) % _Q
         length *= 2
     return [x * _N_INVERSE % _Q for x in f]
 
@@ -139,37 +146,53 @@ def _add(f: Poly, g: Poly) -> Poly:
 
 
 def _sample_ntt(seed: bytes) -> Poly:
-    """Algorithm 7: rejection-sample a uniform NTT-domain polynomial from SHAKE128(seed)."""
-    coefficients: Poly = []
+    """Algorithm 7: rejection-sample a uniform NTT-domain polynomial from SHAKE128(seed).
+
+    Every 3 bytes ``c0, c1, c2`` of the stream give two 12-bit candidates ``d1 = c0 + 256·(c1 mod
+    16)`` and ``d2 = ⌊c1 / 16⌋ + 16·c2``; those below q are kept until there are 256.
+    """
     length = 168 * 5
     while True:
         stream = hashlib.shake_128(seed).digest(length)
-        coefficients.clear()
-        for offset in range(0, length - 2, 3):
-            c0, c1, c2 = stream[offset], stream[offset + 1], stream[offset + 2]
-            d1 = c0 + 256 * (c1 % 16)
-            d2 = c1 // 16 + 16 * c2
+        coefficients: Poly = []
+        append = coefficients.append
+        for c0, c1, c2 in zip(stream[0::3], stream[1::3], stream[2::3], strict=False):
+            d1 = c0 | (c1 & 0x0F) << 8
             if d1 < _Q:
-                coefficients.append(d1)
-            if d2 < _Q and len(coefficients) < _N:
-                coefficients.append(d2)
-            if len(coefficients) == _N:
-                return coefficients
+                append(d1)
+            d2 = c1 >> 4 | c2 << 4
+            if d2 < _Q:
+                append(d2)
+            if len(coefficients) >= _N:
+                # A d2 found beside the 256th coefficient is not part of the polynomial.
+                return coefficients[:_N]
         # Rare: read a longer prefix of the same XOF stream and start over.
         length += 168
 
 
+def _cbd2_pair(byte: int) -> tuple[int, int]:
+    """The two coefficients that one byte gives in Algorithm 8 with η = 2: each nibble's low two
+    bits counted minus its high two bits counted, modulo q."""
+    low, high = byte & 0x0F, byte >> 4
+    return (
+        ((low & 3).bit_count() - (low >> 2).bit_count()) % _Q,
+        ((high & 3).bit_count() - (high >> 2).bit_count()) % _Q,
+    )
+
+
+_CBD2: Final = [_cbd2_pair(byte) for byte in range(256)]
+
+
 def _sample_poly_cbd(data: bytes, eta: int) -> Poly:
-    """Algorithm 8: a centred-binomial polynomial from ``64·η`` bytes."""
-    bits = int.from_bytes(data, "little")
-    mask = (1 << eta) - 1
-    f = []
-    for i in range(_N):
-        chunk = bits >> (2 * eta * i)
-        x = (chunk & mask).bit_count()
-        y = ((chunk >> eta) & mask).bit_count()
-        f.append((x - y) % _Q)
-    return f
+    """Algorithm 8: a centred-binomial polynomial from ``64·η`` bytes.
+
+    For η = 2, the only value Kyber1024 and ML-KEM-1024 use (η1 = η2 = 2), every byte holds two
+    coefficients of 4 bits each, read least significant bit first, and a 256-entry table maps a
+    byte to its two coefficients.
+    """
+    if eta != 2 or len(data) != 128:
+        raise ValueError("this parameter set samples with η = 2 from 128 bytes")
+    return [value for byte in data for value in _CBD2[byte]]
 
 
 def _prf(eta: int, seed: bytes, counter: int) -> bytes:

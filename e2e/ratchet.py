@@ -582,9 +582,9 @@ class RatchetState:
             )
         if counter > LAST_COUNTER:
             raise InvalidMessageError(f"counter {counter} is beyond the last one a chain carries")
-        pq_trial, pq_key = self._pq_receive(message, trace)
         skipped_seed = self.skipped.get((raw, counter))
         if skipped_seed is not None:
+            pq_trial, pq_key = self._pq_receive(message, trace)
             plaintext = self._open(message, skipped_seed, trace, pq_key)
             del self.skipped[(raw, counter)]
             if pq_trial is not None:
@@ -659,6 +659,8 @@ class RatchetState:
                 },
                 {"chain_key": chain_key, "next_chain_key": next_chain_key},
             )
+        # As libsignal does: the Double Ratchet's chain first, then SPQR (on a copy), then the MAC.
+        pq_trial, pq_key = self._pq_receive(message, trace)
         plaintext = self._open(message, seed, trace, pq_key)
 
         # The message is authentic: commit.  Nothing below can fail.

@@ -217,6 +217,7 @@ class SessionRecord:
             raise DowngradeError(
                 "an earlier session with this device was version 4, and this bundle has no Kyber prekey"
             )
+        self._refuse_losing_the_pq_ratchet(allow_downgrade)
         agreement: Agreement
         if isinstance(their_bundle.kem_pre_key, KyberPublicKey):
             message, secret = pqxdh_v4.initiate(our_identity_key, their_bundle, rng, trace)
@@ -249,6 +250,18 @@ class SessionRecord:
             pq_ratchet_factory=self.pq_ratchet_factory if agreement == "pqxdh_v4" else None,
         )
         self._install(state)
+
+    def _refuse_losing_the_pq_ratchet(self, allow_downgrade: bool) -> None:
+        """A record whose states run a post-quantum ratchet starts no state without one."""
+        if (
+            self.pq_ratchet_factory is None
+            and not allow_downgrade
+            and any(state.pq_ratchet is not None for state in self._states())
+        ):
+            raise DowngradeError(
+                "an earlier session with this device ran a post-quantum ratchet, and this record has none"
+                " to start (no pq_ratchet_factory)"
+            )
 
     def _install(self, state: RatchetState) -> None:
         if self._current is not None:
@@ -458,6 +471,7 @@ class SessionRecord:
             raise DowngradeError(
                 "a version-3 PreKeySignalMessage from a device whose session with us is version 4"
             )
+        self._refuse_losing_the_pq_ratchet(allow_downgrade)
         if message.version == CIPHERTEXT_VERSION_V4:
             if our_kem_pre_key is not None and not isinstance(our_kem_pre_key, KyberKeyPair):
                 raise InvalidKeyError("a version-4 PreKeySignalMessage needs the Kyber prekey it names")

@@ -11,8 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import pytest
+from conftest import DeterministicRng
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from parties import Party
 
 from e2e import kdf, pqxdh_v4
@@ -28,6 +31,7 @@ from e2e.errors import (
     VersionMismatchError,
 )
 from e2e.kem import KemKeyPair
+from e2e.kem import encapsulate as ml_kem_encapsulate
 from e2e.keys import KeyPair, Rng
 from e2e.kyber import KyberCiphertext, KyberKeyPair
 from e2e.pq_ratchet import Direction, PostQuantumRatchet
@@ -513,3 +517,235 @@ def test_the_seam_uses_libsignals_message_key_derivation(rng: Rng) -> None:
     )
     with pytest.raises(ValueError):
         kdf.derive_message_keys(seed, bytes(31))
+
+
+# -- properties: any delivery order decrypts, any bit flip is refused -------------------------------
+
+V4_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _established_v4(rng: Rng, factory: HashChainFactory | None) -> tuple[SessionRecord, SessionRecord]:
+    alice = KyberParty.create_kyber(rng, 1000)
+    bob = KyberParty.create_kyber(rng, 2000)
+    alice_record = SessionRecord.initiate(
+        alice.identity, 1000, bob.kyber_bundle(rng, last_resort=True), rng, pq_ratchet_factory=factory
+    )
+    bob_record = SessionRecord(pq_ratchet_factory=factory)
+    assert bob.receive_v4(bob_record, alice_record.encrypt(b"hello", rng).body, rng) == b"hello"
+    assert alice_record.decrypt(bob_record.encrypt(b"welcome", rng).body, rng) == b"welcome"
+    return alice_record, bob_record
+
+
+@V4_SETTINGS
+@given(st.data(), st.booleans())
+def test_any_delivery_order_decrypts_in_version_4(data: st.DataObject, with_ratchet: bool) -> None:
+    rng = DeterministicRng(b"v4-permutations")
+    alice, bob = _established_v4(rng, HashChainFactory() if with_ratchet else None)
+    records = {"alice": alice, "bob": bob}
+    pending: dict[str, list[tuple[bytes, bytes]]] = {"alice": [], "bob": []}
+    phases = data.draw(st.lists(st.tuples(st.sampled_from(["alice", "bob"]), st.integers(1, 5)), max_size=4))
+    for phase, (sender, count) in enumerate(phases):
+        receiver = "bob" if sender == "alice" else "alice"
+        for number in range(count):
+            plaintext = b"%s %d.%d" % (sender.encode(), phase, number)
+            pending[receiver].append((records[sender].encrypt(plaintext, rng).body, plaintext))
+        for name in ("alice", "bob"):
+            chosen = data.draw(st.permutations(pending[name]))
+            for body, plaintext in chosen[: data.draw(st.integers(0, len(chosen)))]:
+                assert records[name].decrypt(body, rng) == plaintext
+                pending[name].remove((body, plaintext))
+    for name in ("alice", "bob"):
+        for body, plaintext in data.draw(st.permutations(pending[name])):
+            assert records[name].decrypt(body, rng) == plaintext
+            with pytest.raises(InvalidMessageError):  # a duplicate is refused
+                records[name].decrypt(body, rng)
+
+
+@V4_SETTINGS
+@given(st.data())
+def test_any_bit_flip_in_a_version_4_message_is_refused(data: st.DataObject) -> None:
+    rng = DeterministicRng(b"v4-bit-flips")
+    alice, bob = _established_v4(rng, HashChainFactory())
+    body = bob.encrypt(b"a message with a post-quantum ratchet field", rng).body
+    bit = data.draw(st.integers(0, 8 * len(body) - 1))
+    flipped = bytearray(body)
+    flipped[bit // 8] ^= 1 << (bit % 8)
+    before = alice.serialize()
+    with pytest.raises(E2EError):
+        alice.decrypt(bytes(flipped), rng)
+    assert alice.serialize() == before
+    assert alice.decrypt(body, rng) == b"a message with a post-quantum ratchet field"
+
+
+# -- a session start captured from libsignal ---------------------------------------------------------
+
+
+def test_a_session_start_captured_from_libsignal_agrees_with_ours() -> None:
+    """libsignal 0.103's Alice started a session from a bundle of ours and stored its keys; our Bob
+    derives the same from her message (tests/fixtures/libsignal-v4-session-start.json)."""
+    import json
+    from pathlib import Path
+
+    from e2e.keys import PrivateKey, PublicKey
+    from e2e.kyber import KyberPrivateKey, KyberPublicKey
+    from e2e.primitives import chain_step, root_step
+
+    document = json.loads(
+        (Path(__file__).parent / "fixtures" / "libsignal-v4-session-start.json").read_text()
+    )
+    keys = {name: bytes.fromhex(value) for name, value in document["bob"].items()}
+    identity = KeyPair(PrivateKey(keys["identity_private"]))
+    signed = KeyPair(PrivateKey(keys["signed_pre_key_private"]))
+    one_time = KeyPair(PrivateKey(keys["one_time_pre_key_private"]))
+    kyber_pair = KyberKeyPair(KyberPrivateKey.deserialize(keys["kyber_secret_key"]))
+    fields = document["bundle"]
+    bundle = PreKeyBundle(
+        registration_id=fields["registration_id"],
+        device_id=fields["device_id"],
+        identity_key=PublicKey.deserialize(bytes.fromhex(fields["identity_key"])),
+        signed_pre_key_id=fields["signed_pre_key_id"],
+        signed_pre_key=PublicKey.deserialize(bytes.fromhex(fields["signed_pre_key"])),
+        signed_pre_key_signature=bytes.fromhex(fields["signed_pre_key_signature"]),
+        pre_key_id=fields["pre_key_id"],
+        pre_key=PublicKey.deserialize(bytes.fromhex(fields["pre_key"])),
+        kem_pre_key_id=fields["kyber_pre_key_id"],
+        kem_pre_key=KyberPublicKey.deserialize(bytes.fromhex(fields["kyber_pre_key"])),
+        kem_pre_key_signature=bytes.fromhex(fields["kyber_pre_key_signature"]),
+    )
+    bundle.verify()
+    assert bundle.identity_key == identity.public_key and bundle.kem_pre_key == kyber_pair.public_key
+
+    body = bytes.fromhex(document["message"]["body"])
+    assert document["message"]["type"] == MessageType.PREKEY and body[0] == 0x44
+    message = PreKeySignalMessage.deserialize(body)
+    assert message.kem_pre_key_id == fields["kyber_pre_key_id"] and message.pre_key_id == fields["pre_key_id"]
+    assert message.message.pq_ratchet  # libsignal's SPQR field, opaque here
+    secret = pqxdh_v4.respond(identity, signed, one_time, kyber_pair, message.initial_message())
+    stored = document["libsignal_session"]
+    assert stored["session_version"] == 4
+    assert stored["alice_base_key"] == message.base_key.serialize().hex()
+    assert stored["receiver_chain"] == [signed.public_key.serialize().hex(), secret.chain_key.key.hex()]
+    root_key, chain_key = root_step(secret.root_key.key, signed.agree(message.message.ratchet_key))
+    _, chain_key = chain_step(chain_key)  # libsignal stored its sending chain after one message
+    assert stored["root_key"] == root_key.hex()
+    assert stored["sender_chain"] == [message.message.ratchet_key.serialize().hex(), chain_key.hex()]
+
+
+# -- malformed version-4 PreKeySignalMessages --------------------------------------------------------
+
+
+def _v4_prekey_parts(rng: Rng) -> tuple[PreKeySignalMessage, KyberParty]:
+    _, alice_record, bob, _ = _start(rng)
+    return PreKeySignalMessage.deserialize(alice_record.encrypt(b"hello", rng).body), bob
+
+
+def _reframe(message: PreKeySignalMessage, **changes: object) -> bytes:
+    from e2e.wire import encode_prekey_signal_message
+
+    fields: dict[str, object] = {
+        "registration_id": message.registration_id,
+        "pre_key_id": message.pre_key_id,
+        "signed_pre_key_id": message.signed_pre_key_id,
+        "serialized_base_key": message.base_key.serialize(),
+        "serialized_identity_key": message.identity_key.serialize(),
+        "serialized_message": message.message.serialized,
+        "kem_pre_key_id": message.kem_pre_key_id,
+        "serialized_kem_ciphertext": message.kem_ciphertext.serialize(),  # type: ignore[union-attr]
+        "version": 4,
+    }
+    fields.update(changes)
+    return encode_prekey_signal_message(**fields)  # type: ignore[arg-type]
+
+
+def test_malformed_version_4_prekey_messages_are_decode_errors(rng: Rng) -> None:
+    message, _ = _v4_prekey_parts(rng)
+    assert _reframe(message) == message.serialized
+    # Without the Kyber fields (framed as version 3, then relabelled 0x44).
+    bare = _reframe(message, kem_pre_key_id=None, serialized_kem_ciphertext=None, version=3)
+    with pytest.raises(DecodeError, match="Kyber prekey id"):
+        PreKeySignalMessage.deserialize(b"\x44" + bare[1:])
+    # A Kyber ciphertext with ML-KEM's type byte, or of the wrong length.
+    ciphertext = message.kem_ciphertext.serialize()  # type: ignore[union-attr]
+    for bad in (b"\x0a" + ciphertext[1:], ciphertext[:-1], ciphertext + b"\x00"):
+        with pytest.raises(DecodeError):
+            PreKeySignalMessage.deserialize(_reframe(message, serialized_kem_ciphertext=bad))
+    # A version-4 PreKey message around a version-3 SignalMessage, and the reverse.
+    inner_v3 = b"\x33" + message.message.serialized[1:]
+    with pytest.raises(DecodeError, match="wraps a version-3"):
+        PreKeySignalMessage.deserialize(_reframe(message, serialized_message=inner_v3))
+    outer_v3 = _reframe(message, kem_pre_key_id=None, serialized_kem_ciphertext=None, version=3)
+    with pytest.raises(DecodeError, match="wraps a version-4"):
+        PreKeySignalMessage.deserialize(outer_v3)
+    # The encoder refuses the same mixtures.
+    with pytest.raises(ValueError):
+        _reframe(message, kem_pre_key_id=None, serialized_kem_ciphertext=None)
+    with pytest.raises(ValueError):
+        PreKeySignalMessage.create(
+            1,
+            None,
+            1,
+            message.base_key,
+            message.identity_key,
+            message.message,
+            5,
+            ml_kem_encapsulate(KemKeyPair.generate(rng).public_key)[0],
+        )
+
+
+def test_version_4_signal_messages_with_bad_fields_are_decode_errors(rng: Rng) -> None:
+    body, _, _ = _v4_message(rng, addresses=bytes(36))
+    header_end = len(body) - 8
+    # Field 6 longer than 64 bytes.
+    long_addresses = body[: header_end - 38] + bytes((0x32, 65)) + bytes(65) + body[header_end:]
+    with pytest.raises(DecodeError, match="addresses"):
+        SignalMessage.deserialize(long_addresses)
+    with pytest.raises(ValueError):
+        _v4_message(rng, addresses=bytes(65))
+    # A ciphertext that is not a whole number of AES blocks.
+    _, mac_key, associated = _v4_message(rng)
+    odd = encode_signal_message(
+        mac_key, associated, KeyPair.generate(rng).public_key.serialize(), 0, 0, bytes(79), version=4
+    )
+    with pytest.raises(DecodeError, match="AES blocks"):
+        SignalMessage.deserialize(odd)
+
+
+def test_the_wrong_kind_of_kem_prekey_for_the_message_is_refused(rng: Rng) -> None:
+    message, bob = _v4_prekey_parts(rng)
+    with pytest.raises(InvalidKeyError, match="Kyber prekey"):
+        SessionRecord().decrypt_prekey_message(
+            message,
+            bob.identity,
+            bob.signed_pre_key,
+            bob.one_time_pre_keys.get(message.pre_key_id or -1),
+            rng,
+            our_registration_id=bob.registration_id,
+            our_kem_pre_key=KemKeyPair.generate(rng),
+        )
+    ml_kem_ciphertext, _ = ml_kem_encapsulate(KemKeyPair.generate(rng).public_key)
+    initial = replace(message.initial_message(), kem_ciphertext=ml_kem_ciphertext)
+    with pytest.raises(InvalidKeyError, match="ML-KEM"):
+        pqxdh_v4.respond(bob.identity, bob.signed_pre_key, None, bob.kyber_lookup(500), initial)
+    with pytest.raises(InvalidKeyError):
+        pqxdh_v4.kdf_pqxdh_v4(bytes(96), bytes(31))
+
+
+def test_a_record_that_ran_the_post_quantum_ratchet_does_not_start_states_without_it(rng: Rng) -> None:
+    factory = HashChainFactory()
+    alice = KyberParty.create_kyber(rng, 1000)
+    bob = KyberParty.create_kyber(rng, 2000)
+    record = SessionRecord.initiate(
+        alice.identity, 1000, bob.kyber_bundle(rng, last_resort=True), rng, pq_ratchet_factory=factory
+    )
+    record.pq_ratchet_factory = None
+    before = record.serialize()
+    with pytest.raises(DowngradeError, match="post-quantum ratchet"):
+        record.start_session(alice.identity, 1000, bob.kyber_bundle(rng, last_resort=True), rng)
+    other = SessionRecord.initiate(KeyPair.generate(rng), 1001, bob.kyber_bundle(rng, last_resort=True), rng)
+    with pytest.raises(DowngradeError, match="post-quantum ratchet"):
+        bob.receive_v4(record, other.encrypt(b"hi", rng).body, rng)
+    assert record.serialize() == before
+    record.start_session(
+        alice.identity, 1000, bob.kyber_bundle(rng, last_resort=True), rng, allow_downgrade=True
+    )
+    assert record.current_state is not None and record.current_state.pq_ratchet is None

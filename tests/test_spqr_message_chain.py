@@ -179,3 +179,18 @@ def test_old_epochs_are_dropped_and_future_ones_refused() -> None:
 def test_chain_reprs_redact_keys() -> None:
     chain = Chain.new(b"\x77" * 32, Direction.A2B)
     assert "7777" not in repr(chain) and chain.next_root.hex() not in repr(chain)
+
+
+def test_describe_gives_the_public_fields_and_never_raises() -> None:
+    from e2e.spqr.message import describe
+
+    assert describe(SpqrMessage(2, 300, MessageType.CT2, CHUNK).serialize()) == {
+        "spqr_version": 1,
+        "spqr_epoch": 2,
+        "spqr_index": 300,
+        "spqr_type": "CT2",
+        "spqr_chunk": 3,
+    }
+    assert describe(SpqrMessage(1, 1, MessageType.NONE).serialize())["spqr_type"] == "NONE"
+    assert describe(b"") == {"spqr_version": 0}
+    assert describe(b"\x01\x01") == {"spqr_malformed": 1}

@@ -126,3 +126,42 @@ def test_restarting_from_stored_records_mid_epoch() -> None:
         assert alice.decrypt(bob.encrypt(b"%d" % i, rng).body, rng) == b"%d" % i
         assert bob.decrypt(alice.encrypt(b"%d" % i, rng).body, rng) == b"%d" % i
     assert _pq_state(alice).state.epoch >= 4
+
+
+def test_the_ratchet_explains_its_epoch_and_state() -> None:
+    rng = DeterministicRng(b"spqr-session-explain")
+    alice, bob, _, _ = start(rng)
+    facts = _pq_state(alice).explain()
+    assert facts == {"spqr_epoch": 1, "spqr_state": "KeysSampled"}
+    assert "redacted" in repr(_pq_state(bob))
+
+
+def test_a_peer_without_spqr_is_refused_and_nothing_is_stored() -> None:
+    # Alice runs v4 without a post-quantum ratchet (empty field 5, unsalted keys), as a peer that
+    # dropped SPQR would; Bob requires it, as libsignal does, and refuses her first message.
+    rng = DeterministicRng(b"spqr-session-downgrade")
+    alice_party, bob_party = Party.create(rng, 1000), Party.create(rng, 2000)
+    kyber = KyberKeyPair.generate(rng)
+    bundle = dataclasses.replace(
+        bob_party.bundle(rng),
+        kem_pre_key_id=77,
+        kem_pre_key=kyber.public_key,
+        kem_pre_key_signature=bob_party.identity.sign(kyber.public_key.serialize(), rng),
+    )
+    alice = SessionRecord.initiate(alice_party.identity, 1000, bundle, rng)
+    first = alice.encrypt(b"hello", rng)
+    assert _field5(first) == b""
+    message = PreKeySignalMessage.deserialize(first.body)
+    bob = SessionRecord(pq_ratchet_factory=FACTORY)
+    before = bob.serialize()
+    with pytest.raises(E2EError):
+        bob.decrypt_prekey_message(
+            message,
+            bob_party.identity,
+            bob_party.signed_pre_key,
+            bob_party.one_time_pre_keys[message.pre_key_id] if message.pre_key_id is not None else None,
+            rng,
+            our_registration_id=2000,
+            our_kem_pre_key=kyber,
+        )
+    assert bob.serialize() == before

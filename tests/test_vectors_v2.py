@@ -21,6 +21,7 @@ from axolotl.state.prekeyrecord import PreKeyRecord
 from axolotl.state.signedprekeyrecord import SignedPreKeyRecord
 from axolotl.tests.inmemoryaxolotlstore import InMemoryAxolotlStore
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -352,6 +353,14 @@ def test_x25519_and_hkdf_files_agree_with_openssl() -> None:
                 bytes.fromhex(inputs["ikm"])
             )
             assert okm.hex() == expected["okm"], case["name"]
+
+
+def test_rfc8032_signatures_verify_with_openssl() -> None:
+    for case in _load("rfc8032_ed25519.json")["cases"]:
+        inputs = case["inputs"]
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(inputs["public_key"]))
+        public.verify(bytes.fromhex(inputs["signature"]), bytes.fromhex(inputs["message"]))
+        assert case["expected"] == {"valid": True}
 
 
 def test_generated_responder_cases_agree_with_python_axolotl_and_openssl() -> None:

@@ -46,6 +46,7 @@ Where epoch secrets come from (:mod:`e2e.spqr.braid`), or messages.
 from __future__ import annotations
 
 import enum
+import hmac
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -106,8 +107,12 @@ class ChainParams:
 
 
 def _step(next_key: bytes, ctr: int) -> tuple[bytes, bytes]:
-    out = hkdf(_ZERO_SALT, next_key, ctr.to_bytes(4, "big") + _NEXT_INFO, 64)
-    return out[:32], out[32:]
+    """One chain step: ``HKDF(0³², next, BE32(ctr) ‖ "Signal PQ Ratchet V1 Chain Next", 64)``,
+    written out (extract, then the two expand blocks) because it runs once per message."""
+    info = ctr.to_bytes(4, "big") + _NEXT_INFO
+    prk = hmac.digest(_ZERO_SALT, next_key, "sha256")
+    first = hmac.digest(prk, info + b"\x01", "sha256")
+    return first, hmac.digest(prk, first + info + b"\x02", "sha256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +130,7 @@ class ChainDirection:
     def next_key(self) -> tuple[ChainDirection, int, bytes]:
         """The next sending key and its index."""
         if len(self.next) != 32:
-            raise EpochOutOfRangeError(-1, "this sending chain was retired")
+            raise EpochOutOfRangeError(None, "this SPQR sending chain was retired")
         ctr = self.ctr + 1
         next_key, key = _step(self.next, ctr)
         return ChainDirection(ctr, next_key, self.skipped), ctr, key
@@ -147,7 +152,7 @@ class ChainDirection:
                 f"message {at} is {at - self.ctr} steps ahead of the SPQR chain (limit {params.max_jump})"
             )
         if len(self.next) != 32:
-            raise EpochOutOfRangeError(-1, "this chain was retired")
+            raise EpochOutOfRangeError(None, "this SPQR chain was retired")
         # Keys that would be pruned at once are neither kept nor, when the jump makes every held
         # key obsolete, are the held ones.
         skipped = {} if at > self.ctr + params.max_ooo_keys else dict(self.skipped)

@@ -48,6 +48,7 @@ What the bytes mean, epochs, or the wire format of a chunk inside an SPQR messag
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_left
 from dataclasses import dataclass
 from functools import lru_cache
@@ -66,6 +67,7 @@ MAX_CHUNK_INDEX: Final = 0xFFFF
 """Chunk indices are 16-bit: the x coordinate is a field element."""
 _MAX_MESSAGE_LENGTH: Final = 2 * LANES * (MAX_CHUNK_INDEX + 1)
 
+_PACK_LANES: Final = struct.Struct(">16H").pack
 _LOG: Final = gf16.log_table()
 _EXP: Final = gf16.exp_table()
 _GROUP: Final = gf16.ORDER - 1
@@ -148,8 +150,13 @@ class ChunkEncoder:
 
     def chunk_at(self, index: int) -> Chunk:
         """Chunk number ``index`` (0..65535): ``f_p(index)`` for every lane ``p``."""
+        lanes = self.lanes
+        if index < len(lanes[-1]):
+            # A systematic chunk (every lane still holds a message value at this index): the
+            # message's own bytes.  Lane 15 is the shortest, so it decides.
+            return Chunk(index, _PACK_LANES(*(points[index] for points in lanes)))
         out = bytearray()
-        for points in self.lanes:
+        for points in lanes:
             n = len(points)
             if index < n:
                 value = points[index]

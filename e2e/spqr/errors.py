@@ -56,8 +56,8 @@ class EpochOutOfRangeError(SpqrError, InvalidMessageError):
     """A message from an epoch this side has not reached, or one too old to hold keys for
     [``EpochOutOfRange``]."""
 
-    def __init__(self, epoch: int, detail: str) -> None:
-        super().__init__(f"SPQR epoch {epoch} is out of range: {detail}")
+    def __init__(self, epoch: int | None, detail: str) -> None:
+        super().__init__(f"SPQR epoch {epoch} is out of range: {detail}" if epoch is not None else detail)
         self.epoch = epoch
 
 

@@ -40,7 +40,7 @@ from typing import Final
 from e2e.spqr.erasure import CHUNK_SIZE, MAX_CHUNK_INDEX, Chunk
 from e2e.spqr.errors import MalformedSpqrMessageError
 
-__all__ = ["VERSION_V1", "MessageType", "SpqrMessage"]
+__all__ = ["VERSION_V1", "MessageType", "SpqrMessage", "describe"]
 
 VERSION_V1: Final = 1
 """The first byte of every V1 message."""
@@ -146,3 +146,28 @@ class SpqrMessage:
                 raise MalformedSpqrMessageError("malformed chunk in SPQR message")
             chunk = Chunk(chunk_index, data[at : at + CHUNK_SIZE])
         return cls(epoch, index, message_type, chunk)
+
+
+def describe(data: bytes) -> dict[str, str | int]:
+    """The public fields of a ``pq_ratchet`` field, for explanations and logs; never raises.
+
+    ``{"spqr_version": 1, "spqr_epoch": …, "spqr_index": …, "spqr_type": "HDR", "spqr_chunk": …}``
+    (no ``spqr_chunk`` for a type without one); ``{"spqr_version": 0}`` for an empty field and
+    ``{"spqr_malformed": 1}`` for bytes that do not parse.  Chunk
+    contents are left out: they are public, but of no use to a reader.
+    """
+    if not data:
+        return {"spqr_version": 0}
+    try:
+        message = SpqrMessage.deserialize(data)
+    except MalformedSpqrMessageError:
+        return {"spqr_malformed": 1}
+    out: dict[str, str | int] = {
+        "spqr_version": VERSION_V1,
+        "spqr_epoch": message.epoch,
+        "spqr_index": message.index,
+        "spqr_type": message.type.name,
+    }
+    if message.chunk is not None:
+        out["spqr_chunk"] = message.chunk.index
+    return out

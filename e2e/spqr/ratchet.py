@@ -55,6 +55,10 @@ class SpqrRatchet:
     def serialize(self) -> bytes:
         return self.state.serialize()
 
+    def explain(self) -> dict[str, str | int]:
+        """Public facts about the state for explain mode: its epoch and braid state."""
+        return {"spqr_epoch": self.state.epoch, "spqr_state": self.state.braid_state_name}
+
     def __repr__(self) -> str:
         return f"SpqrRatchet({self.state!r})"
 

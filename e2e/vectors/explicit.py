@@ -22,6 +22,10 @@ implementations can be written as they are.
     built straight from the X3DH secret, as libsignal's ``RatchetingSession`` tests do: Alice's
     messages are SignalMessages from the first, and no signature is needed).
 
+A refusal by the core becomes the output ``error`` (the exception's name); a case that does not
+fit its kind (a list of keys that runs out, randomness asked for where none is given) stays a
+:class:`~e2e.vectors.VectorFormatError`.
+
 What this module does not do: choose keys.  A list of ratchet keys that runs out is a format error;
 keys left over are not (a source may list a key its implementation drew where ours draws none yet:
 this project draws the sending ratchet key at the next send, not on receipt), and the outputs
@@ -171,6 +175,8 @@ def x3dh_responder(raw: Mapping[str, object]) -> Output:
         inputs.done()
         try:
             prekey_message = PreKeySignalMessage.deserialize(prekey_bytes)
+        except VectorFormatError:
+            raise
         except E2EError as error:
             return {**output, "plaintext": None, "error": type(error).__name__}
         initial = prekey_message.initial_message()
@@ -188,6 +194,8 @@ def x3dh_responder(raw: Mapping[str, object]) -> Output:
         inputs.done()
         try:
             kem_ciphertext = None if kem_bytes is None else KemCiphertext.deserialize(kem_bytes)
+        except VectorFormatError:
+            raise
         except E2EError as error:
             return {**output, "plaintext": None, "error": type(error).__name__}
         # Without a PreKeySignalMessage there are no ids: the prekeys given are the ones used.
@@ -209,6 +217,8 @@ def x3dh_responder(raw: Mapping[str, object]) -> Output:
             secret = pqxdh.respond(bob_identity, bob_signed, bob_one_time, bob_kem, initial, events.append)
         else:
             secret = x3dh.respond(bob_identity, bob_signed, bob_one_time, initial, events.append)
+    except VectorFormatError:
+        raise
     except E2EError as error:
         return {**output, "plaintext": None, "error": type(error).__name__}
     output.update(_agreement_outputs(events, secret))
@@ -238,6 +248,8 @@ def x3dh_responder(raw: Mapping[str, object]) -> Output:
             plaintext = state.decrypt(SignalMessage.deserialize(signal_bytes), _no_rng)
         else:
             plaintext = None
+    except VectorFormatError:
+        raise
     except E2EError as error:
         return {**output, "plaintext": None, "error": type(error).__name__}
     output["plaintext"] = None if plaintext is None else plaintext.hex()
@@ -452,6 +464,8 @@ def explicit_conversation(raw: Mapping[str, object]) -> Output:
                         bob_one_time = None
                 else:
                     received = receiver.decrypt(body)
+            except VectorFormatError:
+                raise
             except E2EError as error:
                 steps.append({"plaintext": None, "error": type(error).__name__})
             else:

@@ -1,5 +1,5 @@
 """Vector kinds for single primitives (format version 2): raw X25519, XEdDSA in the specification's
-convention, and HKDF-SHA256.
+convention, Ed25519 verification and HKDF-SHA256.
 
 These let published primitive vectors (RFC 7748, RFC 5869, other XEdDSA implementations) be
 written as they are and checked against the project's own code: :meth:`PrivateKey.agree
@@ -16,12 +16,12 @@ from collections.abc import Mapping
 
 from e2e.errors import InvalidKeyError, InvalidSignatureError
 from e2e.kdf import hkdf
-from e2e.keys import KEY_LENGTH, PrivateKey, PublicKey
+from e2e.keys import KEY_LENGTH, PrivateKey, PublicKey, verify_ed25519
 from e2e.primitives import hmac_sha256
 from e2e.vectors import VectorFormatError
 from e2e.vectors.kinds import Inputs, Output, fixed_rng
 
-__all__ = ["x25519", "xeddsa_spec", "hkdf_sha256", "MAX_X25519_ITERATIONS"]
+__all__ = ["x25519", "xeddsa_spec", "hkdf_sha256", "ed25519", "MAX_X25519_ITERATIONS"]
 
 MAX_X25519_ITERATIONS = 10_000
 _HKDF_MAX = 255 * 32
@@ -117,3 +117,19 @@ def hkdf_sha256(raw: Mapping[str, object]) -> Output:
     else:
         output.update(okm=okm.hex(), error=None)
     return output
+
+
+def ed25519(raw: Mapping[str, object]) -> Output:
+    """Ed25519 verification (RFC 8032 §5.1.7) through :func:`e2e.keys.verify_ed25519`, the last step
+    of every XEdDSA verification: ``public_key`` (the 32-byte Edwards point), ``message`` and
+    ``signature`` (any length: a wrong one is refused) give ``valid``."""
+    inputs = Inputs(raw)
+    public_key = inputs.hex("public_key", KEY_LENGTH)
+    message = inputs.hex("message")
+    signature = inputs.hex("signature")
+    inputs.done()
+    try:
+        verify_ed25519(public_key, message, signature)
+    except InvalidSignatureError:
+        return {"valid": False}
+    return {"valid": True}

@@ -5,7 +5,7 @@ The checker (:func:`e2e.vectors.check_cases`) looks kinds up here; the JSON Sche
 (:mod:`e2e.vectors.schema`) is written from the same lists, so the two cannot drift apart.  Adding
 a kind is one entry: its function (``inputs -> outputs``, reading its inputs through
 :class:`~e2e.vectors.kinds.Inputs`), the version it arrives in and its field names.  The tests check
-that every name listed is one the function reads or computes.
+that every input a vector file gives and every output a kind computes is listed.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ REGISTRY: dict[str, KindSpec] = {
         _names("private_key message random public_key signature"),
         _names("public_key signature valid libsignal_valid"),
     ),
+    "ed25519": KindSpec(primitive_kinds.ed25519, 2, _names("public_key message signature"), _names("valid")),
     "hkdf": KindSpec(
         primitive_kinds.hkdf_sha256,
         2,

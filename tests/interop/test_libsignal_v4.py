@@ -73,7 +73,7 @@ def _chain(data: bytes) -> tuple[bytes, bytes]:
 
 
 def _libsignal_session(peer: NodePeer, party: str, address: Address) -> dict[str, Any]:
-    exported = peer.call("session_record_export", party=party, peer=address.to_json())["record"]
+    exported = peer.call("v4start_record_export", party=party, address=address.to_json())["record"]
     record = protobuf.parse(base64.b64decode(exported), _RECORD)
     session = protobuf.parse(protobuf.get_bytes(record, 1, "current session"), _SESSION)
     receiver_chains = [_chain(chain) for chain in session[7]]
@@ -161,7 +161,7 @@ def _check_agreement(
 
 def test_libsignals_kyber_keys_are_round_3_kyber_here(libsignal: NodePeer) -> None:
     for _ in range(3):
-        pair = libsignal.call("kyber_key_pair_generate")
+        pair = libsignal.call("v4start_kyber_key_pair")
         public = KyberPublicKey.deserialize(_bytes(pair, "public_key"))
         private = KyberPrivateKey.deserialize(_bytes(pair, "secret_key"))
         assert private.public_key() == public
@@ -175,7 +175,7 @@ def test_libsignal_starts_a_v4_session_from_our_bundle(libsignal: NodePeer, with
     bob = _our_bob()
     libsignal.create_identity("alice", registration_id=1234)
     libsignal.call(
-        "process_pre_key_bundle",
+        "v4start_process_bundle",
         party="alice",
         address=BOB.to_json(),
         local_address=ALICE.to_json(),
@@ -183,7 +183,7 @@ def test_libsignal_starts_a_v4_session_from_our_bundle(libsignal: NodePeer, with
     )
     sent = [
         libsignal.call(
-            "encrypt",
+            "v4start_encrypt",
             party="alice",
             address=BOB.to_json(),
             local_address=ALICE.to_json(),
@@ -226,7 +226,7 @@ def test_libsignal_made_keys_decapsulate_here(libsignal: NodePeer) -> None:
     libsignal.create_identity("alice")
     libsignal.create_identity("bob", registration_id=77)
     bundle = libsignal.call(
-        "pre_key_bundle_create", party="bob", signed_pre_key_id=5, kyber_pre_key_id=6, pre_key_id=8
+        "v4start_bundle_create", party="bob", signed_pre_key_id=5, kyber_pre_key_id=6, pre_key_id=8
     )
     request = {
         "registration_id": 77,
@@ -247,7 +247,7 @@ def test_libsignal_made_keys_decapsulate_here(libsignal: NodePeer) -> None:
         },
     }
     libsignal.call(
-        "process_pre_key_bundle",
+        "v4start_process_bundle",
         party="alice",
         address=BOB.to_json(),
         local_address=ALICE.to_json(),
@@ -255,7 +255,7 @@ def test_libsignal_made_keys_decapsulate_here(libsignal: NodePeer) -> None:
     )
     body = _bytes(
         libsignal.call(
-            "encrypt",
+            "v4start_encrypt",
             party="alice",
             address=BOB.to_json(),
             local_address=ALICE.to_json(),
@@ -265,7 +265,7 @@ def test_libsignal_made_keys_decapsulate_here(libsignal: NodePeer) -> None:
     )
     # libsignal's own Bob decrypts it (the control), and our code, given Bob's keys, agrees.
     answer = libsignal.call(
-        "decrypt_prekey",
+        "v4start_decrypt_prekey",
         party="bob",
         address=ALICE.to_json(),
         local_address=BOB.to_json(),
@@ -293,7 +293,7 @@ def test_libsignal_refuses_a_bundle_whose_kyber_signature_is_bad(libsignal: Node
     forged[5] ^= 0x01
     with pytest.raises(NodePeerError) as refused:
         libsignal.call(
-            "process_pre_key_bundle",
+            "v4start_process_bundle",
             party="alice",
             address=BOB.to_json(),
             local_address=ALICE.to_json(),
@@ -307,7 +307,7 @@ def test_libsignal_runs_pqxdh_on_our_v4_prekey_message_and_stops_at_spqr(libsign
     libsignal.create_identity("alice")
     libsignal.create_identity("bob", registration_id=55)
     made = libsignal.call(
-        "pre_key_bundle_create", party="bob", signed_pre_key_id=3, kyber_pre_key_id=4, pre_key_id=2
+        "v4start_bundle_create", party="bob", signed_pre_key_id=3, kyber_pre_key_id=4, pre_key_id=2
     )
     bundle = PreKeyBundle(
         registration_id=55,
@@ -330,10 +330,10 @@ def test_libsignal_runs_pqxdh_on_our_v4_prekey_message_and_stops_at_spqr(libsign
         SessionRecord.initiate(
             KeyPair.generate(rng), 66, replace(bundle, kem_pre_key_signature=bytes(64)), rng
         )
-    libsignal.call("log_capture")
+    libsignal.call("v4start_log_capture")
     with pytest.raises(NodePeerError) as refused:
         libsignal.call(
-            "decrypt_prekey",
+            "v4start_decrypt_prekey",
             party="bob",
             address=ALICE.to_json(),
             local_address=BOB.to_json(),
@@ -342,5 +342,5 @@ def test_libsignal_runs_pqxdh_on_our_v4_prekey_message_and_stops_at_spqr(libsign
     assert "decryption failed" in refused.value.message
     # Refused by SPQR's minimum-version check (libsignal's log says which step refused it), which
     # runs after the message parsed, its prekeys were found and PQXDH made a session state.
-    logs = "\n".join(libsignal.call("log_capture")["messages"])
+    logs = "\n".join(libsignal.call("v4start_log_capture")["messages"])
     assert "post-quantum ratchet error" in logs and "Minimum version" in logs

@@ -48,22 +48,11 @@
 //   session_*: one-to-one v4 sessions (bundles with a Kyber prekey, encrypt, decrypt, records);
 //       see session_ops.mjs
 //
-// Version-4 session start (Kyber prekeys; the section "Version 4 session start" below):
-//   kyber_key_pair_generate:                          -> {public_key (1569), secret_key (3169)}
-//   pre_key_bundle_create: party, signed_pre_key_id, kyber_pre_key_id, pre_key_id?
-//       -> {registration_id, identity_key, signed_pre_key, signed_pre_key_signature, pre_key?,
-//           kyber_pre_key, kyber_pre_key_signature, and the private halves: identity_private,
-//           signed_pre_key_private, pre_key_private?, kyber_secret_key}
-//       New keys made by libsignal, stored in the party's stores, published as a bundle.
-//   process_pre_key_bundle: party, address, local_address, bundle (the fields above, with
-//       registration_id, device_id, signed_pre_key_id, kyber_pre_key_id, pre_key_id?)  -> {}
-//   encrypt: party, address, local_address, plaintext  -> {type (2 or 3), body}
-//   decrypt_prekey: party, address, local_address, message -> {plaintext}
-//   log_capture:                                       -> {messages}: libsignal's log lines (warnings
-//       and errors) since the previous log_capture; the first call starts the capture.
-//
 // New ops are added to the OPS table at the bottom; each gets the request object and returns (a
 // promise of) its result object.
+//
+// The version-4 session-start ops (Kyber key pairs, bundles libsignal makes or processes, encrypt,
+// decrypt_prekey, session records, log capture) are documented and defined in v4_start_ops.mjs.
 
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
@@ -372,128 +361,8 @@ const OPS = {
 
   shutdown: async () => ({}),
 
-  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }),
+  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg, PartyClass: Party }),
 };
-
-// ---- Version 4 session start: Kyber prekeys, bundles, PQXDH through libsignal's session API ----
-
-// libsignal's log lines, once log_capture has started the capture.
-let capturedLogs = null;
-
-function optionalBytes(request, name) {
-  return request[name] === undefined || request[name] === null ? null : bytesArg(request, name);
-}
-
-Object.assign(OPS, {
-  kyber_key_pair_generate: async () => {
-    const pair = lib.KEMKeyPair.generate();
-    return { public_key: b64(pair.getPublicKey().serialize()), secret_key: b64(pair.getSecretKey().serialize()) };
-  },
-
-  pre_key_bundle_create: async (request) => {
-    const party = partyArg(request);
-    const signedId = arg(request, 'signed_pre_key_id', 'number');
-    const kyberId = arg(request, 'kyber_pre_key_id', 'number');
-    const timestamp = Date.now();
-    const signed = lib.PrivateKey.generate();
-    const signedSignature = party.identity.sign(signed.getPublicKey().serialize());
-    await party.signedPreKeys.saveSignedPreKey(
-      signedId,
-      lib.SignedPreKeyRecord.new(signedId, timestamp, signed.getPublicKey(), signed, signedSignature),
-    );
-    const kyber = lib.KEMKeyPair.generate();
-    const kyberSignature = party.identity.sign(kyber.getPublicKey().serialize());
-    await party.kyberPreKeys.saveKyberPreKey(kyberId, lib.KyberPreKeyRecord.new(kyberId, timestamp, kyber, kyberSignature));
-    const result = {
-      registration_id: party.registrationId,
-      identity_key: b64(party.identity.getPublicKey().serialize()),
-      identity_private: b64(party.identity.serialize()),
-      signed_pre_key: b64(signed.getPublicKey().serialize()),
-      signed_pre_key_private: b64(signed.serialize()),
-      signed_pre_key_signature: b64(signedSignature),
-      kyber_pre_key: b64(kyber.getPublicKey().serialize()),
-      kyber_secret_key: b64(kyber.getSecretKey().serialize()),
-      kyber_pre_key_signature: b64(kyberSignature),
-    };
-    if (request.pre_key_id !== undefined && request.pre_key_id !== null) {
-      const preKeyId = arg(request, 'pre_key_id', 'number');
-      const preKey = lib.PrivateKey.generate();
-      await party.preKeys.savePreKey(preKeyId, lib.PreKeyRecord.new(preKeyId, preKey.getPublicKey(), preKey));
-      result.pre_key = b64(preKey.getPublicKey().serialize());
-      result.pre_key_private = b64(preKey.serialize());
-    }
-    return result;
-  },
-
-  process_pre_key_bundle: async (request) => {
-    const party = partyArg(request);
-    const bundle = request.bundle;
-    if (bundle === null || typeof bundle !== 'object') {
-      throw new BadRequest('argument bundle must be an object');
-    }
-    const preKey = optionalBytes(bundle, 'pre_key');
-    const made = lib.PreKeyBundle.new(
-      arg(bundle, 'registration_id', 'number'),
-      arg(bundle, 'device_id', 'number'),
-      preKey === null ? null : arg(bundle, 'pre_key_id', 'number'),
-      preKey === null ? null : lib.PublicKey.deserialize(preKey),
-      arg(bundle, 'signed_pre_key_id', 'number'),
-      lib.PublicKey.deserialize(bytesArg(bundle, 'signed_pre_key')),
-      bytesArg(bundle, 'signed_pre_key_signature'),
-      lib.PublicKey.deserialize(bytesArg(bundle, 'identity_key')),
-      arg(bundle, 'kyber_pre_key_id', 'number'),
-      lib.KEMPublicKey.deserialize(bytesArg(bundle, 'kyber_pre_key')),
-      bytesArg(bundle, 'kyber_pre_key_signature'),
-    );
-    await lib.processPreKeyBundle(
-      made,
-      addressArg(request, 'address'),
-      addressArg(request, 'local_address'),
-      party.sessions,
-      party.identities,
-    );
-    return {};
-  },
-
-  encrypt: async (request) => {
-    const party = partyArg(request);
-    const message = await lib.signalEncrypt(
-      bytesArg(request, 'plaintext'),
-      addressArg(request, 'address'),
-      addressArg(request, 'local_address'),
-      party.sessions,
-      party.identities,
-    );
-    return { type: message.type(), body: b64(message.serialize()) };
-  },
-
-  decrypt_prekey: async (request) => {
-    const party = partyArg(request);
-    const plaintext = await lib.signalDecryptPreKey(
-      lib.PreKeySignalMessage.deserialize(bytesArg(request, 'message')),
-      addressArg(request, 'address'),
-      addressArg(request, 'local_address'),
-      party.sessions,
-      party.identities,
-      party.preKeys,
-      party.signedPreKeys,
-      party.kyberPreKeys,
-    );
-    return { plaintext: b64(plaintext) };
-  },
-
-  log_capture: async () => {
-    if (capturedLogs === null) {
-      capturedLogs = [];
-      lib.initLogger(lib.LogLevel.Warn, (level, target, file, line, message) => {
-        capturedLogs.push(`${lib.LogLevel[level] ?? level} ${target}: ${message}`);
-      });
-    }
-    const messages = capturedLogs.splice(0, capturedLogs.length);
-    return { messages };
-  },
-
-});
 
 function errorAnswer(id, error) {
   const code = error instanceof lib.LibSignalErrorBase ? (lib.ErrorCode[error.code] ?? String(error.code)) : null;
@@ -503,6 +372,15 @@ function errorAnswer(id, error) {
 
 function send(answer) {
   process.stdout.write(`${JSON.stringify(answer)}\n`);
+}
+
+// The version-4 session-start ops of v4_start_ops.mjs.
+const { v4StartOps } = await import('./v4_start_ops.mjs');
+for (const [name, op] of Object.entries(v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadRequest }))) {
+  if (Object.hasOwn(OPS, name)) {
+    throw new Error(`op ${name} is defined twice`);
+  }
+  OPS[name] = op;
 }
 
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });

@@ -12,8 +12,15 @@
 //   session_decrypt: party, peer, type, body -> {plaintext}
 //   session_record_export: party, peer -> {record}   (libsignal's SessionRecord bytes, or null)
 //   session_record_import: party, peer, record -> {}
+//   session_bench_ping_pong: messages, size -> {cpu_ms}  (two fresh libsignal parties
+//       inside the peer, a v4 session, `messages` messages of `size` bytes in strict ping-pong;
+//       the CPU milliseconds of the encrypt and decrypt calls, setup excluded)
+//   session_import_prekeys: party, pre_key_id, pre_key_private, signed_pre_key_id,
+//       signed_pre_key_private, signed_pre_key_signature, kyber_pre_key_id, kyber_record -> {}
+//       (given keys, for vectors: EC private keys as 32-byte scalars, the Kyber prekey as
+//       libsignal's record bytes)
 
-export function sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }) {
+export function sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg, PartyClass }) {
   const own = (request) => lib.ProtocolAddress.new(arg(request, 'party', 'string'), 1);
 
   return {
@@ -108,6 +115,60 @@ export function sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg }) {
         plaintext = await lib.signalDecrypt(lib.SignalMessage.deserialize(body), peer, own(request), party.sessions, party.identities);
       }
       return { plaintext: b64(plaintext) };
+    },
+
+    session_import_prekeys: async (request) => {
+      const party = partyArg(request);
+      const preKeyId = arg(request, 'pre_key_id', 'number');
+      const preKey = lib.PrivateKey.deserialize(bytesArg(request, 'pre_key_private'));
+      await party.preKeys.savePreKey(preKeyId, lib.PreKeyRecord.new(preKeyId, preKey.getPublicKey(), preKey));
+      const signedPreKeyId = arg(request, 'signed_pre_key_id', 'number');
+      const signedPreKey = lib.PrivateKey.deserialize(bytesArg(request, 'signed_pre_key_private'));
+      await party.signedPreKeys.saveSignedPreKey(
+        signedPreKeyId,
+        lib.SignedPreKeyRecord.new(
+          signedPreKeyId,
+          0,
+          signedPreKey.getPublicKey(),
+          signedPreKey,
+          bytesArg(request, 'signed_pre_key_signature'),
+        ),
+      );
+      const kyberPreKeyId = arg(request, 'kyber_pre_key_id', 'number');
+      await party.kyberPreKeys.saveKyberPreKey(kyberPreKeyId, lib.KyberPreKeyRecord.deserialize(bytesArg(request, 'kyber_record')));
+      return {};
+    },
+
+    session_bench_ping_pong: async (request) => {
+      const messages = arg(request, 'messages', 'number');
+      const size = arg(request, 'size', 'number');
+      const ops = sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg: (r) => r.partyObject, PartyClass });
+      const alice = new PartyClass(lib.PrivateKey.generate(), 1);
+      const bob = new PartyClass(lib.PrivateKey.generate(), 2);
+      const aliceAddress = lib.ProtocolAddress.new('bench-alice', 1);
+      const bobAddress = lib.ProtocolAddress.new('bench-bob', 1);
+      const bundle = await ops.session_bundle({
+        party: 'bench-bob', partyObject: bob, pre_key_id: 1, signed_pre_key_id: 2, kyber_pre_key_id: 3,
+      });
+      await ops.session_process_bundle({ party: 'bench-alice', partyObject: alice, peer: { name: 'bench-bob', device_id: 1 }, bundle });
+      const plaintext = new Uint8Array(size);
+      // The first exchange (PreKey message and reply) is setup, not measured.
+      let message = await lib.signalEncrypt(plaintext, bobAddress, aliceAddress, alice.sessions, alice.identities);
+      await lib.signalDecryptPreKey(
+        lib.PreKeySignalMessage.deserialize(message.serialize()), aliceAddress, bobAddress, bob.sessions, bob.identities,
+        bob.preKeys, bob.signedPreKeys, bob.kyberPreKeys,
+      );
+      message = await lib.signalEncrypt(plaintext, aliceAddress, bobAddress, bob.sessions, bob.identities);
+      await lib.signalDecrypt(lib.SignalMessage.deserialize(message.serialize()), bobAddress, aliceAddress, alice.sessions, alice.identities);
+      const start = process.cpuUsage();
+      for (let i = 0; i < messages / 2; i++) {
+        message = await lib.signalEncrypt(plaintext, bobAddress, aliceAddress, alice.sessions, alice.identities);
+        await lib.signalDecrypt(lib.SignalMessage.deserialize(message.serialize()), aliceAddress, bobAddress, bob.sessions, bob.identities);
+        message = await lib.signalEncrypt(plaintext, aliceAddress, bobAddress, bob.sessions, bob.identities);
+        await lib.signalDecrypt(lib.SignalMessage.deserialize(message.serialize()), bobAddress, aliceAddress, alice.sessions, alice.identities);
+      }
+      const used = process.cpuUsage(start);
+      return { cpu_ms: (used.user + used.system) / 1000 };
     },
 
     session_record_export: async (request) => {
