@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", dest="peer", default=None, help="start talking to this contact")
     parser.add_argument("--explain", action="store_true", help="print each protocol step as it happens")
     parser.add_argument(
+        "--directory-key",
+        default=None,
+        metavar="HEX|FILE",
+        help="the directory public key that vouches for business names (docs/business.md)",
+    )
+    parser.add_argument(
         "--show-secrets",
         action="store_true",
         help="TEACHING ONLY: with /explain, print private values (DH outputs, keys) in full",
@@ -93,7 +99,19 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
         except AlreadyExistsError as error:
             print(error, file=sys.stderr)
             return 2
-    app = ChatApp(client, explainer, write, state, peer=args.peer, clear_screen=clear)
+    directory_key = None
+    if args.directory_key is not None:
+        from client.directory import DirectoryKeyError, load_directory_public_key
+
+        try:
+            directory_key = load_directory_public_key(args.directory_key)
+        except DirectoryKeyError as error:
+            await client.close()
+            print(f"e2e-chat: --directory-key: {error}", file=sys.stderr)
+            return 2
+    app = ChatApp(
+        client, explainer, write, state, peer=args.peer, clear_screen=clear, directory_key=directory_key
+    )
     handler = ClientLogHandler(app)
     client_logger = logging.getLogger("client")
     client_logger.addHandler(handler)

@@ -46,6 +46,7 @@ from pathlib import Path
 from client import transport
 from client.attachments import safe_file_name
 from client.blobs import BlobServiceError
+from client.chat.business import BusinessDesk, history_text
 from client.chat.commands import Command, Say, UsageError, help_text, parse
 from client.chat.verify import format_safety_number, render_qr
 from client.client import Client
@@ -55,6 +56,7 @@ from client.explain import Explainer
 from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer
 from client.store import StoredMessage
 from e2e.errors import E2EError, FingerprintMismatchError
+from e2e.keys import PublicKey
 
 __all__ = ["ChatApp", "ClientLogHandler"]
 
@@ -88,6 +90,7 @@ class ChatApp:
         state_path: Path,
         peer: str | None = None,
         clear_screen: Callable[[], None] | None = None,
+        directory_key: PublicKey | None = None,
     ) -> None:
         self.client = client
         self.explainer = explainer
@@ -110,6 +113,10 @@ class ChatApp:
         # open connections and temporary files without bound.
         self._download_slots = asyncio.Semaphore(2)
         self.quit = asyncio.Event()
+        # Businesses (client/chat/business.py): verified names, quick replies, blocked accounts.
+        self.business = BusinessDesk(
+            client, directory_key, state_path.with_name(state_path.name + ".blocked.json"), write
+        )
 
     @property
     def files_folder(self) -> Path:
@@ -150,6 +157,7 @@ class ChatApp:
         ]
 
     async def stop(self) -> None:
+        await self.business.close()
         for task in [*self._tasks, *self._downloads]:
             task.cancel()
         for task in [*self._tasks, *self._downloads]:
@@ -163,6 +171,8 @@ class ChatApp:
         """Print stored messages; a sent one says whether the relay has acknowledged it."""
         waiting = {entry.message_id for entry in self.client.store.outbox()}
         for message in history:
+            if message.peer in self.business.blocked:
+                continue
             text = _history_text(message.body)
             when = _clock(message.timestamp)
             if message.direction == "out":
@@ -174,6 +184,9 @@ class ChatApp:
     async def _event_loop(self) -> None:
         try:
             async for event in self.client.events():
+                if isinstance(event, Message):
+                    # A new sender's business name is checked before its first message is shown.
+                    await self.business.prepare(event.sender)
                 self.show_event(event)
         except ClosedError as error:
             self.write(f"!! the client stopped: {error}")
@@ -182,6 +195,12 @@ class ChatApp:
             self.quit.set()
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
+        if isinstance(event, Message) and self.business.handles(event, _clock):
+            # Blocked senders, quick replies and businesses' messages are the desk's to show.
+            if self.peer is None and event.sender not in self.business.blocked:
+                self.peer = event.sender
+                self.write(f"talking to {self.peer}")
+            return
         if isinstance(event, Message) and event.is_attachment:
             self._receive_file(event)
         elif isinstance(event, Message):
@@ -265,6 +284,13 @@ class ChatApp:
             self.write("no contact yet: /add NAME first")
             return
         peer = self.peer
+        if peer in self.business.blocked:
+            self.write(f"!! not sent: you blocked {peer} (/unblock {peer} first)")
+            return
+        number = self.business.choice(peer, text)
+        if number is not None:
+            await self._cmd_pick(str(number))
+            return
         try:
             message_id = await asyncio.wait_for(self.client.send(peer, text), 30)
         except IdentityChanged as error:
@@ -448,6 +474,44 @@ class ChatApp:
         self.write(f"state file: {self.state_path}")
         self.write(f"identity key: {self.client.identity_key.serialize().hex()}")
 
+    # -- businesses (client/chat/business.py) --------------------------------------------------
+
+    async def _cmd_pick(self, number: str) -> None:
+        peer = self.peer
+        if peer is None or peer not in self.business.offers:
+            self.write("no quick replies to answer here")
+            return
+        offer = self.business.offers[peer]
+        if not number.isdigit() or not 1 <= int(number) <= len(offer.options):
+            self.write(f"usage: /pick N (1 to {len(offer.options)})")
+            return
+        try:
+            label = await asyncio.wait_for(self.business.pick(peer, int(number)), 30)
+        except (E2EError, OSError, TimeoutError, ClosedError, transport.RelayError) as error:
+            self.write(f"!! not sent: {error}")
+            return
+        self.write(f"[{_clock(int(time.time() * 1000))}] you → {peer}: picked {number}. {label}  (queued)")
+
+    async def _cmd_block(self, name: str) -> None:
+        self.business.block(name)
+        self.write(f"blocked {name}: nothing it sends is shown, nothing is sent to it (/unblock {name})")
+
+    async def _cmd_unblock(self, name: str) -> None:
+        if self.business.unblock(name):
+            self.write(f"unblocked {name}")
+        else:
+            self.write(f"{name} was not blocked")
+
+    async def _cmd_business(self, name: str | None = None) -> None:
+        name = name or self.peer
+        if name is None:
+            self.write("usage: /business NAME")
+            return
+        if self.business.directory_key is None:
+            self.write("no directory key configured (e2e-chat --directory-key): no name can be verified")
+            return
+        await self.business.look_up(name, tell=True)
+
     async def _cmd_quit(self) -> None:
         self.quit.set()
 
@@ -458,6 +522,9 @@ def _history_text(body: bytes) -> str:
     The history does not record the content type; a pointer is recognised by decoding strictly
     (text is UTF-8, a pointer's key bytes almost never are).
     """
+    structured = history_text(body)
+    if structured is not None:
+        return structured
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
