@@ -19,6 +19,8 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
    service, a pointer in a message; the middle column shows the blob as the service stores it
    (random bytes, its size bucket); Bob verifies it whole before decrypting and opens it; he
    forwards it to Carol, which reuses the blob.
+7. Alice asks the parcel bot (:mod:`client.demo.business`): a business whose name a directory key
+   vouches for, answering with text and quick replies, and notifying her later.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
 middle column shows what the relay holds, read from the relay's own database opened read-only
@@ -58,6 +60,7 @@ from typing import Any, TextIO
 
 from client.chat.verify import format_safety_number
 from client.client import Client, Hooks, Settings
+from client.demo.business import business_step
 from client.demo.layout import Columns
 from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
@@ -449,6 +452,8 @@ class _Demo:
         )
 
         await self._picture()
+        # A business on the same relay (client/demo/business.py).
+        await business_step(self)
 
     async def _picture(self) -> None:
         columns = self.columns

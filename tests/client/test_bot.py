@@ -43,7 +43,7 @@ from e2e.keys import KeyPair
 
 pytest_plugins = ["client_fixtures"]
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "client" / "examples"
 DIRECTORY = KeyPair.generate(os.urandom)
 DAY_MS = 86_400_000
 

@@ -23,7 +23,7 @@ from server import Relay, SQLiteStore
 from tests.programs.helpers import program_environment
 from tests.relay.conftest import TEST_LIMITS
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "client" / "examples"
 
 
 def _run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:

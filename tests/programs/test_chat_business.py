@@ -63,7 +63,7 @@ class Bots:
         )
         process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "client.bot", str(ROOT / "examples" / "parcel_bot.py")),
+                *(sys.executable, "-m", "client.bot", str(ROOT / "client" / "examples" / "parcel_bot.py")),
                 *common,
                 *("--certificate", str(certificate), "--set", "step=1"),
             ],

@@ -2,7 +2,7 @@
 
 Run it (docs/business.md)::
 
-    e2e-bot examples/parcel_bot.py --account parcels --data parcels-data --relay ws://127.0.0.1:8765 \
+    e2e-bot client.examples.parcel_bot --account parcels --data parcels-data --relay ws://127.0.0.1:8765 \
         --certificate parcels.cert --set step=20
 
 A customer sends a tracking number (``PD`` and six digits); the bot answers with the parcel's

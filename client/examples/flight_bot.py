@@ -2,7 +2,7 @@
 
 Run it (docs/business.md)::
 
-    e2e-bot examples/flight_bot.py --account flights --data flights-data --relay ws://127.0.0.1:8765
+    e2e-bot client.examples.flight_bot --account flights --data flights-data --relay ws://127.0.0.1:8765
 
 Any message gets the menu (flight status, change a booking, talk to an agent) as quick replies.
 "Flight status" asks for a flight number and answers from the timetable below; "Change my booking"
