@@ -11,6 +11,9 @@ What this package owns
   plaintext format inside each message, what the client reports, how it fails, how it reconnects.
 * :mod:`client.pointer`, :mod:`client.attachments`, :mod:`client.blobs`: files — the attachment
   pointer, encrypt-while-uploading and verify-before-saving, and the blob service's HTTP client.
+* :mod:`client.structured`, :mod:`client.business`, :mod:`client.bot`, :mod:`client.directory`:
+  businesses — quick replies, a customer's view of verified names, the bot library (``e2e-bot``,
+  example services in :mod:`client.examples`) and the directory's command (``e2e-directory``).
 
 The protocol itself lives in :mod:`e2e`; this package is where it meets files, sockets and clocks.
 See ``docs/client.md``.
