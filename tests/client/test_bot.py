@@ -478,3 +478,18 @@ def test_a_newer_bot_store_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(BotError, match="unknown bot store version 9"):
         BotStore(path)
+
+
+def test_reprs_name_no_secrets_and_no_message_text(tmp_path: Path) -> None:
+    from client.directory import load_directory_key, write_directory_key
+    from server.business_names import BusinessNameBoard
+
+    key = KeyPair.generate(os.urandom)
+    write_directory_key(tmp_path / "dir.key", key)
+    loaded = load_directory_key(tmp_path / "dir.key")
+    assert loaded.private_key.serialize().hex() not in repr(loaded)
+    board = BusinessNameBoard(key.public_key)
+    assert repr(board) == "BusinessNameBoard(certificates=0, screened=True)"
+    store = BotStore(tmp_path / "bot.sqlite3")
+    assert repr(store) == f"BotStore({str(tmp_path / 'bot.sqlite3')!r})"
+    store.close()

@@ -187,3 +187,29 @@ async def test_an_offer_and_its_reply_through_a_real_relay(relay, make_client) -
         answer = await business.receive(timeout=10)
         assert isinstance(answer, Message) and answer.content_type == envelope.CONTENT_QUICK_REPLY
         assert resolve_reply({OFFER.offer_id: OFFER}, decode_reply(answer.body)).id == "track"
+
+
+_LABELS = st.from_regex(r"[A-Za-z0-9](?:[A-Za-z0-9]| (?! )){0,38}[A-Za-z0-9]", fullmatch=True)
+
+
+@given(
+    st.binary(min_size=8, max_size=8),
+    st.text(max_size=200),
+    st.lists(
+        st.tuples(st.from_regex(r"[a-z0-9_-]{1,32}", fullmatch=True), _LABELS),
+        min_size=1,
+        max_size=MAX_OPTIONS,
+        unique_by=(lambda option: option[0], lambda option: option[1].casefold()),
+    ),
+)
+def test_every_valid_offer_round_trips_and_every_number_resolves(offer_id, prompt, options) -> None:
+    try:
+        offer = QuickReplies(offer_id, prompt, tuple(QuickReplyOption(i, label) for i, label in options))
+    except StructuredMessageError:
+        # (A prompt of lone surrogates is not valid Unicode: refused by its typed error.)
+        return
+    assert decode_offer(encode_offer(offer)) == offer
+    for number in range(1, len(options) + 1):
+        reply = decode_reply(encode_reply(offer.reply(number)))
+        assert resolve_reply({offer_id: offer}, reply) == offer.options[number - 1]
+        assert reply_from_text(offer, str(number)) == reply
