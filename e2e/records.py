@@ -10,6 +10,8 @@ The two-byte header every stored record starts with, and the formats of the key 
 * :class:`SignedPreKeyRecord`: a signed prekey, its id, its signature and its creation time.
 * :class:`KemPreKeyRecord`: a signed ML-KEM-1024 prekey for PQXDH (one-time or last-resort), its
   id, its signature and its creation time.
+* :class:`KyberPreKeyRecord`: the same for a Kyber-1024 prekey of Signal's PQXDH (message
+  version 4), its secret key in libsignal's serialization.
 
 Session records (:class:`e2e.session.SessionRecord`) use the same header.
 
@@ -17,7 +19,7 @@ Format, version 1
 -----------------
 ``kind (1 byte) ‖ version (1 byte) ‖ protobuf-style fields``.  The kinds are ASCII letters, so a
 hex dump says what it is: ``I`` identity, ``P`` prekey, ``K`` signed prekey, ``Q`` KEM prekey,
-``S`` session record, ``G`` sender-key record (:mod:`e2e.sender_key_state`).
+``S`` session record, ``G`` sender-key record (:mod:`e2e.sender_key_state`), ``Y`` Kyber prekey.
 The fields use the same encoding as libsignal's messages (:mod:`e2e.protobuf`): compact, fast to
 read and write in pure Python, and a later version may add fields that this one skips.  A record
 of another kind, or of a version other than :data:`FORMAT_VERSION`, raises
@@ -32,6 +34,9 @@ signed      1: id, 2: private key (32), 3: public key (``0x05 ‖ 32``), 4: sign
 prekey      5: timestamp (milliseconds since the epoch, as libsignal stores it)
 KEM prekey  1: id, 2: ML-KEM-1024 seed ``d ‖ z`` (64), 3: public key (``0x0A ‖ 1568``),
             4: signature (64) over the public key, 5: timestamp (ms), 6: last resort (0 or 1)
+Kyber       1: id, 2: Kyber1024 secret key as libsignal serializes it (``0x08 ‖ 3168``),
+prekey      3: public key (``0x08 ‖ 1568``), 4: signature (64) over the public key,
+            5: timestamp (ms), 6: last resort (0 or 1)
 =========== ======================================================================================
 
 The public key is stored with its private key and checked against it when read, so a corrupted
@@ -52,6 +57,7 @@ from e2e import protobuf
 from e2e.errors import DecodeError, InvalidKeyError, StateFormatError
 from e2e.kem import SEED_LENGTH, KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KEY_LENGTH, SIGNATURE_LENGTH, KeyPair, PrivateKey, PublicKey
+from e2e.kyber import KyberKeyPair, KyberPrivateKey, KyberPublicKey
 
 __all__ = [
     "FORMAT_VERSION",
@@ -69,6 +75,8 @@ __all__ = [
     "KEM_PRE_KEY_KIND",
     "KemPreKeyRecord",
     "SENDER_KEY_RECORD_KIND",
+    "KYBER_PRE_KEY_KIND",
+    "KyberPreKeyRecord",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -81,6 +89,7 @@ SESSION_RECORD_KIND: Final = ord("S")
 KEM_PRE_KEY_KIND: Final = ord("Q")
 # Sender-key records (e2e.sender_key_state) share the header.
 SENDER_KEY_RECORD_KIND: Final = ord("G")
+KYBER_PRE_KEY_KIND: Final = ord("Y")
 _KIND_NAMES: Final = {
     IDENTITY_KIND: "identity",
     PRE_KEY_KIND: "prekey",
@@ -88,6 +97,7 @@ _KIND_NAMES: Final = {
     SESSION_RECORD_KIND: "session record",
     KEM_PRE_KEY_KIND: "KEM prekey",
     SENDER_KEY_RECORD_KIND: "sender-key record",
+    KYBER_PRE_KEY_KIND: "Kyber prekey",
 }
 _UINT32_MAX: Final = 0xFFFF_FFFF
 _UINT64_MAX: Final = (1 << 64) - 1
@@ -137,6 +147,14 @@ _SCHEMAS: Final = {
         5: protobuf.Field(protobuf.VARINT),
     },
     KEM_PRE_KEY_KIND: {
+        1: protobuf.Field(protobuf.VARINT),
+        2: protobuf.Field(protobuf.LEN),
+        3: protobuf.Field(protobuf.LEN),
+        4: protobuf.Field(protobuf.LEN),
+        5: protobuf.Field(protobuf.VARINT),
+        6: protobuf.Field(protobuf.VARINT),
+    },
+    KYBER_PRE_KEY_KIND: {
         1: protobuf.Field(protobuf.VARINT),
         2: protobuf.Field(protobuf.LEN),
         3: protobuf.Field(protobuf.LEN),
@@ -370,6 +388,76 @@ class KemPreKeyRecord:
     def __repr__(self) -> str:
         return (
             f"KemPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
+            f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp}, "
+            f"last_resort={self.last_resort})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KyberPreKeyRecord:
+    """A signed Kyber-1024 prekey of Signal's PQXDH (one-time, or with ``last_resort`` the one that
+    serves when the relay has no one-time prekey left), with its id, its signature
+    ``Sig(IK_B, 0x08 ‖ pk)`` and its creation time (ms), as libsignal's ``KyberPreKeyRecord``.
+
+    The owner deletes a one-time Kyber prekey after its first message decrypted.  A last-resort one
+    stays until it is rotated; libsignal's store also refuses a second PreKey message that uses it
+    with the same signed prekey and base key, which is the owner's to remember (the record does not).
+    """
+
+    id: int
+    key_pair: KyberKeyPair
+    signature: bytes
+    timestamp: int
+    last_resort: bool = False
+
+    def __post_init__(self) -> None:
+        _check_uint(self.id, "a Kyber prekey id", _UINT32_MAX)
+        _check_uint(self.timestamp, "a timestamp", _UINT64_MAX)
+        if not isinstance(self.key_pair, KyberKeyPair):
+            raise ValueError("a Kyber prekey record holds a KyberKeyPair")
+        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LENGTH:
+            raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
+        if not isinstance(self.last_resort, bool):
+            raise ValueError("last_resort is a bool")
+
+    def serialize(self) -> bytes:
+        """Storage format 1 (module docstring)."""
+        return b"".join(
+            (
+                header(KYBER_PRE_KEY_KIND),
+                protobuf.encode_uint_field(1, self.id),
+                protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
+                protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
+                protobuf.encode_bytes_field(4, self.signature),
+                protobuf.encode_uint_field(5, self.timestamp),
+                protobuf.encode_uint_field(6, int(self.last_resort)),
+            )
+        )
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> KyberPreKeyRecord:
+        """Read storage format 1; anything else raises :class:`StateFormatError`."""
+        fields = _read(data, KYBER_PRE_KEY_KIND)
+        try:
+            private = KyberPrivateKey.deserialize(protobuf.get_bytes(fields, 2, "Kyber prekey secret key"))
+            public = KyberPublicKey.deserialize(protobuf.get_bytes(fields, 3, "Kyber prekey public key"))
+            key_pair = KyberKeyPair(private, public)
+        except (DecodeError, InvalidKeyError) as error:
+            raise StateFormatError(f"stored Kyber prekey: {error}") from None
+        signature = protobuf.get_bytes(fields, 4, "signature")
+        if len(signature) != SIGNATURE_LENGTH:
+            raise StateFormatError(f"a stored Kyber prekey needs a {SIGNATURE_LENGTH}-byte signature")
+        return cls(
+            _uint(fields, 1, "Kyber prekey id", _UINT32_MAX),
+            key_pair,
+            signature,
+            _uint(fields, 5, "timestamp", _UINT64_MAX),
+            bool(_uint(fields, 6, "last-resort flag", 1)),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"KyberPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
             f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp}, "
             f"last_resort={self.last_resort})"
         )
