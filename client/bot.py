@@ -18,8 +18,9 @@ and out goes through the client's sessions, store and outbox) and adds what a se
   otherwise) and rate limited per customer and for the whole bot (:class:`BotRateLimitedError`);
 * **flood containment**: each customer's messages are metered by a token bucket; messages over the
   rate are dropped without running a handler (one notice per flood), and a handler may send at most
-  ``max_replies_per_message`` messages for one incoming message (:class:`ReplyLimitError`), so one
-  customer can make the bot do only a bounded amount of work and sending;
+  ``max_replies_per_message`` messages for one incoming message (:class:`ReplyLimitError`) and take
+  at most ``handler_timeout`` seconds, so one customer can make the bot do only a bounded amount of
+  work and sending;
 * **its verified name**: the bot posts its business-name certificate to the relay on every new
   connection (``put_business_certificate``), so a restarted relay has it back at once;
 * **a clean shutdown**: :meth:`Bot.stop` (``e2e-bot`` calls it on SIGINT and SIGTERM) lets the
@@ -161,9 +162,11 @@ class BotLimits:
     max_state_bytes: int = 16_384
     max_tracked_customers: int = 100_000
     """Rate-limit buckets kept in memory at most (all are dropped and start full past this)."""
+    handler_timeout: float = 30.0
+    """Seconds a handler may take for one message; a slower one is cancelled and counts as failed."""
 
     def __post_init__(self) -> None:
-        for name in ("customer_rate", "notify_rate", "global_notify_rate"):
+        for name in ("customer_rate", "notify_rate", "global_notify_rate", "handler_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} is positive")
         for name in (
@@ -508,8 +511,11 @@ class Bot:
                     break
                 try:
                     event = receiving.result()
-                except ClosedError:
-                    break
+                except ClosedError as error:
+                    if self._stopping.is_set():
+                        break
+                    # The client stopped on its own (a refusal at authentication, a corrupt store).
+                    raise BotError(f"the client stopped: {error}") from error
                 await self._dispatch(event)
         finally:
             stopping.cancel()
@@ -567,7 +573,7 @@ class Bot:
         self._flood_noticed.discard(customer)
         conversation = Conversation(self, customer, self.store.state(customer))
         try:
-            await self._handle(conversation, event)
+            await asyncio.wait_for(self._handle(conversation, event), self.limits.handler_timeout)
             self._commit(conversation)
         except Exception as error:
             self.stats.handler_errors += 1

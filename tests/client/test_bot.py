@@ -423,7 +423,7 @@ async def test_a_flooding_customer_is_contained_and_others_are_still_served(
 async def test_a_failing_handler_changes_no_state_and_the_bot_goes_on(relay, make_client, tmp_path) -> None:
     client = make_client(relay.url, "shop")
     store = BotStore(tmp_path / "shop-bot.sqlite3")
-    bot = Bot(client, store)
+    bot = Bot(client, store, limits=BotLimits(handler_timeout=0.5))
 
     @bot.on_text
     async def text(conversation, message: str) -> None:
@@ -432,6 +432,8 @@ async def test_a_failing_handler_changes_no_state_and_the_bot_goes_on(relay, mak
         if message == "boom":
             raise RuntimeError("the service's own bug")
         await conversation.say(f"seen {conversation.state['seen']}")
+        if message == "slow":
+            await asyncio.sleep(5)
         if message == "chatty":
             for _ in range(5):
                 await conversation.say("more")
@@ -451,6 +453,11 @@ async def test_a_failing_handler_changes_no_state_and_the_bot_goes_on(relay, mak
         assert [await gina.text() for _ in range(3)] == ["seen 3", "more", "more"]
         assert await gina.quiet(0.5) == []
         assert store.state("gina") == {"seen": 2} and bot.stats.handler_errors == 2
+        # A handler that takes too long is cancelled (what it sent is sent, its state is not kept).
+        await gina.client.send("shop", "slow")
+        await gina.client.send("shop", "three")
+        assert [await gina.text() for _ in range(2)] == ["seen 3", "seen 3"]
+        assert bot.stats.handler_errors == 3 and store.state("gina") == {"seen": 3}
         # Notifications: subscribed, then over the per-customer rate.
         bot.limits = dataclasses.replace(bot.limits, notify_burst=1)
         bot._notify_buckets.clear()
@@ -492,4 +499,19 @@ def test_reprs_name_no_secrets_and_no_message_text(tmp_path: Path) -> None:
     assert repr(board) == "BusinessNameBoard(certificates=0, screened=True)"
     store = BotStore(tmp_path / "bot.sqlite3")
     assert repr(store) == f"BotStore({str(tmp_path / 'bot.sqlite3')!r})"
+    store.close()
+
+
+async def test_a_bot_whose_client_stops_reports_it(relay, make_client, tmp_path: Path) -> None:
+    from client.bot import BotError
+
+    owner = make_client(relay.url, "taken")
+    async with owner:
+        await owner.wait_connected(10)
+    # Another key claims the same account: the relay refuses it, the client stops, the bot says so.
+    impostor = make_client(relay.url, "taken", path=tmp_path / "impostor.db")
+    store = BotStore(tmp_path / "impostor-bot.sqlite3")
+    bot = Bot(impostor, store)
+    with pytest.raises(BotError, match="the client stopped"):
+        await asyncio.wait_for(bot.run(), 10)
     store.close()
