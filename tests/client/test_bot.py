@@ -515,3 +515,41 @@ async def test_a_bot_whose_client_stops_reports_it(relay, make_client, tmp_path:
     with pytest.raises(BotError, match="the client stopped"):
         await asyncio.wait_for(bot.run(), 10)
     store.close()
+
+
+async def test_hostile_structured_messages_are_refused_on_both_sides(relay, make_client, run_bot) -> None:
+    from client.structured import LabelError, TooManyOptionsError
+
+    def raw_offer(options: list[tuple[str, str]]) -> bytes:
+        payload = b"\x01" + bytes(8) + b"\x00\x00" + bytes((len(options),))
+        for option_id, label in options:
+            payload += bytes((len(option_id),)) + option_id.encode()
+            payload += bytes((len(label.encode()),)) + label.encode()
+        lines = [f"{n}. {label}" for n, (_, label) in enumerate(options, 1)]
+        fallback = "\n".join([*lines, f"Reply with a number from 1 to {len(options)}."])
+        return envelope.with_fallback(fallback, payload)
+
+    # A business that sends eleven options, or a label with a right-to-left override: refused.
+    shop = await customer(make_client, relay, "shady-shop")
+    hana = await customer(make_client, relay, "hana")
+    eleven = raw_offer([(f"o{i}", f"Option {i}") for i in range(11)])
+    await shop.client.send("hana", eleven, content_type=envelope.CONTENT_QUICK_REPLIES)
+    with pytest.raises(TooManyOptionsError):
+        structured_content(await hana.next())
+    override = raw_offer([("a", "Pay\u202eyaP")])
+    await shop.client.send("hana", override, content_type=envelope.CONTENT_QUICK_REPLIES)
+    with pytest.raises(LabelError):
+        structured_content(await hana.next())
+
+    # A customer who sends the bot an offer of its own, a malformed one, or an attachment.
+    bot = await run_bot(relay, "flights", "flight_bot.py")
+    await hana.client.send("flights", eleven, content_type=envelope.CONTENT_QUICK_REPLIES)
+    assert await hana.text() == "That message could not be read."
+    good = raw_offer([("a", "One")])
+    await hana.client.send("flights", good, content_type=envelope.CONTENT_QUICK_REPLIES)
+    assert await hana.text() == "This service reads text and quick replies only."
+    await hana.client.send("flights", b"\x01" + bytes(10), content_type=envelope.CONTENT_ATTACHMENT)
+    assert await hana.text() == "This service reads text and quick replies only."
+    await hana.client.send("flights", "hello")
+    assert (await hana.offer()).options[0].id == "status"
+    assert bot.stats.handler_errors == 0

@@ -165,3 +165,48 @@ def test_the_chat_shows_a_verified_business_its_quick_replies_and_blocks_it(
         alice.close()
     bots.stop()
     assert processes_mentioning(str(tmp_path / "alice.sqlite3")) == []
+
+
+def test_the_desk_shows_hostile_business_content_inert_and_keeps_a_versioned_block_list(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from client import envelope
+    from client.chat.business import BusinessDesk
+    from client.events import Message
+    from client.structured import QuickReplies, QuickReplyOption, encode_offer
+
+    lines: list[str] = []
+    blocked = tmp_path / "alice.sqlite3.blocked.json"
+    desk = BusinessDesk(None, None, blocked, lines.append)  # type: ignore[arg-type]
+
+    def message(sender: str, body: bytes, content_type: int = envelope.CONTENT_TEXT) -> Message:
+        return Message(sender, 1, "00" * 16, 0, 0, body, content_type)
+
+    offer = QuickReplies(bytes(8), "Pick\x1b[2J one\u202e", (QuickReplyOption("a", "First"),))
+    assert desk.handles(message("shop", encode_offer(offer), envelope.CONTENT_QUICK_REPLIES), str)
+    assert "\x1b" not in "\n".join(lines) and "\u202e" not in "\n".join(lines)
+    assert "      1. First" in lines
+    # Once a contact made offers, its text is shown by the desk, inert too.
+    assert desk.handles(message("shop", b"bye\x1b]0;owned\x07"), str)
+    assert "\x1b" not in lines[-1] and "\x07" not in lines[-1]
+    assert desk.choice("shop", "1") == 1 and desk.choice("shop", "2") is None
+    bad = envelope.with_fallback("x", b"\x01")
+    assert desk.handles(message("shop", bad, envelope.CONTENT_QUICK_REPLIES), str)
+    assert "sent quick replies that were refused" in lines[-1]
+    # Ordinary contacts are the application's to show.
+    assert not desk.handles(message("bob", b"hi"), str)
+
+    desk.block("shop")
+    shown = len(lines)
+    assert desk.handles(message("shop", b"unseen"), str) and len(lines) == shown
+    assert json.loads(blocked.read_text()) == {
+        "format": "e2e-chat-blocked",
+        "version": 1,
+        "accounts": ["shop"],
+    }
+    assert BusinessDesk(None, None, blocked, lines.append).blocked == {"shop"}  # type: ignore[arg-type]
+    blocked.write_text(json.dumps({"format": "e2e-chat-blocked", "version": 2, "accounts": ["x"]}))
+    again = BusinessDesk(None, None, blocked, lines.append)  # type: ignore[arg-type]
+    assert again.blocked == set() and "not a version-1 block list" in lines[-1]
