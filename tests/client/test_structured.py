@@ -213,3 +213,25 @@ def test_every_valid_offer_round_trips_and_every_number_resolves(offer_id, promp
         reply = decode_reply(encode_reply(offer.reply(number)))
         assert resolve_reply({offer_id: offer}, reply) == offer.options[number - 1]
         assert reply_from_text(offer, str(number)) == reply
+
+
+def test_the_frozen_version_1_bodies_still_decode() -> None:
+    import json
+    from pathlib import Path
+
+    fixture = json.loads(
+        (Path(__file__).resolve().parents[1] / "fixtures" / "quick-replies-v1.json").read_text()
+    )
+    offer = decode_offer(bytes.fromhex(fixture["offer"]["body"]))
+    assert offer.offer_id.hex() == fixture["offer"]["offer_id"]
+    assert offer.prompt == fixture["offer"]["prompt"]
+    assert [[o.id, o.label] for o in offer.options] == fixture["offer"]["options"]
+    reply = decode_reply(bytes.fromhex(fixture["reply"]["body"]))
+    assert (reply.offer_id.hex(), reply.option_id, reply.number) == (
+        fixture["reply"]["offer_id"],
+        fixture["reply"]["option_id"],
+        fixture["reply"]["number"],
+    )
+    # This version still writes exactly those bytes.
+    assert encode_offer(offer).hex() == fixture["offer"]["body"]
+    assert encode_reply(reply).hex() == fixture["reply"]["body"]
