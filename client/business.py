@@ -98,6 +98,9 @@ async def check_business_name(
         if error.code == "not_found":
             return UnverifiedName(account, "no business-name certificate")
         return UnverifiedName(account, f"the relay refused: {error.code}")
+    except transport.TransportError:
+        # The connection dropped, or the answer was malformed: nothing is verified this time.
+        return UnverifiedName(account, "the relay could not be asked")
     try:
         certificate = base64.b64decode(str(answer.get("certificate", "")), validate=True)
     except (binascii.Error, ValueError):
