@@ -28,6 +28,7 @@ How the name is drawn (the chat marks verified names with ``✓``), or who the d
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import os
@@ -83,22 +84,29 @@ NameStatus = VerifiedName | UnverifiedName
 
 
 async def check_business_name(
-    client: Client, account: str, directory_key: PublicKey | None, *, now_ms: int | None = None
+    client: Client,
+    account: str,
+    directory_key: PublicKey | None,
+    *,
+    now_ms: int | None = None,
+    timeout: float = 10.0,
 ) -> NameStatus:
     """Whether ``account`` has a valid business-name certificate for the key we talk to it with,
-    at ``now_ms`` (default: the system clock)."""
+    at ``now_ms`` (default: the system clock); the relay gets ``timeout`` seconds to answer."""
     if directory_key is None:
         return UnverifiedName(account, "no directory key is configured")
     contact = client.store.contact(account)
     if contact is None:
         return UnverifiedName(account, "no session yet: exchange a message first")
     try:
-        answer = await client.relay_request("get_business_certificate", account=account)
+        answer = await asyncio.wait_for(
+            client.relay_request("get_business_certificate", account=account), timeout
+        )
     except transport.RelayError as error:
         if error.code == "not_found":
             return UnverifiedName(account, "no business-name certificate")
         return UnverifiedName(account, f"the relay refused: {error.code}")
-    except transport.TransportError:
+    except (transport.TransportError, TimeoutError):
         # The connection dropped, or the answer was malformed: nothing is verified this time.
         return UnverifiedName(account, "the relay could not be asked")
     try:
