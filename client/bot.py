@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import importlib
 import importlib.util
@@ -566,6 +567,8 @@ class Bot:
         if bucket.take(now) > 0:
             self.stats.flood_dropped += 1
             if customer not in self._flood_noticed:
+                if len(self._flood_noticed) >= self.limits.max_tracked_customers:
+                    self._flood_noticed.clear()
                 self._flood_noticed.add(customer)
                 with contextlib.suppress(Exception):
                     await self.client.send(customer, _FLOOD_NOTICE)
@@ -648,8 +651,6 @@ class Bot:
 
 
 def _b64(data: bytes) -> str:
-    import base64
-
     return base64.b64encode(data).decode("ascii")
 
 

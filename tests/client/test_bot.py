@@ -156,13 +156,13 @@ async def test_parcel_lookup_subscribe_and_a_notification_only_for_subscribers(
     assert await alice.text() == "Parcel PD123456 is at the sorting centre."
     offer = await alice.offer()
     assert [option.label for option in offer.options] == ["Notify me of updates", "No, thanks"]
-    await send_choice(alice.client, "parcels", offer, 1)
-    assert "you will get a message when parcel PD123456 moves" in await alice.text()
-
-    # Bob looks up the same parcel but does not subscribe: the feed notifies Alice alone.
+    # Bob looks up the same parcel but does not subscribe: the feed will notify Alice alone.
     await bob.client.send("parcels", "PD123456")
     assert "sorting centre" in await bob.text()
     await bob.offer()
+
+    await send_choice(alice.client, "parcels", offer, 1)
+    assert "you will get a message when parcel PD123456 moves" in await alice.text()
     assert await alice.text() == "Update: parcel PD123456 has left the depot."
     assert await bob.quiet(0.8) == []
     assert bot.store.subscribers("parcel:PD123456") == ["alice"]
@@ -553,3 +553,40 @@ async def test_hostile_structured_messages_are_refused_on_both_sides(relay, make
     await hana.client.send("flights", "hello")
     assert (await hana.offer()).options[0].id == "status"
     assert bot.stats.handler_errors == 0
+
+
+async def test_a_state_too_large_or_not_json_is_refused_and_the_old_one_kept(
+    relay, make_client, tmp_path: Path
+) -> None:
+    client = make_client(relay.url, "shop")
+    store = BotStore(tmp_path / "shop-bot.sqlite3")
+    bot = Bot(client, store, limits=BotLimits(max_state_bytes=100))
+
+    @bot.on_text
+    async def text(conversation, message: str) -> None:
+        if message == "big":
+            conversation.state["blob"] = "x" * 200
+        elif message == "set":
+            conversation.state["items"] = {1, 2}
+        else:
+            conversation.state["last"] = message
+        await conversation.say("ok")
+
+    task = asyncio.create_task(bot.run())
+    try:
+        await asyncio.wait_for(bot.ready.wait(), 10)
+        ivan = await customer(make_client, relay, "ivan")
+        for message in ("small", "big", "set", "after"):
+            await ivan.client.send("shop", message)
+            assert await ivan.text() == "ok"
+        for _ in range(50):
+            if store.state("ivan") == {"last": "after"}:
+                break
+            await asyncio.sleep(0.05)
+        assert store.state("ivan") == {"last": "after"}
+        assert bot.stats.handler_errors == 2
+    finally:
+        bot.stop()
+        await asyncio.wait_for(task, 10)
+        await client.close()
+        store.close()
