@@ -29,8 +29,12 @@ and out goes through the client's sessions, store and outbox) and adds what a se
 Invariants and limits
 ---------------------
 Messages are handled one at a time, in the order the client committed them.  The client commits a
-message before the bot sees it, so a crash between the two leaves that message unhandled (at most
-once handling; its text stays in the client's history).  A handler that raises is logged with the
+message before the bot sees it; the bot records each message it dealt with (answered, refused,
+dropped as flooding, or failed) in its store, in the transaction that commits the handler's state.
+On start it looks through the client's latest history (``catch_up_messages``, within
+``catch_up_window``) and handles what it never dealt with, so a crash between the client's commit
+and the handler loses no message.  A crash after a handler sent its answer and before its commit
+makes the bot answer that message again on start (at least once).  A handler that raises is logged with the
 customer's name only, never the text.  A customer whose identity key changes is accepted
 automatically (a service cannot compare safety numbers with each of its customers); it is logged.
 
@@ -106,6 +110,9 @@ _SCHEMA = (
     "CREATE TABLE subscriptions (customer TEXT NOT NULL, topic TEXT NOT NULL, created INTEGER NOT NULL, "
     "PRIMARY KEY (customer, topic))",
     "CREATE INDEX subscriptions_by_topic ON subscriptions (topic, customer)",
+    "CREATE TABLE handled (customer TEXT NOT NULL, message_id TEXT NOT NULL, at INTEGER NOT NULL, "
+    "PRIMARY KEY (customer, message_id))",
+    "CREATE INDEX handled_by_time ON handled (at)",
 )
 """The bot store's tables (version 1); executed one by one inside one transaction."""
 
@@ -165,9 +172,19 @@ class BotLimits:
     """Rate-limit buckets kept in memory at most (all are dropped and start full past this)."""
     handler_timeout: float = 30.0
     """Seconds a handler may take for one message; a slower one is cancelled and counts as failed."""
+    catch_up_messages: int = 1000
+    """On start, the client's latest messages looked through for any the bot never dealt with."""
+    catch_up_window: float = 86_400.0
+    """Seconds back that start-up catch-up reaches (older unhandled messages are left alone)."""
 
     def __post_init__(self) -> None:
-        for name in ("customer_rate", "notify_rate", "global_notify_rate", "handler_timeout"):
+        for name in (
+            "customer_rate",
+            "notify_rate",
+            "global_notify_rate",
+            "handler_timeout",
+            "catch_up_window",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} is positive")
         for name in (
@@ -178,6 +195,7 @@ class BotLimits:
             "max_offers_kept",
             "max_state_bytes",
             "max_tracked_customers",
+            "catch_up_messages",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} is at least 1")
@@ -291,6 +309,22 @@ class BotStore:
             "SELECT customer FROM subscriptions WHERE topic = ? ORDER BY customer", (topic,)
         )
         return [row[0] for row in rows]
+
+    def is_handled(self, customer: str, message_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM handled WHERE customer = ? AND message_id = ?", (customer, message_id)
+        ).fetchone()
+        return row is not None
+
+    def mark_handled(self, customer: str, message_id: str, now: int) -> None:
+        """Record that a message was dealt with (answered, refused or dropped): never again."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO handled (customer, message_id, at) VALUES (?, ?, ?)",
+            (customer, message_id, now),
+        )
+
+    def forget_handled_before(self, before: int) -> None:
+        self._db.execute("DELETE FROM handled WHERE at < ?", (before,))
 
     def topics(self, customer: str) -> list[str]:
         rows = self._db.execute(
@@ -496,6 +530,7 @@ class Bot:
             raise BotError("the bot is already running")
         self._running = True
         await self.client.start()
+        await self._catch_up()
         tasks = [asyncio.create_task(self._post_certificate(), name="bot certificate")]
         tasks += [asyncio.create_task(task(self)) for task in self._background]
         stopping = asyncio.create_task(self._stopping.wait())
@@ -529,6 +564,34 @@ class Bot:
                 await self.client.flush(timeout=5)
             self._running = False
 
+    async def _catch_up(self) -> None:
+        """Deal with messages the client committed but the bot never handled (it stopped in between).
+
+        The client commits a message before the bot sees it; the bot records every message it dealt
+        with in its own store, so on start the client's latest history tells which ones it missed.
+        Their content type is recovered by strict decoding (the history keeps bodies only).
+        """
+        now_ms = self._now_ms()
+        self.store.forget_handled_before(now_ms - int(2 * self.limits.catch_up_window * 1000))
+        since = now_ms - int(self.limits.catch_up_window * 1000)
+        for stored in self.client.history(limit=self.limits.catch_up_messages):
+            if stored.direction != "in" or stored.timestamp < since:
+                continue
+            if self.store.is_handled(stored.peer, stored.message_id):
+                continue
+            content_type = _content_type_of(stored.body)
+            await self._dispatch(
+                Message(
+                    stored.peer,
+                    stored.peer_device,
+                    stored.message_id,
+                    stored.timestamp,
+                    stored.timestamp,
+                    stored.body,
+                    content_type,
+                )
+            )
+
     async def _post_certificate(self) -> None:
         """Post the certificate on each new connection; set :attr:`ready` once connected (and posted)."""
         posted_on = -1
@@ -560,12 +623,16 @@ class Bot:
         if not isinstance(event, Message):
             return
         customer = event.sender
+        if self.store.is_handled(customer, event.message_id):
+            return
         now = self._clock()
         bucket = self._bucket(
             self._customer_buckets, customer, self.limits.customer_rate, self.limits.customer_burst
         )
         if bucket.take(now) > 0:
             self.stats.flood_dropped += 1
+            with self.store.transaction():
+                self.store.mark_handled(customer, event.message_id, self._now_ms())
             if customer not in self._flood_noticed:
                 if len(self._flood_noticed) >= self.limits.max_tracked_customers:
                     self._flood_noticed.clear()
@@ -577,9 +644,12 @@ class Bot:
         conversation = Conversation(self, customer, self.store.state(customer))
         try:
             await asyncio.wait_for(self._handle(conversation, event), self.limits.handler_timeout)
-            self._commit(conversation)
+            self._commit(conversation, event.message_id)
         except Exception as error:
             self.stats.handler_errors += 1
+            # A failed handler is not run again for the same message (it may have sent already).
+            with self.store.transaction():
+                self.store.mark_handled(customer, event.message_id, self._now_ms())
             logger.warning(
                 "%s: the handler failed for %s (%s); its state changes are dropped",
                 self.client.name,
@@ -623,7 +693,7 @@ class Bot:
         if self._reply_handler is not None:
             await self._reply_handler(conversation, option, offer)
 
-    def _commit(self, conversation: Conversation) -> None:
+    def _commit(self, conversation: Conversation, message_id: str) -> None:
         try:
             encoded = json.dumps(conversation.state, sort_keys=True)
         except (TypeError, ValueError):
@@ -632,6 +702,7 @@ class Bot:
             raise StateTooLargeError(f"the conversation state is at most {self.limits.max_state_bytes} bytes")
         now = self._now_ms()
         with self.store.transaction():
+            self.store.mark_handled(conversation.customer, message_id, now)
             self.store.save_state(conversation.customer, conversation.state, now)
             for topic in conversation._subscribe:
                 self.store.subscribe(conversation.customer, topic, now)
@@ -652,6 +723,24 @@ class Bot:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def _content_type_of(body: bytes) -> int:
+    """The content type of a stored body, recovered by strict decoding (text unless it decodes)."""
+    from client.pointer import InvalidPointerError, decode_pointer
+    from client.structured import decode_reply
+
+    for content_type, decode in (
+        (envelope.CONTENT_QUICK_REPLY, decode_reply),
+        (envelope.CONTENT_QUICK_REPLIES, decode_offer),
+        (envelope.CONTENT_ATTACHMENT, decode_pointer),
+    ):
+        try:
+            decode(body)
+        except (StructuredMessageError, InvalidPointerError):
+            continue
+        return content_type
+    return envelope.CONTENT_TEXT
 
 
 # -- e2e-bot ------------------------------------------------------------------------------------

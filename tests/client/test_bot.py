@@ -594,3 +594,41 @@ async def test_a_state_too_large_or_not_json_is_refused_and_the_old_one_kept(
         await asyncio.wait_for(task, 10)
         await client.close()
         store.close()
+
+
+async def test_a_message_committed_while_the_bot_was_down_is_answered_once_on_start(
+    relay, make_client, run_bot
+) -> None:
+    business = make_client(relay.url, "parcels")
+    async with business:
+        await business.wait_connected(10)
+    jane = await customer(make_client, relay, "jane")
+    # The business's client receives and commits the message, and the bot never sees it: as if the
+    # bot's process died between the client's commit and the handler.
+    lone = make_client(relay.url, "parcels")
+    async with lone:
+        await jane.client.send("parcels", "PD123456")
+        assert isinstance(await lone.receive(timeout=10), Message)
+    bot = await run_bot(
+        relay, "parcels", "parcel_bot.py", client=make_client(relay.url, "parcels"), step="3600"
+    )
+    assert await jane.text() == "Parcel PD123456 is at the sorting centre."
+    offer = await jane.offer()
+    assert bot.stats.handled == 1
+    # A structured reply the bot missed is recovered from the history as a reply, too.
+    await run_bot.stop(bot)
+    lone = make_client(relay.url, "parcels")
+    async with lone:
+        await send_choice(jane.client, "parcels", offer, 1)
+        assert isinstance(await lone.receive(timeout=10), Message)
+    bot = await run_bot(
+        relay, "parcels", "parcel_bot.py", client=make_client(relay.url, "parcels"), step="3600"
+    )
+    assert "you will get a message when parcel PD123456 moves" in await jane.text()
+    # Started once more, it answers nothing twice.
+    await run_bot.stop(bot)
+    bot = await run_bot(
+        relay, "parcels", "parcel_bot.py", client=make_client(relay.url, "parcels"), step="3600"
+    )
+    assert await jane.quiet(1.0) == []
+    assert bot.stats.handled == 0 and bot.store.is_subscribed("jane", "parcel:PD123456")
