@@ -81,6 +81,7 @@ from client.structured import (
     reply_from_text,
     resolve_reply,
 )
+from e2e import __version__
 from e2e.keys import Rng
 
 __all__ = [
@@ -774,6 +775,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="e2e-bot",
         description="Run a business's bot (a module with setup(bot)) as an ordinary encrypted account.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("service", metavar="PATH_OR_MODULE", help="a .py file or module defining setup(bot)")
     parser.add_argument("--relay", default="ws://127.0.0.1:8765", help="relay URL (default: %(default)s)")
     parser.add_argument("--account", required=True, help="the business's account name")

@@ -33,6 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from e2e import __version__
 from e2e.business_name import (
     BusinessName,
     CertificateError,
@@ -122,6 +123,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="e2e-directory",
         description="Make a directory key and issue verified business-name certificates.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser("keygen", help="make a directory key pair")
     keygen.add_argument("--key", required=True, type=Path, help="the private key file to create")

@@ -22,8 +22,8 @@ prints it:
   pile up) and NAME is not told.
 
 Everything a business sends (its text, the prompt and labels of its offers, the display name in
-its certificate) is shown through :func:`_inert`, which replaces control and invisible characters
-with visible escapes; labels and names passed the stricter display-text rule already.
+its certificate) is shown through :func:`client.inert.inert`, which replaces control and invisible
+characters with visible escapes; labels and names passed the stricter display-text rule already.
 
 What it does not know
 ---------------------
@@ -37,7 +37,6 @@ import contextlib
 import json
 import os
 import time
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from client import envelope
 from client.business import NameStatus, UnverifiedName, VerifiedName, check_business_name, send_choice
 from client.client import Client
 from client.events import Message
+from client.inert import inert
 from client.structured import (
     QuickReplies,
     StructuredMessageError,
@@ -62,29 +62,9 @@ _LOOKUP_AGAIN_AFTER = 600.0
 """Seconds after which a contact's certificate is looked up again (it may have expired)."""
 
 
-def _local_inert(text: str) -> str:
-    """Text from the network made safe to print: control, format and separator characters escaped."""
-    out = []
-    for character in text:
-        if character == "\n":
-            out.append(character)
-        elif unicodedata.category(character) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            out.append(f"\\u{ord(character):04x}")
-        else:
-            out.append(character)
-    return "".join(out)
-
-
-try:  # The chat's own sanitising function, once it is there (client/inert.py).
-    from client.inert import inert as _shared_inert  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover (depends on which modules are present)
-    _shared_inert = None
-
-
 def _inert(text: str) -> str:
-    if _shared_inert is not None:
-        return "\n".join(_shared_inert(line) for line in text.split("\n"))
-    return _local_inert(text)
+    """``text`` from the network made safe to print, line by line (:func:`client.inert.inert`)."""
+    return "\n".join(inert(line) for line in text.split("\n"))
 
 
 def history_text(body: bytes) -> str | None:
@@ -106,7 +86,7 @@ class BusinessDesk:
         self,
         client: Client,
         directory_key: PublicKey | None,
-        blocked_path: Path,
+        blocked_path: Path | None,
         write: Callable[[str], None],
     ) -> None:
         self.client = client
@@ -122,6 +102,8 @@ class BusinessDesk:
     # -- blocking ------------------------------------------------------------------------------
 
     def _load_blocked(self) -> set[str]:
+        if self.blocked_path is None:
+            return set()
         try:
             document = json.loads(self.blocked_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -140,6 +122,8 @@ class BusinessDesk:
         return {name for name in document["accounts"] if isinstance(name, str)}
 
     def _save_blocked(self) -> None:
+        if self.blocked_path is None:
+            return
         document = {"format": BLOCKED_FORMAT, "version": _BLOCKED_VERSION, "accounts": sorted(self.blocked)}
         temporary = self.blocked_path.with_name(self.blocked_path.name + ".tmp")
         temporary.write_text(json.dumps(document) + "\n", encoding="utf-8")
