@@ -16,16 +16,18 @@ A body other than text is marked by a content type (version 2, one byte more)::
 
 :data:`CONTENT_TEXT` (0) is always written as version 1, so text messages keep their bytes;
 :data:`CONTENT_ATTACHMENT` (1) carries an attachment pointer (:mod:`client.pointer`);
-:data:`CONTENT_QUICK_REPLIES` (2) and :data:`CONTENT_QUICK_REPLY` (3) a quick-reply offer and the
+:data:`CONTENT_SENDER_KEY` (2) a group's sender-key distribution and :data:`CONTENT_SENDER_KEY_RETRY`
+(3) a member asking a sender for it again (both :mod:`client.groups`);
+:data:`CONTENT_QUICK_REPLIES` (4) and :data:`CONTENT_QUICK_REPLY` (5) a quick-reply offer and the
 reply that picks an option (:mod:`client.structured`).
 
 The fallback rule
 -----------------
-The body of every content type from 2 on opens with a *fallback text*::
+The body of every content type from 4 on opens with a *fallback text*::
 
     fallback length (2 bytes, big-endian, ≤ MAX_FALLBACK_BYTES) ‖ fallback (UTF-8) ‖ payload
 
-A decoder that meets a content type of 2 or more that it does not know gives the application an
+A decoder that meets a content type of 4 or more that it does not know gives the application an
 ordinary text message holding the fallback (so a newer kind of message degrades to readable text),
 and refuses it only when even the fallback does not decode.  Clients older than this rule refuse
 every content type they do not know (docs/business.md says what that means for quick replies).
@@ -33,7 +35,7 @@ every content type they do not know (docs/business.md says what that means for q
 Invariants
 ----------
 :func:`decode` accepts exactly these layouts: a short input, an unknown version, an unknown
-content type below 2 (or one from 2 on whose fallback does not decode) raises
+content type below 4 (or one from 4 on whose fallback does not decode) raises
 :class:`e2e.errors.DecodeError`.
 """
 
@@ -48,6 +50,8 @@ __all__ = [
     "MESSAGE_ID_LENGTH",
     "CONTENT_TEXT",
     "CONTENT_ATTACHMENT",
+    "CONTENT_SENDER_KEY",
+    "CONTENT_SENDER_KEY_RETRY",
     "CONTENT_QUICK_REPLIES",
     "CONTENT_QUICK_REPLY",
     "MAX_FALLBACK_BYTES",
@@ -65,16 +69,27 @@ _HEADER = 1 + MESSAGE_ID_LENGTH + 8
 _TYPED_VERSION = 2
 CONTENT_TEXT = 0
 CONTENT_ATTACHMENT = 1
-CONTENT_QUICK_REPLIES = 2
-CONTENT_QUICK_REPLY = 3
-_CONTENT_TYPES = frozenset({CONTENT_TEXT, CONTENT_ATTACHMENT, CONTENT_QUICK_REPLIES, CONTENT_QUICK_REPLY})
+CONTENT_SENDER_KEY = 2
+CONTENT_SENDER_KEY_RETRY = 3
+CONTENT_QUICK_REPLIES = 4
+CONTENT_QUICK_REPLY = 5
+_CONTENT_TYPES = frozenset(
+    {
+        CONTENT_TEXT,
+        CONTENT_ATTACHMENT,
+        CONTENT_SENDER_KEY,
+        CONTENT_SENDER_KEY_RETRY,
+        CONTENT_QUICK_REPLIES,
+        CONTENT_QUICK_REPLY,
+    }
+)
 # From this content type on, a body opens with a fallback text (the module docstring's rule).
-_FIRST_WITH_FALLBACK = 2
+_FIRST_WITH_FALLBACK = 4
 MAX_FALLBACK_BYTES = 4096
 
 
 def with_fallback(fallback: str, payload: bytes) -> bytes:
-    """A body of a content type from 2 on: ``fallback`` (what older clients show), then ``payload``."""
+    """A body of a content type from 4 on: ``fallback`` (what older clients show), then ``payload``."""
     text = fallback.encode("utf-8")
     if len(text) > MAX_FALLBACK_BYTES:
         raise ValueError(f"a fallback text is at most {MAX_FALLBACK_BYTES} bytes of UTF-8")

@@ -4,12 +4,12 @@ What this module owns
 ---------------------
 Two envelope content types (:mod:`client.envelope`) and their versioned bodies:
 
-* :data:`client.envelope.CONTENT_QUICK_REPLIES` (2) carries a :class:`QuickReplies`: a prompt and
+* :data:`client.envelope.CONTENT_QUICK_REPLIES` (4) carries a :class:`QuickReplies`: a prompt and
   1 to :data:`MAX_OPTIONS` options, each an id (for the program) and a label (for the person);
-* :data:`client.envelope.CONTENT_QUICK_REPLY` (3) carries a :class:`QuickReply`: the offer it
+* :data:`client.envelope.CONTENT_QUICK_REPLY` (5) carries a :class:`QuickReply`: the offer it
   answers and the id of the option picked.
 
-Every content type from 2 on opens its body with a *fallback text* (``client.envelope``'s rule), so
+Every content type from 4 on opens its body with a *fallback text* (``client.envelope``'s rule), so
 a client that does not know the type shows that text instead.  Here the fallback is fixed by the
 content, never chosen freely: for an offer it is :func:`offer_fallback` (the prompt, the numbered
 labels and "Reply with a number from 1 to N."), for a reply the option's number.  A decoder checks

@@ -59,6 +59,7 @@ from client.attachments import safe_file_name
 from client.blobs import BlobServiceError
 from client.chat.business import BusinessDesk, history_text
 from client.chat.commands import Command, Say, UsageError, help_text, parse
+from client.chat.group_chat import GroupChat
 from client.chat.verify import format_safety_number, render_qr
 from client.client import Client
 from client.errors import ClosedError, IdentityChanged, InvalidInputError
@@ -132,7 +133,7 @@ class ClientLogHandler(logging.Handler):
             self._app.on_client_log(record)
 
 
-class ChatApp:
+class ChatApp(GroupChat):
     """One user's chat session.  ``write`` prints a line above the prompt."""
 
     def __init__(
@@ -265,6 +266,8 @@ class ChatApp:
             self.end(1, self.failure)
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
+        if self.show_group_event(event):
+            return
         if isinstance(event, Message) and self.business.handles(event, _clock):
             # Blocked senders, quick replies and businesses' messages are the desk's to show.
             if self.peer is None and event.sender not in self.business.blocked:
@@ -363,6 +366,9 @@ class ChatApp:
             self.write(f"!! that failed: {type(error).__name__}: {inert(str(error))}")
 
     async def say(self, text: str) -> None:
+        if self.group is not None:
+            await self.say_group(text)
+            return
         if self.peer is None:
             self.write("no contact yet: /add NAME first")
             return
@@ -423,6 +429,7 @@ class ChatApp:
             return
         if self.client.has_session(name):
             self.peer = name
+            self.group = None
             self.write(f"talking to {shown}")
             return
         if not self.client.is_connected:
@@ -449,6 +456,7 @@ class ChatApp:
             self.write(f"!! cannot add {shown}: {type(error).__name__}: {inert(str(error))}")
             return
         self.peer = name
+        self.group = None
         self.write(
             f"added {shown}: fetched {shown}'s prekey bundle from the relay and started an encrypted "
             f"session ({AGREEMENT_NAMES.get(agreement, inert(agreement))}); talking to {shown}"

@@ -66,6 +66,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec("accept", ("name",), "accept a contact's new identity key after it changed"),
     CommandSpec("send", ("path...",), "send a file to the current contact (encrypted before upload)"),
+    CommandSpec(
+        "group",
+        ("what...",),
+        "groups: /group new NAME a b | add a | remove a | leave | members | history [N] | list | NAME",
+    ),
     CommandSpec("pick", ("number",), "answer the current contact's quick replies with option NUMBER"),
     CommandSpec("business", ("name?",), "check a business's verified name (needs --directory-key)"),
     CommandSpec("block", ("name",), "hide everything NAME sends and send it nothing"),

@@ -19,7 +19,11 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
    service, a pointer in a message; the middle column shows the blob as the service stores it
    (random bytes, its size bucket); Bob verifies it whole before decrypting and opens it; he
    forwards it to Carol, which reuses the blob.
-7. Alice asks the parcel bot (:mod:`client.demo.business`): a business whose name a directory key
+7. Alice makes a group of the three (a membership change signed by her identity key) and sends
+   one group message: one upload, one stored copy per member device, each acknowledged by its
+   recipient; then she removes Carol: Bob makes a new sender key, and what he sends next is
+   queued for Alice alone and never readable by Carol.
+8. Alice asks the parcel bot (:mod:`client.demo.business`): a business whose name a directory key
    vouches for, answering with text and quick replies, and notifying her later.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
@@ -64,7 +68,7 @@ from client.demo.business import business_step
 from client.demo.layout import Columns
 from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
-from client.events import Message
+from client.events import GroupMessage, MembershipChanged, Message
 from client.explain import SHOW_SECRETS_WARNING, Explainer
 from client.inert import inert
 from e2e import __version__
@@ -86,7 +90,14 @@ REORDERED = ("One (sent first).", "Two (sent second).", "Three (sent third).", "
 """Alice's four messages; the network delivers the first two after the last two."""
 _LATE = 2
 
-_TYPE_NAMES = {int(MessageType.PREKEY): "PreKeySignalMessage", int(MessageType.WHISPER): "SignalMessage"}
+_TYPE_NAMES = {
+    int(MessageType.PREKEY): "PreKeySignalMessage",
+    int(MessageType.WHISPER): "SignalMessage",
+    7: "SenderKeyMessage",
+    250: "membership change",
+}
+GROUP_TEXTS = ("Hello, both of you!", "Carol is out; she cannot read this.")
+"""Alice's group message to Bob and Carol, and Bob's after Carol's removal."""
 
 
 def draw_picture(width: int = 160, height: int = 120) -> bytes:
@@ -180,6 +191,9 @@ class _Tally:
     plaintexts: list[bytes] = field(default_factory=list)
     files: int = 0
     blob_reused: bool = False
+    group_copies: int = 0
+    rotated: bool = False
+    removed_read: int = -1
 
 
 def _short_hex(data: bytes, head: int = 8, tail: int = 4) -> str:
@@ -454,6 +468,7 @@ class _Demo:
         )
 
         await self._picture()
+        await self._group()
         # A business on the same relay (client/demo/business.py).
         await business_step(self)
 
@@ -508,6 +523,102 @@ class _Demo:
             f"{inert(carol_file.name)} verified, PNG {width}×{height}",
         )
         await self._offline(self.carol)
+
+    async def _next(self, person: _Person, kind: type, where: Callable[[Any], bool] = lambda e: True) -> Any:
+        async def wait() -> Any:
+            while True:
+                event = await person.running.receive()
+                if isinstance(event, kind) and where(event):
+                    return event
+
+        return await asyncio.wait_for(wait(), self.options.timeout)
+
+    async def _group(self) -> None:
+        columns = self.columns
+        assert self.database is not None
+        self._heading("9. A group: one upload at the relay, one delivery per member")
+        await self._online(self.carol, create=False)
+        alice, bob, carol = self.alice.running, self.bob.running, self.carol.running
+        group = await alice.create_group("demo group", ["bob", "carol"])
+        change = self.database.copies("alice", f"membership:{group.hex()}:0")
+        for person in (self.bob, self.carol):
+            await self._next(person, MembershipChanged)
+        columns.row(
+            f"{self.send_arrow} new group: alice (admin), bob, carol\nsigned by alice's identity key",
+            f"membership change, epoch 0, {len(change[0].body) if change else 0} B\n"
+            f"checked and queued for {len(change)} devices",
+            "bob and carol verify the signature\nand the hash chain before trusting it",
+        )
+        await self._offline(self.bob)
+        await self._offline(self.carol)
+        message_id = await alice.send_group(group, GROUP_TEXTS[0])
+        await alice.flush_groups(self.options.timeout)
+        self.tally.plaintexts.append(GROUP_TEXTS[0].encode())
+        self.tally.sent += 1
+        copies = self.database.copies("alice", message_id)
+        self.tally.group_copies = len(copies)
+        if len(copies) != 2 or len({row.body for row in copies}) != 1:
+            raise DemoFailed(f"the group message is stored {len(copies)} times, not once per member device")
+        columns.row(
+            f'{self.send_arrow} "{GROUP_TEXTS[0]}"\none Sender Keys encryption and signature,\none upload',
+            "\n".join(_relay_cell(row) for row in copies),
+            "(bob and carol are offline: one copy\nwaits for each)",
+        )
+        for person in (self.bob, self.carol):
+            await self._online(person, create=False)
+            event = await self._next(person, GroupMessage)
+            await self._wait_copy_deleted("alice", message_id, person.name)
+            self.tally.received += 1
+            columns.row(
+                "",
+                f"{person.name}'s copy acknowledged and deleted",
+                f'{person.name} {self.receive_arrow} "{event.text}" (group)',
+            )
+
+        self._heading("10. Alice removes Carol: every remaining member makes a new sender key")
+        bob, carol = self.bob.running, self.carol.running
+        before = bob._groups.sender_key(bob._our_name(group))
+        await alice.remove_members(group, ["carol"])
+        await self._next(self.bob, MembershipChanged, lambda e: e.removed == ("carol",))
+        await self._next(self.carol, MembershipChanged, lambda e: e.we_left)
+        await self._offline(self.alice)
+        message_id = await bob.send_group(group, GROUP_TEXTS[1])
+        await bob.flush_groups(self.options.timeout)
+        after = bob._groups.sender_key(bob._our_name(group))
+        self.tally.rotated = before is not None and after is not None and before != after
+        copies = self.database.copies("bob", message_id)
+        if [row.recipient for row in copies] != ["alice"]:
+            raise DemoFailed(f"bob's message after the removal is queued for {[r.recipient for r in copies]}")
+        self.tally.plaintexts.append(GROUP_TEXTS[1].encode())
+        self.tally.sent += 1
+        columns.row(
+            "(alice is offline for a moment)",
+            "epoch 1 without carol: the one copy\n" + "\n".join(_relay_cell(row) for row in copies),
+            f'bob: new sender chain, given to alice only\n{self.send_arrow} "{GROUP_TEXTS[1]}"',
+        )
+        await self._online(self.alice, create=False)
+        event = await self._next(self.alice, GroupMessage)
+        self.tally.received += 1
+        await asyncio.sleep(0.3)
+        self.tally.removed_read = sum(
+            1 for e in carol.group_history(group) if e.body == GROUP_TEXTS[1].encode()
+        )
+        if not self.tally.rotated or self.tally.removed_read:
+            raise DemoFailed("the removal did not rotate bob's sender key, or carol read the next message")
+        columns.row(
+            f'{self.receive_arrow} bob: "{event.text}"',
+            "alice's copy acknowledged and deleted",
+            "carol: removed; her old copy of bob's chain\nopens nothing sent on the new one",
+        )
+        await self._offline(self.carol)
+
+    async def _wait_copy_deleted(self, sender: str, message_id: str, recipient: str) -> None:
+        assert self.database is not None
+        deadline = asyncio.get_running_loop().time() + self.options.timeout
+        while any(row.recipient == recipient for row in self.database.copies(sender, message_id)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise DemoFailed(f"the relay kept {recipient}'s copy after its acknowledgement")
+            await asyncio.sleep(0.01)
 
     def _server_id(self, message_id: str) -> str:
         row = self.captured.get(message_id)
@@ -570,6 +681,9 @@ class _Demo:
             f"and blobs (all {len(tally.plaintexts)} messages and picture parts searched byte for byte)",
             f"attachments:     {tally.files} files verified before decryption; the forward "
             f"{'reused' if tally.blob_reused else 'did NOT reuse'} the blob",
+            f"groups:          one upload stored as {tally.group_copies} copies, one per member device; "
+            f"the removal {'rotated' if tally.rotated else 'did NOT rotate'} the sender key; "
+            f"the removed member read {tally.removed_read} later messages",
             "safety numbers:  equal on both sides, verified both ways",
             f"relay:           stopped, exit status {relay_status}",
         ]

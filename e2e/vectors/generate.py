@@ -556,6 +556,32 @@ def _sender_key_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _group_membership_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """A group created by its admin, members added, one removed, one leaving (signed by itself)."""
+    people = {name: PrivateKey(rng(32)) for name in ("alice", "bob", "carol", "dave")}
+
+    def member(name: str, admin: bool = False) -> dict[str, object]:
+        return {"name": name, "identity_key": people[name].public_key().serialize().hex(), "admin": admin}
+
+    def step(signer: str, members: list[dict[str, object]]) -> dict[str, object]:
+        return {
+            "signer_private_key": people[signer].serialize().hex(),
+            "signature_random": rng(64).hex(),
+            "members": members,
+        }
+
+    chain = [
+        step("alice", [member("alice", True), member("bob")]),
+        step("alice", [member("alice", True), member("bob"), member("carol"), member("dave")]),
+        step("alice", [member("alice", True), member("bob"), member("dave")]),
+        step("bob", [member("alice", True), member("dave")]),
+    ]
+    return [
+        ("create-only", {"group_id": rng(16).hex(), "steps": chain[:1]}),
+        ("create-add-remove-leave", {"group_id": rng(16).hex(), "steps": chain}),
+    ]
+
+
 def _attachment_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     """Sizes at the edges of AES blocks and of buckets, then refusals of one good blob altered."""
     cases: list[tuple[str, dict[str, object]]] = []
@@ -656,6 +682,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "fingerprint.json": ("fingerprint", _fingerprint_cases),
     "conversation.json": ("conversation", _conversation_cases),
     "sender_key.json": ("sender_key", _sender_key_cases),
+    "group_membership.json": ("group_membership", _group_membership_cases),
     "xeddsa_spec.json": ("xeddsa_spec", _xeddsa_spec_cases),
     "x3dh_responder.json": ("x3dh_responder", _x3dh_responder_cases),
     "x25519.json": ("x25519", _x25519_cases),

@@ -28,6 +28,14 @@ from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
 from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName
+from e2e.group_membership import (
+    GROUP_ID_LENGTH,
+    GroupMember,
+    MembershipChange,
+    create_membership,
+    next_membership,
+    verify_membership_change,
+)
 from e2e.kdf import ChainKey, RootKey
 from e2e.kem import KemKeyPair, KemPrivateKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
@@ -110,6 +118,18 @@ class Inputs:
         value = self._get(name, optional=False)
         if not isinstance(value, str) or value not in choices:
             raise VectorFormatError(f"input {name!r} is one of {', '.join(choices)}")
+        return value
+
+    def text(self, name: str) -> str:
+        value = self._get(name, optional=False)
+        if not isinstance(value, str):
+            raise VectorFormatError(f"input {name!r} is a string")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self._get(name, optional=False)
+        if not isinstance(value, bool):
+            raise VectorFormatError(f"input {name!r} is true or false")
         return value
 
     def sequence(self, name: str) -> list[object]:
@@ -603,6 +623,57 @@ def sender_key(raw: Mapping[str, object]) -> Output:
     }
 
 
+_MAX_MEMBERSHIP_STEPS = 20
+
+
+def group_membership(raw: Mapping[str, object]) -> Output:
+    """A group's membership chain: each step a whole member list signed by one member's identity key
+    with pinned signature randomness; outputs each change's bytes and digest (docs/vectors.md).  Every
+    change is verified against the one before, as a member's client would."""
+    inputs = Inputs(raw)
+    group_id = inputs.hex("group_id", GROUP_ID_LENGTH)
+    steps = inputs.sequence("steps")
+    inputs.done()
+    if not steps or len(steps) > _MAX_MEMBERSHIP_STEPS:
+        raise VectorFormatError(f"steps is a list of 1 to {_MAX_MEMBERSHIP_STEPS} objects")
+    previous: MembershipChange | None = None
+    outputs: list[Output] = []
+    for entry in steps:
+        if not isinstance(entry, Mapping):
+            raise VectorFormatError("each step is an object")
+        step = Inputs(entry)
+        signer = KeyPair(step.private_key("signer_private_key"))
+        random = step.hex("signature_random", 64)
+        members = []
+        for item in step.sequence("members"):
+            if not isinstance(item, Mapping):
+                raise VectorFormatError("each member is an object")
+            member = Inputs(item)
+            try:
+                members.append(
+                    GroupMember(
+                        member.text("name"), member.public_key("identity_key"), member.boolean("admin")
+                    )
+                )
+            except ValueError as error:
+                raise VectorFormatError(str(error)) from None
+            member.done()
+        step.done()
+        try:
+            if previous is None:
+                change = create_membership(group_id, members, signer, fixed_rng(random))
+            else:
+                change = next_membership(previous, members, signer, fixed_rng(random))
+        except (E2EError, ValueError) as error:
+            raise VectorFormatError(f"a step does not make a valid change: {error}") from None
+        verify_membership_change(change.serialized, previous)
+        outputs.append(
+            {"epoch": change.epoch, "change": change.serialized.hex(), "digest": change.digest.hex()}
+        )
+        previous = change
+    return {"changes": outputs}
+
+
 def kyber1024(raw: Mapping[str, object]) -> Output:
     """One record of the round-3 NIST KAT for Kyber1024 (``PQCkemKAT_3168.rsp``).
 
@@ -708,6 +779,7 @@ KINDS: dict[str, Kind] = {
     "conversation": conversation,
     "sender_key": sender_key,
     "kyber1024": kyber1024,
+    "group_membership": group_membership,
     "attachment": attachment,
     "business_name": business_name,
 }

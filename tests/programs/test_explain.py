@@ -122,7 +122,8 @@ def _conversation(rng) -> list[Event]:
     bob = SessionRecord()
     first = alice.encrypt(b"hello", rng, trace)
     bob.decrypt_prekey_message(
-        PreKeySignalMessage.deserialize(first.body), bob_identity,
+        PreKeySignalMessage.deserialize(first.body),
+        bob_identity,
         bob_signed,
         bob_one_time,
         rng,

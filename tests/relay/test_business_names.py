@@ -106,22 +106,40 @@ def test_e2e_relay_directory_key_mistakes_are_one_line(tmp_path) -> None:
     assert status == 2 and "66 hex digits" in one_error_line(lines)
 
 
-def test_e2e_relay_starts_with_a_directory_key_file(tmp_path) -> None:
+async def test_e2e_relay_with_a_directory_key_file_refuses_a_forged_post(tmp_path, rng) -> None:
+    import asyncio
+    import re
+
+    from client.transport import RelayError
+
     public = tmp_path / "dir.pub"
     public.write_text(DIRECTORY.public_key.serialize().hex() + "\n")
-    process = subprocess.Popen(
-        [str(E2E_RELAY), "--port", "0", "--db", str(tmp_path / "r.sqlite3"), "--directory-key", str(public)],
+    process = await asyncio.create_subprocess_exec(
+        str(E2E_RELAY),
+        *("--port", "0", "--db", str(tmp_path / "r.sqlite3"), "--directory-key", str(public)),
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         assert process.stderr is not None
-        for line in process.stderr:
-            if "listening" in line:
-                break
+        url = None
+        while url is None:
+            line = (await asyncio.wait_for(process.stderr.readline(), 20)).decode()
+            assert line, "the relay exited before listening"
+            found = re.search(r"listening url=(ws://\S+)", line)
+            url = found.group(1) if found else None
+        device = Device("parcels", 1, rng)
+        connection = await device.register(url)
+        forged = _certificate("parcels", device.identity, KeyPair.generate(os.urandom))
+        with pytest.raises(RelayError) as refused:
+            await connection.request("put_business_certificate", certificate=forged)
+        assert refused.value.code == "invalid_signature"
+        await connection.request(
+            "put_business_certificate", certificate=_certificate("parcels", device.identity)
+        )
+        await connection.close()
         process.terminate()
-        assert process.wait(timeout=20) == 0
+        assert await asyncio.wait_for(process.wait(), 20) == 0
     finally:
-        if process.poll() is None:
+        if process.returncode is None:
             process.kill()
-            process.wait()
+            await process.wait()
