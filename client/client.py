@@ -1032,6 +1032,18 @@ class Client(GroupsMixin):
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
+    # -- extensions (business names: client/business.py) --------------------------------------
+
+    async def relay_request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One request to the relay on the live connection (waiting for one); its answer's fields.
+
+        For modules that speak ops of their own (``get_business_certificate``); raises
+        :class:`client.transport.RelayError` when the relay refuses.
+        """
+        self._check_running()
+        connection = await self._connection()
+        return await connection.request(op, **fields)
+
     # -- attachments (client/attachments.py; docs/attachments.md) ------------------------------
 
     async def _blob_service(self) -> tuple[str, str]:

@@ -57,6 +57,7 @@ from pathlib import Path
 from client import transport
 from client.attachments import safe_file_name
 from client.blobs import BlobServiceError
+from client.chat.business import BusinessDesk, history_text
 from client.chat.commands import Command, Say, UsageError, help_text, parse
 from client.chat.group_chat import GroupChat
 from client.chat.verify import format_safety_number, render_qr
@@ -68,6 +69,7 @@ from client.inert import inert
 from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer
 from client.store import StoredMessage, StoreError
 from e2e.errors import E2EError, FingerprintMismatchError
+from e2e.keys import PublicKey
 
 __all__ = ["AGREEMENT_NAMES", "ChatApp", "ClientLogHandler", "describe_failure", "describe_refusal"]
 
@@ -142,6 +144,7 @@ class ChatApp(GroupChat):
         state_path: Path,
         peer: str | None = None,
         clear_screen: Callable[[], None] | None = None,
+        directory_key: PublicKey | None = None,
     ) -> None:
         self.client = client
         self.explainer = explainer
@@ -164,6 +167,9 @@ class ChatApp(GroupChat):
         # open connections and temporary files without bound.
         self._download_slots = asyncio.Semaphore(2)
         self.quit = asyncio.Event()
+        # Businesses (client/chat/business.py): verified names, quick replies, blocked accounts.
+        blocked = state_path.with_name(state_path.name + ".blocked.json") if state_path else None
+        self.business = BusinessDesk(client, directory_key, blocked, write)
         self.exit_status = 0
         """The program's exit status (docs/running.md); set by whatever ends the session."""
         self.farewell: str | None = None
@@ -216,6 +222,7 @@ class ChatApp(GroupChat):
         ]
 
     async def stop(self) -> None:
+        await self.business.close()
         for task in [*self._tasks, *self._downloads]:
             task.cancel()
         for task in [*self._tasks, *self._downloads]:
@@ -229,6 +236,8 @@ class ChatApp(GroupChat):
         """Print stored messages; a sent one says whether the relay has acknowledged it."""
         waiting = {entry.message_id for entry in self.client.store.outbox()}
         for message in history:
+            if message.peer in self.business.blocked:
+                continue
             text = inert(_history_text(message.body))
             when = _clock(message.timestamp)
             peer = inert(message.peer)
@@ -246,6 +255,9 @@ class ChatApp(GroupChat):
     async def _event_loop(self) -> None:
         try:
             async for event in self.client.events():
+                if isinstance(event, Message):
+                    # A new sender's business name is checked before its first message is shown.
+                    await self.business.prepare(event.sender)
                 self.show_event(event)
         except ClosedError as error:
             # Said once, by the program as it exits (the log handler leaves this one out).
@@ -255,6 +267,12 @@ class ChatApp(GroupChat):
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
         if self.show_group_event(event):
+            return
+        if isinstance(event, Message) and self.business.handles(event, _clock):
+            # Blocked senders, quick replies and businesses' messages are the desk's to show.
+            if self.peer is None and event.sender not in self.business.blocked:
+                self.peer = event.sender
+                self.write(f"talking to {inert(self.peer)}")
             return
         if isinstance(event, Message) and event.is_attachment:
             self._receive_file(event)
@@ -355,6 +373,13 @@ class ChatApp(GroupChat):
             self.write("no contact yet: /add NAME first")
             return
         peer = self.peer
+        if peer in self.business.blocked:
+            self.write(f"!! not sent: you blocked {inert(peer)} (/unblock {inert(peer)} first)")
+            return
+        number = self.business.choice(peer, text)
+        if number is not None:
+            await self._cmd_pick(str(number))
+            return
         shown_peer = inert(peer)
         if not self.client.is_connected and not self.client.has_session(peer):
             self.write(
@@ -596,6 +621,46 @@ class ChatApp(GroupChat):
         self.write(f"state file: {inert(str(self.state_path))}")
         self.write(f"identity key: {self.client.identity_key.serialize().hex()}")
 
+    # -- businesses (client/chat/business.py) --------------------------------------------------
+
+    async def _cmd_pick(self, number: str) -> None:
+        peer = self.peer
+        if peer is None or peer not in self.business.offers:
+            self.write("no quick replies to answer here")
+            return
+        offer = self.business.offers[peer]
+        if not number.isdigit() or not 1 <= int(number) <= len(offer.options):
+            self.write(f"usage: /pick N (1 to {len(offer.options)})")
+            return
+        try:
+            label = await asyncio.wait_for(self.business.pick(peer, int(number)), 30)
+        except (E2EError, OSError, TimeoutError, ClosedError, transport.RelayError) as error:
+            self.write(f"!! not sent: {error}")
+            return
+        when = _clock(int(time.time() * 1000))
+        self.write(f"[{when}] you → {inert(peer)}: picked {number}. {inert(label)}  (queued)")
+
+    async def _cmd_block(self, name: str) -> None:
+        self.business.block(name)
+        shown = inert(name)
+        self.write(f"blocked {shown}: nothing it sends is shown, nothing is sent to it (/unblock {shown})")
+
+    async def _cmd_unblock(self, name: str) -> None:
+        if self.business.unblock(name):
+            self.write(f"unblocked {inert(name)}")
+        else:
+            self.write(f"{inert(name)} was not blocked")
+
+    async def _cmd_business(self, name: str | None = None) -> None:
+        name = name or self.peer
+        if name is None:
+            self.write("usage: /business NAME")
+            return
+        if self.business.directory_key is None:
+            self.write("no directory key configured (e2e-chat --directory-key): no name can be verified")
+            return
+        await self.business.look_up(name, tell=True)
+
     async def _cmd_quit(self) -> None:
         self.quit.set()
 
@@ -606,6 +671,9 @@ def _history_text(body: bytes) -> str:
     The history does not record the content type; a pointer is recognised by decoding strictly
     (text is UTF-8, a pointer's key bytes almost never are).
     """
+    structured = history_text(body)
+    if structured is not None:
+        return structured
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError:
