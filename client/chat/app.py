@@ -57,16 +57,18 @@ from pathlib import Path
 from client import transport
 from client.attachments import safe_file_name
 from client.blobs import BlobServiceError
-from client.chat.business import BusinessDesk, history_text
+from client.chat.business import BusinessDesk
 from client.chat.commands import Command, Say, UsageError, help_text, parse
 from client.chat.group_chat import GroupChat
+from client.chat.history import stored_text
 from client.chat.verify import format_safety_number, render_qr
 from client.client import Client
 from client.errors import ClosedError, IdentityChanged, InvalidInputError
-from client.events import Message, SendFailed, Undecryptable
+from client.events import GroupMessage, Message, SendFailed, Undecryptable
 from client.explain import Explainer
+from client.groups import GroupError
 from client.inert import inert
-from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer
+from client.pointer import AttachmentPointer, InvalidPointerError
 from client.store import StoredMessage, StoreError
 from e2e.errors import E2EError, FingerprintMismatchError
 from e2e.keys import PublicKey
@@ -238,7 +240,7 @@ class ChatApp(GroupChat):
         for message in history:
             if message.peer in self.business.blocked:
                 continue
-            text = inert(_history_text(message.body))
+            text = inert(stored_text(message.body))
             when = _clock(message.timestamp)
             peer = inert(message.peer)
             if message.direction == "out":
@@ -266,6 +268,9 @@ class ChatApp(GroupChat):
             self.end(1, self.failure)
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
+        if isinstance(event, GroupMessage) and event.is_attachment:
+            self._receive_file(event)
+            return
         if self.show_group_event(event):
             return
         if isinstance(event, Message) and self.business.handles(event, _clock):
@@ -549,43 +554,55 @@ class ChatApp(GroupChat):
         return report
 
     async def _cmd_send(self, path_text: str) -> None:
-        if self.peer is None:
+        group = self.group
+        if self.peer is None and group is None:
             self.write("no contact yet: /add NAME first")
             return
         path = Path(path_text).expanduser()
         if not path.is_file():
             self.write(f"!! not sent: {inert(repr(path_text))} is not a readable file")
             return
-        peer, name = self.peer, safe_file_name(path.name)
+        name = safe_file_name(path.name)
+        to = self.group_title(group) if group is not None else inert(self.peer or "")
         size = path.stat().st_size
-        self.write(
-            f"sending {inert(name)} ({size} bytes) to {inert(peer)}: encrypted with a fresh key, "
-            "then uploaded"
-        )
+        self.write(f"sending {inert(name)} ({size} bytes) to {to}: encrypted with a fresh key, then uploaded")
+        progress = self._progress("uploading", name)
         try:
-            sent = await self.client.send_file(peer, path, progress=self._progress("uploading", name))
+            if group is not None:
+                # One upload; the pointer goes to every member in one Sender Keys message.
+                await self.client.send_file_to_group(group, path, progress=progress)
+            else:
+                assert self.peer is not None
+                sent = await self.client.send_file(self.peer, path, progress=progress)
         except IdentityChanged as error:
             self.warn_identity_changed(error)
             return
-        except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError) as error:
+        except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError, GroupError) as error:
             self.write(f"!! not sent: {_reason(str(error))}")
             return
-        self._pending[sent.message_id] = f"the file {inert(name)} → {inert(peer)}"
-        self.write(f"[{_clock(int(time.time() * 1000))}] you → {inert(peer)}: file {inert(name)}  (queued)")
+        when = _clock(int(time.time() * 1000))
+        if group is not None:
+            self.write(f"[{when}] {to} · you: file {inert(name)}")
+            return
+        self._pending[sent.message_id] = f"the file {inert(name)} → {to}"
+        self.write(f"[{when}] you → {to}: file {inert(name)}  (queued)")
 
-    def _receive_file(self, message: Message) -> None:
+    def _receive_file(self, message: Message | GroupMessage) -> None:
+        in_group = isinstance(message, GroupMessage)
+        sender = inert(message.sender)
+        if in_group:
+            sender = f"{self.group_title(message.group_id)} · {sender}"
         try:
             pointer = self.client.attachment(message)
         except InvalidPointerError as error:
-            self.write(f"!! {inert(message.sender)} sent a file that was refused: {_reason(str(error))}")
+            self.write(f"!! {sender} sent a file that was refused: {_reason(str(error))}")
             return
-        sender = inert(message.sender)
         shown = inert(pointer.file_name or "attachment")
         self.write(
             f"[{_clock(message.timestamp)}] {sender} sent a file: {shown} "
             f"({pointer.size} bytes, {inert(pointer.content_type)}); downloading and verifying…"
         )
-        if self.peer is None:
+        if self.peer is None and not in_group:
             self.write(f"   (to answer {sender}: /to {sender})")
         task = asyncio.create_task(self._download(message.sender, pointer))
         self._downloads.add(task)
@@ -663,23 +680,3 @@ class ChatApp(GroupChat):
 
     async def _cmd_quit(self) -> None:
         self.quit.set()
-
-
-def _history_text(body: bytes) -> str:
-    """A stored message as history shows it: its text, or the file an attachment pointer names.
-
-    The history does not record the content type; a pointer is recognised by decoding strictly
-    (text is UTF-8, a pointer's key bytes almost never are).
-    """
-    structured = history_text(body)
-    if structured is not None:
-        return structured
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        pointer = decode_pointer(body)
-    except InvalidPointerError:
-        return body.decode("utf-8", errors="replace")
-    return f"file {pointer.file_name or 'attachment'} ({pointer.size} bytes)"
