@@ -31,6 +31,7 @@ from typing import Final
 from e2e.address import ProtocolAddress
 from e2e.errors import UntrustedIdentityError
 from e2e.keys import KeyPair, PublicKey
+from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import DEFAULT_LIMITS, Limits
 from e2e.records import KemPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
 from e2e.session import SessionRecord
@@ -45,7 +46,12 @@ class InMemoryProtocolStore:
     """One device's :class:`~e2e.stores.ProtocolStore`, in memory (module docstring)."""
 
     def __init__(
-        self, identity_key_pair: KeyPair, registration_id: int, *, limits: Limits = DEFAULT_LIMITS
+        self,
+        identity_key_pair: KeyPair,
+        registration_id: int,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> None:
         if not isinstance(identity_key_pair, KeyPair):
             raise TypeError("the identity key pair is a KeyPair")
@@ -58,6 +64,8 @@ class InMemoryProtocolStore:
         self._identity_key_pair = identity_key_pair
         self._registration_id = registration_id
         self.limits = limits
+        # Loads the post-quantum ratchets (SPQR) of stored version-4 sessions (e2e.pq_ratchet).
+        self.pq_ratchet_factory = pq_ratchet_factory
         self._identities: dict[ProtocolAddress, PublicKey] = {}
         self._pre_keys: dict[int, PreKeyRecord] = {}
         self._signed_pre_keys: dict[int, SignedPreKeyRecord] = {}
@@ -143,7 +151,7 @@ class InMemoryProtocolStore:
 
     def load_session(self, address: ProtocolAddress) -> SessionRecord | None:
         data = self._sessions.get(address)
-        return None if data is None else SessionRecord.deserialize(data, self.limits)
+        return None if data is None else SessionRecord.deserialize(data, self.limits, self.pq_ratchet_factory)
 
     def store_session(self, address: ProtocolAddress, record: SessionRecord) -> None:
         self._sessions[address] = record.serialize()

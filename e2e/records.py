@@ -8,8 +8,9 @@ The two-byte header every stored record starts with, and the formats of the key 
   registration id (:class:`IdentityRecord`);
 * :class:`PreKeyRecord`: a one-time prekey and its id;
 * :class:`SignedPreKeyRecord`: a signed prekey, its id, its signature and its creation time.
-* :class:`KemPreKeyRecord`: a signed ML-KEM-1024 prekey for PQXDH (one-time or last-resort), its
-  id, its signature and its creation time.
+* :class:`KemPreKeyRecord`: a signed KEM prekey for PQXDH (one-time or last-resort), its id, its
+  signature and its creation time: an ML-KEM-1024 key for the project's PQXDH (message version 3)
+  or a Kyber1024 key for Signal's (version 4, libsignal's ``KyberPreKeyRecord``).
 
 Session records (:class:`e2e.session.SessionRecord`) use the same header.
 
@@ -34,6 +35,11 @@ KEM prekey  1: id, 2: ML-KEM-1024 seed ``d ‖ z`` (64), 3: public key (``0x0A �
             4: signature (64) over the public key, 5: timestamp (ms), 6: last resort (0 or 1)
 =========== ======================================================================================
 
+A KEM prekey record of **version 2** holds a Kyber1024 key instead: field 2 is libsignal's secret
+key ``0x08 ‖ sk`` (3169 bytes) and field 3 its public key ``0x08 ‖ 1568``; the other fields are
+those of version 1.  An ML-KEM record is still written as version 1, byte for byte as before;
+code that reads only version 1 refuses a Kyber record instead of misreading it.
+
 The public key is stored with its private key and checked against it when read, so a corrupted
 record is refused rather than used.
 
@@ -52,6 +58,7 @@ from e2e import protobuf
 from e2e.errors import DecodeError, InvalidKeyError, StateFormatError
 from e2e.kem import SEED_LENGTH, KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KEY_LENGTH, SIGNATURE_LENGTH, KeyPair, PrivateKey, PublicKey
+from e2e.kyber import KyberKeyPair, KyberPrivateKey, KyberPublicKey
 
 __all__ = [
     "FORMAT_VERSION",
@@ -306,15 +313,16 @@ class SignedPreKeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class KemPreKeyRecord:
-    """A signed ML-KEM-1024 prekey (PQXDH's ``PQOPK_B``, or with ``last_resort`` its ``PQSPK_B``)
-    with its id, its signature ``Sig(IK_B, EncodeKEM(PQPK_B))`` and its creation time (ms).
+    """A signed KEM prekey (PQXDH's ``PQOPK_B``, or with ``last_resort`` its ``PQSPK_B``) with its
+    id, its signature ``Sig(IK_B, EncodeKEM(PQPK_B))`` and its creation time (ms).  The key pair is
+    ML-KEM-1024 (the project's PQXDH) or Kyber1024 (Signal's PQXDH, format version 2).
 
     The owner deletes a one-time KEM prekey after its first message decrypted and keeps the
     last-resort one until it is rotated (PQXDH §3.4); the record says which is which.
     """
 
     id: int
-    key_pair: KemKeyPair
+    key_pair: KemKeyPair | KyberKeyPair
     signature: bytes
     timestamp: int
     last_resort: bool = False
@@ -326,12 +334,15 @@ class KemPreKeyRecord:
             raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
         if not isinstance(self.last_resort, bool):
             raise ValueError("last_resort is a bool")
+        if not isinstance(self.key_pair, (KemKeyPair, KyberKeyPair)):
+            raise ValueError("a KEM prekey's key pair is a KemKeyPair or a KyberKeyPair")
 
     def serialize(self) -> bytes:
-        """Storage format 1 (module docstring)."""
+        """Storage format 1, or 2 for a Kyber1024 key (module docstring)."""
+        version = 2 if isinstance(self.key_pair, KyberKeyPair) else 1
         return b"".join(
             (
-                header(KEM_PRE_KEY_KIND),
+                header(KEM_PRE_KEY_KIND, version),
                 protobuf.encode_uint_field(1, self.id),
                 protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
                 protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
@@ -343,15 +354,25 @@ class KemPreKeyRecord:
 
     @classmethod
     def deserialize(cls, data: bytes) -> KemPreKeyRecord:
-        """Read storage format 1; anything else raises :class:`StateFormatError`."""
-        fields = _read(data, KEM_PRE_KEY_KIND)
+        """Read storage formats 1 and 2; anything else raises :class:`StateFormatError`."""
+        body = check_header(data, KEM_PRE_KEY_KIND, (1, 2))
         try:
-            seed = protobuf.get_bytes(fields, 2, "KEM prekey seed")
-            public = KemPublicKey.deserialize(protobuf.get_bytes(fields, 3, "KEM prekey public key"))
+            fields = protobuf.parse(body, _SCHEMAS[KEM_PRE_KEY_KIND])
+        except DecodeError as error:
+            raise StateFormatError(f"stored KEM prekey: {error}") from None
+        key_pair: KemKeyPair | KyberKeyPair
+        try:
+            secret = protobuf.get_bytes(fields, 2, "KEM prekey seed")
+            public_bytes = protobuf.get_bytes(fields, 3, "KEM prekey public key")
             signature = protobuf.get_bytes(fields, 4, "signature")
-            if len(seed) != SEED_LENGTH:
-                raise StateFormatError(f"a KEM prekey seed is {SEED_LENGTH} bytes")
-            key_pair = KemKeyPair(KemPrivateKey(seed), public)
+            if data[1] == 2:
+                key_pair = KyberKeyPair(
+                    KyberPrivateKey.deserialize(secret), KyberPublicKey.deserialize(public_bytes)
+                )
+            else:
+                if len(secret) != SEED_LENGTH:
+                    raise StateFormatError(f"a KEM prekey seed is {SEED_LENGTH} bytes")
+                key_pair = KemKeyPair(KemPrivateKey(secret), KemPublicKey.deserialize(public_bytes))
         except StateFormatError:
             raise
         except (DecodeError, InvalidKeyError) as error:

@@ -13,7 +13,10 @@ What this module owns
   signed, one-time and KEM prekeys by the ids the message names (X3DH §3.4, PQXDH §3.4) unless a
   state already knows its base key (a repeated PreKey message needs no prekey at all), and once
   the message decrypted it records the identity, deletes the one-time prekey and the one-time KEM
-  prekey (a last-resort KEM prekey stays) and saves the record.
+  prekey (a last-resort KEM prekey stays) and saves the record.  The KEM prekey of a version-4
+  message is a Kyber1024 one (:class:`~e2e.records.KemPreKeyRecord` holds either kind); with a
+  ``pq_ratchet_factory`` (:class:`e2e.spqr.SpqrRatchetFactory`) both classes run version-4
+  sessions with SPQR, as libsignal 0.103 requires.
 * :func:`make_pre_key_bundle`: Bob's side of the same store: the :class:`~e2e.x3dh.PreKeyBundle`
   that publishes the prekeys named.
 
@@ -49,6 +52,7 @@ from e2e.address import ProtocolAddress
 from e2e.errors import DecodeError, NoSessionError, UnknownPreKeyError, UntrustedIdentityError
 from e2e.explain import Trace
 from e2e.keys import KeyPair, PublicKey, Rng
+from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import DEFAULT_LIMITS, Limits
 from e2e.records import KemPreKeyRecord, PreKeyRecord
 from e2e.session import Ciphertext, SessionRecord
@@ -63,18 +67,26 @@ class SessionBuilder:
     """Start sessions with ``remote_address`` from its bundles (libsignal's ``SessionBuilder``).
 
     ``limits`` apply to a record made here (a stored one keeps the limits its store reads it with).
+    ``pq_ratchet_factory`` (for instance :class:`e2e.spqr.SpqrRatchetFactory`) starts the
+    post-quantum ratchet of a version-4 session, for a record that has no factory of its own.
     """
 
-    __slots__ = ("_store", "remote_address", "limits")
+    __slots__ = ("_store", "remote_address", "limits", "pq_ratchet_factory")
 
     def __init__(
-        self, store: ProtocolStore, remote_address: ProtocolAddress, *, limits: Limits = DEFAULT_LIMITS
+        self,
+        store: ProtocolStore,
+        remote_address: ProtocolAddress,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> None:
         if not isinstance(remote_address, ProtocolAddress):
             raise TypeError("the remote address is a ProtocolAddress")
         self._store = store
         self.remote_address = remote_address
         self.limits = limits
+        self.pq_ratchet_factory = pq_ratchet_factory
 
     def process_pre_key_bundle(
         self,
@@ -96,9 +108,7 @@ class SessionBuilder:
         # The signatures first: a bundle is the relay's word until its identity key vouches for it.
         their_bundle.verify()
         store.check_trusted_identity(address, their_bundle.identity_key, Direction.SENDING)
-        record = store.load_session(address)
-        if record is None:
-            record = SessionRecord(self.limits)
+        record = _with_factory(store.load_session(address), self.limits, self.pq_ratchet_factory)
         record.start_session(
             store.get_identity_key_pair(),
             store.get_local_registration_id(),
@@ -115,10 +125,12 @@ class SessionCipher:
     """Encrypt to and decrypt from one remote device over a store (libsignal's ``SessionCipher``).
 
     ``require_pqxdh`` refuses PreKey messages made with X3DH
-    (:class:`~e2e.errors.DowngradeError`); ``limits`` apply to a record made here.
+    (:class:`~e2e.errors.DowngradeError`); ``limits`` apply to a record made here;
+    ``pq_ratchet_factory`` starts the post-quantum ratchet of a version-4 session that a PreKey
+    message starts (as for :class:`SessionBuilder`).
     """
 
-    __slots__ = ("_store", "remote_address", "limits", "require_pqxdh")
+    __slots__ = ("_store", "remote_address", "limits", "require_pqxdh", "pq_ratchet_factory")
 
     def __init__(
         self,
@@ -127,6 +139,7 @@ class SessionCipher:
         *,
         limits: Limits = DEFAULT_LIMITS,
         require_pqxdh: bool = False,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> None:
         if not isinstance(remote_address, ProtocolAddress):
             raise TypeError("the remote address is a ProtocolAddress")
@@ -134,6 +147,7 @@ class SessionCipher:
         self.remote_address = remote_address
         self.limits = limits
         self.require_pqxdh = require_pqxdh
+        self.pq_ratchet_factory = pq_ratchet_factory
 
     def has_session(self) -> bool:
         """Whether there is a current state to encrypt with."""
@@ -182,9 +196,7 @@ class SessionCipher:
         store, address = self._store, self.remote_address
         message = PreKeySignalMessage.deserialize(body)
         store.check_trusted_identity(address, message.identity_key, Direction.RECEIVING)
-        record = store.load_session(address)
-        if record is None:
-            record = SessionRecord(self.limits)
+        record = _with_factory(store.load_session(address), self.limits, self.pq_ratchet_factory)
         signed: KeyPair | None = None
         one_time: PreKeyRecord | None = None
         kem: KemPreKeyRecord | None = None
@@ -265,6 +277,21 @@ def _parts(message: bytes | Ciphertext, message_type: MessageType | int | None) 
         return body, MessageType(message_type)
     except ValueError:
         raise DecodeError(f"unknown message type {message_type}") from None
+
+
+def _with_factory(
+    record: SessionRecord | None, limits: Limits, pq_ratchet_factory: PostQuantumRatchetFactory | None
+) -> SessionRecord:
+    """The stored record, or a new one; either way with a post-quantum ratchet factory if one was given.
+
+    A stored record keeps the factory its store loaded it with; one loaded without gets the
+    cipher's, which only changes how the record's *new* version-4 states start.
+    """
+    if record is None:
+        return SessionRecord(limits, pq_ratchet_factory)
+    if record.pq_ratchet_factory is None:
+        record.pq_ratchet_factory = pq_ratchet_factory
+    return record
 
 
 def _all_trusted(store: ProtocolStore, address: ProtocolAddress, record: SessionRecord) -> bool:

@@ -8,8 +8,10 @@ The contracts between :mod:`e2e.session_cipher` and whatever keeps a device's st
   their identity keys, by :class:`~e2e.address.ProtocolAddress` (and :class:`Direction`);
 * :class:`PreKeyStore`: one-time prekeys (X3DH's ``OPK_B``), deleted after their first use;
 * :class:`SignedPreKeyStore`: signed prekeys (``SPK_B``), kept until the owner rotates them;
-* :class:`KemPreKeyStore`: signed ML-KEM prekeys for PQXDH; a one-time one (``PQOPK_B``) is
-  deleted after its first use, the last-resort one (``PQSPK_B``) is kept (PQXDH §3.4);
+* :class:`KemPreKeyStore`: signed KEM prekeys for PQXDH; a one-time one (``PQOPK_B``) is
+  deleted after its first use, the last-resort one (``PQSPK_B``) is kept (PQXDH §3.4).  The
+  records hold ML-KEM-1024 keys (the project's PQXDH, message version 3) or Kyber1024 keys
+  (Signal's, version 4: libsignal's ``KyberPreKeyStore``), under one space of ids;
 * :class:`SessionStore`: one :class:`~e2e.session.SessionRecord` per remote device;
 * :class:`ProtocolStore`: all five, which is what :class:`~e2e.session_cipher.SessionCipher` takes.
 
