@@ -44,13 +44,16 @@ import functools
 from collections.abc import Callable
 from typing import TypeVar
 
-from client.store import Store, StoreFormatError
+from client.store import KEM_KYBER, KEM_MLKEM, Store, StoreFormatError
 from e2e.address import ProtocolAddress
 from e2e.errors import E2EError, UntrustedIdentityError
 from e2e.keys import KeyPair, PublicKey
+from e2e.kyber import KyberKeyPair
+from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import Limits
 from e2e.records import KemPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
 from e2e.session import SessionRecord
+from e2e.spqr import SpqrRatchetFactory
 from e2e.stores import Direction
 
 __all__ = ["SqliteProtocolStore", "from_store"]
@@ -77,13 +80,21 @@ class SqliteProtocolStore:
         *,
         now_ms: Callable[[], int],
         limits: Limits,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> None:
         self._store = store
         self._identity_key_pair = identity_key_pair
         self._registration_id = registration_id
         self._now_ms = now_ms
         self._limits = limits
-        self._parse_session = functools.partial(SessionRecord.deserialize, limits=limits)
+        # Version-4 sessions run SPQR (e2e.spqr), as libsignal requires; their stored state is part
+        # of the session record, so it commits in the same transaction as the rest of it.
+        self.pq_ratchet_factory = (
+            pq_ratchet_factory if pq_ratchet_factory is not None else SpqrRatchetFactory()
+        )
+        self._parse_session = functools.partial(
+            SessionRecord.deserialize, limits=limits, pq_ratchet_factory=self.pq_ratchet_factory
+        )
         self._sessions: dict[ProtocolAddress, SessionRecord] = {}
         self._trusted: dict[str, bytes] = {}
 
@@ -164,7 +175,10 @@ class SqliteProtocolStore:
         return record
 
     def store_kem_pre_key(self, record: KemPreKeyRecord) -> None:
-        self._store.add_kem_pre_keys([(record.id, record.serialize(), record.last_resort)], record.timestamp)
+        kem = KEM_KYBER if isinstance(record.key_pair, KyberKeyPair) else KEM_MLKEM
+        self._store.add_kem_pre_keys(
+            [(record.id, record.serialize(), record.last_resort)], record.timestamp, kem=kem
+        )
 
     def remove_kem_pre_key(self, kem_pre_key_id: int) -> None:
         self._store.remove_kem_pre_key(kem_pre_key_id)
