@@ -157,7 +157,10 @@ async def run(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise StartupError(f"{exc}; see e2e-relay --help") from None
     store, where = _store_of(args)
-    relay = Relay(store, limits, origin=args.origin)
+    try:
+        relay = Relay(store, limits, origin=args.origin)
+    except ValueError as exc:
+        raise StartupError(f"--origin: {exc}; give the URL clients dial") from None
     try:
         blob_service = await _blob_service(args, relay)
     except OSError as exc:
@@ -218,4 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"e2e-relay: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Ctrl-C before the relay served (its signal handlers take over once it listens), for
+        # instance while a PostgreSQL server does not answer.
+        print("e2e-relay: interrupted while starting", file=sys.stderr)
+        return 130
     return 0

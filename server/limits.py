@@ -62,6 +62,8 @@ class Limits:
     """Bytes per second a connection may send, sustained (excess is read later)."""
     byte_burst: int = 16 * MIB
     """Bytes a connection may send at once before the byte rate applies."""
+    max_devices_per_account: int = 100
+    """Devices one account may register; bounds a bundle fetch's answer (one bundle per device)."""
     max_connections_per_address: int = 256
     """Connections open at once from one IP address; more are closed with 1013."""
     open_timeout: float = 10.0

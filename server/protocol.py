@@ -30,6 +30,7 @@ import binascii
 import enum
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -44,6 +45,7 @@ __all__ = [
     "ProtocolError",
     "Request",
     "proof_transcript",
+    "canonical_origin",
     "parse_request",
     "encode",
     "ok",
@@ -97,6 +99,7 @@ class ErrorCode(enum.StrEnum):
     MESSAGE_ID_REUSED = "message_id_reused"
     UNKNOWN_MESSAGE = "unknown_message"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_DEVICES = "too_many_devices"
     INTERNAL_ERROR = "internal_error"
 
 
@@ -158,6 +161,29 @@ def proof_transcript(label: bytes, challenge: bytes, account: str, device_id: in
             origin_bytes,
         )
     )
+
+
+def canonical_origin(url: str) -> str:
+    """The origin proofs are bound to: ``scheme://host:port``, lowercase host, port written out.
+
+    This is the form a client derives from the URL it dials (``wss://Relay.Example`` becomes
+    ``wss://relay.example:443``), so a relay configured with any spelling of its own URL checks the
+    same bytes.  Raises ValueError for anything that is not a ``ws://`` or ``wss://`` URL with a host
+    and nothing after the port.
+    """
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} has a port that is not a number from 0 to 65535") from None
+    if parts.scheme.lower() not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"{url!r} is not a ws:// or wss:// URL with a host, e.g. wss://relay.example:443")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{url!r} must be just scheme://host:port, with no path, query or user")
+    scheme = parts.scheme.lower()
+    port = port or (443 if scheme == "wss" else 80)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{scheme}://{host}:{port}"
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

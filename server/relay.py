@@ -100,6 +100,7 @@ from server.store import (
     StoredMessage,
     StoreError,
     Subscription,
+    TooManyDevicesError,
     UnknownAccountError,
     UnknownDeviceError,
     UnknownMessageError,
@@ -147,6 +148,7 @@ _STORE_ERRORS: dict[type[StoreError], ErrorCode] = {
     KeyIdConflictError: ErrorCode.KEY_ID_CONFLICT,
     QueueFullError: ErrorCode.QUEUE_FULL,
     MessageIdReusedError: ErrorCode.MESSAGE_ID_REUSED,
+    TooManyDevicesError: ErrorCode.TOO_MANY_DEVICES,
     UnknownMessageError: ErrorCode.UNKNOWN_MESSAGE,
 }
 
@@ -347,7 +349,7 @@ class _Connection:
         self.room.set()
 
     def abort_transport(self) -> None:
-        """Drop the TCP connection now, with everything buffered for it (no close handshake).
+        """Drop the TCP connection now with a reset, and everything buffered for it (no close handshake).
 
         For a peer that does not read: a close frame would wait behind the unread data forever.
         The reader, the writer and the delivery task all see the connection closed and end; the
@@ -359,6 +361,13 @@ class _Connection:
         self.room.set()
         self.wake.set()
         self.writable.set()
+        sock = self.ws.transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger zero: closing sends a reset and discards the kernel's send queue.  Without it the
+            # kernel would keep the unread data (and the connection, half-closed) until its own
+            # timers give up, however long the peer keeps its window shut.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.ws.transport.abort()
 
     def unsent(self) -> int:
@@ -674,7 +683,10 @@ class _Connection:
                 # The byte budget, in pushes as large as the largest of the last batch (at first, as
                 # large as a push can be): a fetch overshoots it by at most one push.
                 backlog = self.backlog_chars()
-                byte_room = (limits.max_outgoing_bytes - backlog) // push_chars if backlog else 1
+                byte_room = (limits.max_outgoing_bytes - backlog) // push_chars
+                if not backlog:
+                    # Always room for one, however small the budget against the largest push.
+                    byte_room = max(byte_room, 1)
                 queue_room = min(queue_room, byte_room)
                 room = min(inflight_room, queue_room, _FETCH_BATCH)
                 if room <= 0:
@@ -900,11 +912,20 @@ async def _register(conn: _Connection, request: Request) -> None:
     device = DeviceAddress(account, device_id)
     try:
         created = await conn.relay.store.register_device(
-            device, identity_bytes, registration_id, conn.relay.clock()
+            device,
+            identity_bytes,
+            registration_id,
+            conn.relay.clock(),
+            max_devices=conn.limits.max_devices_per_account,
         )
     except IdentityMismatchError:
         raise conn.fail_auth(
             ErrorCode.IDENTITY_MISMATCH, "this account is registered with a different identity key"
+        ) from None
+    except TooManyDevicesError:
+        raise conn.fail_auth(
+            ErrorCode.TOO_MANY_DEVICES,
+            f"this account already has {conn.limits.max_devices_per_account} devices; reuse a device id",
         ) from None
     log_event("registered", conn=conn.number, device=device, created=created)
     await conn.become(request, device, identity_key)
@@ -1118,8 +1139,10 @@ class Relay:
     """A relay on one ``store``: ``await start(host, port)``, serve, ``await close()``.
 
     ``origin`` is the name proofs are bound to (default ``ws://host:port`` as bound); clients sign
-    over the origin they dialled, so it must match what they use.  ``clock`` (seconds since the
-    epoch) and ``rng`` are parameters so tests can move time and the relay draws no hidden state.
+    over the origin they dialled, so it must match what they use.  It is kept in canonical form
+    (:func:`server.protocol.canonical_origin`; ValueError for a URL that cannot be an origin).
+    ``clock`` (seconds since the epoch) and ``rng`` are parameters so tests can move time and the
+    relay draws no hidden state.
     """
 
     def __init__(
@@ -1135,7 +1158,7 @@ class Relay:
         self.limits = limits or Limits()
         self.clock = clock
         self.rng = rng
-        self._origin = origin
+        self._origin = p.canonical_origin(origin) if origin is not None else None
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._numbers = itertools.count(1)

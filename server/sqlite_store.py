@@ -69,6 +69,7 @@ from server.store import (
     SignedKind,
     StoredMessage,
     StoreError,
+    TooManyDevicesError,
     UnknownAccountError,
     UnknownDeviceError,
     UnknownMessageError,
@@ -499,7 +500,13 @@ class SQLiteStore:
     # Devices.
 
     def register_device(
-        self, device: DeviceAddress, identity_key: bytes, registration_id: int, now: float
+        self,
+        device: DeviceAddress,
+        identity_key: bytes,
+        registration_id: int,
+        now: float,
+        *,
+        max_devices: int | None = None,
     ) -> asyncio.Future[bool]:
         def op(txn: _Txn) -> bool:
             row = txn.db.execute(
@@ -516,6 +523,13 @@ class SQLiteStore:
                 "SELECT 1 FROM devices WHERE account = ? AND device_id = ?",
                 (device.account, device.device_id),
             ).fetchone()
+            if existed is None and max_devices is not None:
+                # One writer thread: nothing can register a device between this count and the insert.
+                (count,) = txn.db.execute(
+                    "SELECT count(*) FROM devices WHERE account = ?", (device.account,)
+                ).fetchone()
+                if count >= max_devices:
+                    raise TooManyDevicesError(f"the account already has {max_devices} devices")
             txn.db.execute(
                 "INSERT INTO devices (account, device_id, registration_id, created_at, last_seen) "
                 "VALUES (?, ?, ?, ?, ?) "

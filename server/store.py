@@ -64,6 +64,7 @@ __all__ = [
     "QueueFullError",
     "MessageIdReusedError",
     "UnknownMessageError",
+    "TooManyDevicesError",
 ]
 
 
@@ -246,6 +247,10 @@ class MessageIdReusedError(StoreError):
     """A client message id the sender already used for a different message."""
 
 
+class TooManyDevicesError(StoreError):
+    """A new device for an account that already has as many devices as allowed."""
+
+
 class UnknownMessageError(StoreError):
     """An acknowledgement naming a message that is not in the acknowledging device's queue."""
 
@@ -273,14 +278,21 @@ class Store(Protocol):
     # Devices.
 
     def register_device(
-        self, device: DeviceAddress, identity_key: bytes, registration_id: int, now: float
+        self,
+        device: DeviceAddress,
+        identity_key: bytes,
+        registration_id: int,
+        now: float,
+        *,
+        max_devices: int | None = None,
     ) -> Awaitable[bool]:
         """Bind ``device`` to ``identity_key``; True when newly created.
 
         The first registration of an account binds its identity key; later devices of the account
         must present the same key (:class:`IdentityMismatchError` otherwise).  Registering an
         existing device again updates its registration id (libsignal's per-install number, which
-        bundles carry).
+        bundles carry).  A new device beyond ``max_devices`` of its account raises
+        :class:`TooManyDevicesError` (None: no cap); concurrent registrations cannot overshoot it.
         """
         ...
 

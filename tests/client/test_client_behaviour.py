@@ -186,6 +186,10 @@ async def test_malformed_ciphertexts_are_quarantined_and_never_touch_the_session
         (MessageType.WHISPER, b"\x33"),
     ]:
         await junk.send("bob", 1, f"junk-{message_type}-{len(body)}", message_type, body)
+    # An empty body never reaches Bob: the relay refuses it.
+    with pytest.raises(RelayError) as refused:
+        await junk.send("bob", 1, "junk-empty", MessageType.WHISPER, b"")
+    assert refused.value.code == "bad_request"
     await junk.close()
     # A genuine next WhisperMessage from a copy of Alice's session, with one byte of its MAC
     # flipped; and Alice's last ciphertext cut short.  Both sent as Alice.

@@ -24,6 +24,9 @@ from typing import Any
 
 from client.transport import AUTH_LABEL, origin_of, proof_transcript
 
+TCP_ESTABLISHED = 1
+"""``tcpi_state`` of an established connection (Linux ``TCP_ESTABLISHED``)."""
+
 _TEXT = 0x1
 _CLOSE = 0x8
 _PING = 0x9
@@ -178,6 +181,10 @@ class RawSocket:
             return True
         except TimeoutError:
             return False
+
+    def tcp_state(self) -> int:
+        """This socket's TCP state (Linux ``tcp_info.tcpi_state``), read without reading any data."""
+        return self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
 
     def close(self) -> None:
         self.sock.close()

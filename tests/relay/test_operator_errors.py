@@ -5,6 +5,7 @@ Each test runs the installed ``e2e-relay`` command as a real process, the way an
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.relay.conftest import REPO
+from tests.relay.conftest import REPO, Device
 
 E2E_RELAY = Path(sys.executable).with_name("e2e-relay")
 
@@ -123,3 +124,29 @@ def test_a_port_out_of_range_is_a_usage_error(tmp_path):
     assert status == 2
     assert "Traceback" not in "\n".join(lines)
     assert "0 to 65535" in lines[-1]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["relay.example", "https://relay.example", "wss://relay.example/chat", "wss://relay.example:99999"],
+)
+def test_an_origin_that_cannot_be_one(tmp_path, origin):
+    status, lines = run_relay("--port", "0", "--db", str(tmp_path / "r.sqlite3"), "--origin", origin)
+    assert status == 2
+    assert "--origin" in one_error_line(lines)
+
+
+async def test_an_origin_spelt_differently_from_what_clients_dial_still_verifies(relay_process, rng):
+    # Clients sign over scheme://host:port as they derive it from the URL they dial (lowercase host,
+    # port written out); the relay must check the same bytes whatever spelling the operator used.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    relay = relay_process("--host", "localhost", "--origin", f"WS://LocalHost:{port}/", "--port", str(port))
+    await asyncio.to_thread(relay.start)
+    alice = Device("alice", 1, rng)
+    connection = await alice.register(f"ws://localhost:{port}")
+    await connection.ping()
+    await connection.close()
+    assert f"origin=ws://localhost:{port}" in relay.log_text()
+    assert await asyncio.to_thread(relay.terminate) == 0

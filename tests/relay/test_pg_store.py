@@ -31,6 +31,8 @@ from server.store import (
     PreKeyUpload,
     SignedKind,
     StoreError,
+    TooManyDevicesError,
+    UnknownMessageError,
 )
 from server.testing.pg import Cluster
 from tests.relay.conftest import TEST_LIMITS, Device
@@ -241,6 +243,38 @@ async def test_each_one_time_prekey_is_handed_out_once_when_three_nodes_race(nod
     assert len(bundles) == 30
     counts = await stores[1].prekey_counts(bob)
     assert counts.one_time[OneTimeKind.EC] == 0
+
+
+async def test_nodes_registering_new_devices_at_once_never_pass_the_device_cap(nodes) -> None:
+    stores = [await nodes() for _ in range(3)]
+    key = b"\x05" + b"k" * 32
+    await stores[0].register_device(DeviceAddress("many", 1), key, 7, NOW, max_devices=4)
+    attempts = [
+        stores[i % 3].register_device(DeviceAddress("many", device_id), key, 7, NOW, max_devices=4)
+        for i, device_id in enumerate(range(2, 14))
+    ]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    assert sum(result is True for result in results) == 3
+    assert all(isinstance(r, TooManyDevicesError) for r in results if r is not True)
+    # Registering an existing device again is not a new device, even at the cap.
+    assert await stores[2].register_device(DeviceAddress("many", 1), key, 8, NOW, max_devices=4) is False
+
+
+async def test_a_queue_at_its_cap_drops_its_own_expired_messages_and_acks_of_them_are_refused(nodes) -> None:
+    first, second = await nodes(), await nodes()
+    alice = await registered(first, "alice")
+    bob = await registered(first, "bob")
+    for i in range(3):
+        await first.enqueue(message(alice, bob, f"old{i}"), NOW, 10.0, 3, 10_000)
+    old = await first.fetch(bob, 0, 10, NOW)
+    # Eleven seconds on, no sweep has run: the expired three neither fill the queue nor take an ack.
+    with pytest.raises(UnknownMessageError):
+        await second.ack(bob, [old[0].server_id], NOW + 11)
+    for i in range(3):
+        await second.enqueue(message(alice, bob, f"new{i}"), NOW + 11, TTL, 3, 10_000)
+    assert [m.client_id for m in await first.fetch(bob, 0, 10, NOW + 11)] == ["new0", "new1", "new2"]
+    # The counters are exact again: the sweep finds nothing left to remove.
+    assert await first.expire(NOW + 12) == 0
 
 
 async def test_a_send_retried_on_another_node_while_the_first_is_in_flight_is_stored_once(nodes) -> None:

@@ -16,7 +16,7 @@ import logging
 import time
 
 from tests.relay.conftest import Device, drain
-from tests.relay.rawsocket import RawSocket
+from tests.relay.rawsocket import TCP_ESTABLISHED, RawSocket
 
 BODY = bytes(90 * 1024)
 
@@ -51,6 +51,9 @@ async def test_a_stalled_reader_is_aborted_and_its_messages_stay_queued(relay_fa
     # not whenever the peer chooses to read.
     assert await wait_for_log(caplog, "disconnected conn=3 ", 5), caplog.text[-2000:]
     assert relay._per_address == {"127.0.0.1": 1}  # alice's connection only
+    # The relay let go of the TCP connection itself (a reset), not only of its handler: the stalled
+    # socket, which has read nothing, is no longer established.
+    assert stalled.tcp_state() != TCP_ESTABLISHED
     assert await stalled.closed_by_peer(timeout=5)
     stalled.close()
     # Nothing was acknowledged, so everything is still queued for a connection that reads.
@@ -142,3 +145,31 @@ async def test_a_burst_while_messages_are_pushed_is_answered_in_full(relay_facto
     assert len(set(pushed)) == 300
     raw.close()
     await a.close()
+
+
+async def test_a_relay_process_resets_a_stalled_reader_and_answers_a_burst(relay_process, rng):
+    # The same attacks against `python -m server` as an operator runs it.
+    relay = relay_process("--write-timeout", "0.5")
+    url = await asyncio.to_thread(relay.start)
+    alice, bob = Device("alice", 1, rng), Device("bob", 1, rng)
+    a = await alice.register(url)
+    await (await bob.register(url)).close()
+    await asyncio.gather(*(a.send("bob", 1, f"m{i}", 1, BODY) for i in range(100)))
+    stalled = await RawSocket.open(url, receive_buffer=4096)
+    await stalled.auth(bob)
+    deadline = time.monotonic() + 10
+    while stalled.tcp_state() == TCP_ESTABLISHED and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert stalled.tcp_state() != TCP_ESTABLISHED, "the relay process did not drop the stalled reader"
+    stalled.close()
+    assert "slow_consumer" in relay.log_text()
+    burst = await RawSocket.open(url)
+    await burst.send_frames([json.dumps({"v": 1, "id": i, "op": "ping"}) for i in range(600)])
+    assert sorted([(await burst.response())["id"] for _ in range(600)]) == list(range(600))
+    burst.close()
+    b = await bob.connect(url)
+    assert [m.client_id for m in await drain(b, timeout=30)] == [f"m{i}" for i in range(100)]
+    await b.close()
+    await a.close()
+    assert await asyncio.to_thread(relay.terminate) == 0
+    assert "Traceback" not in relay.log_text()

@@ -152,3 +152,39 @@ async def test_account_names_that_differ_by_case_are_not_separate_accounts(relay
     a = await alice.connect(relay.url)
     assert await drain(a) == []
     await a.close()
+
+
+async def test_an_account_cannot_register_more_devices_than_the_cap(relay_factory, rng):
+    # Devices bound a bundle fetch's answer (one bundle per device): without a cap, one account
+    # could make every get_bundle for it an answer of any size.
+    relay = await relay_factory(max_devices_per_account=3)
+    first = Device("many", 1, rng)
+    for device_id in (1, 2, 3):
+        device = Device("many", device_id, rng)
+        device.identity = first.identity
+        await (await device.register(relay.url)).close()
+    fourth = Device("many", 4, rng)
+    fourth.identity = first.identity
+    raw = await RawSocket.open(relay.url)
+    transcript = proof_transcript(REGISTER_LABEL, raw.challenge, "many", 4, origin_of(relay.url))
+    await raw.send_json(
+        id=1,
+        op="register",
+        account="many",
+        device_id=4,
+        identity_key=b64(first.identity.public_key.serialize()),
+        registration_id=1,
+        signature=b64(first.identity.sign(transcript, rng)),
+    )
+    error = refusal(await raw.response(), "too_many_devices")
+    assert "3 devices" in error["message"]
+    raw.close()
+    # An existing device registers again (a reinstall under the same id) without counting twice.
+    again = Device("many", 2, rng)
+    again.identity = first.identity
+    await (await again.register(relay.url)).close()
+    # Nothing was created for device 4.
+    from server.store import DeviceAddress, UnknownDeviceError
+
+    with pytest.raises(UnknownDeviceError):
+        await relay.store.identity_key(DeviceAddress("many", 4))
