@@ -99,11 +99,15 @@ class PreKeys:
         new = []
         for _ in range(count):
             key_id = self._next_key_id("kem_pre_key")
-            key_pair = (
-                KyberKeyPair.generate(self._rng) if kem == KEM_KYBER else KemKeyPair.generate(self._rng)
-            )
-            signature = self._identity_key.sign(key_pair.public_key.serialize(), self._rng)
-            record = records.KemPreKeyRecord(key_id, key_pair, signature, now, last_resort)
+            record: records.KemPreKeyRecord | records.KyberPreKeyRecord
+            if kem == KEM_KYBER:
+                kyber = KyberKeyPair.generate(self._rng)
+                signature = self._identity_key.sign(kyber.public_key.serialize(), self._rng)
+                record = records.KyberPreKeyRecord(key_id, kyber, signature, now, last_resort)
+            else:
+                mlkem = KemKeyPair.generate(self._rng)
+                signature = self._identity_key.sign(mlkem.public_key.serialize(), self._rng)
+                record = records.KemPreKeyRecord(key_id, mlkem, signature, now, last_resort)
             new.append((key_id, record.serialize(), last_resort))
         self._store.add_kem_pre_keys(new, now, kem=kem)
 
@@ -138,7 +142,7 @@ class PreKeys:
             if not uploaded:
                 found = self._store.kem_pre_key(kem_pre_key_id)
                 assert found is not None
-                kem_record = records.KemPreKeyRecord.deserialize(found[0])
+                kem_record = _kem_record(found[0])
                 entry = (kem_record.id, kem_record.key_pair.public_key.serialize(), kem_record.signature)
                 if kem == KEM_KYBER:
                     await _upload(connection, kyber_last_resort=entry)
@@ -168,10 +172,7 @@ class PreKeys:
         for kem, field in ((KEM_MLKEM, "kem_pre_keys"), (KEM_KYBER, "kyber_pre_keys")):
             pending_kem = self._store.pending_kem_pre_keys(last_resort=False, kem=kem)
             for start in range(0, len(pending_kem), batch_size):
-                kem_batch = [
-                    records.KemPreKeyRecord.deserialize(data)
-                    for _id, data in pending_kem[start : start + batch_size]
-                ]
+                kem_batch = [_kem_record(data) for _id, data in pending_kem[start : start + batch_size]]
                 entries = [(r.id, r.key_pair.public_key.serialize(), r.signature) for r in kem_batch]
                 await _upload(connection, **{field: entries})
                 self._store.mark_kem_pre_keys_uploaded([r.id for r in kem_batch], self._now_ms())
@@ -228,6 +229,13 @@ class PreKeys:
         if self._now_ms() - current[2] > self._settings.signed_pre_key_max_age * 1000:
             await self.rotate(connection)
         await self.replenish(connection, top_up)
+
+
+def _kem_record(data: bytes) -> records.KemPreKeyRecord | records.KyberPreKeyRecord:
+    """A stored KEM prekey of either kind (its record kind byte says which)."""
+    if data[:1] == bytes((records.KYBER_PRE_KEY_KIND,)):
+        return records.KyberPreKeyRecord.deserialize(data)
+    return records.KemPreKeyRecord.deserialize(data)
 
 
 async def _upload(connection: transport.Connection, **keys: Any) -> None:

@@ -48,10 +48,15 @@ from client.store import KEM_KYBER, KEM_MLKEM, Store, StoreFormatError
 from e2e.address import ProtocolAddress
 from e2e.errors import E2EError, UntrustedIdentityError
 from e2e.keys import KeyPair, PublicKey
-from e2e.kyber import KyberKeyPair
 from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import Limits
-from e2e.records import KemPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
+from e2e.records import (
+    KYBER_PRE_KEY_KIND,
+    KemPreKeyRecord,
+    KyberPreKeyRecord,
+    PreKeyRecord,
+    SignedPreKeyRecord,
+)
 from e2e.session import SessionRecord
 from e2e.spqr import SpqrRatchetFactory
 from e2e.stores import Direction
@@ -165,7 +170,8 @@ class SqliteProtocolStore:
 
     def load_kem_pre_key(self, kem_pre_key_id: int) -> KemPreKeyRecord | None:
         found = self._store.kem_pre_key(kem_pre_key_id)
-        if found is None:
+        if found is None or found[0][:1] == bytes((KYBER_PRE_KEY_KIND,)):
+            # (A Kyber prekey of this id does not stand in for an ML-KEM one.)
             return None
         record = from_store(KemPreKeyRecord.deserialize, found[0])
         if record.last_resort != found[1]:
@@ -175,13 +181,34 @@ class SqliteProtocolStore:
         return record
 
     def store_kem_pre_key(self, record: KemPreKeyRecord) -> None:
-        kem = KEM_KYBER if isinstance(record.key_pair, KyberKeyPair) else KEM_MLKEM
         self._store.add_kem_pre_keys(
-            [(record.id, record.serialize(), record.last_resort)], record.timestamp, kem=kem
+            [(record.id, record.serialize(), record.last_resort)], record.timestamp, kem=KEM_MLKEM
         )
 
     def remove_kem_pre_key(self, kem_pre_key_id: int) -> None:
         self._store.remove_kem_pre_key(kem_pre_key_id)
+
+    # Kyber1024 prekeys (version 4) share the table, told apart by its kem column and the record's
+    # kind; their ids come from the same counter, so an id names one prekey of either kind.
+
+    def load_kyber_pre_key(self, kyber_pre_key_id: int) -> KyberPreKeyRecord | None:
+        found = self._store.kem_pre_key(kyber_pre_key_id)
+        if found is None or found[0][:1] != bytes((KYBER_PRE_KEY_KIND,)):
+            return None
+        record = from_store(KyberPreKeyRecord.deserialize, found[0])
+        if record.last_resort != found[1]:
+            raise StoreFormatError(
+                f"Kyber prekey {kyber_pre_key_id}: the record and its row disagree on last resort"
+            )
+        return record
+
+    def store_kyber_pre_key(self, record: KyberPreKeyRecord) -> None:
+        self._store.add_kem_pre_keys(
+            [(record.id, record.serialize(), record.last_resort)], record.timestamp, kem=KEM_KYBER
+        )
+
+    def remove_kyber_pre_key(self, kyber_pre_key_id: int) -> None:
+        self._store.remove_kem_pre_key(kyber_pre_key_id)
 
     # -- sessions ------------------------------------------------------------------------------
 

@@ -8,9 +8,10 @@ The two-byte header every stored record starts with, and the formats of the key 
   registration id (:class:`IdentityRecord`);
 * :class:`PreKeyRecord`: a one-time prekey and its id;
 * :class:`SignedPreKeyRecord`: a signed prekey, its id, its signature and its creation time.
-* :class:`KemPreKeyRecord`: a signed KEM prekey for PQXDH (one-time or last-resort), its id, its
-  signature and its creation time: an ML-KEM-1024 key for the project's PQXDH (message version 3)
-  or a Kyber1024 key for Signal's (version 4, libsignal's ``KyberPreKeyRecord``).
+* :class:`KemPreKeyRecord`: a signed ML-KEM-1024 prekey for PQXDH (one-time or last-resort), its
+  id, its signature and its creation time.
+* :class:`KyberPreKeyRecord`: the same for a Kyber-1024 prekey of Signal's PQXDH (message
+  version 4), its secret key in libsignal's serialization.
 
 Session records (:class:`e2e.session.SessionRecord`) use the same header.
 
@@ -18,7 +19,7 @@ Format, version 1
 -----------------
 ``kind (1 byte) ‖ version (1 byte) ‖ protobuf-style fields``.  The kinds are ASCII letters, so a
 hex dump says what it is: ``I`` identity, ``P`` prekey, ``K`` signed prekey, ``Q`` KEM prekey,
-``S`` session record, ``G`` sender-key record (:mod:`e2e.sender_key_state`).
+``S`` session record, ``G`` sender-key record (:mod:`e2e.sender_key_state`), ``Y`` Kyber prekey.
 The fields use the same encoding as libsignal's messages (:mod:`e2e.protobuf`): compact, fast to
 read and write in pure Python, and a later version may add fields that this one skips.  A record
 of another kind, or of a version other than :data:`FORMAT_VERSION`, raises
@@ -33,12 +34,10 @@ signed      1: id, 2: private key (32), 3: public key (``0x05 ‖ 32``), 4: sign
 prekey      5: timestamp (milliseconds since the epoch, as libsignal stores it)
 KEM prekey  1: id, 2: ML-KEM-1024 seed ``d ‖ z`` (64), 3: public key (``0x0A ‖ 1568``),
             4: signature (64) over the public key, 5: timestamp (ms), 6: last resort (0 or 1)
+Kyber       1: id, 2: Kyber1024 secret key as libsignal serializes it (``0x08 ‖ 3168``),
+prekey      3: public key (``0x08 ‖ 1568``), 4: signature (64) over the public key,
+            5: timestamp (ms), 6: last resort (0 or 1)
 =========== ======================================================================================
-
-A KEM prekey record of **version 2** holds a Kyber1024 key instead: field 2 is libsignal's secret
-key ``0x08 ‖ sk`` (3169 bytes) and field 3 its public key ``0x08 ‖ 1568``; the other fields are
-those of version 1.  An ML-KEM record is still written as version 1, byte for byte as before;
-code that reads only version 1 refuses a Kyber record instead of misreading it.
 
 The public key is stored with its private key and checked against it when read, so a corrupted
 record is refused rather than used.
@@ -76,6 +75,8 @@ __all__ = [
     "KEM_PRE_KEY_KIND",
     "KemPreKeyRecord",
     "SENDER_KEY_RECORD_KIND",
+    "KYBER_PRE_KEY_KIND",
+    "KyberPreKeyRecord",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -88,6 +89,7 @@ SESSION_RECORD_KIND: Final = ord("S")
 KEM_PRE_KEY_KIND: Final = ord("Q")
 # Sender-key records (e2e.sender_key_state) share the header.
 SENDER_KEY_RECORD_KIND: Final = ord("G")
+KYBER_PRE_KEY_KIND: Final = ord("Y")
 _KIND_NAMES: Final = {
     IDENTITY_KIND: "identity",
     PRE_KEY_KIND: "prekey",
@@ -95,6 +97,7 @@ _KIND_NAMES: Final = {
     SESSION_RECORD_KIND: "session record",
     KEM_PRE_KEY_KIND: "KEM prekey",
     SENDER_KEY_RECORD_KIND: "sender-key record",
+    KYBER_PRE_KEY_KIND: "Kyber prekey",
 }
 _UINT32_MAX: Final = 0xFFFF_FFFF
 _UINT64_MAX: Final = (1 << 64) - 1
@@ -144,6 +147,14 @@ _SCHEMAS: Final = {
         5: protobuf.Field(protobuf.VARINT),
     },
     KEM_PRE_KEY_KIND: {
+        1: protobuf.Field(protobuf.VARINT),
+        2: protobuf.Field(protobuf.LEN),
+        3: protobuf.Field(protobuf.LEN),
+        4: protobuf.Field(protobuf.LEN),
+        5: protobuf.Field(protobuf.VARINT),
+        6: protobuf.Field(protobuf.VARINT),
+    },
+    KYBER_PRE_KEY_KIND: {
         1: protobuf.Field(protobuf.VARINT),
         2: protobuf.Field(protobuf.LEN),
         3: protobuf.Field(protobuf.LEN),
@@ -313,16 +324,15 @@ class SignedPreKeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class KemPreKeyRecord:
-    """A signed KEM prekey (PQXDH's ``PQOPK_B``, or with ``last_resort`` its ``PQSPK_B``) with its
-    id, its signature ``Sig(IK_B, EncodeKEM(PQPK_B))`` and its creation time (ms).  The key pair is
-    ML-KEM-1024 (the project's PQXDH) or Kyber1024 (Signal's PQXDH, format version 2).
+    """A signed ML-KEM-1024 prekey (PQXDH's ``PQOPK_B``, or with ``last_resort`` its ``PQSPK_B``)
+    with its id, its signature ``Sig(IK_B, EncodeKEM(PQPK_B))`` and its creation time (ms).
 
     The owner deletes a one-time KEM prekey after its first message decrypted and keeps the
     last-resort one until it is rotated (PQXDH §3.4); the record says which is which.
     """
 
     id: int
-    key_pair: KemKeyPair | KyberKeyPair
+    key_pair: KemKeyPair
     signature: bytes
     timestamp: int
     last_resort: bool = False
@@ -334,15 +344,12 @@ class KemPreKeyRecord:
             raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
         if not isinstance(self.last_resort, bool):
             raise ValueError("last_resort is a bool")
-        if not isinstance(self.key_pair, (KemKeyPair, KyberKeyPair)):
-            raise ValueError("a KEM prekey's key pair is a KemKeyPair or a KyberKeyPair")
 
     def serialize(self) -> bytes:
-        """Storage format 1, or 2 for a Kyber1024 key (module docstring)."""
-        version = 2 if isinstance(self.key_pair, KyberKeyPair) else 1
+        """Storage format 1 (module docstring)."""
         return b"".join(
             (
-                header(KEM_PRE_KEY_KIND, version),
+                header(KEM_PRE_KEY_KIND),
                 protobuf.encode_uint_field(1, self.id),
                 protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
                 protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
@@ -354,25 +361,15 @@ class KemPreKeyRecord:
 
     @classmethod
     def deserialize(cls, data: bytes) -> KemPreKeyRecord:
-        """Read storage formats 1 and 2; anything else raises :class:`StateFormatError`."""
-        body = check_header(data, KEM_PRE_KEY_KIND, (1, 2))
+        """Read storage format 1; anything else raises :class:`StateFormatError`."""
+        fields = _read(data, KEM_PRE_KEY_KIND)
         try:
-            fields = protobuf.parse(body, _SCHEMAS[KEM_PRE_KEY_KIND])
-        except DecodeError as error:
-            raise StateFormatError(f"stored KEM prekey: {error}") from None
-        key_pair: KemKeyPair | KyberKeyPair
-        try:
-            secret = protobuf.get_bytes(fields, 2, "KEM prekey seed")
-            public_bytes = protobuf.get_bytes(fields, 3, "KEM prekey public key")
+            seed = protobuf.get_bytes(fields, 2, "KEM prekey seed")
+            public = KemPublicKey.deserialize(protobuf.get_bytes(fields, 3, "KEM prekey public key"))
             signature = protobuf.get_bytes(fields, 4, "signature")
-            if data[1] == 2:
-                key_pair = KyberKeyPair(
-                    KyberPrivateKey.deserialize(secret), KyberPublicKey.deserialize(public_bytes)
-                )
-            else:
-                if len(secret) != SEED_LENGTH:
-                    raise StateFormatError(f"a KEM prekey seed is {SEED_LENGTH} bytes")
-                key_pair = KemKeyPair(KemPrivateKey(secret), KemPublicKey.deserialize(public_bytes))
+            if len(seed) != SEED_LENGTH:
+                raise StateFormatError(f"a KEM prekey seed is {SEED_LENGTH} bytes")
+            key_pair = KemKeyPair(KemPrivateKey(seed), public)
         except StateFormatError:
             raise
         except (DecodeError, InvalidKeyError) as error:
@@ -391,6 +388,76 @@ class KemPreKeyRecord:
     def __repr__(self) -> str:
         return (
             f"KemPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
+            f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp}, "
+            f"last_resort={self.last_resort})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class KyberPreKeyRecord:
+    """A signed Kyber-1024 prekey of Signal's PQXDH (one-time, or with ``last_resort`` the one that
+    serves when the relay has no one-time prekey left), with its id, its signature
+    ``Sig(IK_B, 0x08 ‖ pk)`` and its creation time (ms), as libsignal's ``KyberPreKeyRecord``.
+
+    The owner deletes a one-time Kyber prekey after its first message decrypted.  A last-resort one
+    stays until it is rotated; libsignal's store also refuses a second PreKey message that uses it
+    with the same signed prekey and base key, which is the owner's to remember (the record does not).
+    """
+
+    id: int
+    key_pair: KyberKeyPair
+    signature: bytes
+    timestamp: int
+    last_resort: bool = False
+
+    def __post_init__(self) -> None:
+        _check_uint(self.id, "a Kyber prekey id", _UINT32_MAX)
+        _check_uint(self.timestamp, "a timestamp", _UINT64_MAX)
+        if not isinstance(self.key_pair, KyberKeyPair):
+            raise ValueError("a Kyber prekey record holds a KyberKeyPair")
+        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LENGTH:
+            raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
+        if not isinstance(self.last_resort, bool):
+            raise ValueError("last_resort is a bool")
+
+    def serialize(self) -> bytes:
+        """Storage format 1 (module docstring)."""
+        return b"".join(
+            (
+                header(KYBER_PRE_KEY_KIND),
+                protobuf.encode_uint_field(1, self.id),
+                protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
+                protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
+                protobuf.encode_bytes_field(4, self.signature),
+                protobuf.encode_uint_field(5, self.timestamp),
+                protobuf.encode_uint_field(6, int(self.last_resort)),
+            )
+        )
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> KyberPreKeyRecord:
+        """Read storage format 1; anything else raises :class:`StateFormatError`."""
+        fields = _read(data, KYBER_PRE_KEY_KIND)
+        try:
+            private = KyberPrivateKey.deserialize(protobuf.get_bytes(fields, 2, "Kyber prekey secret key"))
+            public = KyberPublicKey.deserialize(protobuf.get_bytes(fields, 3, "Kyber prekey public key"))
+            key_pair = KyberKeyPair(private, public)
+        except (DecodeError, InvalidKeyError) as error:
+            raise StateFormatError(f"stored Kyber prekey: {error}") from None
+        signature = protobuf.get_bytes(fields, 4, "signature")
+        if len(signature) != SIGNATURE_LENGTH:
+            raise StateFormatError(f"a stored Kyber prekey needs a {SIGNATURE_LENGTH}-byte signature")
+        return cls(
+            _uint(fields, 1, "Kyber prekey id", _UINT32_MAX),
+            key_pair,
+            signature,
+            _uint(fields, 5, "timestamp", _UINT64_MAX),
+            bool(_uint(fields, 6, "last-resort flag", 1)),
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"KyberPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
             f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp}, "
             f"last_resort={self.last_resort})"
         )

@@ -13,10 +13,11 @@ What this module owns
   signed, one-time and KEM prekeys by the ids the message names (X3DH §3.4, PQXDH §3.4) unless a
   state already knows its base key (a repeated PreKey message needs no prekey at all), and once
   the message decrypted it records the identity, deletes the one-time prekey and the one-time KEM
-  prekey (a last-resort KEM prekey stays) and saves the record.  The KEM prekey of a version-4
-  message is a Kyber1024 one (:class:`~e2e.records.KemPreKeyRecord` holds either kind); with a
-  ``pq_ratchet_factory`` (:class:`e2e.spqr.SpqrRatchetFactory`) both classes run version-4
-  sessions with SPQR, as libsignal 0.103 requires.
+  prekey (a last-resort KEM prekey stays) and saves the record.  The KEM prekey a version-4
+  message names is a Kyber1024 one, looked up and deleted in the store's
+  :class:`~e2e.stores.KyberPreKeyStore`; with a ``pq_ratchet_factory``
+  (:class:`e2e.spqr.SpqrRatchetFactory`) both classes run version-4 sessions with SPQR, as
+  libsignal 0.103 requires.
 * :func:`make_pre_key_bundle`: Bob's side of the same store: the :class:`~e2e.x3dh.PreKeyBundle`
   that publishes the prekeys named.
 
@@ -54,10 +55,10 @@ from e2e.explain import Trace
 from e2e.keys import KeyPair, PublicKey, Rng
 from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import DEFAULT_LIMITS, Limits
-from e2e.records import KemPreKeyRecord, PreKeyRecord
+from e2e.records import KemPreKeyRecord, KyberPreKeyRecord, PreKeyRecord
 from e2e.session import Ciphertext, SessionRecord
 from e2e.stores import Direction, ProtocolStore
-from e2e.wire import MessageType, PreKeySignalMessage
+from e2e.wire import CIPHERTEXT_VERSION_V4, MessageType, PreKeySignalMessage
 from e2e.x3dh import PreKeyBundle
 
 __all__ = ["SessionBuilder", "SessionCipher", "make_pre_key_bundle"]
@@ -199,7 +200,7 @@ class SessionCipher:
         record = _with_factory(store.load_session(address), self.limits, self.pq_ratchet_factory)
         signed: KeyPair | None = None
         one_time: PreKeyRecord | None = None
-        kem: KemPreKeyRecord | None = None
+        kem: KemPreKeyRecord | KyberPreKeyRecord | None = None
         if not record.has_state_for_base_key(message.base_key):
             # A new session: X3DH §3.4 (PQXDH §3.4) needs the prekeys the message names.  A repeated
             # PreKey message (known base key) is decrypted by its state and needs none of them.
@@ -211,7 +212,12 @@ class SessionCipher:
                 one_time = store.load_pre_key(message.pre_key_id)
                 if one_time is None:
                     raise UnknownPreKeyError("one-time prekey", message.pre_key_id)
-            if message.kem_pre_key_id is not None:
+            if message.kem_pre_key_id is not None and message.version == CIPHERTEXT_VERSION_V4:
+                # Signal's PQXDH: the id names one of our Kyber1024 prekeys.
+                kem = store.load_kyber_pre_key(message.kem_pre_key_id)
+                if kem is None:
+                    raise UnknownPreKeyError("Kyber prekey", message.kem_pre_key_id)
+            elif message.kem_pre_key_id is not None:
                 kem = store.load_kem_pre_key(message.kem_pre_key_id)
                 if kem is None:
                     raise UnknownPreKeyError("KEM prekey", message.kem_pre_key_id)
@@ -229,7 +235,9 @@ class SessionCipher:
         store.save_identity(address, message.identity_key)
         if one_time is not None:
             store.remove_pre_key(one_time.id)
-        if kem is not None and not kem.last_resort:
+        if isinstance(kem, KyberPreKeyRecord) and not kem.last_resort:
+            store.remove_kyber_pre_key(kem.id)
+        elif kem is not None and not kem.last_resort:
             store.remove_kem_pre_key(kem.id)
         store.store_session(address, record)
         return plaintext
@@ -315,11 +323,16 @@ def make_pre_key_bundle(
     signed_pre_key_id: int,
     pre_key_id: int | None = None,
     kem_pre_key_id: int | None = None,
+    kyber_pre_key_id: int | None = None,
 ) -> PreKeyBundle:
-    """The bundle (X3DH §3.2, PQXDH §3.2) that publishes the named prekeys of ``store``.
+    """The bundle (X3DH §3.2, PQXDH §3.2) that publishes the named prekeys of ``store``: an
+    ML-KEM prekey (``kem_pre_key_id``, the project's PQXDH) or a Kyber1024 one
+    (``kyber_pre_key_id``, Signal's PQXDH and a version-4 session), not both.
 
     A prekey the store does not hold raises :class:`~e2e.errors.UnknownPreKeyError`.
     """
+    if kem_pre_key_id is not None and kyber_pre_key_id is not None:
+        raise ValueError("a bundle carries one KEM prekey: ML-KEM or Kyber, not both")
     identity = store.get_identity_key_pair()
     signed = store.load_signed_pre_key(signed_pre_key_id)
     if signed is None:
@@ -327,9 +340,15 @@ def make_pre_key_bundle(
     one_time = None if pre_key_id is None else store.load_pre_key(pre_key_id)
     if pre_key_id is not None and one_time is None:
         raise UnknownPreKeyError("one-time prekey", pre_key_id)
-    kem = None if kem_pre_key_id is None else store.load_kem_pre_key(kem_pre_key_id)
-    if kem_pre_key_id is not None and kem is None:
-        raise UnknownPreKeyError("KEM prekey", kem_pre_key_id)
+    kem: KemPreKeyRecord | KyberPreKeyRecord | None = None
+    if kem_pre_key_id is not None:
+        kem = store.load_kem_pre_key(kem_pre_key_id)
+        if kem is None:
+            raise UnknownPreKeyError("KEM prekey", kem_pre_key_id)
+    if kyber_pre_key_id is not None:
+        kem = store.load_kyber_pre_key(kyber_pre_key_id)
+        if kem is None:
+            raise UnknownPreKeyError("Kyber prekey", kyber_pre_key_id)
     return PreKeyBundle(
         registration_id=store.get_local_registration_id(),
         device_id=device_id,

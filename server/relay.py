@@ -702,14 +702,18 @@ class _Connection:
                     await asyncio.sleep(1.0)
                     self.wake.set()
                     break
+                fetched = len(batch)
                 if batch:
                     push_chars = _PUSH_OVERHEAD + max(4 * ((len(m.body) + 2) // 3) for m in batch)
                 for message in batch:
                     self.send(_message_push(message))
                     self.inflight.add(message.server_id)
                     cursor = message.server_id
-                pushed += len(batch)
-                if len(batch) < room:
+                # The pushes hold the bodies now (as base64); the fetched copies are not kept while
+                # this task waits, which would double what a slow reader holds.
+                batch.clear()
+                pushed += fetched
+                if fetched < room:
                     drained = True
                     break
                 # A long backlog: let other connections run between batches.

@@ -8,7 +8,10 @@ published by others:
   ``round3``, ``Kyber1024_META.yml`` (``nistkat-sha256``), and open-quantum-safe/liboqs
   ``tests/KATs/kem/kats.json`` (``Kyber1024.single``);
 * ``b72b97eb…3a46``: SHA-256 of all 100 records in liboqs's framing (records separated by a blank
-  line, no header) — liboqs ``tests/KATs/kem/kats.json`` (``Kyber1024.all``).
+  line, no header) — liboqs ``tests/KATs/kem/kats.json`` (``Kyber1024.all``);
+* ``19d96c22…cd2a``: SHA-256 of cryspen/libcrux's ``libcrux-ml-kem/tests/kats/nistkats_kyber_1024.json``,
+  the same 100 records as libcrux (the Kyber implementation libsignal uses) keeps them: both seeds
+  and the SHA3-256 of ``pk``, ``sk`` and ``ct`` with ``ss``, regenerated here byte for byte.
 
 The same run gives the SHA-256 of the file in NIST's own framing (``# Kyber1024`` header, a blank
 line after every record), recorded here as ``89248f2f…6cd5``.  ``tests/vectors/nist_kyber1024_kat.json``
@@ -20,6 +23,7 @@ generation and decryption through :mod:`e2e.fips203` as well, so both standards 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -43,6 +47,9 @@ from e2e.vectors.nist_drbg import NistDrbg
 PUBLISHED_RECORD_0_SHA256 = "5afcf2a568ad32d49b55105b032af1850f03f3888ff9e2a72f4059c58e968f60"
 PUBLISHED_ALL_RECORDS_SHA256 = "b72b97eb9270d76f2c7a8a0b03022c81c879af9e247abff52405127d77dd3a46"
 NIST_FILE_SHA256 = "89248f2f33f7f4f7051729111f3049c409a933ec904aedadf035f30fa5646cd5"
+# cryspen/libcrux, libcrux-ml-kem/tests/kats/nistkats_kyber_1024.json at
+# 9018f21fd60168e2c324a5dd7974d9b3f757067e: the same records as SHA3-256 digests and shared secrets.
+LIBCRUX_KATS_SHA256 = "19d96c2257696115bed32ef74cc779902e93b48289c508771a6e0ea91781cd2a"
 
 # The digests of the two files at signalapp/libsignal 11047fc27c10a81dde908a072a1b67d56d723534.
 LIBSIGNAL_PK_SHA256 = "3c78727462f5ab3dbf9ff8caf38171ebfec3f017bcfb39cc030d252d4d7ca98f"
@@ -50,26 +57,39 @@ LIBSIGNAL_SK_SHA256 = "69897e702697cf1052134100db411817fa596fe388039c27a9e3ffc0d
 FIXTURES = Path(__file__).parent / "fixtures" / "libsignal-kyber1024"
 
 
-def _record(count: int, seed: bytes) -> tuple[str, bytes, bytes]:
-    """One KAT record as the generator prints it, with its key pair."""
+def _record(count: int, seed: bytes) -> tuple[str, dict[str, str]]:
+    """One KAT record as the NIST generator prints it, and as libcrux's JSON file has it."""
     drbg = NistDrbg(seed)
-    pk, sk = kyber.keygen_internal(drbg(32), drbg(32))
-    ss, ct = kyber.encaps_internal(pk, drbg(32))
+    d, z = drbg(32), drbg(32)
+    encapsulation_seed = drbg(32)
+    pk, sk = kyber.keygen_internal(d, z)
+    ss, ct = kyber.encaps_internal(pk, encapsulation_seed)
     assert kyber.decaps_internal(sk, ct) == ss, count
     lines = [f"count = {count}"] + [
         f"{name} = {value.hex().upper()}"
         for name, value in (("seed", seed), ("pk", pk), ("sk", sk), ("ct", ct), ("ss", ss))
     ]
-    return "\n".join(lines) + "\n", pk, sk
+    libcrux = {
+        "key_generation_seed": (d + z).hex(),
+        "sha3_256_hash_of_public_key": hashlib.sha3_256(pk).hexdigest(),
+        "sha3_256_hash_of_secret_key": hashlib.sha3_256(sk).hexdigest(),
+        "encapsulation_seed": encapsulation_seed.hex(),
+        "sha3_256_hash_of_ciphertext": hashlib.sha3_256(ct).hexdigest(),
+        "shared_secret": ss.hex(),
+    }
+    return "\n".join(lines) + "\n", libcrux
 
 
 def test_the_regenerated_known_answer_file_matches_the_published_digests() -> None:
     master = NistDrbg(bytes(range(48)))
-    records = [_record(count, master(48))[0] for count in range(100)]
+    records, libcrux = zip(*(_record(count, master(48)) for count in range(100)), strict=True)
     assert hashlib.sha256(records[0].encode()).hexdigest() == PUBLISHED_RECORD_0_SHA256
     assert hashlib.sha256("\n".join(records).encode()).hexdigest() == PUBLISHED_ALL_RECORDS_SHA256
     nist_file = "# Kyber1024\n\n" + "".join(record + "\n" for record in records)
     assert hashlib.sha256(nist_file.encode()).hexdigest() == NIST_FILE_SHA256
+    # The same 100 records in libcrux's format: libcrux is the Kyber libsignal runs.
+    libcrux_file = json.dumps(list(libcrux), indent=4)
+    assert hashlib.sha256(libcrux_file.encode()).hexdigest() == LIBCRUX_KATS_SHA256
 
 
 def test_the_drbg_reproduces_the_first_published_seed() -> None:

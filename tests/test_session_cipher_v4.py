@@ -1,10 +1,10 @@
-"""Version-4 sessions with SPQR over the store API: Kyber prekey records, the factory in the ciphers.
+"""Version-4 sessions with SPQR over the store API: the Kyber prekey store, the factory in the ciphers.
 
 Two in-memory stores run Signal's PQXDH (a Kyber1024 prekey, message version 4) and SPQR through
 :class:`SessionBuilder` / :class:`SessionCipher`, as the client library does over SQLite: the
 one-time Kyber prekey is consumed only after success, the last-resort one stays, a v4 message
-naming an ML-KEM prekey (or a missing id) is typed and changes nothing, a stored Kyber prekey
-record round-trips in format version 2 while an ML-KEM one stays version 1.
+naming a Kyber prekey the store does not hold is typed and changes nothing (an ML-KEM prekey of
+the same id does not stand in for it), explain mode shows SPQR's steps and tracing changes no byte.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from e2e import (
     SessionBuilder,
     SessionCipher,
     SignedPreKeyRecord,
-    StateFormatError,
     UnknownPreKeyError,
     make_pre_key_bundle,
 )
-from e2e.errors import InvalidKeyError
 from e2e.keys import Rng
 from e2e.kyber import KyberKeyPair
+from e2e.records import KyberPreKeyRecord
 from e2e.spqr import SpqrRatchetFactory
 
 ALICE, BOB = ProtocolAddress("alice", 1), ProtocolAddress("bob", 1)
@@ -47,10 +46,10 @@ def _device(rng: Rng, registration_id: int) -> InMemoryProtocolStore:
     for key_id, last_resort in ((200, False), (500, True)):
         kyber = KyberKeyPair.generate(rng)
         signature = identity.sign(kyber.public_key.serialize(), rng)
-        store.store_kem_pre_key(KemPreKeyRecord(key_id, kyber, signature, 0, last_resort))
+        store.store_kyber_pre_key(KyberPreKeyRecord(key_id, kyber, signature, 0, last_resort))
     mlkem = KemKeyPair.generate(rng)
     store.store_kem_pre_key(
-        KemPreKeyRecord(300, mlkem, identity.sign(mlkem.public_key.serialize(), rng), 0, False)
+        KemPreKeyRecord(200, mlkem, identity.sign(mlkem.public_key.serialize(), rng), 0, False)
     )
     return store
 
@@ -59,37 +58,21 @@ def _snapshot(store: InMemoryProtocolStore) -> tuple[object, ...]:
     return (
         store.pre_key_ids(),
         store.kem_pre_key_ids(),
+        store.kyber_pre_key_ids(),
         [(a, store.load_session(a).serialize()) for a in store.session_addresses()],  # type: ignore[union-attr]
     )
 
 
-def test_kyber_prekey_record_is_format_2_and_mlkem_stays_1(rng: DeterministicRng) -> None:
-    store = _device(rng, 2)
-    kyber = store.load_kem_pre_key(200)
-    mlkem = store.load_kem_pre_key(300)
-    assert kyber is not None and mlkem is not None
-    assert kyber.serialize()[:2] == b"Q\x02" and mlkem.serialize()[:2] == b"Q\x01"
-    assert KemPreKeyRecord.deserialize(kyber.serialize()) == kyber
-    assert KemPreKeyRecord.deserialize(mlkem.serialize()) == mlkem
-    # A version-1 header over Kyber bytes, or a version-2 one over ML-KEM bytes, is refused.
-    with pytest.raises(StateFormatError):
-        KemPreKeyRecord.deserialize(b"Q\x01" + kyber.serialize()[2:])
-    with pytest.raises(StateFormatError):
-        KemPreKeyRecord.deserialize(b"Q\x02" + mlkem.serialize()[2:])
-    secret_hex = kyber.key_pair.private_key.serialize().hex()
-    assert "redacted" in repr(kyber.key_pair) and secret_hex[:32] not in repr(kyber)
-
-
 def test_v4_with_spqr_over_the_store_api(rng: DeterministicRng) -> None:
     alice, bob = _device(rng, 1), _device(rng, 2)
-    bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, pre_key_id=100, kem_pre_key_id=200)
+    bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, pre_key_id=100, kyber_pre_key_id=200)
     SessionBuilder(alice, BOB, pq_ratchet_factory=FACTORY).process_pre_key_bundle(bundle, rng)
     to_bob = SessionCipher(alice, BOB, pq_ratchet_factory=FACTORY)
     to_alice = SessionCipher(bob, ALICE, pq_ratchet_factory=FACTORY)
     first = to_bob.encrypt(b"hello v4", rng)
     assert first.body[0] == 0x44
     assert to_alice.decrypt(first) == b"hello v4"
-    assert bob.kem_pre_key_ids() == [300, 500] and bob.pre_key_ids() == []
+    assert bob.kyber_pre_key_ids() == [500] and bob.kem_pre_key_ids() == [200] and bob.pre_key_ids() == []
     record = bob.load_session(ALICE)
     assert record is not None and record.session_version == 4
     assert record.current_state is not None and record.current_state.pq_ratchet is not None
@@ -101,7 +84,7 @@ def test_v4_with_spqr_over_the_store_api(rng: DeterministicRng) -> None:
         assert to_alice.decrypt(message) == b"ping %d" % i
     # A v3 bundle for a v4 session is a downgrade, refused with nothing stored.
     before = _snapshot(alice)
-    v3_bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, kem_pre_key_id=300)
+    v3_bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, kem_pre_key_id=200)
     with pytest.raises(DowngradeError):
         SessionBuilder(alice, BOB, pq_ratchet_factory=FACTORY).process_pre_key_bundle(v3_bundle, rng)
     assert _snapshot(alice) == before
@@ -109,44 +92,37 @@ def test_v4_with_spqr_over_the_store_api(rng: DeterministicRng) -> None:
 
 def test_last_resort_kyber_prekey_stays(rng: DeterministicRng) -> None:
     alice, bob = _device(rng, 1), _device(rng, 2)
-    bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, kem_pre_key_id=500)
+    bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, kyber_pre_key_id=500)
     SessionBuilder(alice, BOB, pq_ratchet_factory=FACTORY).process_pre_key_bundle(bundle, rng)
     message = SessionCipher(alice, BOB, pq_ratchet_factory=FACTORY).encrypt(b"lr", rng)
     assert SessionCipher(bob, ALICE, pq_ratchet_factory=FACTORY).decrypt(message) == b"lr"
-    assert bob.kem_pre_key_ids() == [200, 300, 500]
+    assert bob.kyber_pre_key_ids() == [200, 500] and bob.kem_pre_key_ids() == [200]
 
 
-def test_v4_message_naming_a_wrong_or_missing_kem_prekey_changes_nothing(rng: DeterministicRng) -> None:
+def test_v4_message_naming_a_missing_kyber_prekey_changes_nothing(rng: DeterministicRng) -> None:
     alice, bob = _device(rng, 1), _device(rng, 2)
-    bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, pre_key_id=100, kem_pre_key_id=200)
+    bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, pre_key_id=100, kyber_pre_key_id=200)
     SessionBuilder(alice, BOB, pq_ratchet_factory=FACTORY).process_pre_key_bundle(bundle, rng)
     message = SessionCipher(alice, BOB, pq_ratchet_factory=FACTORY).encrypt(b"x", rng)
     to_alice = SessionCipher(bob, ALICE, pq_ratchet_factory=FACTORY)
-    # Bob's Kyber prekey 200 replaced by an ML-KEM one under the same id: the kinds disagree.
-    original = bob.load_kem_pre_key(200)
-    assert original is not None
-    bob.remove_kem_pre_key(200)
-    mlkem = KemKeyPair.generate(rng)
-    sig = bob.get_identity_key_pair().sign(mlkem.public_key.serialize(), rng)
-    bob.store_kem_pre_key(KemPreKeyRecord(200, mlkem, sig, 0, False))
-    before = _snapshot(bob)
-    with pytest.raises(InvalidKeyError):
-        to_alice.decrypt(message)
-    assert _snapshot(bob) == before
-    bob.remove_kem_pre_key(200)
+    # Bob's Kyber prekey 200 is gone; his ML-KEM prekey 200 does not stand in for it.
+    original = bob.load_kyber_pre_key(200)
+    assert original is not None and bob.load_kem_pre_key(200) is not None
+    bob.remove_kyber_pre_key(200)
     before = _snapshot(bob)
     with pytest.raises(UnknownPreKeyError):
         to_alice.decrypt(message)
     assert _snapshot(bob) == before
-    bob.store_kem_pre_key(original)
+    bob.store_kyber_pre_key(original)
     assert to_alice.decrypt(message) == b"x"
+    assert bob.kyber_pre_key_ids() == [500]
 
 
 def test_explain_shows_spqr_chunks_keys_mixed_and_epoch_changes(rng: DeterministicRng) -> None:
     from e2e.explain import Event
 
     alice, bob = _device(rng, 1), _device(rng, 2)
-    bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, pre_key_id=100, kem_pre_key_id=200)
+    bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, pre_key_id=100, kyber_pre_key_id=200)
     SessionBuilder(alice, BOB, pq_ratchet_factory=FACTORY).process_pre_key_bundle(bundle, rng)
     to_bob = SessionCipher(alice, BOB, pq_ratchet_factory=FACTORY)
     to_alice = SessionCipher(bob, ALICE, pq_ratchet_factory=FACTORY)
@@ -178,7 +154,7 @@ def test_tracing_changes_no_bytes_in_v4(rng: DeterministicRng) -> None:
     for traced in (False, True):
         run = DeterministicRng()
         alice, bob = _device(run, 1), _device(run, 2)
-        bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, pre_key_id=100, kem_pre_key_id=200)
+        bundle = make_pre_key_bundle(bob, 1, signed_pre_key_id=1, pre_key_id=100, kyber_pre_key_id=200)
         SessionBuilder(alice, BOB, pq_ratchet_factory=FACTORY).process_pre_key_bundle(bundle, run)
         to_bob = SessionCipher(alice, BOB, pq_ratchet_factory=FACTORY)
         to_alice = SessionCipher(bob, ALICE, pq_ratchet_factory=FACTORY)

@@ -810,7 +810,9 @@ def _nist_kyber1024_kat() -> Document:
             "regenerates it matches the SHA-256 that open-quantum-safe/liboqs publishes in "
             "tests/KATs/kem/kats.json ('all', b72b97eb...3a46) and record 0 the value of pq-crystals/"
             "kyber's round3 Kyber1024_META.yml (nistkat-sha256, 5afcf2a5...8f60); ss of counts 0 and 99 "
-            "as in the copy shipped by GiacomoPope/kyber-py (assets/PQCkemKAT_3168.rsp)."
+            "as in the copy shipped by GiacomoPope/kyber-py (assets/PQCkemKAT_3168.rsp); and the 100 "
+            "records in the JSON form of cryspen/libcrux, the Kyber libsignal runs, hash as its "
+            "libcrux-ml-kem/tests/kats/nistkats_kyber_1024.json (19d96c22...cd2a)."
         ),
         "cases": [
             {

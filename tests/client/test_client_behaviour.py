@@ -241,7 +241,9 @@ async def test_the_relay_database_holds_no_plaintext_and_no_private_key(relay, m
         ]
         assert kem_ids
         for kem_id in kem_ids:
-            record = records.KemPreKeyRecord.deserialize(client.store.kem_pre_key(kem_id)[0])
+            data = client.store.kem_pre_key(kem_id)[0]
+            kind = records.KyberPreKeyRecord if data[:1] == b"Y" else records.KemPreKeyRecord
+            record = kind.deserialize(data)
             secrets.append(record.key_pair.private_key.serialize())
         for signed_id in client.store.signed_pre_key_ids():
             record = records.SignedPreKeyRecord.deserialize(client.store.signed_pre_key(signed_id))

@@ -12,6 +12,10 @@ empty, so message exchange waits for ``e2e.spqr``):
 * a bundle with a bad Kyber signature is refused by libsignal, as by us;
 * we process libsignal's bundle (verifying its Kyber signature) and send a version-4 PreKey message
   that libsignal parses, finds the prekeys of and runs PQXDH on, refusing it only at SPQR.
+
+With SPQR behind the seam (``e2e.spqr.ratchet.SpqrRatchetFactory``) the same starts complete both
+ways: our Bob decrypts libsignal's PreKey burst and libsignal our reply; libsignal's Bob decrypts our
+PreKey message (so it decapsulates our Kyber ciphertext to our secret) and we its reply.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from e2e.keys import KeyPair, PrivateKey, PublicKey
 from e2e.kyber import KyberCiphertext, KyberKeyPair, KyberPrivateKey, KyberPublicKey, encapsulate
 from e2e.primitives import chain_step, root_step
 from e2e.session import SessionRecord
+from e2e.spqr.ratchet import SpqrRatchetFactory
 from e2e.vectors import SeededRng
 from e2e.wire import MessageType, PreKeySignalMessage
 from e2e.x3dh import PreKeyBundle
@@ -207,7 +212,28 @@ def test_libsignal_starts_a_v4_session_from_our_bundle(libsignal: NodePeer, with
     # The burst repeats the base key and the Kyber ciphertext.
     second = PreKeySignalMessage.deserialize(bodies[1])
     assert second.base_key == message.base_key and second.kem_ciphertext == message.kem_ciphertext
-    # Without SPQR our record refuses the message (its pq_ratchet is not empty) and stays as it was.
+    # With SPQR (e2e.spqr behind the seam) our Bob decrypts the burst; without it, our record refuses
+    # the message (its pq_ratchet is not empty) and stays as it was.
+    triple = SessionRecord(pq_ratchet_factory=SpqrRatchetFactory())
+    for body, text in zip(bodies, (b"hello", b"again"), strict=True):
+        assert (
+            triple.decrypt_prekey_message(
+                PreKeySignalMessage.deserialize(body),
+                bob["identity"],
+                bob["signed"],
+                bob["one_time"] if with_one_time else None,
+                bob["rng"],
+                our_registration_id=4242,
+                our_kem_pre_key=bob["kyber"],
+            )
+            == text
+        )
+    reply = triple.encrypt(b"hello libsignal", bob["rng"])
+    assert reply.type == MessageType.WHISPER
+    answer = libsignal.call(
+        "session_decrypt", party="alice", peer=BOB.to_json(), type=int(reply.type), body=_b64(reply.body)
+    )
+    assert _bytes(answer, "plaintext") == b"hello libsignal"
     record = SessionRecord()
     with pytest.raises(InvalidMessageError):
         record.decrypt_prekey_message(
@@ -302,7 +328,7 @@ def test_libsignal_refuses_a_bundle_whose_kyber_signature_is_bad(libsignal: Node
     assert "signature" in refused.value.message.lower()
 
 
-def test_libsignal_runs_pqxdh_on_our_v4_prekey_message_and_stops_at_spqr(libsignal: NodePeer) -> None:
+def test_libsignal_takes_our_v4_prekey_message_with_spqr_and_refuses_it_without(libsignal: NodePeer) -> None:
     rng = SeededRng(b"libsignal-v4-alice")
     libsignal.create_identity("alice")
     libsignal.create_identity("bob", registration_id=55)
@@ -344,3 +370,25 @@ def test_libsignal_runs_pqxdh_on_our_v4_prekey_message_and_stops_at_spqr(libsign
     # runs after the message parsed, its prekeys were found and PQXDH made a session state.
     logs = "\n".join(libsignal.call("v4start_log_capture")["messages"])
     assert "post-quantum ratchet error" in logs and "Minimum version" in logs
+    # With SPQR behind the seam, the same start from the same bundle goes through: libsignal
+    # decapsulates our Kyber ciphertext, derives our keys and decrypts, and its reply decrypts here.
+    identity = KeyPair.generate(rng)
+    triple = SessionRecord.initiate(identity, 66, bundle, rng, pq_ratchet_factory=SpqrRatchetFactory())
+    first = triple.encrypt(b"hello libsignal, with SPQR", rng)
+    answer = libsignal.call(
+        "v4start_decrypt_prekey",
+        party="bob",
+        address=ALICE.to_json(),
+        local_address=BOB.to_json(),
+        message=_b64(first.body),
+    )
+    assert _bytes(answer, "plaintext") == b"hello libsignal, with SPQR"
+    reply = libsignal.call(
+        "v4start_encrypt",
+        party="bob",
+        address=ALICE.to_json(),
+        local_address=BOB.to_json(),
+        plaintext=_b64(b"hello back"),
+    )
+    assert reply["type"] == 2
+    assert triple.decrypt(_bytes(reply, "body"), rng) == b"hello back"
