@@ -15,6 +15,9 @@
 //   session_bench_ping_pong: messages, size -> {cpu_ms}  (two fresh libsignal parties
 //       inside the peer, a v4 session, `messages` messages of `size` bytes in strict ping-pong;
 //       the CPU milliseconds of the encrypt and decrypt calls, setup excluded)
+//   session_fingerprint: party, local_id, remote_id, remote_identity_key, iterations, version
+//       -> {displayable, scannable}  (libsignal's Fingerprint of the party's identity key and the
+//       remote one: the 60-digit safety number and the scannable bytes, as the party sees them)
 //   session_import_prekeys: party, pre_key_id, pre_key_private, signed_pre_key_id,
 //       signed_pre_key_private, signed_pre_key_signature, kyber_pre_key_id, kyber_record -> {}
 //       (given keys, for vectors: EC private keys as 32-byte scalars, the Kyber prekey as
@@ -115,6 +118,22 @@ export function sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg, Part
         plaintext = await lib.signalDecrypt(lib.SignalMessage.deserialize(body), peer, own(request), party.sessions, party.identities);
       }
       return { plaintext: b64(plaintext) };
+    },
+
+    session_fingerprint: async (request) => {
+      const party = partyArg(request);
+      const fingerprint = lib.Fingerprint.new(
+        arg(request, 'iterations', 'number'),
+        arg(request, 'version', 'number'),
+        bytesArg(request, 'local_id'),
+        party.identity.getPublicKey(),
+        bytesArg(request, 'remote_id'),
+        lib.PublicKey.deserialize(bytesArg(request, 'remote_identity_key')),
+      );
+      return {
+        displayable: fingerprint.displayableFingerprint().toString(),
+        scannable: b64(fingerprint.scannableFingerprint().toBuffer()),
+      };
     },
 
     session_import_prekeys: async (request) => {
