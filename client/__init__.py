@@ -9,6 +9,8 @@ What this package owns
   rotated) and the client's tunable numbers.
 * :mod:`client.envelope`, :mod:`client.events`, :mod:`client.errors`, :mod:`client.backoff`: the
   plaintext format inside each message, what the client reports, how it fails, how it reconnects.
+* :mod:`client.inert` and :mod:`client.names`: text from the network made safe to print, and the
+  relay's rules for names and URLs applied before anything is created.
 * :mod:`client.pointer`, :mod:`client.attachments`, :mod:`client.blobs`: files — the attachment
   pointer, encrypt-while-uploading and verify-before-saving, and the blob service's HTTP client.
 
@@ -17,7 +19,17 @@ See ``docs/client.md``.
 """
 
 from client.client import Client, Hooks
-from client.errors import ClientError, ClosedError, IdentityChanged, NotRegisteredError
+from client.errors import (
+    ClientError,
+    ClosedError,
+    IdentityChanged,
+    InvalidInputError,
+    InvalidNameError,
+    InvalidRelayURLError,
+    MessageTooLargeError,
+    NotRegisteredError,
+    TextEncodingError,
+)
 from client.events import Event, Message, SendFailed, Undecryptable
 from client.settings import Settings
 
@@ -33,4 +45,9 @@ __all__ = [
     "ClientError",
     "ClosedError",
     "NotRegisteredError",
+    "InvalidInputError",
+    "InvalidNameError",
+    "InvalidRelayURLError",
+    "TextEncodingError",
+    "MessageTooLargeError",
 ]

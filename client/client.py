@@ -68,8 +68,16 @@ from client import envelope, transport
 from client.attachments import SentFile, download_file, upload_file
 from client.backoff import Backoff
 from client.blobs import BlobClient, Progress
-from client.errors import AlreadyExistsError, ClosedError, IdentityChanged, NotRegisteredError
+from client.errors import (
+    AlreadyExistsError,
+    ClosedError,
+    IdentityChanged,
+    MessageTooLargeError,
+    NotRegisteredError,
+    TextEncodingError,
+)
 from client.events import Event, Message, SendFailed, Undecryptable
+from client.names import check_account_name, check_device_id, check_relay_url
 from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer, encode_pointer
 from client.prekeys import PreKeys
 from client.protocol_store import SqliteProtocolStore
@@ -106,6 +114,18 @@ _MAX_BATCH = 100
 
 _TRANSIENT_REFUSALS = frozenset({"queue_full", "rate_limited", "internal_error"})
 """Relay error codes after which a message is kept in the outbox and sent again after a delay."""
+
+_CIPHERTEXT_OVERHEAD = 2048
+"""More than the ciphertext of a message can exceed its body by, so that a body of at most
+``max_body_bytes - _CIPHERTEXT_OVERHEAD`` bytes always fits the relay's limit.  The largest case is
+a session's first message under PQXDH: the 25-byte envelope, up to 16 bytes of CBC padding, the
+8-byte MAC, the version byte, the protobuf fields of the SignalMessage (a 33-byte ratchet key, two
+counters) and of the PreKeySignalMessage around it (two 33-byte keys, four ids, the registration
+id) and the 1,569-byte ML-KEM-1024 ciphertext: about 1,800 bytes in all
+(``tests/client/test_client_limits.py`` measures the largest one against the bound)."""
+
+_MAX_FAILURE_LENGTH = 64
+"""Characters of a relay's error code kept with a refused message."""
 
 _HELD_IDENTITY = "identity_changed"
 _HELD_UNDECRYPTABLE = "undecryptable"
@@ -159,7 +179,7 @@ class Client:
         if account is None:
             raise NotRegisteredError(f"{store.path} holds no account; use Client.create")
         self._store = store
-        self.relay_url = relay_url
+        self.relay_url = check_relay_url(relay_url)
         self.name = account.name
         self.device_id = account.device_id
         self._identity_key, self.registration_id = records.deserialize_identity(account.identity)
@@ -210,8 +230,13 @@ class Client:
         """A new device: generate its identity key pair and registration id in a new store file.
 
         The relay learns of it on the first connection (see :meth:`start`), which registers the
-        device and uploads its first signed prekey and one-time prekeys.
+        device and uploads its first signed prekey and one-time prekeys.  The name, the device id
+        and the relay URL are checked against the relay's rules first
+        (:class:`client.errors.InvalidInputError`): a refused one creates no file.
         """
+        check_account_name(name)
+        check_device_id(device_id)
+        check_relay_url(relay_url)
         store = Store(path)
         if store.account() is not None:
             store.close()
@@ -224,6 +249,9 @@ class Client:
     @classmethod
     def open(cls, path: str | Path, relay_url: str, **options: Any) -> Client:
         """The device whose store is ``path`` (made earlier by :meth:`create`)."""
+        check_relay_url(relay_url)
+        if not Path(path).is_file():
+            raise NotRegisteredError(f"{path} does not exist; use Client.create")
         store = Store(path)
         try:
             return cls(store, relay_url, **options)
@@ -235,6 +263,21 @@ class Client:
     def identity_key(self) -> PublicKey:
         """This device's public identity key."""
         return self._identity_key.public_key
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest message body :meth:`send` accepts: one whose ciphertext fits the relay's
+        ``max_body_bytes`` (``settings.max_body_bytes``) in every case."""
+        return self.settings.max_body_bytes - _CIPHERTEXT_OVERHEAD
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether a connection to the relay is authenticated and set up right now."""
+        return self._connected is not None and self._connected_event.is_set()
+
+    def has_session(self, name: str, device_id: int = 1) -> bool:
+        """Whether a message to ``name``/``device_id`` can be encrypted without the relay."""
+        return self._cipher(ProtocolAddress(name, device_id)).has_session()
 
     @property
     def store(self) -> Store:
@@ -332,11 +375,19 @@ class Client:
         across reconnections, exactly once (use :meth:`flush` to wait for the relay's ack).  Starts
         a session first when there is none, which needs a connection.  Raises
         :class:`IdentityChanged` when the contact's identity key changed, and the relay's error
-        when the recipient does not exist.
+        when the recipient does not exist.  Input that cannot be sent is refused before anything
+        is encrypted or stored: :class:`client.errors.TextEncodingError` for text that is not
+        Unicode text (a lone surrogate), :class:`client.errors.MessageTooLargeError` for a body
+        longer than :attr:`max_message_bytes`.
         """
-        self._check_running()
         if isinstance(body, str):
-            body = body.encode("utf-8")
+            try:
+                body = body.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise TextEncodingError(error.start) from None
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLargeError(len(body), self.max_message_bytes)
+        self._check_running()
         address = (name, device_id)
         async with self._lock(address):
             self._check_identity_unchanged(name, device_id)
@@ -367,6 +418,40 @@ class Client:
         self._outbox_empty.clear()
         self._outbox_changed.set()
         return client_id
+
+    async def add_contact(self, name: str, device_id: int = 1) -> str:
+        """Start a session with ``name``/``device_id`` now; returns the key agreement: ``"pqxdh_v4"``
+        (Signal's PQXDH and SPQR, the default with a contact who publishes Kyber prekeys),
+        ``"pqxdh"`` or ``"x3dh"``.
+
+        Fetches the contact's prekey bundle (which proves the account exists: the relay's
+        ``unknown_account`` or ``unknown_device`` is raised as :class:`client.transport.RelayError`
+        otherwise, and nothing is stored), runs X3DH or PQXDH and commits the new session with the
+        contact's identity key (trust on first use).  The first message then travels as a PreKey
+        message without another fetch.  A contact with a session already is left as it is.  Needs
+        a connection; raises :class:`IdentityChanged` when the bundle's identity key is not the
+        one trusted for ``name``.
+        """
+        check_account_name(name)
+        check_device_id(device_id)
+        self._check_running()
+        address = (name, device_id)
+        async with self._lock(address):
+            self._check_identity_unchanged(name, device_id)
+            peer = ProtocolAddress(name, device_id)
+            cipher = self._cipher(peer)
+            if not cipher.has_session():
+                bundle = await self._fetch_bundle(name, device_id)
+                self._check_identity_unchanged(name, device_id)
+                try:
+                    with self._committing(name):
+                        self._start_session(peer, cipher, bundle)
+                except UntrustedIdentityError as error:
+                    raise self._untrusted(name, device_id, error) from error
+            record = self._protocol.load_session(peer)
+        agreement = None if record is None else record.agreement
+        assert agreement is not None
+        return agreement
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until the relay has acknowledged every message in the outbox."""
@@ -890,9 +975,14 @@ class Client:
         if isinstance(error, transport.RelayError):
             # Refused for good (unknown recipient, too large, id reused): sending it again cannot
             # help, so it leaves the outbox and the application is told.
-            logger.warning("%s: the relay refused message %s: %s", self.name, entry.message_id, error.code)
+            # The relay chose the code: keep a bounded piece of it (shown inert by front ends).
+            code = error.code[:_MAX_FAILURE_LENGTH]
+            logger.warning("%s: the relay refused message %s: %s", self.name, entry.message_id, code)
+            if not self._closed:
+                # The history says so too, with the relay's reason, across restarts.
+                self._store.mark_failed(entry.message_id, code)
             self._events.put_nowait(
-                SendFailed(entry.recipient, entry.recipient_device, entry.message_id, error.code)
+                SendFailed(entry.recipient, entry.recipient_device, entry.message_id, code)
             )
         elif error is not None:
             # The connection was lost: the message stays in the outbox, and the next connection

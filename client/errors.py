@@ -19,7 +19,18 @@ from __future__ import annotations
 from e2e.errors import UntrustedIdentityError
 from e2e.keys import PublicKey
 
-__all__ = ["ClientError", "NotRegisteredError", "AlreadyExistsError", "IdentityChanged", "ClosedError"]
+__all__ = [
+    "ClientError",
+    "NotRegisteredError",
+    "AlreadyExistsError",
+    "IdentityChanged",
+    "ClosedError",
+    "InvalidInputError",
+    "InvalidNameError",
+    "InvalidRelayURLError",
+    "TextEncodingError",
+    "MessageTooLargeError",
+]
 
 
 class ClientError(Exception):
@@ -55,3 +66,37 @@ class IdentityChanged(ClientError, UntrustedIdentityError):
         self.device_id = device_id
         self.trusted_key = trusted_key
         self.new_key = new_key
+
+
+class InvalidInputError(ClientError, ValueError):
+    """Input the client refuses before it creates, encrypts or stores anything (nothing changed)."""
+
+
+class InvalidNameError(InvalidInputError):
+    """An account name the relay would refuse (docs/relay-protocol.md: 1 to 64 characters of
+    ``a-z 0-9 . _ @ + -``, starting with a letter or a digit)."""
+
+
+class InvalidRelayURLError(InvalidInputError):
+    """A relay URL that is not ``ws://HOST[:PORT][/PATH]`` or ``wss://...``."""
+
+
+class TextEncodingError(InvalidInputError):
+    """Message text that is not Unicode text UTF-8 can carry (a lone surrogate, e.g. from pasted
+    bytes that were not UTF-8); ``position`` is the index of the first such character."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(
+            f"the text holds a character that is not valid Unicode text at position {position} "
+            "(pasted bytes that were not UTF-8?)"
+        )
+        self.position = position
+
+
+class MessageTooLargeError(InvalidInputError):
+    """A message body larger than the largest one the relay accepts once encrypted."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"the message is {size:,} bytes; the largest the relay accepts is {limit:,} bytes")
+        self.size = size
+        self.limit = limit

@@ -16,6 +16,8 @@ Invariants
   first, and this module prefixes every revealed value with ``SECRET`` so it cannot be mistaken.
 * Unknown steps still render (name, public values, fingerprints), so a new event in the core shows
   up in every front end without a change here.
+* The rendered line is inert (:func:`client.inert.inert`): public values can carry what a peer
+  sent (ids, names), and no control character of theirs reaches the terminal.
 
 What it does not know
 ---------------------
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+from client.inert import inert
 from e2e.explain import Event, fingerprint
 
 __all__ = ["SHOW_SECRETS_WARNING", "STEP_TITLES", "Explainer", "render"]
@@ -136,12 +139,12 @@ def render(event: Event, show_secrets: bool = False) -> str:
         title = f"X3DH: {name} = {_X3DH_FORMULAS.get(name, name)}"
         output = event.secret.get("output")
         if output is not None and len(event.secret) == 1:
-            return f"{title} = {_format_secret(output, show_secrets)}"
+            return inert(f"{title} = {_format_secret(output, show_secrets)}")
     fields = [f"{key}={_format_public(value)}" for key, value in public.items()]
     fields += [f"{key}={_format_secret(value, show_secrets)}" for key, value in event.secret.items()]
     if not fields:
-        return title
-    return f"{title}: " + ", ".join(fields)
+        return inert(title)
+    return inert(f"{title}: " + ", ".join(fields))
 
 
 class Explainer:

@@ -52,3 +52,7 @@ class Settings:
     backoff_cap: float = 30.0
     max_in_flight: int = 128
     """Messages sent but not yet acknowledged by the relay, per connection (the relay pipelines 128)."""
+    max_body_bytes: int = 96 * 1024
+    """The largest ciphertext the relay stores (its ``--max-body-bytes``, 96 KiB by default).  A
+    message whose ciphertext could exceed it is refused before it is encrypted
+    (:attr:`client.Client.max_message_bytes`)."""

@@ -26,6 +26,10 @@ Invariants
 * :meth:`Store.transaction` is the unit of atomicity.  The client groups every change caused by one
   event (a decrypted message: new session state, plaintext, processed id, used one-time prekey) into
   one transaction, and acknowledges the event to the relay only after it committed.
+* The file and its ``-wal`` and ``-shm`` companions are readable and writable by their owner alone
+  (0600): a new file is created so before SQLite opens it (SQLite gives its companions the main
+  file's mode), and an older, looser file is tightened when it is opened.  The identity key is in
+  there.
 * The schema carries a version (``PRAGMA user_version``): an older file is migrated in place, in
   one transaction per step; a file of an unknown version is refused with :class:`StoreFormatError`
   rather than misread.
@@ -40,7 +44,10 @@ the client calls it directly from the event loop, and a read-modify-write sequen
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,12 +65,17 @@ __all__ = [
     "Store",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version of the tables below; stored in ``PRAGMA user_version``.
 
-Version 1 had no KEM prekeys; version 2 had ML-KEM-1024 prekeys only (no ``kem`` column: every row
-is ``'mlkem'``); version 3 keeps Kyber1024 prekeys (``kem = 'kyber'``, for version-4 sessions) in
-the same table.  :data:`_MIGRATIONS` brings an older file up to date in place.
+Version 1 had no KEM prekeys; version 2 did not record why a sent message failed; version 3 had
+ML-KEM-1024 prekeys only (no ``kem`` column: every row is ``'mlkem'``); version 4 keeps Kyber1024
+prekeys (``kem = 'kyber'``, for version-4 sessions) in the same table.  :data:`_MIGRATIONS` brings
+an older file up to date in place.
+"""
+
+_MESSAGE_FAILURE = """
+ALTER TABLE messages ADD COLUMN failure TEXT;
 """
 
 KEM_MLKEM = "mlkem"
@@ -127,7 +139,8 @@ CREATE TABLE messages (
     peer_device INTEGER NOT NULL,
     message_id TEXT NOT NULL,
     timestamp INTEGER NOT NULL,
-    body BLOB NOT NULL
+    body BLOB NOT NULL,
+    failure TEXT
 );
 CREATE INDEX messages_by_peer ON messages (peer, seq);
 CREATE TABLE processed (
@@ -163,7 +176,7 @@ CREATE TABLE held (
     + "ALTER TABLE kem_pre_keys ADD COLUMN kem TEXT NOT NULL DEFAULT 'mlkem';"
 )
 
-# From version 2 to 3: which KEM a prekey is; every older row is ML-KEM-1024.  Ids stay one space
+# From version 3 to 4: which KEM a prekey is; every older row is ML-KEM-1024.  Ids stay one space
 # across both KEMs (the core's KEM prekey store is keyed by id alone).
 _KEM_COLUMN = "ALTER TABLE kem_pre_keys ADD COLUMN kem TEXT NOT NULL DEFAULT 'mlkem';"
 
@@ -172,8 +185,10 @@ _SELECT_CONTACTS = "SELECT name, identity_key, verified, first_seen, changed_ide
 _MIGRATIONS = {
     # From version 1 to 2: signed ML-KEM prekeys for PQXDH.
     1: _KEM_PRE_KEYS,
-    # From version 2 to 3: Kyber1024 prekeys beside the ML-KEM ones.
-    2: _KEM_COLUMN,
+    # From version 2 to 3: why the relay refused a sent message, if it did.
+    2: _MESSAGE_FAILURE,
+    # From version 3 to 4: Kyber1024 prekeys beside the ML-KEM ones.
+    3: _KEM_COLUMN,
 }
 """For each old schema version, the statements that turn it into the next one."""
 
@@ -215,7 +230,11 @@ class Contact:
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """One entry of the history: a plaintext sent or received."""
+    """One entry of the history: a plaintext sent or received.
+
+    ``failure`` is set on a sent message the relay refused for good: its error code (e.g.
+    ``"too_large"``), as the relay sent it.
+    """
 
     seq: int
     direction: str
@@ -224,6 +243,7 @@ class StoredMessage:
     message_id: str
     timestamp: int
     body: bytes
+    failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +280,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        _private_file(self.path)
         # isolation_level=None: the module issues BEGIN/COMMIT itself, so that a transaction spans
         # exactly what the caller put inside ``with store.transaction()``.
         self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -586,7 +607,7 @@ class Store:
 
     def history(self, peer: str | None = None, limit: int | None = None) -> list[StoredMessage]:
         """The history, oldest first; with ``peer``, only the conversation with that account."""
-        sql = "SELECT seq, direction, peer, peer_device, message_id, timestamp, body FROM messages"
+        sql = "SELECT seq, direction, peer, peer_device, message_id, timestamp, body, failure FROM messages"
         parameters: list[object] = []
         if peer is not None:
             sql += " WHERE peer = ?"
@@ -595,6 +616,20 @@ class Store:
             return [StoredMessage(*row) for row in self._db.execute(sql + " ORDER BY seq", parameters)]
         rows = self._db.execute(sql + " ORDER BY seq DESC LIMIT ?", [*parameters, limit]).fetchall()
         return [StoredMessage(*row) for row in reversed(rows)]
+
+    def mark_failed(self, message_id: str, failure: str) -> None:
+        """Record that the relay refused our message ``message_id`` for good, and why."""
+        self._write(
+            "UPDATE messages SET failure = ? WHERE direction = 'out' AND message_id = ?",
+            (failure, message_id),
+        )
+
+    def last_recipient(self) -> str | None:
+        """The account this device last sent a message to (``None`` before the first one)."""
+        row = self._db.execute(
+            "SELECT peer FROM messages WHERE direction = 'out' ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def is_processed(self, sender: str, sender_device: int, message_id: str) -> bool:
         row = self._db.execute(
@@ -689,6 +724,26 @@ class Store:
 
     def release_held(self, seq: int) -> None:
         self._write("DELETE FROM held WHERE seq = ?", (seq,))
+
+
+_PRIVATE = 0o600
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _private_file(path: Path) -> None:
+    """Make ``path`` (and its SQLite companions) a file only its owner can read: create it 0600,
+    or take group and other permissions away from an existing one."""
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, _PRIVATE)
+    except FileExistsError:
+        for candidate in (path, *(path.with_name(path.name + suffix) for suffix in _COMPANIONS)):
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_IMODE(candidate.stat().st_mode) & 0o077:
+                    os.chmod(candidate, _PRIVATE)
+        return
+    except OSError as error:
+        raise StoreError(f"cannot create {path}: {error.strerror}") from None
+    os.close(descriptor)
 
 
 def _contact(row: tuple[object, ...]) -> Contact:

@@ -18,6 +18,10 @@ Requests are written the moment they are made.  :meth:`Connection.send` and
 :meth:`Connection.submit` return a future without awaiting the network, so a caller that submits
 sends one after another has them committed by the relay in that order while many are in flight.
 
+Everything the relay pushes is checked before it is handed on: a message push whose sender is
+not an account name by the relay's own rules, whose device id is out of range or whose client id
+is not 1 to 64 characters is a protocol violation, like malformed JSON.
+
 Failures are typed: :class:`RelayError` for a refused request (its ``code`` is the protocol's
 error code), :class:`ConnectionLost` when the connection ends (every pending request fails with it
 and the push iterator ends), :class:`TransportError` at the root.
@@ -48,6 +52,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from client.names import check_account_name, check_device_id
 from e2e.kem import KemPublicKey
 from e2e.keys import KeyPair, PublicKey, Rng
 from e2e.kyber import KyberPublicKey
@@ -221,6 +226,14 @@ def _signed_key(obj: Any, what: str) -> SignedKey:
     return SignedKey(obj["id"], _unb64(obj.get("public_key"), what), _unb64(obj.get("signature"), what))
 
 
+def _client_id(value: Any) -> str:
+    """A pushed message's ``client_id``: 1 to 64 characters, as the relay accepts them, all encodable."""
+    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+        raise ValueError("a client id is a string of 1 to 64 characters")
+    value.encode("utf-8")  # A lone surrogate raises UnicodeEncodeError, a ValueError.
+    return value
+
+
 def _key_bytes(key: PublicKey | KemPublicKey | KyberPublicKey | bytes) -> bytes:
     return key if isinstance(key, bytes) else key.serialize()
 
@@ -388,14 +401,16 @@ class Connection:
             try:
                 message = IncomingMessage(
                     server_id=int(frame["server_id"]),
-                    sender=str(sender["account"]),
-                    sender_device=int(sender["device_id"]),
-                    client_id=str(frame["client_id"]),
+                    sender=check_account_name(sender["account"]),
+                    sender_device=check_device_id(sender["device_id"]),
+                    client_id=_client_id(frame["client_id"]),
                     type=int(frame["type"]),
                     body=_unb64(frame.get("body"), "message body"),
                     timestamp=int(frame["timestamp"]),
                 )
             except (KeyError, TypeError, ValueError):
+                # (InvalidInputError is a ValueError: a sender name or device id outside the
+                # relay's own rules, which no honest relay sends.)
                 raise TransportError("a malformed message push") from None
             self._pushes.put_nowait(message)
         elif kind == "queue_empty":

@@ -54,6 +54,10 @@ from e2e.wire import (
 )
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret
 
+__version__ = "0.1.0"
+"""The project's version, its one source: pyproject.toml reads it from here, and every program's
+``--version`` prints it."""
+
 __all__ = [
     # Keys (e2e.keys) and the KDF chain types (e2e.kdf).
     "PublicKey",

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from e2e import __version__
 from server.blob_store import BlobStore, FilesystemBlobStore
 from server.blob_tokens import BlobTokens, load_or_create_key
 from server.blobs import BlobLimits, BlobService
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="e2e-blobs", description="The blob service for encrypted attachments (docs/attachments.md)."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument(
         "--port", type=int, default=8766, help="port, 0 for any free one (default: %(default)s)"

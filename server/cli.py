@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from e2e import __version__
 from server.limits import Limits
 from server.limits import describe as describe_limits
 from server.relay import Relay
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="e2e-relay", description="A store-and-forward relay for end-to-end encrypted messages."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument(
         "--port", type=_port, default=8765, help="port, 0 for any free one (default: %(default)s)"

@@ -14,6 +14,10 @@ What this module owns
   not tell a sender when the recipient fetched a message);
 * the connection state: the client reconnects by itself with backoff; the application reports
   when the relay went away and when it is back;
+* refusals: a message the relay refused for good is shown as NOT delivered with the relay's
+  reason, and ``/history`` marks it so, also after a restart; a line that cannot be sent (too long
+  for the relay, text that is not Unicode, a first message while the relay is unreachable) is
+  refused with one line and nothing is stored;
 * the slash commands of :mod:`client.chat.commands`, including ``/verify`` (safety number and QR
   code), ``/accept`` after a contact's identity key changed, and ``/explain``;
 * files: ``/send PATH`` encrypts and uploads with a progress bar, then sends the pointer; a file
@@ -27,6 +31,13 @@ Invariants
 * A changed identity key is always shown as a warning, and nothing is sent to or shown from that
   contact until the user accepts the new key with ``/accept``.
 * Secrets are never printed, except by the explainer when the user started with ``--show-secrets``.
+* Every string that came from outside (bodies, names, the relay's error codes and messages,
+  anything the client library logs) passes through :func:`client.inert.inert` before ``write``:
+  a contact can put text on the screen, never a control sequence.  History replays the same way.
+* The current recipient is only ever someone the user chose: ``--to``, ``/add``, ``/to``, or on a
+  restart the last account the user sent to.  A message from someone else never makes its sender
+  the recipient of what the user types next.
+* The user's own input never stops the application: a line is sent, or refused with one line.
 
 What it does not know
 ---------------------
@@ -49,16 +60,58 @@ from client.blobs import BlobServiceError
 from client.chat.commands import Command, Say, UsageError, help_text, parse
 from client.chat.verify import format_safety_number, render_qr
 from client.client import Client
-from client.errors import ClosedError, IdentityChanged
+from client.errors import ClosedError, IdentityChanged, InvalidInputError
 from client.events import Message, SendFailed, Undecryptable
 from client.explain import Explainer
+from client.inert import inert
 from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer
-from client.store import StoredMessage
+from client.store import StoredMessage, StoreError
 from e2e.errors import E2EError, FingerprintMismatchError
 
-__all__ = ["ChatApp", "ClientLogHandler"]
+__all__ = ["AGREEMENT_NAMES", "ChatApp", "ClientLogHandler", "describe_failure", "describe_refusal"]
 
 _DELIVERY_POLL = 0.2
+
+_SEND_TIMEOUT = 30.0
+"""Seconds a send may take (a session's first message waits for the contact's prekey bundle)."""
+
+AGREEMENT_NAMES = {"x3dh": "X3DH", "pqxdh": "PQXDH", "pqxdh_v4": "PQXDH v4 + SPQR"}
+"""How the key agreements are named on the screen."""
+
+_REFUSALS = {
+    "too_large": "the message is larger than the relay accepts",
+    "unknown_account": "no such account on the relay",
+    "unknown_device": "no such device on the relay",
+    "message_id_reused": "the relay saw this message id before, with another message",
+}
+
+
+def describe_refusal(code: str) -> str:
+    """The relay's error code for a refused message, with what it means when we know."""
+    meaning = _REFUSALS.get(code)
+    return f"{_reason(code)}: {meaning}" if meaning else _reason(code)
+
+
+_MAX_REASON = 200
+"""Characters of a reason the relay gave that are shown (a hostile relay may send a megabyte)."""
+
+
+def _reason(text: str) -> str:
+    shown = inert(text)
+    return shown if len(shown) <= _MAX_REASON else shown[: _MAX_REASON - 1] + "…"
+
+
+def describe_failure(error: BaseException) -> str:
+    """One readable line for the error that stopped the client (the cause of its ClosedError)."""
+    cause = error.__cause__ if isinstance(error, ClosedError) and error.__cause__ is not None else error
+    if isinstance(cause, transport.RelayError):
+        reason = _reason(cause.message) or _reason(cause.code)
+        return f"the relay refused this device: {reason} ({_reason(cause.code)})"
+    if isinstance(cause, StoreError):
+        return f"the state file cannot be used: {inert(str(cause))}"
+    if isinstance(cause, ClosedError):
+        return inert(str(cause))
+    return f"the client stopped on an unexpected error: {type(cause).__name__}: {inert(str(cause))}"
 
 
 def _clock(timestamp_ms: int) -> str:
@@ -110,6 +163,17 @@ class ChatApp:
         # open connections and temporary files without bound.
         self._download_slots = asyncio.Semaphore(2)
         self.quit = asyncio.Event()
+        self.exit_status = 0
+        """The program's exit status (docs/running.md); set by whatever ends the session."""
+        self.farewell: str | None = None
+        """The one line the program prints on standard error as it exits, if any."""
+
+    def end(self, status: int, farewell: str | None) -> None:
+        """Leave the prompt loop with ``status``; the first reason given wins."""
+        if not self.quit.is_set():
+            self.exit_status = status
+            self.farewell = farewell
+            self.quit.set()
 
     @property
     def files_folder(self) -> Path:
@@ -126,21 +190,22 @@ class ChatApp:
     async def start(self) -> None:
         """Show the history, start the client and the background tasks."""
         name = self.client.name
-        self.write(f"e2e-chat: you are {name} on {self.client.relay_url} (type /help)")
+        self.write(f"e2e-chat: you are {inert(name)} on {inert(self.client.relay_url)} (type /help)")
         if self.peer is None:
-            history = self.client.history(limit=1)
-            self.peer = history[-1].peer if history else None
+            # Whom the user wrote to last, never whoever wrote last: a stranger's message must not
+            # become the default recipient of what the user types next.
+            self.peer = self.client.store.last_recipient()
         history = self.client.history(limit=20)
         if history:
             self.write("── history ──")
             self._show_history(history)
             self.write("── end of history ──")
         self._pending = {
-            entry.message_id: f"a message to {entry.recipient}" for entry in self.client.store.outbox()
+            entry.message_id: f"a message to {inert(entry.recipient)}" for entry in self.client.store.outbox()
         }
         self._started_ms = int(time.time() * 1000)
         if self.peer is not None:
-            self.write(f"talking to {self.peer} (switch with /to NAME)")
+            self.write(f"talking to {inert(self.peer)} (switch with /to NAME)")
         else:
             self.write("add a contact with /add NAME")
         await self.client.start()
@@ -163,23 +228,29 @@ class ChatApp:
         """Print stored messages; a sent one says whether the relay has acknowledged it."""
         waiting = {entry.message_id for entry in self.client.store.outbox()}
         for message in history:
-            text = _history_text(message.body)
+            text = inert(_history_text(message.body))
             when = _clock(message.timestamp)
+            peer = inert(message.peer)
             if message.direction == "out":
-                state = "queued, not yet on the relay" if message.message_id in waiting else "sent to relay"
-                self.write(f"[{when}] you → {message.peer}: {text}  ({state})")
+                if message.failure is not None:
+                    state = f"NOT delivered: the relay refused it, {describe_refusal(message.failure)}"
+                elif message.message_id in waiting:
+                    state = "queued, not yet on the relay"
+                else:
+                    state = "sent to relay"
+                self.write(f"[{when}] you → {peer}: {text}  ({state})")
             else:
-                self.write(f"[{when}] {message.peer}: {text}")
+                self.write(f"[{when}] {peer}: {text}")
 
     async def _event_loop(self) -> None:
         try:
             async for event in self.client.events():
                 self.show_event(event)
         except ClosedError as error:
-            self.write(f"!! the client stopped: {error}")
+            # Said once, by the program as it exits (the log handler leaves this one out).
             self.failed = True
-            self.failure = str(error)
-            self.quit.set()
+            self.failure = describe_failure(error)
+            self.end(1, self.failure)
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
         if isinstance(event, Message) and event.is_attachment:
@@ -188,29 +259,31 @@ class ChatApp:
             # The relay stamps each message when it accepts it: one it held before we started
             # waited for us while we were offline.
             away = "  (arrived while you were away)" if event.relay_timestamp < self._started_ms else ""
-            self.write(f"[{_clock(event.timestamp)}] {event.sender}: {event.text}{away}")
+            sender = inert(event.sender)
+            self.write(f"[{_clock(event.timestamp)}] {sender}: {inert(event.body)}{away}")
             if self.peer is None:
-                self.peer = event.sender
-                self.write(f"talking to {self.peer}")
+                self.write(f"   (to answer {sender}: /to {sender})")
         elif isinstance(event, SendFailed):
-            preview = self._pending.pop(event.message_id, f"a message to {event.recipient}")
-            self.write(f"!! NOT delivered: the relay refused {preview} ({event.error})")
+            preview = self._pending.pop(event.message_id, f"a message to {inert(event.recipient)}")
+            self.write(f"!! NOT delivered: the relay refused {preview} ({describe_refusal(event.error)})")
         elif isinstance(event, Undecryptable):
             self.write(
-                f"!! a message from {event.sender} could not be decrypted ({event.error}); it was kept aside"
+                f"!! a message from {inert(event.sender)} could not be decrypted ({inert(event.error)}); "
+                "it was kept aside"
             )
         else:
             self.warn_identity_changed(event)
 
     def warn_identity_changed(self, event: IdentityChanged) -> None:
+        name = inert(event.name)
         self.write("!" * 72)
-        self.write(f"!! WARNING: {event.name}'s identity key CHANGED")
+        self.write(f"!! WARNING: {name}'s identity key CHANGED")
         self.write(
             f"!!   trusted: {event.trusted_key.fingerprint(16)}   now: {event.new_key.fingerprint(16)}"
         )
-        self.write(f"!! Either {event.name} reinstalled, or someone is in the middle.  Nothing is sent to")
-        self.write(f"!! {event.name} and their new messages stay unread until you compare the new safety")
-        self.write(f"!! number (/verify {event.name}) and accept the key with /accept {event.name}.")
+        self.write(f"!! Either {name} reinstalled, or someone is in the middle.  Nothing is sent to")
+        self.write(f"!! {name} and their new messages stay unread until you compare the new safety")
+        self.write(f"!! number (/verify {name}) and accept the key with /accept {name}.")
         self.write("!" * 72)
 
     # -- background: delivery and connection state ---------------------------------------------
@@ -234,6 +307,9 @@ class ChatApp:
         message = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             message += f": {record.exc_info[1]}"
+        if "the client stopped" in message:
+            # The event loop reports it, once, as the reason the program ends.
+            return
         if "connection lost" in message or "cannot connect" in message:
             # Said once per outage; the status loop says when the connection is back.
             if not self._said_offline:
@@ -243,42 +319,70 @@ class ChatApp:
             return
         if record.levelno >= logging.WARNING and "refused message" not in message:
             # (A refused message is shown from its SendFailed event, with its text.)
-            self.write(f"!! {message}")
+            self.write(f"!! {_reason(message)}")
 
     # -- what the user types -------------------------------------------------------------------
 
     async def handle(self, line: str) -> None:
+        """Carry out one input line.  Whatever the line holds, this reports and returns."""
         try:
             parsed = parse(line)
         except UsageError as error:
-            self.write(str(error))
+            self.write(inert(str(error)))
             return
         if parsed is None:
             return
-        if isinstance(parsed, Say):
-            await self.say(parsed.text)
-            return
-        await self.command(parsed)
+        try:
+            if isinstance(parsed, Say):
+                await self.say(parsed.text)
+            else:
+                await self.command(parsed)
+        except InvalidInputError as error:
+            self.write(f"!! {inert(str(error))}")
+        except Exception as error:
+            # A fault of ours must not end the user's session: say what it was, keep the prompt.
+            logging.getLogger("client.chat").debug("command failed", exc_info=True)
+            self.write(f"!! that failed: {type(error).__name__}: {inert(str(error))}")
 
     async def say(self, text: str) -> None:
         if self.peer is None:
             self.write("no contact yet: /add NAME first")
             return
         peer = self.peer
+        shown_peer = inert(peer)
+        if not self.client.is_connected and not self.client.has_session(peer):
+            self.write(
+                f"!! not sent: the relay is unreachable, and a first message to {shown_peer} needs "
+                f"{shown_peer}'s prekey bundle from it; nothing was queued, try again once connected"
+            )
+            return
         try:
-            message_id = await asyncio.wait_for(self.client.send(peer, text), 30)
+            message_id = await asyncio.wait_for(self.client.send(peer, text), _SEND_TIMEOUT)
         except IdentityChanged as error:
             self.warn_identity_changed(error)
             return
-        except (E2EError, OSError, TimeoutError, ClosedError) as error:
-            self.write(f"!! not sent: {error}")
+        except InvalidInputError as error:
+            self.write(f"!! not sent: {inert(str(error))}; nothing was queued")
+            return
+        except TimeoutError:
+            self.write(
+                f"!! not sent: no answer from the relay within {_SEND_TIMEOUT:g} s while starting the "
+                f"session with {shown_peer}; nothing was queued"
+            )
             return
         except transport.RelayError as error:
-            self.write(f"!! not sent: {error}")
+            self.write(f"!! not sent to {shown_peer}: {describe_refusal(error.code)}; nothing was queued")
             return
-        preview = text if len(text) <= 40 else text[:39] + "…"
-        self._pending[message_id] = f'"{preview}" → {peer}'
-        self.write(f"[{_clock(int(time.time() * 1000))}] you → {peer}: {text}  (queued)")
+        except ClosedError as error:
+            self.write(f"!! not sent: {describe_failure(error)}")
+            return
+        except (E2EError, transport.TransportError, OSError) as error:
+            self.write(f"!! not sent: {type(error).__name__}: {inert(str(error))}; nothing was queued")
+            return
+        shown = inert(text)
+        preview = shown if len(shown) <= 40 else shown[:39] + "…"
+        self._pending[message_id] = f'"{preview}" → {shown_peer}'
+        self.write(f"[{_clock(int(time.time() * 1000))}] you → {shown_peer}: {shown}  (queued)")
 
     async def command(self, command: Command) -> None:
         handler = getattr(self, f"_cmd_{command.name}")
@@ -288,18 +392,42 @@ class ChatApp:
         self.write(help_text())
 
     async def _cmd_add(self, name: str) -> None:
+        shown = inert(name)
         if name == self.client.name:
             self.write("that is you")
             return
-        self.peer = name
-        known = self.client.store.contact(name) is not None
-        if known:
-            self.write(f"talking to {name}")
-        else:
+        if self.client.has_session(name):
+            self.peer = name
+            self.write(f"talking to {shown}")
+            return
+        if not self.client.is_connected:
             self.write(
-                f"added {name}: your first message fetches {name}'s prekey bundle from the relay and "
-                "starts an encrypted session (X3DH)"
+                f"!! cannot add {shown} now: the relay is unreachable, and adding a contact fetches "
+                "their prekey bundle from it; try again once connected"
             )
+            return
+        try:
+            agreement = await asyncio.wait_for(self.client.add_contact(name), _SEND_TIMEOUT)
+        except IdentityChanged as error:
+            self.warn_identity_changed(error)
+            return
+        except transport.RelayError as error:
+            if error.code in ("unknown_account", "unknown_device", "no_bundle"):
+                self.write(f"!! no account named {shown} on the relay; nothing was added")
+            else:
+                self.write(f"!! cannot add {shown}: {describe_refusal(error.code)}")
+            return
+        except TimeoutError:
+            self.write(f"!! cannot add {shown}: no answer from the relay within {_SEND_TIMEOUT:g} s")
+            return
+        except (ClosedError, E2EError, transport.TransportError) as error:
+            self.write(f"!! cannot add {shown}: {type(error).__name__}: {inert(str(error))}")
+            return
+        self.peer = name
+        self.write(
+            f"added {shown}: fetched {shown}'s prekey bundle from the relay and started an encrypted "
+            f"session ({AGREEMENT_NAMES.get(agreement, inert(agreement))}); talking to {shown}"
+        )
 
     async def _cmd_to(self, name: str) -> None:
         await self._cmd_add(name)
@@ -313,7 +441,7 @@ class ChatApp:
             if contact.changed_identity_key is not None:
                 state = "IDENTITY KEY CHANGED: /verify then /accept"
             marker = "*" if contact.name == self.peer else " "
-            self.write(f"{marker} {contact.name}  key {contact.identity_key[1:9].hex()}…  {state}")
+            self.write(f"{marker} {inert(contact.name)}  key {contact.identity_key[1:9].hex()}…  {state}")
 
     async def _cmd_history(self, count: str = "20") -> None:
         if self.peer is None:
@@ -321,7 +449,7 @@ class ChatApp:
             return
         history = self.client.history(self.peer, limit=int(count))
         if not history:
-            self.write(f"no messages with {self.peer} yet")
+            self.write(f"no messages with {inert(self.peer)} yet")
         self._show_history(history)
 
     async def _cmd_verify(self, name: str | None = None) -> None:
@@ -329,43 +457,48 @@ class ChatApp:
         if name is None:
             self.write("usage: /verify NAME")
             return
+        shown = inert(name)
         try:
             fingerprint = self.client.safety_number(name)
         except E2EError as error:
-            self.write(f"!! {error}")
+            self.write(f"!! {inert(str(error))}")
             return
         contact = self.client.store.contact(name)
-        self.write(f"safety number for you and {name}:")
+        self.write(f"safety number for you and {shown}:")
         for row in format_safety_number(str(fingerprint.displayable)).splitlines():
             self.write(f"    {row}")
         self.write(render_qr(fingerprint.scannable.serialize()))
         if contact is not None and contact.changed_identity_key is not None:
-            self.write(f"!! {name}'s identity key changed; this number is for the key you trusted before.")
+            self.write(f"!! {shown}'s identity key changed; this number is for the key you trusted before.")
         status = "verified" if contact is not None and contact.verified else "not verified yet"
         self.write(
-            f"{name} is {status}. Compare these digits with what {name} sees (in person or by a call); "
-            f"if equal: /verified {name} <the digits {name} reads>"
+            f"{shown} is {status}. Compare these digits with what {shown} sees (in person or by a call); "
+            f"if equal: /verified {shown} <the digits {shown} reads>"
         )
 
     async def _cmd_verified(self, name: str, number: str) -> None:
+        shown = inert(name)
         try:
             self.client.verify(name, number)
         except FingerprintMismatchError:
-            self.write(f"!! MISMATCH: that is not your safety number with {name}. Do not trust this contact.")
+            self.write(
+                f"!! MISMATCH: that is not your safety number with {shown}. Do not trust this contact."
+            )
             return
         except E2EError as error:
-            self.write(f"!! {error}")
+            self.write(f"!! {inert(str(error))}")
             return
-        self.write(f"✓ {name} verified: the safety numbers match")
+        self.write(f"✓ {shown} verified: the safety numbers match")
 
     async def _cmd_accept(self, name: str) -> None:
+        shown = inert(name)
         try:
             await self.client.accept_identity(name)
         except ValueError as error:
-            self.write(str(error))
+            self.write(inert(str(error)))
             return
         self.write(
-            f"accepted {name}'s new identity key; their held messages follow (verify it: /verify {name})"
+            f"accepted {shown}'s new identity key; their held messages follow (verify it: /verify {shown})"
         )
 
     # -- files ---------------------------------------------------------------------------------
@@ -378,7 +511,7 @@ class ChatApp:
             step = done * 10 // total if total else 10
             if step != shown[0]:
                 shown[0] = step
-                self.write(f"  {verb} {name} [{'#' * step}{'.' * (10 - step)}] {step * 10}%")
+                self.write(f"  {verb} {inert(name)} [{'#' * step}{'.' * (10 - step)}] {step * 10}%")
 
         return report
 
@@ -388,36 +521,39 @@ class ChatApp:
             return
         path = Path(path_text).expanduser()
         if not path.is_file():
-            self.write(f"!! not sent: {path_text!r} is not a readable file")
+            self.write(f"!! not sent: {inert(repr(path_text))} is not a readable file")
             return
         peer, name = self.peer, safe_file_name(path.name)
         size = path.stat().st_size
-        self.write(f"sending {name} ({size} bytes) to {peer}: encrypted with a fresh key, then uploaded")
+        self.write(
+            f"sending {inert(name)} ({size} bytes) to {inert(peer)}: encrypted with a fresh key, "
+            "then uploaded"
+        )
         try:
             sent = await self.client.send_file(peer, path, progress=self._progress("uploading", name))
         except IdentityChanged as error:
             self.warn_identity_changed(error)
             return
         except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError) as error:
-            self.write(f"!! not sent: {error}")
+            self.write(f"!! not sent: {_reason(str(error))}")
             return
-        self._pending[sent.message_id] = f"the file {name} → {peer}"
-        self.write(f"[{_clock(int(time.time() * 1000))}] you → {peer}: file {name}  (queued)")
+        self._pending[sent.message_id] = f"the file {inert(name)} → {inert(peer)}"
+        self.write(f"[{_clock(int(time.time() * 1000))}] you → {inert(peer)}: file {inert(name)}  (queued)")
 
     def _receive_file(self, message: Message) -> None:
         try:
             pointer = self.client.attachment(message)
         except InvalidPointerError as error:
-            self.write(f"!! {message.sender} sent a file that was refused: {error}")
+            self.write(f"!! {inert(message.sender)} sent a file that was refused: {_reason(str(error))}")
             return
-        shown = pointer.file_name or "attachment"
+        sender = inert(message.sender)
+        shown = inert(pointer.file_name or "attachment")
         self.write(
-            f"[{_clock(message.timestamp)}] {message.sender} sent a file: {shown} "
-            f"({pointer.size} bytes, {pointer.content_type}); downloading and verifying…"
+            f"[{_clock(message.timestamp)}] {sender} sent a file: {shown} "
+            f"({pointer.size} bytes, {inert(pointer.content_type)}); downloading and verifying…"
         )
         if self.peer is None:
-            self.peer = message.sender
-            self.write(f"talking to {self.peer}")
+            self.write(f"   (to answer {sender}: /to {sender})")
         task = asyncio.create_task(self._download(message.sender, pointer))
         self._downloads.add(task)
         task.add_done_callback(self._downloads.discard)
@@ -430,9 +566,12 @@ class ChatApp:
                     pointer, self.files_folder, progress=self._progress("downloading", name)
                 )
         except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError) as error:
-            self.write(f"!! the file {name} from {sender} was not saved: {type(error).__name__}: {error}")
+            self.write(
+                f"!! the file {inert(name)} from {inert(sender)} was not saved: "
+                f"{type(error).__name__}: {_reason(str(error))}"
+            )
             return
-        self.write(f"  ✓ verified and saved: {saved}")
+        self.write(f"  ✓ verified and saved: {inert(str(saved))}")
 
     async def _cmd_explain(self) -> None:
         self.explainer.enabled = not self.explainer.enabled
@@ -444,8 +583,9 @@ class ChatApp:
             self._clear_screen()
 
     async def _cmd_whoami(self) -> None:
-        self.write(f"you are {self.client.name} (device {self.client.device_id}) on {self.client.relay_url}")
-        self.write(f"state file: {self.state_path}")
+        name, url = inert(self.client.name), inert(self.client.relay_url)
+        self.write(f"you are {name} (device {self.client.device_id}) on {url}")
+        self.write(f"state file: {inert(str(self.state_path))}")
         self.write(f"identity key: {self.client.identity_key.serialize().hex()}")
 
     async def _cmd_quit(self) -> None:

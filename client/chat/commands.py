@@ -12,6 +12,9 @@ Invariants
   slash.  An unknown command or wrong arguments raise :class:`UsageError` with the usage line, and
   nothing is sent.
 * Blank lines parse to ``None`` (nothing to do).
+* Every ``name`` argument follows the relay's account name rules (:mod:`client.names`), so a
+  command never carries a name that could not exist on the relay; ``/history`` takes at most
+  :data:`MAX_HISTORY` messages.
 
 What it does not know
 ---------------------
@@ -22,7 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COMMANDS", "Command", "Say", "UsageError", "help_text", "parse"]
+from client.errors import InvalidNameError
+from client.names import check_account_name
+
+__all__ = ["COMMANDS", "MAX_HISTORY", "Command", "Say", "UsageError", "help_text", "parse"]
+
+MAX_HISTORY = 10_000
+"""The most messages one ``/history`` shows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +56,7 @@ class CommandSpec:
 
 COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("help", (), "show this list"),
-    CommandSpec("add", ("name",), "add a contact by name and start talking to them"),
+    CommandSpec("add", ("name",), "add a contact (checked with the relay) and start talking to them"),
     CommandSpec("to", ("name",), "talk to another contact"),
     CommandSpec("contacts", (), "list contacts, their verification and identity state"),
     CommandSpec("history", ("count?",), "show the last messages with the current contact (default 20)"),
@@ -113,8 +122,16 @@ def parse(line: str) -> Command | Say | None:
     required = sum(1 for argument in spec.arguments if not argument.endswith("?"))
     if not required <= len(arguments) <= len(spec.arguments):
         raise UsageError(f"usage: {spec.usage}")
-    if name == "history" and arguments and not (arguments[0].isdigit() and int(arguments[0]) > 0):
-        raise UsageError(f"usage: {spec.usage} (a positive number)")
+    if name == "history" and arguments and not (
+        arguments[0].isascii() and arguments[0].isdigit() and 0 < int(arguments[0]) <= MAX_HISTORY
+    ):
+        raise UsageError(f"usage: {spec.usage} (a number from 1 to {MAX_HISTORY:,})")
+    for argument, value in zip(spec.arguments, arguments, strict=False):
+        if argument.rstrip("?") == "name":
+            try:
+                check_account_name(value)
+            except InvalidNameError as error:
+                raise UsageError(f"{error}; usage: {spec.usage}") from None
     return Command(name, arguments)
 
 

@@ -30,6 +30,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -46,12 +47,16 @@ class RelayStartError(RuntimeError):
 class RelayProcess:
     """One relay process on 127.0.0.1 with an ephemeral port and its own SQLite file."""
 
-    def __init__(self, directory: Path, python: str = sys.executable, port: int = 0) -> None:
+    def __init__(
+        self, directory: Path, python: str = sys.executable, port: int = 0, options: Sequence[str] = ()
+    ) -> None:
         self.database = directory / "relay.sqlite3"
         self.log = directory / "relay.log"
         self.blobs = directory / "blobs"
         """The blob service's folder: the relay process serves attachments too (``--blobs``)."""
         self.port = port
+        self.options = tuple(options)
+        """More ``e2e-relay`` options (limits, for instance)."""
         self._python = python
         self._process: subprocess.Popen[bytes] | None = None
         self.url: str | None = None
@@ -80,6 +85,7 @@ class RelayProcess:
             str(self.blobs),
             "--blobs-port",
             "0",
+            *self.options,
         ]
 
     def start(self, timeout: float = 20.0) -> str:

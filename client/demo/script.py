@@ -67,6 +67,8 @@ from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
 from client.events import Message
 from client.explain import SHOW_SECRETS_WARNING, Explainer
+from client.inert import inert
+from e2e import __version__
 from e2e.attachment import blob_size, padded_size
 from e2e.explain import Event
 from e2e.wire import MessageType
@@ -228,8 +230,8 @@ def _relay_cell(row: StoredRow | None, note: str = "") -> str:
         return note or "(already deleted)"
     kind = _TYPE_NAMES.get(row.type, f"type {row.type}")
     lines = [
-        f"#{row.server_id} {row.sender}→{row.recipient} {kind}",
-        f"{len(row.body):,} B  id {row.client_id[:8]}…",
+        f"#{row.server_id} {inert(row.sender)}→{inert(row.recipient)} {kind}",
+        f"{len(row.body):,} B  id {inert(row.client_id[:8])}…",
         _short_hex(row.body),
     ]
     if note:
@@ -395,14 +397,14 @@ class _Demo:
     async def _receive(self, person: _Person) -> tuple[Message, list[str]]:
         event = await person.running.receive(self.options.timeout)
         if not isinstance(event, Message):
-            raise DemoFailed(f"{person.name} got {event!r} instead of a message")
+            raise DemoFailed(f"{person.name} got {inert(repr(event))} instead of a message")
         self.tally.received += 1
         notes = self._describe_received(person.steps_by_message.pop(event.message_id, []))
         # (A state tried and set aside can repeat a step's note; say each once.)
         return event, list(dict.fromkeys(notes))
 
     def _received_cell(self, message: Message, notes: list[str], extra: str = "") -> str:
-        lines = [f'{self.receive_arrow} "{message.text}"' + (f" {extra}" if extra else ""), *notes]
+        lines = [f'{self.receive_arrow} "{inert(message.body)}"' + (f" {extra}" if extra else ""), *notes]
         return "\n".join(lines)
 
     async def _exchange(self, sender: _Person, recipient: _Person, text: str) -> None:
@@ -410,7 +412,7 @@ class _Demo:
         sent_cell, message_id = await self._send(sender, recipient, text)
         message, notes = await self._receive(recipient)
         if message.message_id != message_id:
-            raise DemoFailed(f"{recipient.name} received {message.message_id}, expected {message_id}")
+            raise DemoFailed(f"{recipient.name} received {inert(message.message_id)}, expected {message_id}")
         await self._wait_deleted(sender.name, message_id)
         relay = _relay_cell(self.captured.get(message_id), "deleted after the ack")
         self._cells(sender, sent_cell, relay, self._received_cell(message, notes))
@@ -574,7 +576,7 @@ class _Demo:
             raise DemoFailed("the blob service holds a blob of another size")
         event = await self.bob.running.receive(self.options.timeout)
         if not isinstance(event, Message) or not event.is_attachment:
-            raise DemoFailed(f"bob got {event!r} instead of the picture")
+            raise DemoFailed(f"bob got {inert(repr(event))} instead of the picture")
         pointer = self.bob.running.attachment(event)
         saved = await self.bob.running.download(pointer, self.directory / "bob-files")
         width, height = png_size(saved.read_bytes())
@@ -584,9 +586,9 @@ class _Demo:
         columns.row(
             f"{self.send_arrow} {picture.name} ({size:,} B)\nencrypted with a fresh key while it uploads;"
             " the key and digest go in a message",
-            f"blob {pointer.blob_id[:10]}… {len(blob):,} B\n(size bucket: files of "
+            f"blob {inert(pointer.blob_id[:10])}… {len(blob):,} B\n(size bucket: files of "
             f"{_bucket_floor(size):,}–{padded_size(size):,} B look alike)\n{_short_hex(blob)}",
-            f"{self.receive_arrow} {saved.name}: length, digest and MAC\nverified before decrypting;"
+            f"{self.receive_arrow} {inert(saved.name)}: length, digest and MAC\nverified before decrypting;"
             f" opened: PNG {width}×{height}",
         )
         await self._online(self.carol, create=True)
@@ -594,7 +596,7 @@ class _Demo:
         await self.bob.running.forward_file("carol", pointer)
         forwarded = await self.carol.running.receive(self.options.timeout)
         if not isinstance(forwarded, Message) or not forwarded.is_attachment:
-            raise DemoFailed(f"carol got {forwarded!r} instead of the picture")
+            raise DemoFailed(f"carol got {inert(repr(forwarded))} instead of the picture")
         carol_pointer = self.carol.running.attachment(forwarded)
         carol_file = await self.carol.running.download(carol_pointer, self.directory / "carol-files")
         blobs_after = sorted(p.name for p in (self.relay.blobs / "blobs").iterdir())
@@ -604,9 +606,9 @@ class _Demo:
         self.tally.files += 1
         columns.row(
             "",
-            f"same blob {pointer.blob_id[:10]}…: no new upload\n({len(blobs_after) // 2} blob stored)",
+            f"same blob {inert(pointer.blob_id[:10])}…: no new upload\n({len(blobs_after) // 2} blob stored)",
             f"{self.send_arrow} forwarded to carol (the pointer only)\ncarol: {self.receive_arrow} "
-            f"{carol_file.name} verified, PNG {width}×{height}",
+            f"{inert(carol_file.name)} verified, PNG {width}×{height}",
         )
         await self._offline(self.carol)
 
@@ -716,6 +718,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="e2e-demo",
         description="Alice and Bob talk end to end encrypted through a real relay, shown side by side.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--explain", action="store_true", help="print every protocol step (keys as short fingerprints)"
     )
@@ -748,7 +751,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(run(options, sys.stdout, directory))
     except (TimeoutError, DemoFailed, RelayStartError, OSError) as error:
-        print(f"\ndemo failed: {error}", file=sys.stderr)
+        # The reason may quote the relay's log or what the relay sent: shown inert, line by line.
+        shown = "\n".join(inert(line) for line in str(error).splitlines())
+        print(f"\ndemo failed: {shown}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; the relay was stopped", file=sys.stderr)

@@ -349,14 +349,21 @@ async def test_reconnection_backs_off_with_jitter_up_to_the_cap(relay_factory, m
     assert client.connections == 1
 
 
-async def test_a_message_the_relay_refuses_for_good_is_reported_and_leaves_the_outbox(relay, make_client):
+async def test_a_message_the_relay_refuses_for_good_is_reported_and_leaves_the_outbox(
+    relay_factory, make_client
+):
+    # A relay stricter than the client expects (the client checks against 96 KiB).
+    relay = await relay_factory(max_body_bytes=2000)
     bob = await started(make_client(relay.url, "bob"))
     alice = await started(make_client(relay.url, "alice"))
-    too_large = await alice.send("bob", b"x" * (100 * 1024))  # The relay's cap is 96 KiB.
+    too_large = await alice.send("bob", b"x" * 3000)
     event = await alice.receive(timeout=10)
     assert isinstance(event, SendFailed)
     assert (event.recipient, event.message_id, event.error) == ("bob", too_large, "too_large")
     await alice.flush(timeout=10)
+    # The history says it failed, and why.
+    (sent,) = alice.history("bob")
+    assert (sent.message_id, sent.failure) == (too_large, "too_large")
     # The session goes on: Bob never saw that message's key, and skips it.
     await alice.send("bob", "a normal one")
     assert (await bob.receive(timeout=10)).text == "a normal one"

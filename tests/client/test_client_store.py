@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 
 import pytest
 
@@ -146,9 +148,10 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path):
     store.create_account("alice", 1, b"identity-record")
     store.put_session("bob", 1, b"session")
     store.close()
-    # What version 1 of the schema was: everything but the KEM prekeys.
+    # What version 1 of the schema was: everything but the KEM prekeys and the failure column.
     db = sqlite3.connect(path)
     db.execute("DROP TABLE kem_pre_keys")
+    db.execute("ALTER TABLE messages DROP COLUMN failure")
     db.execute("PRAGMA user_version = 1")
     db.commit()
     db.close()
@@ -183,18 +186,73 @@ def test_kem_prekeys_one_time_and_last_resort(store):
     assert store.pending_kem_pre_keys(last_resort=False) == [(3, b"k3")]
 
 
-def test_a_version_2_file_keeps_its_mlkem_prekeys_as_such(tmp_path):
+def test_a_version_2_file_gains_the_failure_column_and_keeps_its_history(tmp_path):
     path = tmp_path / "v2.db"
     store = Store(path)
     store.create_account("alice", 1, b"identity-record")
+    store.add_message("out", "bob", 1, "m1", 10, b"hello")
     store.close()
-    # What version 2 of the schema was: KEM prekeys without the kem column (all ML-KEM-1024).
+    # What version 2 of the schema was: no record of why a sent message failed (and no kem column).
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE messages DROP COLUMN failure")
+    db.execute("ALTER TABLE kem_pre_keys DROP COLUMN kem")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    store = Store(path)
+    (message,) = store.history()
+    assert (message.body, message.failure) == (b"hello", None)
+    store.mark_failed("m1", "too_large")
+    assert store.history()[0].failure == "too_large"
+    assert store.last_recipient() == "bob"
+    store.close()
+
+
+def test_a_failure_is_recorded_on_sent_messages_only(store):
+    store.add_message("in", "bob", 1, "same-id", 10, b"from bob")
+    store.add_message("out", "bob", 1, "same-id", 11, b"to bob")
+    store.mark_failed("same-id", "too_large")
+    assert [(m.direction, m.failure) for m in store.history()] == [("in", None), ("out", "too_large")]
+
+
+def test_the_last_recipient_is_whom_we_wrote_to_not_who_wrote_last(store):
+    assert store.last_recipient() is None
+    store.add_message("out", "bob", 1, "m1", 10, b"to bob")
+    store.add_message("in", "mallory", 1, "m2", 11, b"from a stranger")
+    assert store.last_recipient() == "bob"
+
+
+def test_the_file_and_its_companions_are_private_to_their_owner(tmp_path):
+    path = tmp_path / "private.db"
+    store = Store(path)
+    store.create_account("alice", 1, b"identity-record")
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    store.close()
+    assert {"private.db", "private.db-wal", "private.db-shm"} <= set(modes)
+    assert set(modes.values()) == {0o600}
+
+
+def test_a_loose_file_from_an_older_version_is_tightened_when_opened(tmp_path):
+    path = tmp_path / "loose.db"
+    Store(path).close()
+    os.chmod(path, 0o644)
+    store = Store(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    store.close()
+
+
+def test_a_version_3_file_keeps_its_mlkem_prekeys_as_such(tmp_path):
+    path = tmp_path / "v3.db"
+    store = Store(path)
+    store.create_account("alice", 1, b"identity-record")
+    store.close()
+    # What version 3 of the schema was: KEM prekeys without the kem column (all ML-KEM-1024).
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE kem_pre_keys DROP COLUMN kem")
     db.execute(
         "INSERT INTO kem_pre_keys (id, record, last_resort, created_at, uploaded) VALUES (7, x'51', 1, 5, 1)"
     )
-    db.execute("PRAGMA user_version = 2")
+    db.execute("PRAGMA user_version = 3")
     db.commit()
     db.close()
     store = Store(path)
@@ -203,7 +261,7 @@ def test_a_version_2_file_keeps_its_mlkem_prekeys_as_such(tmp_path):
     assert store.kem_pre_key_ids(last_resort=True, kem="kyber") == []
     store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
     db.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import time
 from pathlib import Path
 
@@ -51,12 +52,16 @@ class Terminal:
             argv[0], argv[1:], env=env, cwd=str(cwd), encoding="utf-8", dimensions=size
         )
         self.text = ""
+        """What the program wrote, control sequences removed."""
+        self.raw = ""
+        """What the program wrote, exactly (decoded as UTF-8)."""
         self._position = 0
 
     def _read(self, wait: float) -> None:
         try:
             while True:
                 chunk = self.child.read_nonblocking(65536, timeout=wait)
+                self.raw += chunk
                 self.text += _CONTROL.sub("", chunk).replace("\r", "")
                 wait = 0.01
         except (pexpect.TIMEOUT, pexpect.EOF):
@@ -78,8 +83,30 @@ class Terminal:
     def type(self, line: str) -> None:
         self.child.sendline(line)
 
+    def type_bytes(self, data: bytes) -> None:
+        """Write bytes as the keyboard would, whatever they are (pasted binary, for instance)."""
+        os.write(self.child.child_fd, data)
+
+    def paste(self, text: str, chunk: int = 4096) -> None:
+        """Type ``text`` as a terminal without bracketed paste delivers a paste: as fast as the
+        program reads it, while reading what it writes (so that neither side blocks the other)."""
+        data = text.encode("utf-8")
+        while data:
+            _, writable, _ = select.select([], [self.child.child_fd], [], 0.05)
+            if writable:
+                written = os.write(self.child.child_fd, data[:chunk])
+                data = data[written:]
+            self._read(0.0)
+
+    def drain(self, wait: float = 0.5) -> None:
+        """Read whatever the program writes for ``wait`` seconds."""
+        self._read(wait)
+
     def wait_exit(self, timeout: float = 20.0) -> int:
         self.child.expect(pexpect.EOF, timeout=timeout)
+        rest = self.child.before or ""
+        self.raw += rest
+        self.text += _CONTROL.sub("", rest).replace("\r", "")
         self.child.close()
         return self.child.exitstatus if self.child.exitstatus is not None else -1
 

@@ -76,11 +76,18 @@ def test_two_people_chat_verify_and_find_their_history_after_a_restart(chats: Ch
     alice.type("/nonsense")
     alice.expect("unknown command /nonsense")
     alice.type("/add bob")
-    alice.expect("added bob")
+    alice.expect(
+        r"added bob: fetched bob's prekey bundle from the relay and started an encrypted session "
+        r"\(PQXDH v4 \+ SPQR\)"
+    )
     alice.type("hello bob, this is alice")
     alice.expect(r"you → bob: hello bob, this is alice  \(queued\)")
     alice.expect(r"✓ sent to relay: \"hello bob, this is alice\"")
     bob.expect(r"\] alice: hello bob, this is alice")
+    # A message does not make its sender the recipient of what Bob types: he chooses.
+    bob.expect(r"\(to answer alice: /to alice\)")
+    bob.type("/to alice")
+    bob.expect("talking to alice")
 
     bob.type("hi alice")
     alice.expect(r"\] bob: hi alice")

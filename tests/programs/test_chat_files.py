@@ -64,6 +64,10 @@ def test_send_a_file_with_progress_and_receive_it_verified(tmp_path: Path, relay
         alice.type(f"/send {picture}")
         bob.expect(r"✓ verified and saved: .*beach at dawn \(2\)\.jpg")
         assert (tmp_path / "bob" / "files" / "beach at dawn (2).jpg").read_bytes() == picture.read_bytes()
+        # A file does not make its sender Bob's recipient either: he chooses.
+        assert "(to answer alice: /to alice)" in bob.text
+        bob.type("/to alice")
+        bob.expect("talking to alice")
         bob.type("/history")
         bob.expect(r"alice: file beach at dawn\.jpg \(700000 bytes\)")
         # The blob service holds only ciphertext.

@@ -75,3 +75,35 @@ def test_without_block_characters_the_scannable_bytes_are_printed_as_base64() ->
     text = render_qr(bytes(range(74)), encoding="ascii")
     assert text.isascii()
     assert "AAECAwQFBgcICQoL" in text
+
+
+def test_names_in_commands_follow_the_relays_rules() -> None:
+    for line in ["/add ../../x", "/to a\x1bb", "/verify bad name!", "/accept -x", "/verified .. 1234"]:
+        with pytest.raises(UsageError) as refused:
+            parse(line)
+        assert "\x1b" not in str(refused.value)
+    with pytest.raises(UsageError):
+        parse("/history 99999999999999999999")
+
+
+def test_what_the_relay_says_is_shown_inert() -> None:
+    from client.chat.app import ChatApp, describe_failure, describe_refusal
+    from client.errors import ClosedError
+    from client.transport import RelayError
+
+    assert describe_refusal("too_large") == "too_large: the message is larger than the relay accepts"
+    assert describe_refusal("\x1b]0;x\x07") == "\\x1b]0;x\\x07"
+    refusal = RelayError("identity_mismatch", "taken\x1b[2J\r\nforged")
+    try:
+        raise ClosedError("the client stopped") from refusal
+    except ClosedError as error:
+        line = describe_failure(error)
+    assert line == "the relay refused this device: taken\\x1b[2J\\r\\nforged (identity_mismatch)"
+
+    import logging
+
+    written: list[str] = []
+    app = ChatApp(None, None, written.append, None)  # type: ignore[arg-type]
+    record = logging.LogRecord("client", logging.WARNING, "", 0, "alice: %s", ("bad\x1b[31m\u202e",), None)
+    app.on_client_log(record)
+    assert written == ["!! alice: bad\\x1b[31m\\u202e"]
