@@ -536,7 +536,9 @@ async def test_the_event_iterators_end_when_the_client_closes(relay, make_client
 
 
 async def test_bundle_fetches_wait_when_the_relay_rate_limits_them(relay_factory, make_client):
-    relay = await relay_factory(bundle_burst=2, bundle_rate=20.0)
+    # One fetch per 0.25 s after a burst of two: slower than four version-4 session starts (a Kyber
+    # encapsulation and SPQR's start each, a few ms), even on a loaded machine.
+    relay = await relay_factory(bundle_burst=2, bundle_rate=4.0)
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
