@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Re-install whenever the declared dependencies change.
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-spqr bench-relay bench-cluster bench-attachments pg clean
+.PHONY: help venv node demo fuzz test lint typecheck unit vectors bench bench-kem bench-spqr bench-relay bench-cluster bench-attachments bench-groups pg clean
 
 help:
 	@echo "make demo    - set up, start a relay, and watch Alice and Bob talk through it (DEMO_ARGS=--explain)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-relay - the durable relay beside a bare forwarder: K pairs, latency, idle memory"
 	@echo "make bench-cluster - relay end to end: SQLite against 1, 2 and 3 PostgreSQL nodes"
 	@echo "make bench-attachments - encrypt+upload and download+verify beside the crypto floor and a copy"
+	@echo "make bench-groups - deliveries/s to a 100-member group: one group_send against pairwise sends"
 	@echo "make pg      - a throwaway PostgreSQL on 127.0.0.1 for trying a cluster (docs/cluster.md)"
 	@echo "make bench-spqr - SPQR's cost per message and v4 sessions with it beside v3"
 	@echo "make node    - Node (from .venv) and the pinned npm packages the interop tests drive, in .node/"
@@ -68,6 +69,12 @@ bench-spqr: $(STAMP)
 bench-relay: $(STAMP)
 	$(BIN)/python benchmarks/relay_load.py $(RELAY_BENCH_ARGS)
 	$(BIN)/python benchmarks/cluster_load.py $(CLUSTER_BENCH_ARGS)
+
+# Group fan-out at the relay: 100 members, one group_send per message against 100 pairwise sends,
+# deliveries per second and relay CPU per delivery (docs/performance.md).  Under a minute;
+# GROUP_BENCH_ARGS="--members 10" for less.
+bench-groups: $(STAMP)
+	$(BIN)/python benchmarks/group_fanout.py $(GROUP_BENCH_ARGS)
 
 # The relay end to end on durable storage: one SQLite node, then 1, 2 and 3 relay nodes sharing a
 # throwaway PostgreSQL (docs/scaling.md).  A few minutes; CLUSTER_BENCH_ARGS="--pairs 10" for less.

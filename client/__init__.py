@@ -13,6 +13,8 @@ What this package owns
   relay's rules for names and URLs applied before anything is created.
 * :mod:`client.pointer`, :mod:`client.attachments`, :mod:`client.blobs`: files — the attachment
   pointer, encrypt-while-uploading and verify-before-saving, and the blob service's HTTP client.
+* :mod:`client.groups`, :mod:`client.group_store`: group conversations — signed membership,
+  Sender Keys over the pairwise sessions, rotation, retry receipts — and their local tables.
 
 The protocol itself lives in :mod:`e2e`; this package is where it meets files, sockets and clocks.
 See ``docs/client.md``.
@@ -30,7 +32,16 @@ from client.errors import (
     NotRegisteredError,
     TextEncodingError,
 )
-from client.events import Event, Message, SendFailed, Undecryptable
+from client.events import (
+    Event,
+    GroupMessage,
+    GroupRefused,
+    MembershipChanged,
+    Message,
+    SendFailed,
+    Undecryptable,
+)
+from client.groups import GroupError
 from client.settings import Settings
 
 __all__ = [
@@ -42,6 +53,10 @@ __all__ = [
     "Undecryptable",
     "SendFailed",
     "IdentityChanged",
+    "GroupMessage",
+    "MembershipChanged",
+    "GroupRefused",
+    "GroupError",
     "ClientError",
     "ClosedError",
     "NotRegisteredError",

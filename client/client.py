@@ -77,6 +77,7 @@ from client.errors import (
     TextEncodingError,
 )
 from client.events import Event, Message, SendFailed, Undecryptable
+from client.groups import GroupsMixin
 from client.names import check_account_name, check_device_id, check_relay_url
 from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer, encode_pointer
 from client.prekeys import PreKeys
@@ -155,7 +156,7 @@ class _Connected:
 _CLOSED = object()
 
 
-class Client:
+class Client(GroupsMixin):
     """One device.  Make one with :meth:`create` (new identity) or :meth:`open` (existing store).
 
     Use it as an async context manager, or call :meth:`start` and :meth:`close`.
@@ -213,6 +214,7 @@ class Client:
         self._blob_url: str | None = None
         self.connections = 0
         """How many times a connection to the relay was established (for tests and diagnostics)."""
+        self._init_groups()
 
     # -- construction --------------------------------------------------------------------------
 
@@ -321,6 +323,10 @@ class Client:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._run_task
         await self._disconnect()
+        for task in list(self._group_tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self._acked:
             # Acknowledged by the relay, not yet removed: remove them now rather than resend them.
             acked, self._acked = self._acked, []
@@ -361,7 +367,7 @@ class Client:
             # Leave the marker for every other reader.
             self._events.put_nowait(_CLOSED)
             self._check_running()
-        assert isinstance(item, Message | Undecryptable | SendFailed | IdentityChanged)
+        assert isinstance(item, Event)
         return item
 
     # -- the application's side: sending -------------------------------------------------------
@@ -666,6 +672,12 @@ class Client:
                 # The message is authentic and its key is spent: keep the advanced session (the
                 # cipher wrote it in this transaction), refuse the content.
                 return self._quarantine(incoming, error, now, held_seq)
+            if content.content_type in (envelope.CONTENT_SENDER_KEY, envelope.CONTENT_SENDER_KEY_RETRY):
+                # A group's sender key or a retry request (client.groups), committed right here.
+                event = self._process_control(sender, device, content)
+                self._store.mark_processed(sender, device, client_id, now)
+                self._release(held_seq)
+                return event  # type: ignore[return-value]
             message_id = content.message_id.hex()
             self._store.add_message("in", sender, device, message_id, content.timestamp, content.body)
             self._store.mark_processed(sender, device, client_id, now)
@@ -800,7 +812,7 @@ class Client:
         self._connected = connected
         await self._pre_keys.check(connection, top_up=False)
         self._connected_event.set()
-        for loop in (self._maintain_pre_keys, self._pump, self._receive_loop):
+        for loop in (self._maintain_pre_keys, self._pump, self._receive_loop, self._group_pump):
             connected.tasks.append(asyncio.create_task(loop(connection)))
         done, _pending = await asyncio.wait(connected.tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
@@ -871,7 +883,7 @@ class Client:
         try:
             with self._store.transaction():
                 events = [
-                    self._process(
+                    (self._process_group if push.group_id is not None else self._process)(
                         _Incoming(
                             push.sender,
                             push.sender_device,
@@ -879,6 +891,7 @@ class Client:
                             push.type,
                             push.body,
                             push.timestamp,
+                            push.group_id,
                         )
                     )
                     for push in pushed
@@ -886,6 +899,7 @@ class Client:
         except BaseException:
             # The whole batch rolled back: no cached session may keep what it did in memory.
             self._protocol.forget()
+            self._group_rolled_back()
             raise
         for push in pushed:
             if self._hooks.after_receive_commit is not None:
@@ -894,6 +908,7 @@ class Client:
         for event in events:
             if event is not None:
                 self._events.put_nowait(event)
+        self._group_committed()
 
     def _acknowledge(self, connection: transport.Connection, server_id: int) -> None:
         """Acknowledge a committed message, batched with the others committed in this turn.
@@ -1118,6 +1133,7 @@ class _Incoming:
     type: int
     body: bytes
     relay_timestamp: int
+    group_id: bytes | None = None
 
     @classmethod
     def from_held(cls, held: HeldMessage) -> _Incoming:

@@ -15,7 +15,9 @@ A body other than text is marked by a content type (version 2, one byte more)::
     version (1 byte, 0x02) ‖ message id (16) ‖ timestamp (8) ‖ content type (1 byte) ‖ body
 
 :data:`CONTENT_TEXT` (0) is always written as version 1, so text messages keep their bytes;
-:data:`CONTENT_ATTACHMENT` (1) carries an attachment pointer (:mod:`client.pointer`).
+:data:`CONTENT_ATTACHMENT` (1) carries an attachment pointer (:mod:`client.pointer`);
+:data:`CONTENT_SENDER_KEY` (2) a group's sender-key distribution and :data:`CONTENT_SENDER_KEY_RETRY`
+(3) a member asking a sender for it again (both :mod:`client.groups`).
 
 Invariants
 ----------
@@ -34,6 +36,8 @@ __all__ = [
     "MESSAGE_ID_LENGTH",
     "CONTENT_TEXT",
     "CONTENT_ATTACHMENT",
+    "CONTENT_SENDER_KEY",
+    "CONTENT_SENDER_KEY_RETRY",
     "Envelope",
     "encode",
     "decode",
@@ -46,7 +50,9 @@ _HEADER = 1 + MESSAGE_ID_LENGTH + 8
 _TYPED_VERSION = 2
 CONTENT_TEXT = 0
 CONTENT_ATTACHMENT = 1
-_CONTENT_TYPES = frozenset({CONTENT_TEXT, CONTENT_ATTACHMENT})
+CONTENT_SENDER_KEY = 2
+CONTENT_SENDER_KEY_RETRY = 3
+_CONTENT_TYPES = frozenset({CONTENT_TEXT, CONTENT_ATTACHMENT, CONTENT_SENDER_KEY, CONTENT_SENDER_KEY_RETRY})
 
 
 @dataclass(frozen=True, slots=True)

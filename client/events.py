@@ -25,7 +25,16 @@ from dataclasses import dataclass, field
 
 from client.errors import IdentityChanged
 
-__all__ = ["Message", "Undecryptable", "SendFailed", "Event", "IdentityChanged"]
+__all__ = [
+    "Message",
+    "Undecryptable",
+    "SendFailed",
+    "GroupMessage",
+    "MembershipChanged",
+    "GroupRefused",
+    "Event",
+    "IdentityChanged",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,5 +88,55 @@ class SendFailed:
     error: str
 
 
-Event = Message | Undecryptable | SendFailed | IdentityChanged
+@dataclass(frozen=True, slots=True)
+class GroupMessage:
+    """One decrypted group message (committed to the group's history); ``group_id`` is 16 bytes."""
+
+    group_id: bytes
+    sender: str
+    sender_device: int
+    message_id: str
+    timestamp: int
+    relay_timestamp: int
+    body: bytes = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """A verified membership change was adopted: the group's new ``epoch`` and member names.
+
+    ``by`` is the member whose identity key signed it; ``we_left`` is set when we are no longer in it.
+    """
+
+    group_id: bytes
+    epoch: int
+    members: tuple[str, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    by: str | None
+    we_left: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRefused:
+    """Something a group's traffic carried was refused and recorded (``Client.group_refusals``).
+
+    ``what`` says what it was (``"membership change"``, ``"group message"``, ``"sender key"``,
+    ``"retry request"``), ``error`` the typed error that refused it; nothing was changed.
+    """
+
+    group_id: bytes
+    sender: str
+    sender_device: int
+    what: str
+    error: str
+
+
+Event = (
+    Message | Undecryptable | SendFailed | IdentityChanged | GroupMessage | MembershipChanged | GroupRefused
+)
 """Everything :meth:`client.Client.events` yields."""

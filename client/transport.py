@@ -123,6 +123,8 @@ class IncomingMessage:
     body: bytes
     timestamp: int
     """Milliseconds since the epoch when the relay accepted the message."""
+    group_id: bytes | None = None
+    """The group the relay fanned this message out to (None for a 1:1 message)."""
 
     def __repr__(self) -> str:
         return (
@@ -407,6 +409,7 @@ class Connection:
                     type=int(frame["type"]),
                     body=_unb64(frame.get("body"), "message body"),
                     timestamp=int(frame["timestamp"]),
+                    group_id=None if frame.get("group_id") is None else _unb64(frame["group_id"], "group id"),
                 )
             except (KeyError, TypeError, ValueError):
                 # (InvalidInputError is a ValueError: a sender name or device id outside the
@@ -690,6 +693,46 @@ class Connection:
     async def ping(self) -> None:
         """A round trip through the relay's request handling."""
         await self.request("ping")
+
+    # Groups (docs/relay-protocol.md, "Groups").
+
+    async def group_change(self, op: str, change: bytes) -> int:
+        """Publish a signed membership change with ``op`` (``group_create``, ``group_add``,
+        ``group_remove``, ``group_leave``); returns how many devices the relay queued it for."""
+        response = await self.request(op, change=_b64(change))
+        return int(response.get("recipients", 0))
+
+    async def group_members(self, group_id: bytes) -> dict[str, Any]:
+        """The relay's view of a group: ``epoch``, ``members`` and the newest ``change`` (bytes)."""
+        response = await self.request("group_members", group_id=_b64(group_id))
+        return {**response, "change": _unb64(response.get("change"), "membership change")}
+
+    async def group_history(
+        self, group_id: bytes, after_epoch: int = -1, max_changes: int = 100_000
+    ) -> list[bytes]:
+        """Every membership change of a group after ``after_epoch`` (-1: from its creation).
+
+        A relay that keeps saying there is more stops being asked after ``max_changes`` changes
+        (:class:`TransportError`), so it cannot hold the client in a loop or grow its memory.
+        """
+        changes: list[bytes] = []
+        while True:
+            if len(changes) > max_changes:
+                raise TransportError(f"the relay's history of the group goes on past {max_changes} changes")
+            response = await self.request("group_history", group_id=_b64(group_id), after_epoch=after_epoch)
+            batch = [_unb64(c, "membership change") for c in response.get("changes", [])]
+            changes.extend(batch)
+            if not response.get("more") or not batch:
+                return changes
+            after_epoch += len(batch)
+
+    def group_send(
+        self, group_id: bytes, client_id: str, message_type: int, body: bytes
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Write a group send now; resolves once the relay committed it for every member device."""
+        return self.submit(
+            "group_send", group_id=_b64(group_id), client_id=client_id, type=message_type, body=_b64(body)
+        )
 
 
 async def connect(

@@ -92,6 +92,21 @@ class Limits:
     closed with 1008; refusals of well-formed requests do not count."""
     sweep_interval: float = 60.0
     """Seconds between deletions of expired messages."""
+    # Groups.
+    max_group_members: int = 1024
+    """Members of one group (WhatsApp's limit); a change listing more is refused with ``too_many_members``."""
+    max_groups_per_account: int = 256
+    """Groups one account may be a member of; adding it to one more is refused with ``too_many_groups``."""
+    max_group_history: int = 256
+    """Membership changes returned by one ``group_history`` request."""
+    group_change_rate: float = 1.0
+    """Membership changes per second a device may make, sustained (create, add, remove, leave)."""
+    group_change_burst: int = 30
+    """Membership changes a device may make at once."""
+    group_send_rate: float = 100.0
+    """Group sends per second a device may make, sustained: each one is queued for every member device."""
+    group_send_burst: int = 200
+    """Group sends a device may make at once."""
 
     def __post_init__(self) -> None:
         """Refuse a bound that cannot work: every limit is a finite number above zero.

@@ -82,27 +82,38 @@ import asyncpg  # type: ignore[import-untyped]
 
 from server.migrations import MigrationError, migrate
 from server.store import (
+    GROUP_CHANGE_TYPE,
     ClaimedBundle,
     DeviceAddress,
     DeviceEvent,
     EnqueueResult,
     EventKind,
+    GroupChange,
+    GroupEnqueueResult,
+    GroupExistsError,
+    GroupMemberRecord,
+    GroupRecord,
     IdentityMismatchError,
     KeyIdConflictError,
     Listener,
     MessageIdReusedError,
+    NewGroupMessage,
     NewMessage,
+    NotAMemberError,
     OneTimeKind,
     PreKeyCounts,
     PreKeyRecord,
     PreKeyUpload,
     QueueFullError,
     SignedKind,
+    StaleGroupError,
     StoredMessage,
     StoreError,
     TooManyDevicesError,
+    TooManyGroupsError,
     UnknownAccountError,
     UnknownDeviceError,
+    UnknownGroupError,
     UnknownMessageError,
 )
 
@@ -1016,9 +1027,9 @@ class PostgresStore:
     ) -> asyncio.Future[list[StoredMessage]]:
         async def op(conn: Any) -> tuple[list[StoredMessage], list[_Event]]:
             rows = await conn.fetch(
-                "SELECT server_id, sender_account, sender_device, client_id, type, body, created_at "
-                "FROM messages WHERE recipient_account = $1 AND recipient_device = $2 AND server_id > $3 "
-                "AND expires_at > $4 ORDER BY server_id LIMIT $5",
+                "SELECT server_id, sender_account, sender_device, client_id, type, body, created_at, "
+                "group_id FROM messages WHERE recipient_account = $1 AND recipient_device = $2 "
+                "AND server_id > $3 AND expires_at > $4 ORDER BY server_id LIMIT $5",
                 recipient.account,
                 recipient.device_id,
                 after_server_id,
@@ -1034,6 +1045,7 @@ class PostgresStore:
                     type=int(r["type"]),
                     body=bytes(r["body"]),
                     created_at=float(r["created_at"]),
+                    group_id=None if r["group_id"] is None else bytes(r["group_id"]),
                 )
                 for r in rows
             ], []
@@ -1104,6 +1116,271 @@ class PostgresStore:
             return int(removed), []
 
         return self._submit((), op)
+
+    # Groups (schema version 2).  Each operation is one transaction of its own.  Lock order: the
+    # groups row first, then queues rows sorted by (account, device id), as every batch does, so a
+    # group operation and the batches of any node cannot wait for each other in a cycle.
+
+    @staticmethod
+    async def _group(conn: Any, group_id: bytes) -> GroupRecord | None:
+        row = await conn.fetchrow(
+            "SELECT g.epoch, g.digest, c.change FROM groups g "
+            "JOIN group_changes c ON c.group_id = g.group_id AND c.epoch = g.epoch WHERE g.group_id = $1",
+            group_id,
+        )
+        if row is None:
+            return None
+        members = tuple(
+            GroupMemberRecord(r["account"], bytes(r["identity_key"]), bool(r["admin"]))
+            for r in await conn.fetch(
+                "SELECT account, identity_key, admin FROM group_members WHERE group_id = $1 ORDER BY account",
+                group_id,
+            )
+        )
+        return GroupRecord(group_id, int(row["epoch"]), bytes(row["digest"]), bytes(row["change"]), members)
+
+    def group(self, group_id: bytes) -> asyncio.Future[GroupRecord | None]:
+        async def op(conn: Any) -> tuple[GroupRecord | None, list[_Event]]:
+            return await self._group(conn, group_id), []
+
+        return self._submit((("group", group_id),), op)
+
+    @staticmethod
+    async def _queue_for(
+        conn: Any,
+        devices: list[DeviceAddress],
+        sender: DeviceAddress,
+        client_id: str,
+        message_type: int,
+        body: bytes,
+        group_id: bytes,
+        now: float,
+        ttl: float,
+    ) -> tuple[int, list[_Event]]:
+        """Insert one copy of ``body`` per device (queues rows already locked); the first server id."""
+        first = 0
+        events: list[_Event] = []
+        for device in devices:
+            server_id = await conn.fetchval(
+                "INSERT INTO messages (recipient_account, recipient_device, sender_account, sender_device, "
+                "client_id, type, body, created_at, expires_at, group_id) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING server_id",
+                device.account,
+                device.device_id,
+                sender.account,
+                sender.device_id,
+                client_id,
+                message_type,
+                body,
+                now,
+                now + ttl,
+                group_id,
+            )
+            await conn.execute(
+                "UPDATE queues SET count = count + 1, bytes = bytes + $3, last_id = $4 "
+                "WHERE account = $1 AND device_id = $2",
+                device.account,
+                device.device_id,
+                len(body),
+                server_id,
+            )
+            first = first or int(server_id)
+            events.append((device, EventKind.MESSAGES, int(server_id)))
+        return first, events
+
+    def apply_group_change(
+        self, change: GroupChange, now: float, ttl: float, max_groups_per_account: int
+    ) -> asyncio.Future[int]:
+        async def op(conn: Any) -> tuple[int, list[_Event]]:
+            async with conn.transaction():
+                current = await conn.fetchrow(
+                    "SELECT epoch, digest FROM groups WHERE group_id = $1 FOR UPDATE", change.group_id
+                )
+                if change.epoch == 0:
+                    inserted = await conn.fetchval(
+                        "INSERT INTO groups (group_id, epoch, digest, created_at) VALUES ($1, 0, $2, $3) "
+                        "ON CONFLICT (group_id) DO NOTHING RETURNING 1",
+                        change.group_id,
+                        change.digest,
+                        now,
+                    )
+                    if inserted is None:
+                        raise GroupExistsError("a group with this id exists")
+                elif current is None:
+                    raise UnknownGroupError("no such group")
+                elif (
+                    int(current["epoch"]) != change.epoch - 1
+                    or bytes(current["digest"]) != change.previous_digest
+                ):
+                    raise StaleGroupError(
+                        f"the group is at epoch {int(current['epoch'])}; fetch its newest change"
+                    )
+                old = {
+                    str(r["account"])
+                    for r in await conn.fetch(
+                        "SELECT account FROM group_members WHERE group_id = $1", change.group_id
+                    )
+                }
+                for member in change.members:
+                    key = await conn.fetchval(
+                        "SELECT identity_key FROM accounts WHERE account = $1", member.account
+                    )
+                    if key is None:
+                        raise UnknownAccountError(f"no account {member.account!r}")
+                    if bytes(key) != member.identity_key:
+                        raise IdentityMismatchError(
+                            f"{member.account!r} is registered with another identity key"
+                        )
+                    if member.account not in old:
+                        count = await conn.fetchval(
+                            "SELECT count(*) FROM group_members WHERE account = $1", member.account
+                        )
+                        if count >= max_groups_per_account:
+                            raise TooManyGroupsError(
+                                f"{member.account!r} is in {count} groups, the most allowed"
+                            )
+                await conn.execute(
+                    "UPDATE groups SET epoch = $2, digest = $3 WHERE group_id = $1",
+                    change.group_id,
+                    change.epoch,
+                    change.digest,
+                )
+                await conn.execute("DELETE FROM group_members WHERE group_id = $1", change.group_id)
+                await conn.executemany(
+                    "INSERT INTO group_members (group_id, account, identity_key, admin) "
+                    "VALUES ($1, $2, $3, $4)",
+                    [(change.group_id, m.account, m.identity_key, m.admin) for m in change.members],
+                )
+                await conn.execute(
+                    "INSERT INTO group_changes (group_id, epoch, change, created_at) VALUES ($1, $2, $3, $4)",
+                    change.group_id,
+                    change.epoch,
+                    change.change,
+                    now,
+                )
+                accounts = sorted(old | {m.account for m in change.members})
+                rows = await conn.fetch(
+                    "SELECT account, device_id FROM queues WHERE account = ANY($1::text[]) "
+                    "ORDER BY account, device_id FOR UPDATE",
+                    accounts,
+                )
+                devices = [DeviceAddress(r["account"], int(r["device_id"])) for r in rows]
+                # The sender's own device gets the change too (see the SQLite store).
+                _first, events = await self._queue_for(
+                    conn,
+                    devices,
+                    change.sender,
+                    f"membership:{change.group_id.hex()}:{change.epoch}",
+                    GROUP_CHANGE_TYPE,
+                    change.change,
+                    change.group_id,
+                    now,
+                    ttl,
+                )
+            return len(devices), events
+
+        return self._submit((("group", change.group_id),), op)
+
+    def group_changes(self, group_id: bytes, after_epoch: int, limit: int) -> asyncio.Future[list[bytes]]:
+        async def op(conn: Any) -> tuple[list[bytes], list[_Event]]:
+            rows = await conn.fetch(
+                "SELECT change FROM group_changes WHERE group_id = $1 AND epoch > $2 ORDER BY epoch LIMIT $3",
+                group_id,
+                after_epoch,
+                limit,
+            )
+            return [bytes(r["change"]) for r in rows], []
+
+        return self._submit((("group", group_id),), op)
+
+    def enqueue_group(
+        self, message: NewGroupMessage, now: float, ttl: float, max_messages: int, max_bytes: int
+    ) -> asyncio.Future[GroupEnqueueResult]:
+        digest = _group_digest(message)
+
+        async def op(conn: Any) -> tuple[GroupEnqueueResult, list[_Event]]:
+            sender = message.sender
+            async with conn.transaction():
+                if (
+                    await conn.fetchval(
+                        "SELECT 1 FROM groups WHERE group_id = $1 FOR SHARE", message.group_id
+                    )
+                    is None
+                ):
+                    raise UnknownGroupError("no such group")
+                if (
+                    await conn.fetchval(
+                        "SELECT 1 FROM group_members WHERE group_id = $1 AND account = $2",
+                        message.group_id,
+                        sender.account,
+                    )
+                    is None
+                ):
+                    raise NotAMemberError("the sender is not a member of this group")
+                rows = await conn.fetch(
+                    "SELECT q.account, q.device_id, q.count, q.bytes FROM queues q "
+                    "JOIN group_members g ON g.account = q.account AND g.group_id = $1 "
+                    "ORDER BY q.account, q.device_id FOR UPDATE OF q",
+                    message.group_id,
+                )
+                seen = await conn.fetchrow(
+                    "SELECT server_id, digest FROM sent_ids WHERE sender_account = $1 AND sender_device = $2 "
+                    "AND client_id = $3 AND expires_at > $4",
+                    sender.account,
+                    sender.device_id,
+                    message.client_id,
+                    now,
+                )
+                if seen is not None:
+                    if bytes(seen["digest"]) != digest:
+                        raise MessageIdReusedError(
+                            "this client message id was already used for a different message"
+                        )
+                    return GroupEnqueueResult(int(seen["server_id"]), duplicate=True, recipients=0), []
+                devices = []
+                for r in rows:
+                    device = DeviceAddress(r["account"], int(r["device_id"]))
+                    if device == sender:
+                        continue
+                    if int(r["count"]) + 1 > max_messages or int(r["bytes"]) + len(message.body) > max_bytes:
+                        raise QueueFullError(f"the queue of {device} is full")
+                    devices.append(device)
+                first, events = await self._queue_for(
+                    conn,
+                    devices,
+                    sender,
+                    message.client_id,
+                    message.type,
+                    message.body,
+                    message.group_id,
+                    now,
+                    ttl,
+                )
+                await conn.execute(
+                    "INSERT INTO sent_ids "
+                    "(sender_account, sender_device, client_id, server_id, digest, expires_at) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sender_account, sender_device, client_id) "
+                    "DO UPDATE SET server_id = excluded.server_id, digest = excluded.digest, "
+                    "expires_at = excluded.expires_at",
+                    sender.account,
+                    sender.device_id,
+                    message.client_id,
+                    first,
+                    digest,
+                    now + ttl,
+                )
+            return GroupEnqueueResult(first, duplicate=False, recipients=len(devices)), events
+
+        return self._submit((("group", message.group_id), message.sender), op)
+
+
+def _group_digest(message: NewGroupMessage) -> bytes:
+    """What a repeated client id of a group send is compared on: group, type and body."""
+    h = hashlib.sha256()
+    h.update(b"group\x00" + message.group_id)
+    h.update(message.type.to_bytes(8, "big"))
+    h.update(message.body)
+    return h.digest()
 
 
 # An arbitrary, fixed 64-bit key: whichever node holds it is the one expiring messages right now.

@@ -101,6 +101,15 @@ class ErrorCode(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     TOO_MANY_DEVICES = "too_many_devices"
     INTERNAL_ERROR = "internal_error"
+    # Groups (docs/relay-protocol.md, "Groups").
+    UNKNOWN_GROUP = "unknown_group"
+    NOT_A_MEMBER = "not_a_member"
+    NOT_AN_ADMIN = "not_an_admin"
+    GROUP_EXISTS = "group_exists"
+    STALE_GROUP = "stale_group"
+    BAD_MEMBERSHIP = "bad_membership"
+    TOO_MANY_MEMBERS = "too_many_members"
+    TOO_MANY_GROUPS = "too_many_groups"
 
 
 class CloseCode(enum.IntEnum):

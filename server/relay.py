@@ -776,6 +776,7 @@ def _message_push(message: StoredMessage) -> dict[str, Any]:
         type=message.type,
         body=p.b64(message.body),
         timestamp=int(message.created_at * 1000),
+        **({} if message.group_id is None else {"group_id": p.b64(message.group_id)}),
     )
 
 
@@ -1279,3 +1280,7 @@ class Relay:
                 code=ws.close_code,
                 seconds=f"{time.perf_counter() - started:.1f}",
             )
+
+
+# The group operations live in their own module; importing it registers them beside the ones above.
+from server import group_ops as _group_ops  # noqa: E402, F401

@@ -51,33 +51,44 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from server.store import (
+    GROUP_CHANGE_TYPE,
     ClaimedBundle,
     DeviceAddress,
     DeviceEvent,
     EnqueueResult,
     EventKind,
+    GroupChange,
+    GroupEnqueueResult,
+    GroupExistsError,
+    GroupMemberRecord,
+    GroupRecord,
     IdentityMismatchError,
     KeyIdConflictError,
     Listener,
     MessageIdReusedError,
+    NewGroupMessage,
     NewMessage,
+    NotAMemberError,
     OneTimeKind,
     PreKeyCounts,
     PreKeyRecord,
     PreKeyUpload,
     QueueFullError,
     SignedKind,
+    StaleGroupError,
     StoredMessage,
     StoreError,
     TooManyDevicesError,
+    TooManyGroupsError,
     UnknownAccountError,
     UnknownDeviceError,
+    UnknownGroupError,
     UnknownMessageError,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _log = logging.getLogger("server.store")
 
@@ -158,6 +169,36 @@ CREATE TABLE IF NOT EXISTS sent_ids (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sent_ids_by_expiry ON sent_ids (expires_at);
 """
+
+
+# Schema version 2 (groups): applied in the writer's opening transaction to a version-1 file, and to a
+# new file after the version-1 schema above.  A released step is never edited; the next is a new one.
+_MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE messages ADD COLUMN group_id BLOB;
+CREATE TABLE groups (
+    group_id BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE group_members (
+    group_id BLOB NOT NULL,
+    account TEXT NOT NULL,
+    identity_key BLOB NOT NULL,
+    admin INTEGER NOT NULL,
+    PRIMARY KEY (group_id, account)
+) WITHOUT ROWID;
+CREATE INDEX group_members_by_account ON group_members (account);
+CREATE TABLE group_changes (
+    group_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    change BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (group_id, epoch)
+) WITHOUT ROWID;
+""",
+}
 
 
 def _purge_expired(
@@ -364,11 +405,20 @@ class SQLiteStore:
                 db.execute(statement)
         row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None:
-            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif row[0] != str(SCHEMA_VERSION):
+            db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', '1')")
+            version = 1
+        else:
+            version = int(row[0]) if row[0].isdigit() else -1
+        if not 1 <= version <= SCHEMA_VERSION:
             db.execute("ROLLBACK")
             db.close()
             raise StoreError(f"unsupported schema version {row[0]!r} (this relay knows {SCHEMA_VERSION})")
+        while version < SCHEMA_VERSION:
+            version += 1
+            for statement in _MIGRATIONS[version].split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
         db.execute("COMMIT")
         return db
 
@@ -802,9 +852,9 @@ class SQLiteStore:
     ) -> asyncio.Future[list[StoredMessage]]:
         def op(txn: _Txn) -> list[StoredMessage]:
             rows = txn.db.execute(
-                "SELECT server_id, sender_account, sender_device, client_id, type, body, created_at "
-                "FROM messages WHERE recipient_account = ? AND recipient_device = ? AND server_id > ? "
-                "AND expires_at > ? ORDER BY server_id LIMIT ?",
+                "SELECT server_id, sender_account, sender_device, client_id, type, body, created_at, "
+                "group_id FROM messages WHERE recipient_account = ? AND recipient_device = ? "
+                "AND server_id > ? AND expires_at > ? ORDER BY server_id LIMIT ?",
                 (recipient.account, recipient.device_id, after_server_id, now, limit),
             ).fetchall()
             return [
@@ -816,6 +866,7 @@ class SQLiteStore:
                     type=int(r[4]),
                     body=bytes(r[5]),
                     created_at=float(r[6]),
+                    group_id=None if r[7] is None else bytes(r[7]),
                 )
                 for r in rows
             ]
@@ -869,3 +920,219 @@ class SQLiteStore:
             return len(rows)
 
         return self._submit(op)
+
+    # Groups (schema version 2).  One operation each, in the writer's transaction like the others.
+
+    @staticmethod
+    def _group(db: sqlite3.Connection, group_id: bytes) -> GroupRecord | None:
+        row = db.execute(
+            "SELECT g.epoch, g.digest, c.change FROM groups g "
+            "JOIN group_changes c ON c.group_id = g.group_id AND c.epoch = g.epoch WHERE g.group_id = ?",
+            (group_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        members = tuple(
+            GroupMemberRecord(account, bytes(key), bool(admin))
+            for account, key, admin in db.execute(
+                "SELECT account, identity_key, admin FROM group_members WHERE group_id = ? ORDER BY account",
+                (group_id,),
+            )
+        )
+        return GroupRecord(group_id, int(row[0]), bytes(row[1]), bytes(row[2]), members)
+
+    def group(self, group_id: bytes) -> asyncio.Future[GroupRecord | None]:
+        return self._read(lambda txn: self._group(txn.db, group_id))
+
+    def apply_group_change(
+        self, change: GroupChange, now: float, ttl: float, max_groups_per_account: int
+    ) -> asyncio.Future[int]:
+        def op(txn: _Txn) -> int:
+            db = txn.db
+            current = db.execute(
+                "SELECT epoch, digest FROM groups WHERE group_id = ?", (change.group_id,)
+            ).fetchone()
+            if change.epoch == 0:
+                if current is not None:
+                    raise GroupExistsError("a group with this id exists")
+            elif current is None:
+                raise UnknownGroupError("no such group")
+            elif int(current[0]) != change.epoch - 1 or bytes(current[1]) != change.previous_digest:
+                raise StaleGroupError(f"the group is at epoch {int(current[0])}; fetch its newest change")
+            old = {
+                str(r[0])
+                for r in db.execute(
+                    "SELECT account FROM group_members WHERE group_id = ?", (change.group_id,)
+                )
+            }
+            for member in change.members:
+                row = db.execute(
+                    "SELECT identity_key FROM accounts WHERE account = ?", (member.account,)
+                ).fetchone()
+                if row is None:
+                    raise UnknownAccountError(f"no account {member.account!r}")
+                if bytes(row[0]) != member.identity_key:
+                    raise IdentityMismatchError(f"{member.account!r} is registered with another identity key")
+                if member.account not in old:
+                    count = db.execute(
+                        "SELECT COUNT(*) FROM group_members WHERE account = ?", (member.account,)
+                    ).fetchone()[0]
+                    if count >= max_groups_per_account:
+                        raise TooManyGroupsError(f"{member.account!r} is in {count} groups, the most allowed")
+            db.execute(
+                "INSERT INTO groups (group_id, epoch, digest, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (group_id) DO UPDATE SET epoch = excluded.epoch, digest = excluded.digest",
+                (change.group_id, change.epoch, change.digest, now),
+            )
+            db.execute("DELETE FROM group_members WHERE group_id = ?", (change.group_id,))
+            db.executemany(
+                "INSERT INTO group_members (group_id, account, identity_key, admin) VALUES (?, ?, ?, ?)",
+                [(change.group_id, m.account, m.identity_key, int(m.admin)) for m in change.members],
+            )
+            db.execute(
+                "INSERT INTO group_changes (group_id, epoch, change, created_at) VALUES (?, ?, ?, ?)",
+                (change.group_id, change.epoch, change.change, now),
+            )
+            accounts = sorted(old | {m.account for m in change.members})
+            devices = [
+                DeviceAddress(account, int(device_id))
+                for account in accounts
+                for (device_id,) in db.execute("SELECT device_id FROM devices WHERE account = ?", (account,))
+            ]
+            # The sender's own device gets the change too: a client that lost its local commit of
+            # its own change (a crash after the relay's answer) adopts it from its queue.
+            recipients = devices
+            sender = (change.sender.account, change.sender.device_id)
+            client_id = f"membership:{change.group_id.hex()}:{change.epoch}"
+            for device in recipients:
+                db.execute(
+                    _INSERT_GROUP_MESSAGE,
+                    (
+                        device.account,
+                        device.device_id,
+                        *sender,
+                        client_id,
+                        GROUP_CHANGE_TYPE,
+                        change.change,
+                        now,
+                        now + ttl,
+                        change.group_id,
+                    ),
+                )
+                db.execute(
+                    "INSERT INTO queues (account, device_id, count, bytes) VALUES (?, ?, 1, ?) "
+                    "ON CONFLICT (account, device_id) "
+                    "DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes",
+                    (device.account, device.device_id, len(change.change)),
+                )
+                txn.notify(device, DeviceEvent(EventKind.MESSAGES))
+            return len(recipients)
+
+        return self._submit(op)
+
+    def group_changes(self, group_id: bytes, after_epoch: int, limit: int) -> asyncio.Future[list[bytes]]:
+        def op(txn: _Txn) -> list[bytes]:
+            return [
+                bytes(r[0])
+                for r in txn.db.execute(
+                    "SELECT change FROM group_changes WHERE group_id = ? AND epoch > ? "
+                    "ORDER BY epoch LIMIT ?",
+                    (group_id, after_epoch, limit),
+                )
+            ]
+
+        return self._read(op)
+
+    def enqueue_group(
+        self, message: NewGroupMessage, now: float, ttl: float, max_messages: int, max_bytes: int
+    ) -> asyncio.Future[GroupEnqueueResult]:
+        digest = _group_digest(message)
+
+        def op(txn: _Txn) -> GroupEnqueueResult:
+            db = txn.db
+            sender = (message.sender.account, message.sender.device_id)
+            if db.execute("SELECT 1 FROM groups WHERE group_id = ?", (message.group_id,)).fetchone() is None:
+                raise UnknownGroupError("no such group")
+            if (
+                db.execute(
+                    "SELECT 1 FROM group_members WHERE group_id = ? AND account = ?",
+                    (message.group_id, message.sender.account),
+                ).fetchone()
+                is None
+            ):
+                raise NotAMemberError("the sender is not a member of this group")
+            seen = db.execute(
+                "SELECT server_id, digest FROM sent_ids WHERE sender_account = ? AND sender_device = ? "
+                "AND client_id = ? AND expires_at > ?",
+                (*sender, message.client_id, now),
+            ).fetchone()
+            if seen is not None:
+                if bytes(seen[1]) != digest:
+                    raise MessageIdReusedError(
+                        "this client message id was already used for a different message"
+                    )
+                return GroupEnqueueResult(int(seen[0]), duplicate=True, recipients=0)
+            rows = db.execute(
+                "SELECT d.account, d.device_id, q.count, q.bytes FROM group_members g "
+                "JOIN devices d ON d.account = g.account "
+                "LEFT JOIN queues q ON q.account = d.account AND q.device_id = d.device_id "
+                "WHERE g.group_id = ? ORDER BY d.account, d.device_id",
+                (message.group_id,),
+            ).fetchall()
+            size = len(message.body)
+            recipients = []
+            for account, device_id, count, total in rows:
+                device = DeviceAddress(account, int(device_id))
+                if device == message.sender:
+                    continue
+                if int(count or 0) + 1 > max_messages or int(total or 0) + size > max_bytes:
+                    raise QueueFullError(f"the queue of {device} is full")
+                recipients.append(device)
+            first = 0
+            for device in recipients:
+                server_id = db.execute(
+                    _INSERT_GROUP_MESSAGE + " RETURNING server_id",
+                    (
+                        device.account,
+                        device.device_id,
+                        *sender,
+                        message.client_id,
+                        message.type,
+                        message.body,
+                        now,
+                        now + ttl,
+                        message.group_id,
+                    ),
+                ).fetchone()[0]
+                first = first or int(server_id)
+                db.execute(
+                    "INSERT INTO queues (account, device_id, count, bytes) VALUES (?, ?, 1, ?) "
+                    "ON CONFLICT (account, device_id) "
+                    "DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes",
+                    (device.account, device.device_id, size),
+                )
+                txn.notify(device, DeviceEvent(EventKind.MESSAGES))
+            db.execute(
+                "INSERT OR REPLACE INTO sent_ids "
+                "(sender_account, sender_device, client_id, server_id, digest, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (*sender, message.client_id, first, digest, now + ttl),
+            )
+            return GroupEnqueueResult(first, duplicate=False, recipients=len(recipients))
+
+        return self._submit(op)
+
+
+_INSERT_GROUP_MESSAGE = (
+    "INSERT INTO messages (recipient_account, recipient_device, sender_account, sender_device, "
+    "client_id, type, body, created_at, expires_at, group_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _group_digest(message: NewGroupMessage) -> bytes:
+    """What a repeated client id of a group send is compared on: group, type and body."""
+    h = hashlib.sha256()
+    h.update(b"group\x00" + message.group_id)
+    h.update(message.type.to_bytes(8, "big"))
+    h.update(message.body)
+    return h.digest()

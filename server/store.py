@@ -64,6 +64,17 @@ __all__ = [
     "QueueFullError",
     "MessageIdReusedError",
     "UnknownMessageError",
+    "GroupMemberRecord",
+    "GroupRecord",
+    "GroupChange",
+    "NewGroupMessage",
+    "GroupEnqueueResult",
+    "UnknownGroupError",
+    "NotAMemberError",
+    "GroupExistsError",
+    "StaleGroupError",
+    "TooManyGroupsError",
+    "GROUP_CHANGE_TYPE",
     "TooManyDevicesError",
 ]
 
@@ -174,6 +185,8 @@ class StoredMessage:
     type: int
     body: bytes
     created_at: float
+    group_id: bytes | None = None
+    """Set for a message fanned out to a group's members: the group it was sent to."""
 
     def __repr__(self) -> str:
         return (
@@ -257,6 +270,107 @@ class UnknownMessageError(StoreError):
     def __init__(self, message: str, server_ids: Sequence[int]) -> None:
         super().__init__(message)
         self.server_ids = tuple(server_ids)
+
+
+# Groups.
+
+GROUP_CHANGE_TYPE = 250
+"""The message type of a membership change fanned out by the relay (a group send may not use it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMemberRecord:
+    """One member of a group as the relay keeps it: the account, its identity key, admin or not."""
+
+    account: str
+    identity_key: bytes
+    admin: bool
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRecord:
+    """A group's current state: its epoch, the digest and bytes of its newest change, its members."""
+
+    group_id: bytes
+    epoch: int
+    digest: bytes
+    change: bytes
+    members: tuple[GroupMemberRecord, ...]
+
+    def member(self, account: str) -> GroupMemberRecord | None:
+        for member in self.members:
+            if member.account == account:
+                return member
+        return None
+
+    def __repr__(self) -> str:
+        return f"GroupRecord(group_id={self.group_id.hex()}, epoch={self.epoch}, members={len(self.members)})"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChange:
+    """A membership change the relay has verified, to commit: the new state and who sent it.
+
+    ``previous_digest`` is the digest of the change at ``epoch - 1`` (None when ``epoch`` is 0, the
+    group's creation); the store commits the change only if that is still the group's newest one.
+    """
+
+    group_id: bytes
+    epoch: int
+    previous_digest: bytes | None
+    digest: bytes
+    change: bytes
+    members: tuple[GroupMemberRecord, ...]
+    sender: DeviceAddress
+
+    def __repr__(self) -> str:
+        return f"GroupChange(group_id={self.group_id.hex()}, epoch={self.epoch}, members={len(self.members)})"
+
+
+@dataclass(frozen=True, slots=True)
+class NewGroupMessage:
+    """A message for every member device of a group but the sender's; ``body`` is opaque ciphertext."""
+
+    sender: DeviceAddress
+    group_id: bytes
+    client_id: str
+    type: int
+    body: bytes
+
+    def __repr__(self) -> str:
+        return (
+            f"NewGroupMessage(sender={self.sender}, group_id={self.group_id.hex()}, "
+            f"client_id={self.client_id!r}, type={self.type}, body=<{len(self.body)} bytes>)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEnqueueResult:
+    """The server id of a group message's first copy and how many devices it was queued for."""
+
+    server_id: int
+    duplicate: bool
+    recipients: int
+
+
+class UnknownGroupError(StoreError):
+    """No such group."""
+
+
+class NotAMemberError(StoreError):
+    """The account is not a member of the group."""
+
+
+class GroupExistsError(StoreError):
+    """A group with this id was already created."""
+
+
+class StaleGroupError(StoreError):
+    """The change does not follow the group's newest change (another change was committed first)."""
+
+
+class TooManyGroupsError(StoreError):
+    """An account added to a group is already in as many groups as the relay allows."""
 
 
 class Store(Protocol):
@@ -379,4 +493,43 @@ class Store(Protocol):
 
     def subscribe(self, device: DeviceAddress, listener: Listener) -> Subscription:
         """Deliver ``device``'s events to ``listener`` until the subscription is closed."""
+        ...
+
+    # Groups.
+
+    def group(self, group_id: bytes) -> Awaitable[GroupRecord | None]:
+        """The group's current state, or None for an unknown group."""
+        ...
+
+    def apply_group_change(
+        self, change: GroupChange, now: float, ttl: float, max_groups_per_account: int
+    ) -> Awaitable[int]:
+        """Commit a verified membership change and queue it for the members' devices; all or nothing.
+
+        The change replaces the member list and is queued (type :data:`GROUP_CHANGE_TYPE`, with the
+        group id, client id ``membership:<group id hex>:<epoch>``) for every device of every account
+        in the old or the new list, the sender's own device included (so that a sender that lost its
+        local commit of the change still learns it); returns how many devices that is.
+
+        Raises :class:`GroupExistsError` (epoch 0 for an existing group), :class:`UnknownGroupError`,
+        :class:`StaleGroupError` (the group's newest change is not ``change.previous_digest``),
+        :class:`UnknownAccountError`, :class:`IdentityMismatchError` (a member's identity key is
+        not its account's) and :class:`TooManyGroupsError`.  The devices' subscribers get MESSAGES
+        after the commit.
+        """
+        ...
+
+    def group_changes(self, group_id: bytes, after_epoch: int, limit: int) -> Awaitable[list[bytes]]:
+        """Up to ``limit`` of the group's changes with epochs above ``after_epoch`` (-1: all), in order."""
+        ...
+
+    def enqueue_group(
+        self, message: NewGroupMessage, now: float, ttl: float, max_messages: int, max_bytes: int
+    ) -> Awaitable[GroupEnqueueResult]:
+        """Queue one body for every device of every member but the sender's device, in one commit.
+
+        Deduplicated by (sender, client id) as :meth:`enqueue` is.  Raises
+        :class:`UnknownGroupError`, :class:`NotAMemberError` (the sender's account is not a member)
+        and :class:`QueueFullError` (any recipient at its caps: nothing is queued for anyone).
+        """
         ...

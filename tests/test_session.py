@@ -190,9 +190,7 @@ def test_bad_prekey_messages_leave_the_record_unchanged(rng: DeterministicRng) -
     # A replay of the same PreKey message is a duplicate, and changes nothing.
     _assert_unchanged(
         bob,
-        lambda: bob.decrypt_prekey_message(
-            message, bob_party.identity, None, None, our_registration_id=2
-        ),
+        lambda: bob.decrypt_prekey_message(message, bob_party.identity, None, None, our_registration_id=2),
         DuplicateMessageError,
     )
 

@@ -58,6 +58,7 @@ from client import transport
 from client.attachments import safe_file_name
 from client.blobs import BlobServiceError
 from client.chat.commands import Command, Say, UsageError, help_text, parse
+from client.chat.group_chat import GroupChat
 from client.chat.verify import format_safety_number, render_qr
 from client.client import Client
 from client.errors import ClosedError, IdentityChanged, InvalidInputError
@@ -130,7 +131,7 @@ class ClientLogHandler(logging.Handler):
             self._app.on_client_log(record)
 
 
-class ChatApp:
+class ChatApp(GroupChat):
     """One user's chat session.  ``write`` prints a line above the prompt."""
 
     def __init__(
@@ -253,6 +254,8 @@ class ChatApp:
             self.end(1, self.failure)
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
+        if self.show_group_event(event):
+            return
         if isinstance(event, Message) and event.is_attachment:
             self._receive_file(event)
         elif isinstance(event, Message):
@@ -345,6 +348,9 @@ class ChatApp:
             self.write(f"!! that failed: {type(error).__name__}: {inert(str(error))}")
 
     async def say(self, text: str) -> None:
+        if self.group is not None:
+            await self.say_group(text)
+            return
         if self.peer is None:
             self.write("no contact yet: /add NAME first")
             return
@@ -398,6 +404,7 @@ class ChatApp:
             return
         if self.client.has_session(name):
             self.peer = name
+            self.group = None
             self.write(f"talking to {shown}")
             return
         if not self.client.is_connected:
@@ -424,6 +431,7 @@ class ChatApp:
             self.write(f"!! cannot add {shown}: {type(error).__name__}: {inert(str(error))}")
             return
         self.peer = name
+        self.group = None
         self.write(
             f"added {shown}: fetched {shown}'s prekey bundle from the relay and started an encrypted "
             f"session ({AGREEMENT_NAMES.get(agreement, inert(agreement))}); talking to {shown}"

@@ -66,6 +66,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
     ),
     CommandSpec("accept", ("name",), "accept a contact's new identity key after it changed"),
     CommandSpec("send", ("path...",), "send a file to the current contact (encrypted before upload)"),
+    CommandSpec(
+        "group",
+        ("what...",),
+        "groups: /group new NAME a b | add a | remove a | leave | members | history [N] | list | NAME",
+    ),
     CommandSpec("explain", (), "turn the protocol-step explanations on or off"),
     CommandSpec("clear", (), "clear the screen"),
     CommandSpec("whoami", (), "show your name, relay, state file and identity key"),

@@ -182,6 +182,10 @@ class RelayDatabase:
         rows = self._rows("sender_account = ? AND client_id = ?", (sender, client_id))
         return rows[0] if rows else None
 
+    def copies(self, sender: str, client_id: str) -> list[StoredRow]:
+        """Every stored copy of ``sender``'s message ``client_id`` (one per device, for a group send)."""
+        return self._rows("sender_account = ? AND client_id = ?", (sender, client_id))
+
     def queue(self, recipient: str) -> list[StoredRow]:
         """Every message waiting for ``recipient``, in the order the relay will push them."""
         return self._rows("recipient_account = ?", (recipient,))

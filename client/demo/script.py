@@ -23,6 +23,10 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
    service, a pointer in a message; the middle column shows the blob as the service stores it
    (random bytes, its size bucket); Bob verifies it whole before decrypting and opens it; he
    forwards it to Carol, which reuses the blob.
+8. Alice makes a group of the three (a membership change signed by her identity key) and sends
+   one group message: one upload, one stored copy per member device, each acknowledged by its
+   recipient; then she removes Carol: Bob makes a new sender key, and what he sends next is
+   queued for Alice alone and never readable by Carol.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
 middle column shows what the relay holds, read from the relay's own database opened read-only
@@ -65,7 +69,7 @@ from client.client import Client, Hooks, Settings
 from client.demo.layout import Columns
 from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
-from client.events import Message
+from client.events import GroupMessage, MembershipChanged, Message
 from client.explain import SHOW_SECRETS_WARNING, Explainer
 from client.inert import inert
 from e2e import __version__
@@ -92,7 +96,14 @@ _SPQR_TARGET_EPOCH = 3
 _SPQR_MAX_MESSAGES = 400
 """…and gives up (the demo fails) after this many messages."""
 
-_TYPE_NAMES = {int(MessageType.PREKEY): "PreKeySignalMessage", int(MessageType.WHISPER): "SignalMessage"}
+_TYPE_NAMES = {
+    int(MessageType.PREKEY): "PreKeySignalMessage",
+    int(MessageType.WHISPER): "SignalMessage",
+    7: "SenderKeyMessage",
+    250: "membership change",
+}
+GROUP_TEXTS = ("Hello, both of you!", "Carol is out; she cannot read this.")
+"""Alice's group message to Bob and Carol, and Bob's after Carol's removal."""
 
 
 def draw_picture(width: int = 160, height: int = 120) -> bytes:
@@ -191,6 +202,9 @@ class _Tally:
     spqr_keys_mixed: int = 0
     spqr_epoch_changes: int = 0
     spqr_epoch: int = 0
+    group_copies: int = 0
+    rotated: bool = False
+    removed_read: int = -1
 
 
 _AGREEMENT_NOTES = {
@@ -260,6 +274,7 @@ class _Demo:
         self.step = "starting"
         # During step 6 explain mode shows SPQR's epoch changes only (hundreds of messages).
         self.spqr_only = False
+        self.chunk_pending = False
 
     # -- output --------------------------------------------------------------------------------
 
@@ -374,7 +389,9 @@ class _Demo:
                 if event.public.get("direction") == "encrypt":
                     tally.spqr_chunks_sent += 1
                 else:
-                    tally.spqr_chunks_received += 1
+                    # Counted once the message's MAC checks: a state tried and set aside (an
+                    # archived one) also runs SPQR on its copy first.
+                    self.chunk_pending = True
             if event.public.get("pq_key_mixed") is True:
                 tally.spqr_keys_mixed += 1
             epoch = event.public.get("our_spqr_epoch")
@@ -382,6 +399,10 @@ class _Demo:
                 tally.spqr_epoch = max(tally.spqr_epoch, epoch)
         elif event.step == "ratchet.pq_epoch":
             tally.spqr_epoch_changes += 1
+        elif event.step == "ratchet.mac":
+            if self.chunk_pending and event.public.get("ok") is True:
+                tally.spqr_chunks_received += 1
+            self.chunk_pending = False
 
     async def _send(self, sender: _Person, recipient: _Person, text: str) -> tuple[str, str]:
         """Send ``text`` and wait for the relay's ack; returns the sender's cell and the message id."""
@@ -514,6 +535,7 @@ class _Demo:
 
         await self._spqr_epochs()
         await self._picture()
+        await self._group()
 
     async def _spqr_epochs(self) -> None:
         """Step 6: ping-pong until both SPQR states reached :data:`_SPQR_TARGET_EPOCH`."""
@@ -612,6 +634,102 @@ class _Demo:
         )
         await self._offline(self.carol)
 
+    async def _next(self, person: _Person, kind: type, where: Callable[[Any], bool] = lambda e: True) -> Any:
+        async def wait() -> Any:
+            while True:
+                event = await person.running.receive()
+                if isinstance(event, kind) and where(event):
+                    return event
+
+        return await asyncio.wait_for(wait(), self.options.timeout)
+
+    async def _group(self) -> None:
+        columns = self.columns
+        assert self.database is not None
+        self._heading("10. A group: one upload at the relay, one delivery per member")
+        await self._online(self.carol, create=False)
+        alice, bob, carol = self.alice.running, self.bob.running, self.carol.running
+        group = await alice.create_group("demo group", ["bob", "carol"])
+        change = self.database.copies("alice", f"membership:{group.hex()}:0")
+        for person in (self.bob, self.carol):
+            await self._next(person, MembershipChanged)
+        columns.row(
+            f"{self.send_arrow} new group: alice (admin), bob, carol\nsigned by alice's identity key",
+            f"membership change, epoch 0, {len(change[0].body) if change else 0} B\n"
+            f"checked and queued for {len(change)} devices",
+            "bob and carol verify the signature\nand the hash chain before trusting it",
+        )
+        await self._offline(self.bob)
+        await self._offline(self.carol)
+        message_id = await alice.send_group(group, GROUP_TEXTS[0])
+        await alice.flush_groups(self.options.timeout)
+        self.tally.plaintexts.append(GROUP_TEXTS[0].encode())
+        self.tally.sent += 1
+        copies = self.database.copies("alice", message_id)
+        self.tally.group_copies = len(copies)
+        if len(copies) != 2 or len({row.body for row in copies}) != 1:
+            raise DemoFailed(f"the group message is stored {len(copies)} times, not once per member device")
+        columns.row(
+            f'{self.send_arrow} "{GROUP_TEXTS[0]}"\none Sender Keys encryption and signature,\none upload',
+            "\n".join(_relay_cell(row) for row in copies),
+            "(bob and carol are offline: one copy\nwaits for each)",
+        )
+        for person in (self.bob, self.carol):
+            await self._online(person, create=False)
+            event = await self._next(person, GroupMessage)
+            await self._wait_copy_deleted("alice", message_id, person.name)
+            self.tally.received += 1
+            columns.row(
+                "",
+                f"{person.name}'s copy acknowledged and deleted",
+                f'{person.name} {self.receive_arrow} "{event.text}" (group)',
+            )
+
+        self._heading("11. Alice removes Carol: every remaining member makes a new sender key")
+        bob, carol = self.bob.running, self.carol.running
+        before = bob._groups.sender_key(bob._our_name(group))
+        await alice.remove_members(group, ["carol"])
+        await self._next(self.bob, MembershipChanged, lambda e: e.removed == ("carol",))
+        await self._next(self.carol, MembershipChanged, lambda e: e.we_left)
+        await self._offline(self.alice)
+        message_id = await bob.send_group(group, GROUP_TEXTS[1])
+        await bob.flush_groups(self.options.timeout)
+        after = bob._groups.sender_key(bob._our_name(group))
+        self.tally.rotated = before is not None and after is not None and before != after
+        copies = self.database.copies("bob", message_id)
+        if [row.recipient for row in copies] != ["alice"]:
+            raise DemoFailed(f"bob's message after the removal is queued for {[r.recipient for r in copies]}")
+        self.tally.plaintexts.append(GROUP_TEXTS[1].encode())
+        self.tally.sent += 1
+        columns.row(
+            "(alice is offline for a moment)",
+            "epoch 1 without carol: the one copy\n" + "\n".join(_relay_cell(row) for row in copies),
+            f'bob: new sender chain, given to alice only\n{self.send_arrow} "{GROUP_TEXTS[1]}"',
+        )
+        await self._online(self.alice, create=False)
+        event = await self._next(self.alice, GroupMessage)
+        self.tally.received += 1
+        await asyncio.sleep(0.3)
+        self.tally.removed_read = sum(
+            1 for e in carol.group_history(group) if e.body == GROUP_TEXTS[1].encode()
+        )
+        if not self.tally.rotated or self.tally.removed_read:
+            raise DemoFailed("the removal did not rotate bob's sender key, or carol read the next message")
+        columns.row(
+            f'{self.receive_arrow} bob: "{event.text}"',
+            "alice's copy acknowledged and deleted",
+            "carol: removed; her old copy of bob's chain\nopens nothing sent on the new one",
+        )
+        await self._offline(self.carol)
+
+    async def _wait_copy_deleted(self, sender: str, message_id: str, recipient: str) -> None:
+        assert self.database is not None
+        deadline = asyncio.get_running_loop().time() + self.options.timeout
+        while any(row.recipient == recipient for row in self.database.copies(sender, message_id)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise DemoFailed(f"the relay kept {recipient}'s copy after its acknowledgement")
+            await asyncio.sleep(0.01)
+
     def _server_id(self, message_id: str) -> str:
         row = self.captured.get(message_id)
         return str(row.server_id) if row is not None else "?"
@@ -681,6 +799,9 @@ class _Demo:
             f"and blobs (all {len(tally.plaintexts)} messages and picture parts searched byte for byte)",
             f"attachments:     {tally.files} files verified before decryption; the forward "
             f"{'reused' if tally.blob_reused else 'did NOT reuse'} the blob",
+            f"groups:          one upload stored as {tally.group_copies} copies, one per member device; "
+            f"the removal {'rotated' if tally.rotated else 'did NOT rotate'} the sender key; "
+            f"the removed member read {tally.removed_read} later messages",
             "safety numbers:  equal on both sides, verified both ways",
             f"relay:           stopped, exit status {relay_status}",
         ]

@@ -161,48 +161,44 @@ def _xeddsa_spec_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
-def _x3dh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+def _agreement_cases(
+    rng: SeededRng, one_time_pattern: tuple[bool, ...], kem: str | None
+) -> list[tuple[str, dict[str, object]]]:
+    """Cases for X3DH (``kem`` None) or a PQXDH whose KEM inputs are named ``kem`` (``"kem"`` for
+    ML-KEM-1024, ``"kyber"`` for Kyber1024), one per entry of ``one_time_pattern`` (whether the
+    case uses a one-time prekey).  The draws from ``rng`` come in the order of the keys.
+    """
     cases: list[tuple[str, dict[str, object]]] = []
-    for number, with_one_time in enumerate((False, True, True, False)):
+    for number, with_one_time in enumerate(one_time_pattern):
         inputs: dict[str, object] = {
             "alice_identity_private": _private_hex(rng),
             "alice_base_private": _private_hex(rng),
             "bob_identity_private": _private_hex(rng),
             "bob_signed_pre_key_private": _private_hex(rng),
             "signed_pre_key_signature_random": rng(64).hex(),
-            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
-            "device_id": 1 + number,
-            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
         }
+        if kem is not None:
+            inputs[f"bob_{kem}_pre_key_seed"] = rng(64).hex()
+            inputs[f"{kem}_pre_key_signature_random"] = rng(64).hex()
+            inputs[f"{kem}_encapsulation_random"] = rng(32).hex()
+        inputs["registration_id"] = int.from_bytes(rng(2), "big") & 0x3FFF
+        inputs["device_id"] = 1 + number
+        inputs["signed_pre_key_id"] = int.from_bytes(rng(3), "big")
+        if kem is not None:
+            inputs[f"{kem}_pre_key_id"] = int.from_bytes(rng(3), "big")
         if with_one_time:
             inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
             inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
         cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
     return cases
+
+
+def _x3dh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    return _agreement_cases(rng, (False, True, True, False), None)
 
 
 def _pqxdh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
-    cases: list[tuple[str, dict[str, object]]] = []
-    for number, with_one_time in enumerate((True, False)):
-        inputs: dict[str, object] = {
-            "alice_identity_private": _private_hex(rng),
-            "alice_base_private": _private_hex(rng),
-            "bob_identity_private": _private_hex(rng),
-            "bob_signed_pre_key_private": _private_hex(rng),
-            "signed_pre_key_signature_random": rng(64).hex(),
-            "bob_kem_pre_key_seed": rng(64).hex(),
-            "kem_pre_key_signature_random": rng(64).hex(),
-            "kem_encapsulation_random": rng(32).hex(),
-            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
-            "device_id": 1 + number,
-            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
-            "kem_pre_key_id": int.from_bytes(rng(3), "big"),
-        }
-        if with_one_time:
-            inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
-            inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
-        cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
-    return cases
+    return _agreement_cases(rng, (True, False), "kem")
 
 
 def _responder_message(rng: SeededRng, with_one_time: bool, pqxdh: bool) -> tuple[dict[str, object], bytes]:
@@ -353,27 +349,7 @@ def _hkdf_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
 
 
 def _pqxdh_v4_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
-    cases: list[tuple[str, dict[str, object]]] = []
-    for number, with_one_time in enumerate((True, False, True)):
-        inputs: dict[str, object] = {
-            "alice_identity_private": _private_hex(rng),
-            "alice_base_private": _private_hex(rng),
-            "bob_identity_private": _private_hex(rng),
-            "bob_signed_pre_key_private": _private_hex(rng),
-            "signed_pre_key_signature_random": rng(64).hex(),
-            "bob_kyber_pre_key_seed": rng(64).hex(),
-            "kyber_pre_key_signature_random": rng(64).hex(),
-            "kyber_encapsulation_random": rng(32).hex(),
-            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
-            "device_id": 1 + number,
-            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
-            "kyber_pre_key_id": int.from_bytes(rng(3), "big"),
-        }
-        if with_one_time:
-            inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
-            inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
-        cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
-    return cases
+    return _agreement_cases(rng, (True, False, True), "kyber")
 
 
 def _kdf_root_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
@@ -556,6 +532,32 @@ def _sender_key_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _group_membership_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """A group created by its admin, members added, one removed, one leaving (signed by itself)."""
+    people = {name: PrivateKey(rng(32)) for name in ("alice", "bob", "carol", "dave")}
+
+    def member(name: str, admin: bool = False) -> dict[str, object]:
+        return {"name": name, "identity_key": people[name].public_key().serialize().hex(), "admin": admin}
+
+    def step(signer: str, members: list[dict[str, object]]) -> dict[str, object]:
+        return {
+            "signer_private_key": people[signer].serialize().hex(),
+            "signature_random": rng(64).hex(),
+            "members": members,
+        }
+
+    chain = [
+        step("alice", [member("alice", True), member("bob")]),
+        step("alice", [member("alice", True), member("bob"), member("carol"), member("dave")]),
+        step("alice", [member("alice", True), member("bob"), member("dave")]),
+        step("bob", [member("alice", True), member("dave")]),
+    ]
+    return [
+        ("create-only", {"group_id": rng(16).hex(), "steps": chain[:1]}),
+        ("create-add-remove-leave", {"group_id": rng(16).hex(), "steps": chain}),
+    ]
+
+
 def _attachment_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     """Sizes at the edges of AES blocks and of buckets, then refusals of one good blob altered."""
     cases: list[tuple[str, dict[str, object]]] = []
@@ -609,6 +611,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "fingerprint.json": ("fingerprint", _fingerprint_cases),
     "conversation.json": ("conversation", _conversation_cases),
     "sender_key.json": ("sender_key", _sender_key_cases),
+    "group_membership.json": ("group_membership", _group_membership_cases),
     "xeddsa_spec.json": ("xeddsa_spec", _xeddsa_spec_cases),
     "x3dh_responder.json": ("x3dh_responder", _x3dh_responder_cases),
     "x25519.json": ("x25519", _x25519_cases),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 from e2e import kyber
 from e2e import pqxdh as pqxdh_agreement
@@ -27,10 +28,18 @@ from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
 from e2e.group_cipher import GroupCipher, InMemorySenderKeyStore, SenderKeyName
+from e2e.group_membership import (
+    GROUP_ID_LENGTH,
+    GroupMember,
+    MembershipChange,
+    create_membership,
+    next_membership,
+    verify_membership_change,
+)
 from e2e.kdf import ChainKey, RootKey
-from e2e.kem import KemKeyPair, KemPrivateKey
+from e2e.kem import KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
-from e2e.kyber import KyberKeyPair
+from e2e.kyber import KyberKeyPair, KyberPublicKey
 from e2e.sender_key_messages import SenderKeyFraming
 from e2e.sender_key_state import SenderChainKey, SenderKeyRecord, SenderKeyState
 from e2e.session import Ciphertext, SessionRecord
@@ -39,7 +48,7 @@ from e2e.vectors.nist_drbg import NistDrbg
 from e2e.wire import MessageType, PreKeySignalMessage
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret, initiate, respond
 
-__all__ = ["KINDS", "Inputs", "Kind", "Output", "fixed_rng", "hex_bytes"]
+__all__ = ["KINDS", "Inputs", "Kind", "Output", "ScriptStep", "fixed_rng", "hex_bytes", "script_steps"]
 
 Output = dict[str, object]
 
@@ -109,6 +118,18 @@ class Inputs:
         value = self._get(name, optional=False)
         if not isinstance(value, str) or value not in choices:
             raise VectorFormatError(f"input {name!r} is one of {', '.join(choices)}")
+        return value
+
+    def text(self, name: str) -> str:
+        value = self._get(name, optional=False)
+        if not isinstance(value, str):
+            raise VectorFormatError(f"input {name!r} is a string")
+        return value
+
+    def boolean(self, name: str) -> bool:
+        value = self._get(name, optional=False)
+        if not isinstance(value, bool):
+            raise VectorFormatError(f"input {name!r} is true or false")
         return value
 
     def sequence(self, name: str) -> list[object]:
@@ -211,6 +232,19 @@ class _Handshake:
             pre_key=None if self.bob_one_time is None else self.bob_one_time.public_key,
         )
 
+    def kem_bundle(
+        self, kem_pre_key_id: int, kem_pre_key: KemPublicKey | KyberPublicKey, signature_random: bytes
+    ) -> tuple[PreKeyBundle, bytes]:
+        """:meth:`bundle` with Bob's signed KEM prekey added, and the prekey's signature."""
+        signature = self.bob_identity.sign(kem_pre_key.serialize(), fixed_rng(signature_random))
+        bundle = replace(
+            self.bundle(),
+            kem_pre_key_id=kem_pre_key_id,
+            kem_pre_key=kem_pre_key,
+            kem_pre_key_signature=signature,
+        )
+        return bundle, signature
+
     def output(
         self,
         message: InitialMessage,
@@ -275,15 +309,7 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     kem_pre_key_id = inputs.integer("kem_pre_key_id")
     inputs.done()
 
-    kem_signature = handshake.bob_identity.sign(
-        bob_kem.public_key.serialize(), fixed_rng(kem_signature_random)
-    )
-    bundle = replace(
-        handshake.bundle(),
-        kem_pre_key_id=kem_pre_key_id,
-        kem_pre_key=bob_kem.public_key,
-        kem_pre_key_signature=kem_signature,
-    )
+    bundle, kem_signature = handshake.kem_bundle(kem_pre_key_id, bob_kem.public_key, kem_signature_random)
     events: list[Event] = []
     message, alice_secret = pqxdh_agreement.initiate(
         handshake.alice_identity,
@@ -328,14 +354,8 @@ def pqxdh_v4(raw: Mapping[str, object]) -> Output:
     kyber_pre_key_id = inputs.integer("kyber_pre_key_id")
     inputs.done()
 
-    kyber_signature = handshake.bob_identity.sign(
-        bob_kyber.public_key.serialize(), fixed_rng(kyber_signature_random)
-    )
-    bundle = replace(
-        handshake.bundle(),
-        kem_pre_key_id=kyber_pre_key_id,
-        kem_pre_key=bob_kyber.public_key,
-        kem_pre_key_signature=kyber_signature,
+    bundle, kyber_signature = handshake.kem_bundle(
+        kyber_pre_key_id, bob_kyber.public_key, kyber_signature_random
     )
     events: list[Event] = []
     message, alice_secret = pqxdh_v4_agreement.initiate(
@@ -442,6 +462,42 @@ def fingerprint(raw: Mapping[str, object]) -> Output:
 _PARTIES = ("alice", "bob")
 
 
+class ScriptStep(NamedTuple):
+    """One checked step of a conversation script: ``sender`` sends ``plaintext`` as the message
+    ``message_id``, or, with ``sender`` None, the message ``message_id`` is delivered.
+    """
+
+    sender: str | None
+    message_id: str
+    plaintext: bytes
+
+
+def script_steps(script: Sequence[object]) -> Iterator[ScriptStep]:
+    """The steps of a conversation script, in order, each checked before it is yielded.
+
+    A step is ``{"send": "alice"|"bob", "id": ID, "plaintext": HEX}`` with an id not sent before,
+    or ``{"deliver": ID}`` naming an earlier send; anything else raises :class:`VectorFormatError`.
+    """
+    sent: set[str] = set()
+    for step in script:
+        if not isinstance(step, Mapping):
+            raise VectorFormatError("a script step is an object")
+        if set(step) == {"send", "id", "plaintext"}:
+            sender, message_id = step["send"], step["id"]
+            if sender not in _PARTIES or not isinstance(message_id, str) or message_id in sent:
+                raise VectorFormatError(f"bad send step {dict(step)!r}")
+            plaintext = hex_bytes("plaintext", step["plaintext"])
+            sent.add(message_id)
+            yield ScriptStep(str(sender), message_id, plaintext)
+        elif set(step) == {"deliver"}:
+            message_id = step["deliver"]
+            if not isinstance(message_id, str) or message_id not in sent:
+                raise VectorFormatError(f"deliver names no earlier send: {step['deliver']!r}")
+            yield ScriptStep(None, message_id, b"")
+        else:
+            raise VectorFormatError(f"unknown script step {dict(step)!r}")
+
+
 class _Party:
     """One side of a scripted conversation: its keys, its seeded randomness and its session record."""
 
@@ -500,23 +556,14 @@ def conversation(raw: Mapping[str, object]) -> Output:
     parties = {"alice": alice, "bob": bob}
     sent: dict[str, tuple[str, Ciphertext]] = {}
     steps: list[Output] = []
-    for step in script:
-        if not isinstance(step, Mapping):
-            raise VectorFormatError("a script step is an object")
-        if set(step) == {"send", "id", "plaintext"}:
-            sender, message_id = step["send"], step["id"]
-            if sender not in parties or not isinstance(message_id, str) or message_id in sent:
-                raise VectorFormatError(f"bad send step {dict(step)!r}")
-            plaintext = hex_bytes("plaintext", step["plaintext"])
-            party = parties[str(sender)]
-            ciphertext = party.record.encrypt(plaintext, party.rng)
-            sent[message_id] = (str(sender), ciphertext)
+    for step in script_steps(script):
+        if step.sender is not None:
+            party = parties[step.sender]
+            ciphertext = party.record.encrypt(step.plaintext, party.rng)
+            sent[step.message_id] = (step.sender, ciphertext)
             steps.append({"type": int(ciphertext.type), "body": ciphertext.body.hex()})
-        elif set(step) == {"deliver"}:
-            message_id = step["deliver"]
-            if not isinstance(message_id, str) or message_id not in sent:
-                raise VectorFormatError(f"deliver names no earlier send: {step['deliver']!r}")
-            sender, ciphertext = sent[message_id]
+        else:
+            sender, ciphertext = sent[step.message_id]
             receiver = bob if sender == "alice" else alice
             try:
                 if ciphertext.type == MessageType.PREKEY:
@@ -538,8 +585,6 @@ def conversation(raw: Mapping[str, object]) -> Output:
                 steps.append({"error": type(error).__name__})
             else:
                 steps.append({"plaintext": plaintext.hex()})
-        else:
-            raise VectorFormatError(f"unknown script step {dict(step)!r}")
     return {"steps": steps}
 
 
@@ -600,6 +645,57 @@ def sender_key(raw: Mapping[str, object]) -> Output:
         "distribution_message": offer.serialize().hex(),
         "messages": outputs,
     }
+
+
+_MAX_MEMBERSHIP_STEPS = 20
+
+
+def group_membership(raw: Mapping[str, object]) -> Output:
+    """A group's membership chain: each step a whole member list signed by one member's identity key
+    with pinned signature randomness; outputs each change's bytes and digest (docs/vectors.md).  Every
+    change is verified against the one before, as a member's client would."""
+    inputs = Inputs(raw)
+    group_id = inputs.hex("group_id", GROUP_ID_LENGTH)
+    steps = inputs.sequence("steps")
+    inputs.done()
+    if not steps or len(steps) > _MAX_MEMBERSHIP_STEPS:
+        raise VectorFormatError(f"steps is a list of 1 to {_MAX_MEMBERSHIP_STEPS} objects")
+    previous: MembershipChange | None = None
+    outputs: list[Output] = []
+    for entry in steps:
+        if not isinstance(entry, Mapping):
+            raise VectorFormatError("each step is an object")
+        step = Inputs(entry)
+        signer = KeyPair(step.private_key("signer_private_key"))
+        random = step.hex("signature_random", 64)
+        members = []
+        for item in step.sequence("members"):
+            if not isinstance(item, Mapping):
+                raise VectorFormatError("each member is an object")
+            member = Inputs(item)
+            try:
+                members.append(
+                    GroupMember(
+                        member.text("name"), member.public_key("identity_key"), member.boolean("admin")
+                    )
+                )
+            except ValueError as error:
+                raise VectorFormatError(str(error)) from None
+            member.done()
+        step.done()
+        try:
+            if previous is None:
+                change = create_membership(group_id, members, signer, fixed_rng(random))
+            else:
+                change = next_membership(previous, members, signer, fixed_rng(random))
+        except (E2EError, ValueError) as error:
+            raise VectorFormatError(f"a step does not make a valid change: {error}") from None
+        verify_membership_change(change.serialized, previous)
+        outputs.append(
+            {"epoch": change.epoch, "change": change.serialized.hex(), "digest": change.digest.hex()}
+        )
+        previous = change
+    return {"changes": outputs}
 
 
 def kyber1024(raw: Mapping[str, object]) -> Output:
@@ -672,5 +768,6 @@ KINDS: dict[str, Kind] = {
     "conversation": conversation,
     "sender_key": sender_key,
     "kyber1024": kyber1024,
+    "group_membership": group_membership,
     "attachment": attachment,
 }

@@ -107,6 +107,7 @@ REGISTRY: dict[str, KindSpec] = {
     "kyber1024": KindSpec(
         KINDS["kyber1024"], 1, _names("drbg_seed"), _names("pk_sha256 sk_sha256 ct_sha256 ss")
     ),
+    "group_membership": KindSpec(KINDS["group_membership"], 1, _names("group_id steps"), _names("changes")),
     "attachment": KindSpec(
         KINDS["attachment"],
         1,

@@ -2,6 +2,8 @@
 
     python child_client.py receive STORE URL N   # SIGKILL right after committing the N-th
                                                  # message, before acknowledging it to the relay
+    python child_client.py receive-group STORE URL N  # the same for group pushes (the membership
+                                                 # change, the sender key and group messages)
     python child_client.py send STORE URL TO N   # send messages 0, 1, ...; SIGKILL right after
                                                  # the N-th is committed to the outbox, before
                                                  # its frame is written
@@ -49,6 +51,18 @@ async def receive(store: str, url: str, number: int) -> None:
             print("received", message.message_id, flush=True)
 
 
+async def receive_group(store: str, url: str, number: int) -> None:
+    from client.events import GroupMessage
+
+    async with Client.open(
+        store, url, settings=TEST_SETTINGS, hooks=Hooks(after_receive_commit=kill_at(number))
+    ) as client:
+        await client.wait_connected(timeout=20)
+        async for event in client.events():
+            if isinstance(event, GroupMessage):
+                print("received", event.message_id, flush=True)
+
+
 async def send(store: str, url: str, recipient: str, number: int) -> None:
     async with Client.open(
         store, url, settings=TEST_SETTINGS, hooks=Hooks(after_send_commit=kill_at(number))
@@ -64,6 +78,8 @@ if __name__ == "__main__":
     mode, *arguments = sys.argv[1:]
     if mode == "receive":
         asyncio.run(receive(arguments[0], arguments[1], int(arguments[2])))
+    elif mode == "receive-group":
+        asyncio.run(receive_group(arguments[0], arguments[1], int(arguments[2])))
     else:
         asyncio.run(send(arguments[0], arguments[1], arguments[2], int(arguments[3])))
     sys.exit(3)  # Reaching here means the hook never fired.

@@ -208,3 +208,55 @@ def test_a_name_taken_by_another_identity_is_refused_with_the_reason(chats: Chat
     assert impostor.wait_exit() == 1
     bob.type("/quit")
     assert bob.wait_exit() == 0
+
+
+def test_three_people_in_a_group_with_an_add_and_a_removal(chats: Chats) -> None:
+    alice, bob, carol = (chats.start(name) for name in ("alice", "bob", "carol"))
+    for terminal in (alice, bob, carol):
+        terminal.expect("connected to the relay")
+    alice.type("/group new friends bob")
+    alice.expect("created the group friends with bob")
+    bob.expect(r"-- \S+ \(epoch 0\): alice created the group; members: alice, bob")
+    alice.type("hello group")
+    alice.expect(r"friends · you: hello group")
+    bob.expect(r"\] friends · alice: hello group")
+
+    # Bob (not an admin) cannot add anyone: his client will not sign such a change (nor would the
+    # relay take it).
+    bob.type("/group friends")
+    bob.expect("talking to the group friends")
+    bob.type("/group add carol")
+    bob.expect("bob is not an admin")
+    bob.type("hi from bob")
+    alice.expect(r"friends · bob: hi from bob")
+
+    alice.type("/group add carol")
+    carol.expect(r"-- \S+ \(epoch 1\): alice added you; members: alice, bob, carol")
+    bob.expect(r"alice added carol")
+    alice.type("welcome carol")
+    carol.expect(r"friends · alice: welcome carol")
+    bob.expect(r"friends · alice: welcome carol")
+    carol.type("/group members")
+    carol.expect(r"friends: 3 members\n\s*alice  admin  key [0-9a-f]{8}\n\s*bob  member")
+
+    alice.type("/group remove bob")
+    bob.expect("you are no longer in friends")
+    carol.expect(r"bob left or were removed")
+    alice.type("after bob")
+    carol.expect(r"friends · alice: after bob")
+    bob.type("/group list")
+    bob.expect(r"friends  id [0-9a-f]{8}  epoch 2  \(you are no longer in it\)")
+    bob.type("/group friends")
+    bob.type("/group history")
+    bob.expect(r"friends · alice: welcome carol")
+    assert "after bob" not in bob.text
+
+    alice.type("/group history 2")
+    alice.expect(r"friends · you: welcome carol\n.*friends · you: after bob")
+    alice.type("/to carol")
+    alice.expect("talking to carol")
+    alice.type("just for you")
+    carol.expect(r"\] alice: just for you")
+    for terminal in (alice, bob, carol):
+        terminal.type("/quit")
+        assert terminal.wait_exit() == 0

@@ -107,3 +107,22 @@ def test_what_the_relay_says_is_shown_inert() -> None:
     record = logging.LogRecord("client", logging.WARNING, "", 0, "alice: %s", ("bad\x1b[31m\u202e",), None)
     app.on_client_log(record)
     assert written == ["!! alice: bad\\x1b[31m\\u202e"]
+
+
+def test_group_text_from_the_network_never_reaches_the_terminal_raw() -> None:
+    from client.chat.group_chat import shown
+
+    assert shown("hi \x1b[2J\x07 there") == "hi \\x1b[2J\\x07 there"
+    assert shown("evil\u202egnp.exe") == "evil\\u202egnp.exe"
+    assert shown("line\nbreak\r") == "line\\nbreak\\r"
+    assert shown("x" * 10, limit=4) == "xxxx…"
+    assert shown("grüße, 你好") == "grüße, 你好"
+
+
+def test_the_group_command_parses_its_subcommands() -> None:
+    from client.chat.commands import Command, UsageError, parse
+
+    assert parse("/group new friends bob carol") == Command("group", ("new friends bob carol",))
+    assert parse("/group list") == Command("group", ("list",))
+    with pytest.raises(UsageError):
+        parse("/group")

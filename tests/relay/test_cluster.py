@@ -9,6 +9,7 @@ retried send) crosses through it.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import asyncpg
 import pytest
 
 from client.transport import Connection, ConnectionLost, IncomingMessage, TransportError
+from e2e.group_membership import GroupMember, create_membership, next_membership
 from server.protocol import CloseCode
 from tests.relay.conftest import Device, RelayProcess, drain
 
@@ -187,3 +189,68 @@ async def test_a_node_killed_mid_stream_loses_nothing_and_duplicates_nothing(clu
         assert await conn.fetchval("SELECT count FROM queues WHERE account = 'bob'") == 0
     finally:
         await conn.close()
+
+
+async def test_a_group_spread_over_three_nodes_gets_one_send_fanned_out(cluster, rng) -> None:
+    _dsn, nodes = await cluster(3)
+    devices = [Device(name, 1, rng) for name in ("alice", "bob", "carol")]
+    connections = [await d.register(node.url) for d, node in zip(devices, nodes, strict=True)]
+    for connection in connections:
+        assert await drain(connection) == []
+    members = [GroupMember(d.account, d.identity.public_key, d.account == "alice") for d in devices]
+    c0 = create_membership(os.urandom(16), members, devices[0].identity, rng)
+    a, b, c = connections
+    # The change is committed on node 1 and wakes bob on node 2 and carol on node 3.
+    assert await a.group_change("group_create", c0.serialized) == 3
+    assert (await drain(a))[0].body == c0.serialized
+    for connection in (b, c):
+        (change,) = await drain(connection)
+        assert change.body == c0.serialized and change.group_id == c0.group_id
+    result = await a.group_send(c0.group_id, "g1", 7, b"to all")
+    assert result["recipients"] == 2
+    for connection in (b, c):
+        (message,) = await drain(connection)
+        assert (message.client_id, message.body, message.group_id) == ("g1", b"to all", c0.group_id)
+    # Alice (the only admin) removes carol through node 1; bob then sends through node 2.
+    c1 = next_membership(c0, members[:2], devices[0].identity, rng)
+    assert await a.group_change("group_remove", c1.serialized) == 3
+    assert (await drain(a))[0].body == c1.serialized
+    assert (await drain(b))[0].body == c1.serialized
+    assert (await drain(c))[0].body == c1.serialized
+    assert (await b.group_send(c0.group_id, "g2", 7, b"without carol"))["recipients"] == 1
+    (message,) = await drain(a)
+    assert message.client_id == "g2"
+    for connection in connections:
+        await connection.close()
+
+
+async def test_two_admins_on_two_nodes_race_and_exactly_one_change_lands(cluster, rng) -> None:
+    _dsn, (node1, node2) = await cluster(2)
+    devices = [Device(name, 1, rng) for name in ("alice", "bob", "carol", "dave")]
+    alice, bob = await devices[0].register(node1.url), await devices[1].register(node2.url)
+    for device in devices[2:]:
+        await (await device.register(node1.url)).close()
+    members = [
+        GroupMember(d.account, d.identity.public_key, d.account in ("alice", "bob")) for d in devices[:2]
+    ]
+    c0 = create_membership(os.urandom(16), members, devices[0].identity, rng)
+    await alice.group_change("group_create", c0.serialized)
+    carol = GroupMember("carol", devices[2].identity.public_key)
+    dave = GroupMember("dave", devices[3].identity.public_key)
+    by_alice = next_membership(c0, [*members, carol], devices[0].identity, rng)
+    by_bob = next_membership(c0, [*members, dave], devices[1].identity, rng)
+    outcomes = await asyncio.gather(
+        alice.group_change("group_add", by_alice.serialized),
+        bob.group_change("group_add", by_bob.serialized),
+        return_exceptions=True,
+    )
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(errors) == 1 and getattr(errors[0], "code", None) == "stale_group", outcomes
+    view = await alice.group_members(c0.group_id)
+    assert view["epoch"] == 1 and len(view["members"]) == 3
+    assert await bob.group_history(c0.group_id) in (
+        [c0.serialized, by_alice.serialized],
+        [c0.serialized, by_bob.serialized],
+    )
+    for connection in (alice, bob):
+        await connection.close()
