@@ -76,7 +76,7 @@ from client.errors import (
     NotRegisteredError,
     TextEncodingError,
 )
-from client.events import Event, Message, SendFailed, Undecryptable
+from client.events import Event, GroupMessage, Message, SendFailed, Undecryptable
 from client.groups import GroupsMixin
 from client.names import check_account_name, check_device_id, check_relay_url
 from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer, encode_pointer
@@ -1043,6 +1043,18 @@ class Client(GroupsMixin):
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
+    # -- extensions (business names: client/business.py) --------------------------------------
+
+    async def relay_request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One request to the relay on the live connection (waiting for one); its answer's fields.
+
+        For modules that speak ops of their own (``get_business_certificate``); raises
+        :class:`client.transport.RelayError` when the relay refuses.
+        """
+        self._check_running()
+        connection = await self._connection()
+        return await connection.request(op, **fields)
+
     # -- attachments (client/attachments.py; docs/attachments.md) ------------------------------
 
     async def _blob_service(self) -> tuple[str, str]:
@@ -1092,9 +1104,39 @@ class Client(GroupsMixin):
         body = encode_pointer(pointer)
         return await self.send(name, body, device_id, content_type=envelope.CONTENT_ATTACHMENT)
 
-    def attachment(self, message: Message) -> AttachmentPointer:
-        """The pointer a received (or stored) attachment message carries; raises
-        :class:`client.pointer.InvalidPointerError` for a malformed or hostile one."""
+    async def send_file_to_group(
+        self,
+        group_id: bytes,
+        path: str | Path,
+        *,
+        content_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> SentFile:
+        """:meth:`send_file` for a group: the file is encrypted and uploaded once, and its pointer
+        goes to every member in one Sender Keys message (:meth:`send_group`)."""
+        self._check_running()
+        url, token = await self._blob_service()
+        pointer = await upload_file(
+            self._blob_client(),
+            url,
+            token,
+            Path(path),
+            self._rng,
+            content_type=content_type,
+            progress=progress,
+        )
+        message_id = await self.forward_file_to_group(group_id, pointer)
+        return SentFile(message_id, pointer)
+
+    async def forward_file_to_group(self, group_id: bytes, pointer: AttachmentPointer) -> str:
+        """Send an existing pointer to a group: the blob is not uploaded again."""
+        return await self.send_group(
+            group_id, encode_pointer(pointer), content_type=envelope.CONTENT_ATTACHMENT
+        )
+
+    def attachment(self, message: Message | GroupMessage) -> AttachmentPointer:
+        """The pointer a received (or stored) attachment message, one-to-one or in a group,
+        carries; raises :class:`client.pointer.InvalidPointerError` for a malformed or hostile one."""
         if not message.is_attachment:
             raise InvalidPointerError("the message is not an attachment")
         return decode_pointer(message.body)

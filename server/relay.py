@@ -1171,6 +1171,8 @@ class Relay:
         self._bundle_buckets: dict[DeviceAddress, _TokenBucket] = {}
         self.blob_tokens: BlobTokens | None = None
         """Set to issue blob upload tokens (op ``blob_upload_token``); None answers ``not_found``."""
+        # Business-name certificates (server/business_names.py): the board and its two ops.
+        self.business_names = BusinessNameBoard()
         self.host = ""
         self.port = 0
 
@@ -1284,3 +1286,6 @@ class Relay:
 
 # The group operations live in their own module; importing it registers them beside the ones above.
 from server import group_ops as _group_ops  # noqa: E402, F401
+
+# Business names: the board's ops register themselves in _OPS (server/business_names.py).
+from server.business_names import BusinessNameBoard  # noqa: E402

@@ -117,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", dest="peer", default=None, help="start talking to this contact")
     parser.add_argument("--explain", action="store_true", help="print each protocol step as it happens")
     parser.add_argument(
+        "--directory-key",
+        default=None,
+        metavar="HEX|FILE",
+        help="the directory public key that vouches for business names (docs/business.md)",
+    )
+    parser.add_argument(
         "--show-secrets",
         action="store_true",
         help="TEACHING ONLY: with /explain, print private values (DH outputs, keys) in full",
@@ -191,6 +197,16 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
     explainer = Explainer(
         lambda text: write(f"  · {text}"), show_secrets=args.show_secrets, enabled=args.explain
     )
+    directory_key = None
+    if args.directory_key is not None:
+        # Read before any state is made: a mistake here leaves nothing behind.
+        from client.directory import DirectoryKeyError, load_directory_public_key
+
+        try:
+            directory_key = load_directory_public_key(args.directory_key)
+        except DirectoryKeyError as error:
+            say_error(f"--directory-key: {inert(str(error))}")
+            return 2
     created = not state.exists()
     folders: list[Path] = []
     try:
@@ -208,7 +224,9 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
         if created:
             _remove_state(state, folders)
         return 2
-    app = ChatApp(client, explainer, write, state, peer=args.peer, clear_screen=clear)
+    app = ChatApp(
+        client, explainer, write, state, peer=args.peer, clear_screen=clear, directory_key=directory_key
+    )
     handler = ClientLogHandler(app)
     client_logger = logging.getLogger("client")
     client_logger.addHandler(handler)

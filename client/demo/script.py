@@ -27,6 +27,8 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
    one group message: one upload, one stored copy per member device, each acknowledged by its
    recipient; then she removes Carol: Bob makes a new sender key, and what he sends next is
    queued for Alice alone and never readable by Carol.
+9. Alice asks the parcel bot (:mod:`client.demo.business`): a business whose name a directory key
+   vouches for, answering with text and quick replies, and notifying her later.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
 middle column shows what the relay holds, read from the relay's own database opened read-only
@@ -66,6 +68,7 @@ from typing import Any, TextIO
 
 from client.chat.verify import format_safety_number
 from client.client import Client, Hooks, Settings
+from client.demo.business import business_step
 from client.demo.layout import Columns
 from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
@@ -536,6 +539,8 @@ class _Demo:
         await self._spqr_epochs()
         await self._picture()
         await self._group()
+        # A business on the same relay (client/demo/business.py).
+        await business_step(self)
 
     async def _spqr_epochs(self) -> None:
         """Step 6: ping-pong until both SPQR states reached :data:`_SPQR_TARGET_EPOCH`."""

@@ -600,6 +600,53 @@ def _attachment_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _business_name_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """One certificate issued, then verified as it is and with each of its refusals."""
+    directory_private = _private_hex(rng)
+    identity_public = PrivateKey(bytes.fromhex(_private_hex(rng))).public_key().serialize().hex()
+    other_public = PrivateKey(bytes.fromhex(_private_hex(rng))).public_key().serialize().hex()
+    other_directory = PrivateKey(bytes.fromhex(_private_hex(rng))).public_key().serialize().hex()
+    not_before, not_after = 1_780_000_000_000, 1_811_536_000_000
+    issued: dict[str, object] = {
+        "directory_private": directory_private,
+        "random": rng(64).hex(),
+        "account": "parcels",
+        "identity_public": identity_public,
+        "display_name": "Parcel Depot",
+        "not_before": not_before,
+        "not_after": not_after,
+    }
+    output = KINDS["business_name"](issued)
+    certificate, directory_public = bytes.fromhex(str(output["certificate"])), str(output["directory_public"])
+    # The display name's first byte, flipped: the signature no longer covers the bytes.
+    at = 1 + 1 + len("parcels") + 33 + 1
+    altered = certificate[:at] + bytes((certificate[at] ^ 0x20,)) + certificate[at + 1 :]
+    good = {
+        "certificate": certificate.hex(),
+        "directory_public": directory_public,
+        "account": "parcels",
+        "identity_public": identity_public,
+        "now": not_before + 1000,
+    }
+    cases: list[tuple[str, dict[str, object]]] = [("issue", issued)]
+    for name, change in (
+        ("verify-good", {}),
+        ("verify-first-instant", {"now": not_before}),
+        ("verify-last-instant", {"now": not_after}),
+        ("verify-expired", {"now": not_after + 1}),
+        ("verify-not-yet-valid", {"now": not_before - 1}),
+        ("verify-other-identity-key", {"identity_public": other_public}),
+        ("verify-other-account", {"account": "parcel"}),
+        ("verify-other-directory", {"directory_public": other_directory}),
+        ("verify-altered-name", {"certificate": altered.hex()}),
+        ("verify-truncated", {"certificate": certificate[:-1].hex()}),
+        ("verify-trailing-byte", {"certificate": (certificate + b"\x00").hex()}),
+        ("verify-version-2", {"certificate": (b"\x02" + certificate[1:]).hex()}),
+    ):
+        cases.append((name, {**good, **change}))
+    return cases
+
+
 _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str, object]]]]]] = {
     "xeddsa.json": ("xeddsa", _xeddsa_cases),
     "x3dh.json": ("x3dh", _x3dh_cases),
@@ -617,6 +664,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "x25519.json": ("x25519", _x25519_cases),
     "hkdf.json": ("hkdf", _hkdf_cases),
     "attachment.json": ("attachment", _attachment_cases),
+    "business_name.json": ("business_name", _business_name_cases),
 }
 
 

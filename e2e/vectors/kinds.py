@@ -24,6 +24,7 @@ from e2e.attachment import (
     encrypt_attachment,
     padded_size,
 )
+from e2e.business_name import BusinessName, issue_certificate, verify_certificate
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
@@ -756,6 +757,41 @@ def attachment(raw: Mapping[str, object]) -> Output:
     }
 
 
+def business_name(raw: Mapping[str, object]) -> Output:
+    """Issuing a business-name certificate (directory_private, random, the fields → directory_public,
+    certificate) or, when the inputs hold a certificate, verifying it for an account, identity key
+    and time (→ the certified display name and validity, or the error that refuses it)."""
+    inputs = Inputs(raw)
+    account = inputs.optional_text("account")
+    if account is None:
+        raise VectorFormatError("missing input 'account'")
+    if "certificate" in raw:
+        certificate = inputs.hex("certificate")
+        directory_public = inputs.public_key("directory_public")
+        identity_public = inputs.public_key("identity_public")
+        now = inputs.integer("now")
+        inputs.done()
+        try:
+            name = verify_certificate(
+                certificate, directory_public, account=account, identity_key=identity_public, now_ms=now
+            )
+        except E2EError as error:
+            return {"error": type(error).__name__}
+        return {"display_name": name.display_name, "not_before": name.not_before, "not_after": name.not_after}
+    directory = KeyPair(inputs.private_key("directory_private"))
+    random = inputs.hex("random", 64)
+    identity_public = inputs.public_key("identity_public")
+    display_name = inputs.optional_text("display_name")
+    if display_name is None:
+        raise VectorFormatError("missing input 'display_name'")
+    not_before = inputs.integer("not_before")
+    not_after = inputs.integer("not_after")
+    inputs.done()
+    name = BusinessName(account, identity_public, display_name, not_before, not_after)
+    certificate = issue_certificate(directory, name, fixed_rng(random))
+    return {"directory_public": directory.public_key.serialize().hex(), "certificate": certificate.hex()}
+
+
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
@@ -770,4 +806,5 @@ KINDS: dict[str, Kind] = {
     "kyber1024": kyber1024,
     "group_membership": group_membership,
     "attachment": attachment,
+    "business_name": business_name,
 }

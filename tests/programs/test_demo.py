@@ -86,6 +86,9 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
     assert [name for name, _ in alice_dh][:4] == ["DH1", "DH2", "DH3", "DH4"]
     # (Bob's first handshake is with Alice; his second starts his session with Carol.)
     assert alice_dh[:4] == bob_dh[:4]
+    # (Her last handshake starts her session with the parcel bot, step 12.)
+    parcels_dh = re.findall(r"\[Parcels\] X3DH: (DH\d) = DH\([^)]*\) = (#[0-9a-f]{8})", output)
+    assert alice_dh[-4:] == parcels_dh
     assert "MAC check passed" in output
     # Explain mode shows SPQR's steps: Kyber in PQXDH, chunks with SPQR's key mixed in, epochs.
     assert "[Alice] PQXDH: Kyber1024 encapsulation to Bob's Kyber prekey" in output
@@ -104,6 +107,16 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
     assert "opened: PNG 160×120" in right
     assert "carol: ← sunrise.png verified, PNG 160×120" in right
     assert "SECRET" not in output
+
+    # Step 11: the parcel bot answers Alice; only ciphertext and the served certificate in the middle.
+    assert '→ "Where is my parcel PD123456?"' in left and "PD123456?" not in middle
+    assert "sorting centre" in left and "sorting centre" not in middle
+    assert re.search(r"#\d+ alice→parcels PreKeySignalMessage", middle)
+    assert re.search(r'"Parcel Depot" for its identity key', middle)
+    assert "(the relay cannot" in middle
+    assert '✓ parcels is "Parcel Depot"' in left
+    assert "1. Notify me of updates" in left
+    assert re.search(r'later: "Update: parcel PD123456 has left the\s+depot\."', left)
 
     # Nothing is left running and the temporary directory is gone.
     assert processes_mentioning(str(tmp_path)) == []
@@ -142,7 +155,8 @@ def test_show_secrets_is_loud_and_shows_the_same_secrets_on_both_sides(
     assert output.rstrip().endswith(SHOW_SECRETS_WARNING)
     alice = re.findall(r"\[Alice\] X3DH: (DH\d) = DH\([^)]*\) = SECRET ([0-9a-f]{64})", output)
     bob = re.findall(r"\[Bob\] X3DH: (DH\d) = DH\([^)]*\) = SECRET ([0-9a-f]{64})", output)
-    # Alice's first handshake is with Bob; her second starts her session with Carol, for the group.
-    assert len(alice) == 8
+    # Alice's first handshake is with Bob; her second starts her session with Carol, for the group;
+    # her third with the parcel bot.
+    assert len(alice) == 12
     assert alice[:4] == bob[:4]
     assert list(tmp_path.iterdir()) == []
