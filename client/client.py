@@ -8,8 +8,10 @@ What this module owns
 * keeps the relay stocked with one-time prekeys (tops them up on connect and whenever the relay says
   the stock is low) and rotates the signed prekey, keeping retired ones for a grace period so that
   late PreKey messages built on them still decrypt;
-* fetches bundles, starts sessions (X3DH; PQXDH when the core offers it and the bundle carries a KEM
-  prekey), encrypts, sends, receives, decrypts, and removes duplicates by message id;
+* fetches bundles, starts sessions (by default a version-4 session, Signal's PQXDH with Kyber1024 and
+  then SPQR, when the bundle carries a Kyber prekey; the project's PQXDH with an ML-KEM prekey, or
+  X3DH, only for a device that publishes none; never down from version 4 once a session with the
+  device was version 4), encrypts, sends, receives, decrypts, and removes duplicates by message id;
 * reconnects with capped, jittered exponential backoff and resends what the relay had not
   acknowledged;
 * tracks contacts by identity key: trust on first use, verification by safety number, and an
@@ -424,8 +426,9 @@ class Client(GroupsMixin):
         return client_id
 
     async def add_contact(self, name: str, device_id: int = 1) -> str:
-        """Start a session with ``name``/``device_id`` now; returns the key agreement, ``"x3dh"`` or
-        ``"pqxdh"``.
+        """Start a session with ``name``/``device_id`` now; returns the key agreement: ``"pqxdh_v4"``
+        (Signal's PQXDH and SPQR, the default with a contact who publishes Kyber prekeys),
+        ``"pqxdh"`` or ``"x3dh"``.
 
         Fetches the contact's prekey bundle (which proves the account exists: the relay's
         ``unknown_account`` or ``unknown_device`` is raised as :class:`client.transport.RelayError`
@@ -566,7 +569,11 @@ class Client(GroupsMixin):
 
     def _cipher(self, peer: ProtocolAddress) -> SessionCipher:
         return SessionCipher(
-            self._protocol, peer, limits=self._limits, require_pqxdh=self.settings.require_pqxdh
+            self._protocol,
+            peer,
+            limits=self._limits,
+            require_pqxdh=self.settings.require_pqxdh,
+            pq_ratchet_factory=self._protocol.pq_ratchet_factory,
         )
 
     def _check_identity_unchanged(self, name: str, device_id: int) -> None:
@@ -586,7 +593,11 @@ class Client(GroupsMixin):
             return
         # The builder verifies the bundle, checks the identity (trust on first use records it),
         # and refuses X3DH with a device that used PQXDH before; archived states stay.
-        builder = SessionBuilder(self._protocol, peer, limits=self._limits)
+        # A bundle with a Kyber prekey starts a version-4 session with SPQR; once a session with
+        # this device is version 4, the core refuses a bundle without one (DowngradeError).
+        builder = SessionBuilder(
+            self._protocol, peer, limits=self._limits, pq_ratchet_factory=self._protocol.pq_ratchet_factory
+        )
         builder.process_pre_key_bundle(bundle, self._rng, trace=self._trace)
 
     async def _fetch_bundle(self, name: str, device_id: int) -> PreKeyBundle:
@@ -594,7 +605,7 @@ class Client(GroupsMixin):
         for attempt in itertools.count(1):
             connection = await self._connection()
             try:
-                return await connection.fetch_bundle(name, device_id)
+                return await connection.fetch_bundle(name, device_id, kyber=self.settings.start_v4_sessions)
             except transport.RelayError as error:
                 if error.code != "rate_limited" or attempt == _BUNDLE_ATTEMPTS:
                     raise

@@ -80,7 +80,7 @@ _DELIVERY_POLL = 0.2
 _SEND_TIMEOUT = 30.0
 """Seconds a send may take (a session's first message waits for the contact's prekey bundle)."""
 
-AGREEMENT_NAMES = {"x3dh": "X3DH", "pqxdh": "PQXDH"}
+AGREEMENT_NAMES = {"x3dh": "X3DH", "pqxdh": "PQXDH", "pqxdh_v4": "PQXDH v4 + SPQR"}
 """How the key agreements are named on the screen."""
 
 _REFUSALS = {

@@ -2,7 +2,7 @@
 
 What this module owns
 ---------------------
-:func:`business_step`, the last step of ``make demo`` (step 11).  A directory key (made here, standing for
+:func:`business_step`, the last step of ``make demo`` (step 12).  A directory key (made here, standing for
 whoever vouches for business names) signs a certificate for the ``parcels`` account and its
 identity key; the parcel service (:mod:`client.examples.parcel_bot`) runs on the bot library
 (:mod:`client.bot`) over an ordinary client, posts its certificate to the relay, and answers
@@ -44,11 +44,11 @@ _DAY_MS = 86_400_000
 
 
 async def business_step(demo: _Demo) -> None:
-    """Run step 11 of the demo (raises :class:`client.demo.script.DemoFailed` when a part fails)."""
+    """Run step 12 of the demo (raises :class:`client.demo.script.DemoFailed` when a part fails)."""
     from client.demo.script import DemoFailed, _Person, _relay_cell
 
     columns = demo.columns
-    demo._heading("11. Alice asks a business: the parcel bot, with a verified name")
+    demo._heading("12. Alice asks a business: the parcel bot, with a verified name")
     directory = KeyPair.generate(os.urandom)
     parcels = _Person("parcels", 2)
     bot_client = await demo._online(parcels, create=True)

@@ -47,7 +47,12 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
 
     # It ends on its own with a summary naming the key agreement and the checks it made.
     summary = " ".join(output[output.index("── Summary") :].split())
-    assert re.search(r"key agreement:\s+(X3DH|PQXDH)", summary)
+    assert re.search(r"key agreement:\s+Signal's PQXDH with Kyber-1024", summary)
+    assert "message version 4, then the Triple Ratchet (Double Ratchet + SPQR)" in summary
+    spqr = re.search(
+        r"SPQR: (\d+) epoch changes seen \(both sides reached epoch (\d+)\); (\d+) chunks sent", summary
+    )
+    assert spqr is not None and int(spqr[1]) >= 4 and int(spqr[2]) >= 3 and int(spqr[3]) > 100
     assert "NO plaintext in the relay's files" in summary
     assert "relay: stopped, exit status 0" in summary
     assert re.search(r"\b2 overtaken by later ones and still decrypted", summary)
@@ -64,7 +69,9 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
         assert text not in middle, text
     assert re.search(r"#\d+ alice→bob PreKeySignalMessage [\d,]+ B", middle)
     assert re.search(r"#\d+ bob→alice SignalMessage [\d,]+ B", middle)
-    assert re.search(r"33 ([0-9a-f]{2} ){7}…", middle)
+    # Version-4 messages: the version byte 0x44 opens every one of them.
+    assert re.search(r"44 ([0-9a-f]{2} ){7}…", middle)
+    assert not re.search(r"SignalMessage [\d,]+ B\s+id \S+ 33 ", middle)
 
     # The late message was decrypted with a stored skipped key.
     assert '"One (sent first)." (arrived 3rd)' in right
@@ -79,10 +86,17 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
     assert [name for name, _ in alice_dh][:4] == ["DH1", "DH2", "DH3", "DH4"]
     # (Bob's first handshake is with Alice; his second starts his session with Carol.)
     assert alice_dh[:4] == bob_dh[:4]
-    # (Her last handshake starts her session with the parcel bot, step 11.)
+    # (Her last handshake starts her session with the parcel bot, step 12.)
     parcels_dh = re.findall(r"\[Parcels\] X3DH: (DH\d) = DH\([^)]*\) = (#[0-9a-f]{8})", output)
     assert alice_dh[-4:] == parcels_dh
     assert "MAC check passed" in output
+    # Explain mode shows SPQR's steps: Kyber in PQXDH, chunks with SPQR's key mixed in, epochs.
+    assert "[Alice] PQXDH: Kyber1024 encapsulation to Bob's Kyber prekey" in output
+    assert "[Bob] PQXDH: Kyber1024 decapsulation with our Kyber prekey" in output
+    assert re.search(r"\[Bob\] SPQR: chunk of field 5 .*SPQR's key mixed in", output)
+    assert re.search(r"spqr_type=\w+, spqr_chunk=\d+", output)
+    assert re.search(r"\[Alice\] SPQR: new epoch, .*from=1, to=2", output)
+    assert re.search(r"\[Bob\] SPQR: new epoch, .*from=2,\s+to=3", output)
 
     # The picture: ciphertext and its size bucket in the middle, verified and opened on Bob's side,
     # forwarded to Carol without a new upload.

@@ -24,6 +24,9 @@
 //   session_bench_ping_pong: messages, size -> {cpu_ms}  (two fresh libsignal parties
 //       inside the peer, a v4 session, `messages` messages of `size` bytes in strict ping-pong;
 //       the CPU milliseconds of the encrypt and decrypt calls, setup excluded)
+//   session_fingerprint: party, local_id, remote_id, remote_identity_key, iterations, version
+//       -> {displayable, scannable}  (libsignal's Fingerprint of the party's identity key and the
+//       remote one: the 60-digit safety number and the scannable bytes, as the party sees them)
 //   session_log_capture:                              -> {messages}: libsignal's log lines (warnings
 //       and errors) since the previous call; the first call starts the capture.  They name the
 //       step that refused a message where the JS error says only "decryption failed".
@@ -143,6 +146,22 @@ export function sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg, Part
         plaintext = await lib.signalDecrypt(lib.SignalMessage.deserialize(body), peer, own(request), party.sessions, party.identities);
       }
       return { plaintext: b64(plaintext) };
+    },
+
+    session_fingerprint: async (request) => {
+      const party = partyArg(request);
+      const fingerprint = lib.Fingerprint.new(
+        arg(request, 'iterations', 'number'),
+        arg(request, 'version', 'number'),
+        bytesArg(request, 'local_id'),
+        party.identity.getPublicKey(),
+        bytesArg(request, 'remote_id'),
+        lib.PublicKey.deserialize(bytesArg(request, 'remote_identity_key')),
+      );
+      return {
+        displayable: fingerprint.displayableFingerprint().toString(),
+        scannable: b64(fingerprint.scannableFingerprint().toBuffer()),
+      };
     },
 
     session_import_prekeys: async (request) => {
