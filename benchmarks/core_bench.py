@@ -6,8 +6,10 @@ Run ``make bench`` (or ``python benchmarks/core_bench.py``).  One run prints one
   (messages/s), 64-byte ping-pong (messages/s, a DH ratchet step per message), 64 KiB messages
   (MB/s, 1 MB = 10**6 bytes), a 64-byte message to a group of 10 and of 100 members as the
   sender's CPU sees it, with Sender Keys (one encryption and one signature) and by pairwise
-  fan-out (one Double Ratchet encryption per member), then the floor rows, the bare primitives
-  everything is built from;
+  fan-out (one Double Ratchet encryption per member), the version-4 rows (Signal's PQXDH with
+  Kyber1024 and the Triple Ratchet with SPQR, as libsignal speaks it: setups, 64 B burst, 64 B
+  ping-pong, 64 KiB, each v4 rate as a percentage of the same run's v3 rate, and the bytes SPQR
+  adds per message), then the floor rows, the bare primitives everything is built from;
 * columns: the peers of :mod:`core_peers` (this project, python-axolotl, Syndace's libraries in
   two configurations, vodozemac, and for the group rows libsignal itself in the interop tests'
   Node peer, whose CPU time is the Node process's).
@@ -47,6 +49,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from core_peers import PEERS, PLAINTEXT_64, Batch, Peer
 
 LARGE = 64 * 1024
+# Messages of the ping-pong whose field 5 sizes the SPQR row averages: several epochs (~87 each).
+SPQR_BYTES_MESSAGES = 400
 
 # (key, label, unit) of every row, in table order.
 PROTOCOL_ROWS = [
@@ -56,6 +60,13 @@ PROTOCOL_ROWS = [
     ("burst_64_stored", "64 B burst, sessions stored and reloaded per message, msg/s", "1/s"),
     ("ping_pong_64", "64 B ping-pong, msg/s", "1/s"),
     ("burst_64k", "64 KiB messages, MB/s", "MB/s"),
+    ("setup_v4", "v4 session setups/s (Signal's PQXDH with Kyber1024, then SPQR)", "1/s"),
+    ("burst_64_v4", "v4 + SPQR: 64 B burst, msg/s", "1/s"),
+    ("ping_pong_64_v4", "v4 + SPQR: 64 B ping-pong, msg/s", "1/s"),
+    ("burst_64k_v4", "v4 + SPQR: 64 KiB messages, MB/s", "MB/s"),
+    ("v4_burst_share", "v4 burst as % of v3 burst (same run; target ≥ 50 %)", "%"),
+    ("v4_ping_pong_share", "v4 ping-pong as % of v3 ping-pong (same run; target ≥ 50 %)", "%"),
+    ("spqr_bytes", "v4: bytes SPQR adds per message (field 5, 400-message ping-pong average)", "B"),
     ("group_send_10", "64 B to a 10-member group, sender CPU, Sender Keys, sends/s", "1/s"),
     ("fanout_10", "64 B to a 10-member group, sender CPU, pairwise fan-out, sends/s", "1/s"),
     ("group_send_100", "64 B to a 100-member group, sender CPU, Sender Keys, sends/s", "1/s"),
@@ -159,6 +170,27 @@ def run_peer(name: str, round_seconds: float, rounds: int) -> dict[str, float | 
                 "burst_64k",
                 lambda: measure(lambda n: peer.burst(n, payload), round_seconds, rounds, megabytes),
             )
+    if type(peer).v4_setups is not Peer.v4_setups:
+        attempt("setup_v4", lambda: measure(peer.v4_setups, round_seconds, rounds))
+        try:
+            peer.start_v4()
+        except Exception as error:
+            results["burst_64_v4"] = "n/a (" + _reason(error) + ")"
+        else:
+            attempt(
+                "burst_64_v4",
+                lambda: measure(lambda n: peer.burst_v4(n, PLAINTEXT_64), round_seconds, rounds),
+            )
+            attempt(
+                "ping_pong_64_v4",
+                lambda: measure(lambda n: peer.ping_pong_v4(n, PLAINTEXT_64), round_seconds, rounds),
+            )
+            large = os.urandom(LARGE)
+            attempt(
+                "burst_64k_v4",
+                lambda: measure(lambda n: peer.burst_v4(n, large), round_seconds, rounds, megabytes),
+            )
+        attempt("spqr_bytes", lambda: peer.spqr_bytes(SPQR_BYTES_MESSAGES))
     for members in GROUP_SIZES:
 
         def group_rate(members: int = members) -> float:
@@ -188,6 +220,20 @@ def run_peer(name: str, round_seconds: float, rounds: int) -> dict[str, float | 
         units = megabytes if key.endswith("64k") else 1.0
         attempt(key, lambda batch=batch, units=units: measure(batch, round_seconds, rounds, units))  # type: ignore[misc]
     return results
+
+
+def with_shares(results: dict[str, float | str]) -> dict[str, float | str]:
+    """Add the v4-against-v3 rows (percent) where both figures of a pair were measured."""
+    shares = {
+        "v4_burst_share": ("burst_64_v4", "burst_64"),
+        "v4_ping_pong_share": ("ping_pong_64_v4", "ping_pong_64"),
+    }
+    out = dict(results)
+    for key, (v4, v3) in shares.items():
+        ours, theirs = results.get(v4), results.get(v3)
+        if isinstance(ours, float) and isinstance(theirs, float) and theirs > 0:
+            out[key] = ours / theirs * 100
+    return out
 
 
 def run_in_subprocess(name: str, round_seconds: float, rounds: int, timeout: float) -> dict[str, float | str]:
@@ -351,7 +397,7 @@ def main() -> None:
         for name in names:
             print(f"pass {turn}/{arguments.passes}: {name} ...", file=sys.stderr, flush=True)
             measured = run_in_subprocess(name, arguments.round_seconds, arguments.rounds, arguments.timeout)
-            results[name] = _best(results.get(name), measured)
+            results[name] = with_shares(_best(results.get(name), measured))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(
         f"{now}; {_cpu_model()} ({os.cpu_count()} logical CPUs); Python {platform.python_version()}; "

@@ -71,6 +71,25 @@ class Peer:
         """Build the one conversation that :meth:`burst` and :meth:`ping_pong` use."""
         raise NotImplementedError
 
+    def v4_setups(self, n: int) -> None:
+        """Version-4 session setups (Signal's PQXDH with a Kyber1024 prekey, then SPQR), where supported."""
+        raise NotImplementedError
+
+    def start_v4(self) -> None:
+        """Build a version-4 conversation with SPQR for :meth:`burst_v4`, :meth:`ping_pong_v4`."""
+        raise NotImplementedError
+
+    def burst_v4(self, n: int, plaintext: bytes) -> None:
+        raise NotImplementedError
+
+    def ping_pong_v4(self, n: int, plaintext: bytes) -> None:
+        raise NotImplementedError
+
+    def spqr_bytes(self, messages: int) -> float:
+        """The bytes SPQR's field 5 (with its tag and length) adds to a message, averaged over a
+        ping-pong of ``messages`` messages on a new version-4 conversation."""
+        raise NotImplementedError
+
     def burst(self, n: int, plaintext: bytes) -> None:
         raise NotImplementedError
 
@@ -179,8 +198,12 @@ class Ours(SyncPeer):
     label = "this project"
 
     def __init__(self) -> None:
-        from e2e import kem, keys, session, wire, x3dh
+        from e2e import kem, keys, kyber, session, wire, x3dh
+        from e2e.spqr import SpqrRatchetFactory
 
+        self._KyberKeyPair = kyber.KyberKeyPair
+        self._spqr = SpqrRatchetFactory()
+        self._SignalMessage = wire.SignalMessage
         self._KemKeyPair = kem.KemKeyPair
         self._KeyPair = keys.KeyPair
         self._SessionRecord = session.SessionRecord
@@ -192,15 +215,56 @@ class Ours(SyncPeer):
         for _ in range(n):
             self.new_conversation(pqxdh=True)
 
+    def v4_setups(self, n: int) -> None:
+        for _ in range(n):
+            self.new_conversation(v4=True)
+
+    def start_v4(self) -> None:
+        self._v4_a_to_b, self._v4_b_to_a = self.new_conversation(v4=True)
+        self._v4_b_to_a(PLAINTEXT_64)
+        self._v4_a_to_b(PLAINTEXT_64)
+
+    def burst_v4(self, n: int, plaintext: bytes) -> None:
+        a_to_b = self._v4_a_to_b
+        for _ in range(n):
+            a_to_b(plaintext)
+
+    def ping_pong_v4(self, n: int, plaintext: bytes) -> None:
+        a_to_b, b_to_a = self._v4_a_to_b, self._v4_b_to_a
+        for _ in range(n // 2):
+            b_to_a(plaintext)
+            a_to_b(plaintext)
+        if n % 2:
+            b_to_a(plaintext)
+
+    def spqr_bytes(self, messages: int) -> float:
+        self.new_conversation(v4=True)
+        alice, bob = self._records
+        rng, deserialize = os.urandom, self._SignalMessage.deserialize
+        total = 0
+        for i in range(messages):
+            sender, receiver = (bob, alice) if i % 2 == 0 else (alice, bob)
+            body = sender.encrypt(PLAINTEXT_64, rng).body
+            field = deserialize(body).pq_ratchet
+            # Field 5 on the wire: its tag, its length (one byte below 128) and the bytes.
+            total += 2 + len(field) if field else 0
+            _check(receiver.decrypt(body, rng), PLAINTEXT_64)
+        return total / messages
+
     def new_conversation(
-        self, pqxdh: bool = False
+        self, pqxdh: bool = False, v4: bool = False
     ) -> tuple[Callable[[bytes], None], Callable[[bytes], None]]:
         rng = os.urandom
         key_pair = self._KeyPair.generate
         bob_identity = key_pair(rng)
         signed_pre_key = key_pair(rng)
         one_time_pre_key = key_pair(rng)
-        kem_pre_key = self._KemKeyPair.generate(rng) if pqxdh else None
+        kem_pre_key: Any = None
+        if v4:
+            kem_pre_key = self._KyberKeyPair.generate(rng)
+        elif pqxdh:
+            kem_pre_key = self._KemKeyPair.generate(rng)
+        factory = self._spqr if v4 else None
         bundle = self._PreKeyBundle(
             registration_id=2,
             device_id=1,
@@ -217,9 +281,9 @@ class Ours(SyncPeer):
             else bob_identity.sign(kem_pre_key.public_key.serialize(), rng),
         )
         alice_identity = key_pair(rng)
-        alice = self._SessionRecord.initiate(alice_identity, 1, bundle, rng)
+        alice = self._SessionRecord.initiate(alice_identity, 1, bundle, rng, pq_ratchet_factory=factory)
         first = alice.encrypt(PLAINTEXT_64, rng)
-        bob = self._SessionRecord()
+        bob = self._SessionRecord(pq_ratchet_factory=factory)
         message = self._PreKeySignalMessage.deserialize(first.body)
         _check(
             bob.decrypt_prekey_message(

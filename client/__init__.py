@@ -15,6 +15,9 @@ What this package owns
   pointer, encrypt-while-uploading and verify-before-saving, and the blob service's HTTP client.
 * :mod:`client.groups`, :mod:`client.group_store`: group conversations — signed membership,
   Sender Keys over the pairwise sessions, rotation, retry receipts — and their local tables.
+* :mod:`client.structured`, :mod:`client.business`, :mod:`client.bot`, :mod:`client.directory`:
+  businesses — quick replies, a customer's view of verified names, the bot library (``e2e-bot``,
+  example services in :mod:`client.examples`) and the directory's command (``e2e-directory``).
 
 The protocol itself lives in :mod:`e2e`; this package is where it meets files, sockets and clocks.
 See ``docs/client.md``.

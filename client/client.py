@@ -8,8 +8,10 @@ What this module owns
 * keeps the relay stocked with one-time prekeys (tops them up on connect and whenever the relay says
   the stock is low) and rotates the signed prekey, keeping retired ones for a grace period so that
   late PreKey messages built on them still decrypt;
-* fetches bundles, starts sessions (X3DH; PQXDH when the core offers it and the bundle carries a KEM
-  prekey), encrypts, sends, receives, decrypts, and removes duplicates by message id;
+* fetches bundles, starts sessions (by default a version-4 session, Signal's PQXDH with Kyber1024 and
+  then SPQR, when the bundle carries a Kyber prekey; the project's PQXDH with an ML-KEM prekey, or
+  X3DH, only for a device that publishes none; never down from version 4 once a session with the
+  device was version 4), encrypts, sends, receives, decrypts, and removes duplicates by message id;
 * reconnects with capped, jittered exponential backoff and resends what the relay had not
   acknowledged;
 * tracks contacts by identity key: trust on first use, verification by safety number, and an
@@ -74,7 +76,7 @@ from client.errors import (
     NotRegisteredError,
     TextEncodingError,
 )
-from client.events import Event, Message, SendFailed, Undecryptable
+from client.events import Event, GroupMessage, Message, SendFailed, Undecryptable
 from client.fanout import FanOut
 from client.groups import GroupsMixin
 from client.names import check_account_name, check_device_id, check_relay_url
@@ -427,8 +429,9 @@ class Client(FanOut, GroupsMixin):
         return client_id
 
     async def add_contact(self, name: str, device_id: int = 1) -> str:
-        """Start a session with ``name``/``device_id`` now; returns the key agreement, ``"x3dh"`` or
-        ``"pqxdh"``.
+        """Start a session with ``name``/``device_id`` now; returns the key agreement: ``"pqxdh_v4"``
+        (Signal's PQXDH and SPQR, the default with a contact who publishes Kyber prekeys),
+        ``"pqxdh"`` or ``"x3dh"``.
 
         Fetches the contact's prekey bundle (which proves the account exists: the relay's
         ``unknown_account`` or ``unknown_device`` is raised as :class:`client.transport.RelayError`
@@ -571,7 +574,11 @@ class Client(FanOut, GroupsMixin):
 
     def _cipher(self, peer: ProtocolAddress) -> SessionCipher:
         return SessionCipher(
-            self._protocol, peer, limits=self._limits, require_pqxdh=self.settings.require_pqxdh
+            self._protocol,
+            peer,
+            limits=self._limits,
+            require_pqxdh=self.settings.require_pqxdh,
+            pq_ratchet_factory=self._protocol.pq_ratchet_factory,
         )
 
     def _check_identity_unchanged(self, name: str, device_id: int) -> None:
@@ -591,7 +598,11 @@ class Client(FanOut, GroupsMixin):
             return
         # The builder verifies the bundle, checks the identity (trust on first use records it),
         # and refuses X3DH with a device that used PQXDH before; archived states stay.
-        builder = SessionBuilder(self._protocol, peer, limits=self._limits)
+        # A bundle with a Kyber prekey starts a version-4 session with SPQR; once a session with
+        # this device is version 4, the core refuses a bundle without one (DowngradeError).
+        builder = SessionBuilder(
+            self._protocol, peer, limits=self._limits, pq_ratchet_factory=self._protocol.pq_ratchet_factory
+        )
         builder.process_pre_key_bundle(bundle, self._rng, trace=self._trace)
 
     async def _fetch_bundle(self, name: str, device_id: int) -> PreKeyBundle:
@@ -599,7 +610,7 @@ class Client(FanOut, GroupsMixin):
         for attempt in itertools.count(1):
             connection = await self._connection()
             try:
-                return await connection.fetch_bundle(name, device_id)
+                return await connection.fetch_bundle(name, device_id, kyber=self.settings.start_v4_sessions)
             except transport.RelayError as error:
                 if error.code != "rate_limited" or attempt == _BUNDLE_ATTEMPTS:
                     raise
@@ -1059,6 +1070,18 @@ class Client(FanOut, GroupsMixin):
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
+    # -- extensions (business names: client/business.py) --------------------------------------
+
+    async def relay_request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """One request to the relay on the live connection (waiting for one); its answer's fields.
+
+        For modules that speak ops of their own (``get_business_certificate``); raises
+        :class:`client.transport.RelayError` when the relay refuses.
+        """
+        self._check_running()
+        connection = await self._connection()
+        return await connection.request(op, **fields)
+
     # -- attachments (client/attachments.py; docs/attachments.md) ------------------------------
 
     async def _blob_service(self) -> tuple[str, str]:
@@ -1108,9 +1131,39 @@ class Client(FanOut, GroupsMixin):
         body = encode_pointer(pointer)
         return await self.send(name, body, device_id, content_type=envelope.CONTENT_ATTACHMENT)
 
-    def attachment(self, message: Message) -> AttachmentPointer:
-        """The pointer a received (or stored) attachment message carries; raises
-        :class:`client.pointer.InvalidPointerError` for a malformed or hostile one."""
+    async def send_file_to_group(
+        self,
+        group_id: bytes,
+        path: str | Path,
+        *,
+        content_type: str | None = None,
+        progress: Progress | None = None,
+    ) -> SentFile:
+        """:meth:`send_file` for a group: the file is encrypted and uploaded once, and its pointer
+        goes to every member in one Sender Keys message (:meth:`send_group`)."""
+        self._check_running()
+        url, token = await self._blob_service()
+        pointer = await upload_file(
+            self._blob_client(),
+            url,
+            token,
+            Path(path),
+            self._rng,
+            content_type=content_type,
+            progress=progress,
+        )
+        message_id = await self.forward_file_to_group(group_id, pointer)
+        return SentFile(message_id, pointer)
+
+    async def forward_file_to_group(self, group_id: bytes, pointer: AttachmentPointer) -> str:
+        """Send an existing pointer to a group: the blob is not uploaded again."""
+        return await self.send_group(
+            group_id, encode_pointer(pointer), content_type=envelope.CONTENT_ATTACHMENT
+        )
+
+    def attachment(self, message: Message | GroupMessage) -> AttachmentPointer:
+        """The pointer a received (or stored) attachment message, one-to-one or in a group,
+        carries; raises :class:`client.pointer.InvalidPointerError` for a malformed or hostile one."""
         if not message.is_attachment:
             raise InvalidPointerError("the message is not an attachment")
         return decode_pointer(message.body)

@@ -102,10 +102,16 @@ class GroupMessage:
     timestamp: int
     relay_timestamp: int
     body: bytes = field(repr=False)
+    content_type: int = 0
+    """0 for text, 1 for an attachment pointer (:meth:`client.Client.attachment` decodes it)."""
 
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
+
+    @property
+    def is_attachment(self) -> bool:
+        return self.content_type == 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,9 @@ STEP_TITLES: Mapping[str, str] = {
     # PQXDH (Signal's PQXDH specification §3).
     "pqxdh.kem": "PQXDH: ML-KEM shared secret SS",
     "pqxdh.kdf": "PQXDH: KDF(DH1 ‖ DH2 ‖ DH3 [‖ DH4] ‖ SS) → root key RK, chain key CK",
+    # Signal's PQXDH with Kyber1024 (message version 4) and the Triple Ratchet's SPQR part.
+    "ratchet.pq_key": "SPQR: field 5 (pq_ratchet) of the message",
+    "ratchet.pq_epoch": "SPQR: new epoch, a fresh ML-KEM-768 secret from the braid",
     # Double Ratchet (Signal's Double Ratchet specification §3).
     "ratchet.init": "Ratchet: initialised from the shared secret (§3.3)",
     "ratchet.dh_step": "Ratchet: DH ratchet step, KDF_RK(RK, DH(DHs, DHr)) → new RK and chain key",
@@ -90,6 +93,10 @@ _VARIANT_TITLES: Mapping[tuple[str, str, str | int | bool], str] = {
     ("ratchet.chain_step", "chain", "receiving"): "Ratchet: KDF_CK on the receiving chain CKr",
     ("ratchet.message_key", "direction", "encrypt"): "Ratchet: message keys to encrypt (AES-256 ‖ HMAC ‖ IV)",
     ("ratchet.message_key", "direction", "decrypt"): "Ratchet: message keys to decrypt (AES-256 ‖ HMAC ‖ IV)",
+    ("ratchet.pq_key", "pq_key_mixed", True): (
+        "SPQR: chunk of field 5 (pq_ratchet); SPQR's key mixed in: HKDF(salt = pq_key, seed) → message keys"
+    ),
+    ("ratchet.pq_key", "pq_key_mixed", False): "SPQR: field 5 (pq_ratchet), no SPQR key for this message yet",
     ("pqxdh.kem", "operation", "encapsulate"): "PQXDH: ML-KEM encapsulation to Bob's KEM prekey → SS",
     ("pqxdh.kem", "operation", "decapsulate"): "PQXDH: ML-KEM decapsulation with our KEM prekey → SS",
 }
@@ -122,6 +129,10 @@ def render(event: Event, show_secrets: bool = False) -> str:
     """
     public = dict(event.public)
     title = _title(event.step, public)
+    if event.step == "pqxdh.kem" and public.get("kem") == "Kyber1024":
+        # Signal's PQXDH (message version 4) runs the same step with Kyber1024 instead of ML-KEM.
+        del public["kem"]
+        title = title.replace("ML-KEM", "Kyber1024").replace("KEM prekey", "Kyber prekey")
     if event.step == "x3dh.dh":
         # "X3DH: DH2 = DH(EK_A, IK_B) = #1a2b3c4d" reads better than a list of fields.
         name = str(public.pop("name", "DH?"))

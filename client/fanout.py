@@ -94,15 +94,19 @@ class Delivery:
 
 
 def encode_transcript(peer: str, content_type: int, body: bytes) -> bytes:
-    """The body of a transcript: ``u8 len(peer) ‖ peer (UTF-8) ‖ content type (1) ‖ body``."""
+    """The body of a transcript: a fallback text (``envelope.with_fallback``: content types from 4
+    on open with one, for clients that do not know the type), then
+    ``u8 len(peer) ‖ peer (UTF-8) ‖ content type (1) ‖ body``."""
     raw = peer.encode("utf-8")
     if not 0 < len(raw) <= _MAX_NAME:
         raise ValueError("a contact name is 1 to 255 bytes of UTF-8")
-    return bytes((len(raw),)) + raw + bytes((content_type,)) + body
+    payload = bytes((len(raw),)) + raw + bytes((content_type,)) + body
+    return envelope.with_fallback(f"(a message you sent to {peer} from another of your devices)", payload)
 
 
 def decode_transcript(data: bytes) -> tuple[str, int, bytes]:
     """Parse a transcript body; :class:`DecodeError` if malformed."""
+    _, data = envelope.split_fallback(data)
     if len(data) < 3 or not 0 < data[0] <= len(data) - 2:
         raise DecodeError("a transcript is malformed")
     end = 1 + data[0]

@@ -98,6 +98,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GROUP_CHANGE_TYPE",
+    "GROUP_CONTENT_TYPES",
     "SENDER_KEY_MESSAGE_TYPE",
     "MAX_RETRY_REQUESTS",
     "MAX_RETRY_ANSWERS",
@@ -113,6 +114,9 @@ GROUP_CHANGE_TYPE = 250
 """The relay's message type for a membership change it fans out (``server.store.GROUP_CHANGE_TYPE``)."""
 SENDER_KEY_MESSAGE_TYPE = 7
 """libsignal's ``CiphertextMessageType::SenderKey``: a group message's type on the relay."""
+GROUP_CONTENT_TYPES = frozenset((envelope.CONTENT_TEXT, envelope.CONTENT_ATTACHMENT))
+"""What a group message may carry: text, or an attachment pointer (the blob itself never goes
+through the relay's queue).  Anything else arriving in a group message is refused and shown."""
 MAX_RETRY_REQUESTS = 3
 MAX_RETRY_ANSWERS = 3
 MAX_PENDING_PER_SENDER = 200
@@ -578,14 +582,21 @@ class GroupsMixin:
     ) -> object:
         try:
             content = envelope.decode(plaintext)
-            if content.content_type != envelope.CONTENT_TEXT:
-                raise DecodeError("a group message carries text")
+            if content.content_type not in GROUP_CONTENT_TYPES:
+                raise DecodeError("a group message carries text or an attachment pointer")
         except DecodeError as error:
             return self._refuse(group_id, sender, device, "group message", error)
         message_id = content.message_id.hex()
         self._groups.add_history(group_id, "in", sender, device, message_id, content.timestamp, content.body)
         return GroupMessage(
-            group_id, sender, device, message_id, content.timestamp, relay_timestamp, content.body
+            group_id,
+            sender,
+            device,
+            message_id,
+            content.timestamp,
+            relay_timestamp,
+            content.body,
+            content.content_type,
         )
 
     def _process_control(self, sender: str, device: int, content: envelope.Envelope) -> object | None:
@@ -810,14 +821,20 @@ class GroupsMixin:
                     with self._store.transaction():
                         self._events.put_nowait(self._refuse(group_id, member.name, device, "member", error))
 
-    async def send_group(self, group_id: bytes, body: bytes | str) -> str:
+    async def send_group(
+        self, group_id: bytes, body: bytes | str, *, content_type: int = envelope.CONTENT_TEXT
+    ) -> str:
         """Encrypt ``body`` once for the group and queue it; returns its message id.
 
         Our sender key first goes to every member device that lacks it (over the pairwise
         sessions), then the message is committed to the group outbox with the advanced chain and
         sent with one ``group_send``; the relay queues it for every member device.
+        ``content_type`` is text, or an attachment pointer (:meth:`send_file_to_group`); the
+        group-management content types travel pairwise only.
         """
         self._check_running()
+        if content_type not in GROUP_CONTENT_TYPES:
+            raise GroupError(f"content type {content_type} is not sent to a group")
         if isinstance(body, str):
             body = body.encode("utf-8")
         async with self._group_lock:
@@ -827,7 +844,7 @@ class GroupsMixin:
             await self._distribute(group_id)
             message_id = self._rng(envelope.MESSAGE_ID_LENGTH)
             timestamp = self._now_ms()
-            plaintext = envelope.encode(envelope.Envelope(message_id, timestamp, body))
+            plaintext = envelope.encode(envelope.Envelope(message_id, timestamp, body, content_type))
             client_id = message_id.hex()
             with self._store.transaction():
                 ciphertext = self._group_cipher.encrypt(self._our_name(group_id), plaintext, self._rng)

@@ -5,11 +5,13 @@ What this module owns
 :class:`PreKeys`, the part of a client that keeps the relay stocked with what others need to start
 sessions with this device (X3DH §3.2, PQXDH §3.2):
 
-* the signed prekey ``SPK`` and, with PQXDH, the last-resort ML-KEM prekey ``PQSPK``, rotated
-  together; a retired one stays in the store for a grace period, so that PreKey messages built on
-  it that are still in flight decrypt;
-* one-time prekeys ``OPK`` and one-time ML-KEM prekeys ``PQOPK``, topped up when the relay's stock
-  runs low.
+* the signed prekey ``SPK`` and, with PQXDH, the last-resort KEM prekeys ``PQSPK`` (one ML-KEM-1024
+  for the project's PQXDH, one Kyber1024 for Signal's, message version 4), rotated together; a
+  retired one stays in the store for a grace period, so that PreKey messages built on it that are
+  still in flight decrypt;
+* one-time prekeys ``OPK`` and one-time KEM prekeys ``PQOPK`` of each KEM, topped up when the
+  relay's stock runs low.  Kyber and ML-KEM prekeys share one space of ids (the core's KEM prekey
+  store is keyed by id alone) and are told apart by the store's ``kem`` column.
 
 Invariants
 ----------
@@ -36,10 +38,11 @@ from typing import Any
 
 from client import transport
 from client.settings import Settings
-from client.store import Store
+from client.store import KEM_KYBER, KEM_MLKEM, Store
 from e2e import records
 from e2e.kem import KemKeyPair
 from e2e.keys import KeyPair, Rng
+from e2e.kyber import KyberKeyPair
 
 __all__ = ["PreKeys"]
 
@@ -76,21 +79,37 @@ class PreKeys:
         signature = self._identity_key.sign(key_pair.public_key.serialize(), self._rng)
         record = records.SignedPreKeyRecord(signed_pre_key_id, key_pair, signature, now)
         self._store.add_signed_pre_key(signed_pre_key_id, record.serialize(), now)
-        if self._settings.publish_kem_pre_keys:
-            self.new_kem_pre_keys(1, last_resort=True)
+        for kem in self._kems():
+            self.new_kem_pre_keys(1, last_resort=True, kem=kem)
         return signed_pre_key_id
 
-    def new_kem_pre_keys(self, count: int, *, last_resort: bool) -> None:
-        """Signed ML-KEM-1024 prekeys (PQXDH §3.2: ``Sig(IK_B, EncodeKEM(PQPK_B))``), stored, not uploaded."""
+    def _kems(self) -> list[str]:
+        """The KEMs whose prekeys this device publishes (settings)."""
+        kems = []
+        if self._settings.publish_kem_pre_keys:
+            kems.append(KEM_MLKEM)
+        if self._settings.publish_kyber_pre_keys:
+            kems.append(KEM_KYBER)
+        return kems
+
+    def new_kem_pre_keys(self, count: int, *, last_resort: bool, kem: str = KEM_MLKEM) -> None:
+        """Signed KEM prekeys (PQXDH §3.2: ``Sig(IK_B, EncodeKEM(PQPK_B))``), stored, not uploaded:
+        ML-KEM-1024 (``kem="mlkem"``) or Kyber1024 (``kem="kyber"``)."""
         now = self._now_ms()
         new = []
         for _ in range(count):
             key_id = self._next_key_id("kem_pre_key")
-            key_pair = KemKeyPair.generate(self._rng)
-            signature = self._identity_key.sign(key_pair.public_key.serialize(), self._rng)
-            record = records.KemPreKeyRecord(key_id, key_pair, signature, now, last_resort)
+            record: records.KemPreKeyRecord | records.KyberPreKeyRecord
+            if kem == KEM_KYBER:
+                kyber = KyberKeyPair.generate(self._rng)
+                signature = self._identity_key.sign(kyber.public_key.serialize(), self._rng)
+                record = records.KyberPreKeyRecord(key_id, kyber, signature, now, last_resort)
+            else:
+                mlkem = KemKeyPair.generate(self._rng)
+                signature = self._identity_key.sign(mlkem.public_key.serialize(), self._rng)
+                record = records.KemPreKeyRecord(key_id, mlkem, signature, now, last_resort)
             new.append((key_id, record.serialize(), last_resort))
-        self._store.add_kem_pre_keys(new, now)
+        self._store.add_kem_pre_keys(new, now, kem=kem)
 
     async def upload_signed(self, connection: transport.Connection) -> None:
         """Upload the current signed prekey and last-resort KEM prekey if the relay lacks them.
@@ -113,25 +132,25 @@ class PreKeys:
             now = self._now_ms()
             self._store.mark_signed_pre_key_uploaded(signed_pre_key_id, now)
             self._store.remove_signed_pre_keys_retired_before(now - grace)
-        if not self._settings.publish_kem_pre_keys:
-            return
-        last_resort = self._store.current_kem_last_resort()
-        if last_resort is None:
-            self.new_kem_pre_keys(1, last_resort=True)
-            last_resort = self._store.current_kem_last_resort()
-            assert last_resort is not None
-        kem_pre_key_id, uploaded = last_resort
-        if not uploaded:
-            found = self._store.kem_pre_key(kem_pre_key_id)
-            assert found is not None
-            kem_record = records.KemPreKeyRecord.deserialize(found[0])
-            await _upload(
-                connection,
-                kem_last_resort=(kem_record.id, kem_record.key_pair.public_key, kem_record.signature),
-            )
-            now = self._now_ms()
-            self._store.mark_kem_pre_keys_uploaded([kem_pre_key_id], now)
-            self._store.remove_kem_pre_keys_retired_before(now - grace)
+        for kem in self._kems():
+            last_resort = self._store.current_kem_last_resort(kem=kem)
+            if last_resort is None:
+                self.new_kem_pre_keys(1, last_resort=True, kem=kem)
+                last_resort = self._store.current_kem_last_resort(kem=kem)
+                assert last_resort is not None
+            kem_pre_key_id, uploaded = last_resort
+            if not uploaded:
+                found = self._store.kem_pre_key(kem_pre_key_id)
+                assert found is not None
+                kem_record = _kem_record(found[0])
+                entry = (kem_record.id, kem_record.key_pair.public_key.serialize(), kem_record.signature)
+                if kem == KEM_KYBER:
+                    await _upload(connection, kyber_last_resort=entry)
+                else:
+                    await _upload(connection, kem_last_resort=entry)
+                now = self._now_ms()
+                self._store.mark_kem_pre_keys_uploaded([kem_pre_key_id], now)
+                self._store.remove_kem_pre_keys_retired_before(now - grace)
 
     async def rotate(self, connection: transport.Connection) -> int:
         """Make and upload a new signed prekey (and last-resort KEM prekey); returns its id."""
@@ -149,17 +168,16 @@ class PreKeys:
             ]
             await _upload(connection, one_time_pre_keys=[(r.id, r.key_pair.public_key) for r in batch])
             self._store.mark_pre_keys_uploaded([r.id for r in batch])
-        pending_kem = self._store.pending_kem_pre_keys(last_resort=False)
-        for start in range(0, len(pending_kem), batch_size):
-            kem_batch = [
-                records.KemPreKeyRecord.deserialize(data)
-                for _id, data in pending_kem[start : start + batch_size]
-            ]
-            await _upload(
-                connection, kem_pre_keys=[(r.id, r.key_pair.public_key, r.signature) for r in kem_batch]
-            )
-            self._store.mark_kem_pre_keys_uploaded([r.id for r in kem_batch], self._now_ms())
-        return len(pending) + len(pending_kem)
+        uploaded = len(pending)
+        for kem, field in ((KEM_MLKEM, "kem_pre_keys"), (KEM_KYBER, "kyber_pre_keys")):
+            pending_kem = self._store.pending_kem_pre_keys(last_resort=False, kem=kem)
+            for start in range(0, len(pending_kem), batch_size):
+                kem_batch = [_kem_record(data) for _id, data in pending_kem[start : start + batch_size]]
+                entries = [(r.id, r.key_pair.public_key.serialize(), r.signature) for r in kem_batch]
+                await _upload(connection, **{field: entries})
+                self._store.mark_kem_pre_keys_uploaded([r.id for r in kem_batch], self._now_ms())
+            uploaded += len(pending_kem)
+        return uploaded
 
     async def replenish(self, connection: transport.Connection, top_up: bool) -> int:
         """Upload what is pending; then refill each kind of one-time prekey the relay is short of.
@@ -182,14 +200,20 @@ class PreKeys:
         kem_threshold = settings.kem_pre_key_target if top_up else settings.kem_pre_key_low_water
         if settings.publish_kem_pre_keys and counts.kem_pre_keys < kem_threshold:
             self.new_kem_pre_keys(settings.kem_pre_key_target - counts.kem_pre_keys, last_resort=False)
+        kyber_threshold = settings.kyber_pre_key_target if top_up else settings.kyber_pre_key_low_water
+        if settings.publish_kyber_pre_keys and counts.kyber_pre_keys < kyber_threshold:
+            self.new_kem_pre_keys(
+                settings.kyber_pre_key_target - counts.kyber_pre_keys, last_resort=False, kem=KEM_KYBER
+            )
         uploaded += await self.upload_pending(connection)
         if uploaded:
             logger.info(
-                "%s: uploaded %d prekeys (the relay had %d one-time and %d KEM prekeys)",
+                "%s: uploaded %d prekeys (the relay had %d one-time, %d ML-KEM and %d Kyber prekeys)",
                 self._name,
                 uploaded,
                 counts.pre_keys,
                 counts.kem_pre_keys,
+                counts.kyber_pre_keys,
             )
         return uploaded
 
@@ -205,6 +229,13 @@ class PreKeys:
         if self._now_ms() - current[2] > self._settings.signed_pre_key_max_age * 1000:
             await self.rotate(connection)
         await self.replenish(connection, top_up)
+
+
+def _kem_record(data: bytes) -> records.KemPreKeyRecord | records.KyberPreKeyRecord:
+    """A stored KEM prekey of either kind (its record kind byte says which)."""
+    if data[:1] == bytes((records.KYBER_PRE_KEY_KIND,)):
+        return records.KyberPreKeyRecord.deserialize(data)
+    return records.KemPreKeyRecord.deserialize(data)
 
 
 async def _upload(connection: transport.Connection, **keys: Any) -> None:

@@ -47,13 +47,21 @@ import functools
 from collections.abc import Callable
 from typing import TypeVar
 
-from client.store import Store, StoreFormatError
+from client.store import KEM_KYBER, KEM_MLKEM, Store, StoreFormatError
 from e2e.address import ProtocolAddress
 from e2e.errors import E2EError, UntrustedIdentityError
 from e2e.keys import KeyPair, PublicKey
+from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import Limits
-from e2e.records import KemPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
+from e2e.records import (
+    KYBER_PRE_KEY_KIND,
+    KemPreKeyRecord,
+    KyberPreKeyRecord,
+    PreKeyRecord,
+    SignedPreKeyRecord,
+)
 from e2e.session import SessionRecord
+from e2e.spqr import SpqrRatchetFactory
 from e2e.stores import Direction
 
 __all__ = ["SqliteProtocolStore", "from_store"]
@@ -80,13 +88,21 @@ class SqliteProtocolStore:
         *,
         now_ms: Callable[[], int],
         limits: Limits,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> None:
         self._store = store
         self._identity_key_pair = identity_key_pair
         self._registration_id = registration_id
         self._now_ms = now_ms
         self._limits = limits
-        self._parse_session = functools.partial(SessionRecord.deserialize, limits=limits)
+        # Version-4 sessions run SPQR (e2e.spqr), as libsignal requires; their stored state is part
+        # of the session record, so it commits in the same transaction as the rest of it.
+        self.pq_ratchet_factory = (
+            pq_ratchet_factory if pq_ratchet_factory is not None else SpqrRatchetFactory()
+        )
+        self._parse_session = functools.partial(
+            SessionRecord.deserialize, limits=limits, pq_ratchet_factory=self.pq_ratchet_factory
+        )
         self._sessions: dict[ProtocolAddress, SessionRecord] = {}
         self._trusted: dict[str, bytes] = {}
         self.device_keys: dict[tuple[str, int], bytes] = {}
@@ -192,7 +208,8 @@ class SqliteProtocolStore:
 
     def load_kem_pre_key(self, kem_pre_key_id: int) -> KemPreKeyRecord | None:
         found = self._store.kem_pre_key(kem_pre_key_id)
-        if found is None:
+        if found is None or found[0][:1] == bytes((KYBER_PRE_KEY_KIND,)):
+            # (A Kyber prekey of this id does not stand in for an ML-KEM one.)
             return None
         record = from_store(KemPreKeyRecord.deserialize, found[0])
         if record.last_resort != found[1]:
@@ -202,10 +219,34 @@ class SqliteProtocolStore:
         return record
 
     def store_kem_pre_key(self, record: KemPreKeyRecord) -> None:
-        self._store.add_kem_pre_keys([(record.id, record.serialize(), record.last_resort)], record.timestamp)
+        self._store.add_kem_pre_keys(
+            [(record.id, record.serialize(), record.last_resort)], record.timestamp, kem=KEM_MLKEM
+        )
 
     def remove_kem_pre_key(self, kem_pre_key_id: int) -> None:
         self._store.remove_kem_pre_key(kem_pre_key_id)
+
+    # Kyber1024 prekeys (version 4) share the table, told apart by its kem column and the record's
+    # kind; their ids come from the same counter, so an id names one prekey of either kind.
+
+    def load_kyber_pre_key(self, kyber_pre_key_id: int) -> KyberPreKeyRecord | None:
+        found = self._store.kem_pre_key(kyber_pre_key_id)
+        if found is None or found[0][:1] != bytes((KYBER_PRE_KEY_KIND,)):
+            return None
+        record = from_store(KyberPreKeyRecord.deserialize, found[0])
+        if record.last_resort != found[1]:
+            raise StoreFormatError(
+                f"Kyber prekey {kyber_pre_key_id}: the record and its row disagree on last resort"
+            )
+        return record
+
+    def store_kyber_pre_key(self, record: KyberPreKeyRecord) -> None:
+        self._store.add_kem_pre_keys(
+            [(record.id, record.serialize(), record.last_resort)], record.timestamp, kem=KEM_KYBER
+        )
+
+    def remove_kyber_pre_key(self, kyber_pre_key_id: int) -> None:
+        self._store.remove_kem_pre_key(kyber_pre_key_id)
 
     # -- sessions ------------------------------------------------------------------------------
 

@@ -30,6 +30,16 @@ class Settings:
     kem_pre_key_low_water: int = 5
     """Top the KEM prekeys up when the relay holds fewer than this many (the last-resort KEM
     prekey serves when they run out)."""
+    publish_kyber_pre_keys: bool = True
+    """Publish signed Kyber1024 prekeys, so that peers start version-4 sessions (Signal's PQXDH and
+    SPQR, what libsignal speaks) with this device."""
+    kyber_pre_key_target: int = 20
+    """How many one-time Kyber prekeys the relay should hold (each public key is 1,569 bytes)."""
+    kyber_pre_key_low_water: int = 5
+    """Top the Kyber prekeys up when the relay holds fewer than this many."""
+    start_v4_sessions: bool = True
+    """Start a version-4 session (Signal's PQXDH with Kyber1024, then SPQR) when the peer's bundle
+    has a Kyber prekey; otherwise the project's PQXDH (version 3) or X3DH, by what the bundle has."""
     require_pqxdh: bool = False
     """Refuse PreKey messages made with X3DH alone (a relay could strip KEM prekeys from bundles)."""
     signed_pre_key_max_age: float = 7 * 24 * 3600.0

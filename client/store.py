@@ -65,16 +65,23 @@ __all__ = [
     "Store",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version of the tables below; stored in ``PRAGMA user_version``.
 
-Version 1 had no KEM prekeys; version 2 did not record why a sent message failed; version 3 had no
-device lists.  :data:`_MIGRATIONS` brings an older file up to date in place.
+Version 1 had no KEM prekeys; version 2 did not record why a sent message failed; version 3 had
+ML-KEM-1024 prekeys only (no ``kem`` column: every row is ``'mlkem'``); version 4 keeps Kyber1024
+prekeys (``kem = 'kyber'``, for version-4 sessions) in the same table; version 5 adds device lists.
+:data:`_MIGRATIONS` brings an older file up to date in place.
 """
 
 _MESSAGE_FAILURE = """
 ALTER TABLE messages ADD COLUMN failure TEXT;
 """
+
+KEM_MLKEM = "mlkem"
+"""The ``kem`` of an ML-KEM-1024 prekey (the project's PQXDH, message version 3)."""
+KEM_KYBER = "kyber"
+"""The ``kem`` of a Kyber1024 prekey (Signal's PQXDH, message version 4)."""
 
 _KEM_PRE_KEYS = """
 CREATE TABLE kem_pre_keys (
@@ -175,8 +182,13 @@ CREATE TABLE held (
 );
 """
     + _KEM_PRE_KEYS
+    + "ALTER TABLE kem_pre_keys ADD COLUMN kem TEXT NOT NULL DEFAULT 'mlkem';"
     + _DEVICE_LISTS
 )
+
+# From version 3 to 4: which KEM a prekey is; every older row is ML-KEM-1024.  Ids stay one space
+# across both KEMs (the core's KEM prekey store is keyed by id alone).
+_KEM_COLUMN = "ALTER TABLE kem_pre_keys ADD COLUMN kem TEXT NOT NULL DEFAULT 'mlkem';"
 
 _SELECT_CONTACTS = "SELECT name, identity_key, verified, first_seen, changed_identity_key FROM contacts"
 
@@ -185,8 +197,10 @@ _MIGRATIONS = {
     1: _KEM_PRE_KEYS,
     # From version 2 to 3: why the relay refused a sent message, if it did.
     2: _MESSAGE_FAILURE,
-    # From version 3 to 4: the device lists of linked devices.
-    3: _DEVICE_LISTS,
+    # From version 3 to 4: Kyber1024 prekeys beside the ML-KEM ones.
+    3: _KEM_COLUMN,
+    # From version 4 to 5: the device lists of linked devices.
+    4: _DEVICE_LISTS,
 }
 """For each old schema version, the statements that turn it into the next one."""
 
@@ -471,32 +485,38 @@ class Store:
 
     # -- KEM prekeys (PQXDH) -------------------------------------------------------------------
 
-    def add_kem_pre_keys(self, records: list[tuple[int, bytes, bool]], created_at: int) -> None:
-        """Store new KEM prekeys (id, serialized record, last resort?), not yet uploaded."""
+    def add_kem_pre_keys(
+        self, records: list[tuple[int, bytes, bool]], created_at: int, *, kem: str = KEM_MLKEM
+    ) -> None:
+        """Store new KEM prekeys (id, serialized record, last resort?) of one ``kem``, not yet uploaded."""
         with self.transaction():
             self._db.executemany(
-                "INSERT INTO kem_pre_keys (id, record, last_resort, created_at) VALUES (?, ?, ?, ?)",
-                [(key_id, record, int(last_resort), created_at) for key_id, record, last_resort in records],
+                "INSERT INTO kem_pre_keys (id, record, last_resort, created_at, kem) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (key_id, record, int(last_resort), created_at, kem)
+                    for key_id, record, last_resort in records
+                ],
             )
 
-    def pending_kem_pre_keys(self, last_resort: bool) -> list[tuple[int, bytes]]:
+    def pending_kem_pre_keys(self, last_resort: bool, *, kem: str = KEM_MLKEM) -> list[tuple[int, bytes]]:
         """KEM prekeys of one kind generated but not yet accepted by the relay, oldest first."""
         rows = self._db.execute(
             "SELECT id, record FROM kem_pre_keys "
-            "WHERE uploaded = 0 AND last_resort = ? AND retired_at IS NULL ORDER BY id",
-            (int(last_resort),),
+            "WHERE uploaded = 0 AND last_resort = ? AND kem = ? AND retired_at IS NULL ORDER BY id",
+            (int(last_resort), kem),
         ).fetchall()
         return [(row[0], bytes(row[1])) for row in rows]
 
     def mark_kem_pre_keys_uploaded(self, ids: list[int], now: int) -> None:
-        """The relay accepted these; an uploaded last-resort key retires every older one now."""
+        """The relay accepted these; an uploaded last-resort key retires every older one of its KEM now."""
         with self.transaction():
             for key_id in ids:
                 self._db.execute("UPDATE kem_pre_keys SET uploaded = 1 WHERE id = ?", (key_id,))
                 self._db.execute(
                     "UPDATE kem_pre_keys SET retired_at = ? WHERE last_resort = 1 AND retired_at IS NULL "
-                    "AND id != ? AND (SELECT last_resort FROM kem_pre_keys WHERE id = ?) = 1",
-                    (now, key_id, key_id),
+                    "AND id != ? AND (SELECT last_resort FROM kem_pre_keys WHERE id = ?) = 1 "
+                    "AND kem = (SELECT kem FROM kem_pre_keys WHERE id = ?)",
+                    (now, key_id, key_id, key_id),
                 )
 
     def kem_pre_key(self, kem_pre_key_id: int) -> tuple[bytes, bool] | None:
@@ -506,17 +526,19 @@ class Store:
         ).fetchone()
         return None if row is None else (bytes(row[0]), bool(row[1]))
 
-    def kem_pre_key_ids(self, last_resort: bool) -> list[int]:
+    def kem_pre_key_ids(self, last_resort: bool, *, kem: str = KEM_MLKEM) -> list[int]:
         rows = self._db.execute(
-            "SELECT id FROM kem_pre_keys WHERE last_resort = ? ORDER BY id", (int(last_resort),)
+            "SELECT id FROM kem_pre_keys WHERE last_resort = ? AND kem = ? ORDER BY id",
+            (int(last_resort), kem),
         )
         return [row[0] for row in rows]
 
-    def current_kem_last_resort(self) -> tuple[int, bool] | None:
-        """The newest last-resort KEM prekey that is not retired: (id, uploaded)."""
+    def current_kem_last_resort(self, *, kem: str = KEM_MLKEM) -> tuple[int, bool] | None:
+        """The newest last-resort KEM prekey of ``kem`` that is not retired: (id, uploaded)."""
         row = self._db.execute(
-            "SELECT id, uploaded FROM kem_pre_keys WHERE last_resort = 1 AND retired_at IS NULL "
-            "ORDER BY id DESC LIMIT 1"
+            "SELECT id, uploaded FROM kem_pre_keys WHERE last_resort = 1 AND kem = ? AND retired_at IS NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (kem,),
         ).fetchone()
         return None if row is None else (row[0], bool(row[1]))
 

@@ -55,6 +55,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from client.names import check_account_name, check_device_id
 from e2e.kem import KemPublicKey
 from e2e.keys import KeyPair, PublicKey, Rng
+from e2e.kyber import KyberPublicKey
 from e2e.x3dh import PreKeyBundle
 
 __all__ = [
@@ -144,6 +145,7 @@ class PreKeysLow:
     pre_keys: int
     kem_pre_keys: int
     low_water: int
+    kyber_pre_keys: int = 0
 
 
 Push = IncomingMessage | QueueEmpty | PreKeysLow
@@ -157,6 +159,8 @@ class PreKeyCounts:
     kem_pre_keys: int
     signed_pre_key_id: int | None
     kem_last_resort_id: int | None
+    kyber_pre_keys: int = 0
+    kyber_last_resort_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +236,13 @@ def _client_id(value: Any) -> str:
     return value
 
 
-def _key_bytes(key: PublicKey | KemPublicKey | bytes) -> bytes:
+def _key_bytes(key: PublicKey | KemPublicKey | KyberPublicKey | bytes) -> bytes:
     return key if isinstance(key, bytes) else key.serialize()
 
 
-def _signed_entry(entry: tuple[int, PublicKey | KemPublicKey | bytes, bytes]) -> dict[str, Any]:
+def _signed_entry(
+    entry: tuple[int, PublicKey | KemPublicKey | KyberPublicKey | bytes, bytes],
+) -> dict[str, Any]:
     key_id, key, signature = entry
     return {"id": key_id, "public_key": _b64(_key_bytes(key)), "signature": _b64(signature)}
 
@@ -418,6 +424,7 @@ class Connection:
                     int(frame.get("pre_keys", 0)),
                     int(frame.get("kem_pre_keys", 0)),
                     int(frame.get("low_water", 0)),
+                    int(frame.get("kyber_pre_keys", 0)),
                 )
             )
         # Unknown pushes are ignored, as unknown fields are: a newer relay may send more.
@@ -536,11 +543,14 @@ class Connection:
         one_time_pre_keys: Iterable[tuple[int, PublicKey]] = (),
         kem_pre_keys: Iterable[tuple[int, KemPublicKey | bytes, bytes]] = (),
         kem_last_resort: tuple[int, KemPublicKey | bytes, bytes] | None = None,
+        kyber_pre_keys: Iterable[tuple[int, KyberPublicKey | bytes, bytes]] = (),
+        kyber_last_resort: tuple[int, KyberPublicKey | bytes, bytes] | None = None,
     ) -> PreKeyCounts:
         """Upload a signed prekey (rotating the current one), one-time prekeys and KEM prekeys.
 
         At most 100 one-time prekeys of each kind per call.  Signatures are the identity key's over
-        each key's encoding (``0x05 ‖ key`` for Curve25519, ``0x0A ‖ key`` for ML-KEM-1024).
+        each key's encoding (``0x05 ‖ key`` for Curve25519, ``0x0A ‖ key`` for ML-KEM-1024,
+        ``0x08 ‖ key`` for Kyber1024, the KEM of Signal's PQXDH and message version 4).
         """
         fields: dict[str, Any] = {}
         if signed_pre_key is not None:
@@ -553,6 +563,11 @@ class Connection:
             fields["kem_pre_keys"] = kem
         if kem_last_resort is not None:
             fields["kem_last_resort"] = _signed_entry(kem_last_resort)
+        kyber = [_signed_entry(entry) for entry in kyber_pre_keys]
+        if kyber:
+            fields["kyber_pre_keys"] = kyber
+        if kyber_last_resort is not None:
+            fields["kyber_last_resort"] = _signed_entry(kyber_last_resort)
         return self._counts(await self.request("upload_prekeys", **fields))
 
     @staticmethod
@@ -562,6 +577,8 @@ class Connection:
             kem_pre_keys=int(response.get("kem_pre_keys", 0)),
             signed_pre_key_id=response.get("signed_pre_key_id"),
             kem_last_resort_id=response.get("kem_last_resort_id"),
+            kyber_pre_keys=int(response.get("kyber_pre_keys", 0)),
+            kyber_last_resort_id=response.get("kyber_last_resort_id"),
         )
 
     async def prekey_counts(self) -> PreKeyCounts:
@@ -572,12 +589,16 @@ class Connection:
         """How many unclaimed one-time Curve25519 prekeys the relay holds for this device."""
         return (await self.prekey_counts()).pre_keys
 
-    async def fetch_bundles(self, account: str, device_id: int | None = None) -> list[PreKeyBundle]:
+    async def fetch_bundles(
+        self, account: str, device_id: int | None = None, *, kyber: bool = True
+    ) -> list[PreKeyBundle]:
         """Claim a bundle for one device of ``account``, or for every device when ``device_id`` is None.
 
         Each bundle holds a one-time prekey that no other fetch receives (absent when the device had
-        none left) and, if the device published any, a KEM prekey.  Signatures are not checked
-        here: :meth:`e2e.x3dh.PreKeyBundle.verify` does that where the session starts.
+        none left) and, if the device published any, a KEM prekey: its Kyber1024 prekey (Signal's
+        PQXDH, a version-4 session) when it published one and ``kyber`` is true, else its ML-KEM
+        prekey (the project's PQXDH, version 3).  Signatures are not checked here:
+        :meth:`e2e.x3dh.PreKeyBundle.verify` does that where the session starts.
         """
         fields: dict[str, Any] = {"account": account}
         if device_id is not None:
@@ -586,17 +607,17 @@ class Connection:
         bundles = response.get("bundles")
         if not isinstance(bundles, list):
             raise TransportError("the relay sent a malformed bundle list")
-        return [self._bundle(b) for b in bundles]
+        return [self._bundle(b, kyber) for b in bundles]
 
-    async def fetch_bundle(self, account: str, device_id: int) -> PreKeyBundle:
+    async def fetch_bundle(self, account: str, device_id: int, *, kyber: bool = True) -> PreKeyBundle:
         """Claim a bundle for one device; see :meth:`fetch_bundles`."""
-        bundles = await self.fetch_bundles(account, device_id)
+        bundles = await self.fetch_bundles(account, device_id, kyber=kyber)
         if len(bundles) != 1:
             raise TransportError("the relay sent the wrong number of bundles")
         return bundles[0]
 
     @staticmethod
-    def _bundle(obj: Any) -> PreKeyBundle:
+    def _bundle(obj: Any, kyber: bool = True) -> PreKeyBundle:
         if not isinstance(obj, dict):
             raise TransportError("the relay sent a malformed bundle")
         try:
@@ -614,7 +635,13 @@ class Connection:
                 fields["pre_key_id"] = int(pre_key["id"])
                 fields["pre_key"] = PublicKey.deserialize(_unb64(pre_key.get("public_key"), "prekey"))
             kem = obj.get("kem_pre_key")
-            if kem is not None:
+            kyber_pre_key = obj.get("kyber_pre_key") if kyber else None
+            if kyber_pre_key is not None:
+                kyber_key = _signed_key(kyber_pre_key, "Kyber prekey")
+                fields["kem_pre_key_id"] = kyber_key.key_id
+                fields["kem_pre_key"] = KyberPublicKey.deserialize(kyber_key.public_key)
+                fields["kem_pre_key_signature"] = kyber_key.signature
+            elif kem is not None:
                 kem_key = _signed_key(kem, "KEM prekey")
                 fields["kem_pre_key_id"] = kem_key.key_id
                 fields["kem_pre_key"] = KemPublicKey.deserialize(kem_key.public_key)

@@ -47,6 +47,10 @@ Algorithm 18, lines 7-11).  So :meth:`KemKeyPair.decapsulate` raises only for ci
 wrong length or type.  Tampering shows up one step later: the two sides derive different keys,
 and the first message's MAC fails with :class:`~e2e.errors.InvalidMessageError`.
 
+The handling of typed bytes (length and type-byte checks, serialization, comparison, ``repr``)
+is :mod:`e2e.typed_kem`'s, shared with :mod:`e2e.kyber`; this module fills in ML-KEM-1024's
+type byte, lengths and texts.
+
 What it does not know
 ---------------------
 Prekey ids, signatures, storage, or PQXDH itself (:mod:`e2e.pqxdh`).
@@ -54,15 +58,15 @@ Prekey ids, signatures, storage, or PQXDH itself (:mod:`e2e.pqxdh`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from typing import Final
+from typing import ClassVar, Final
 
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey, MLKEM1024PublicKey
 
 from e2e import fips203
-from e2e.errors import DecodeError, InvalidKeyError
+from e2e.errors import InvalidKeyError
 from e2e.keys import Rng
+from e2e.typed_kem import TypedKemBytes, TypedKemKeyPair, TypedKemPublicKey
 
 __all__ = [
     "ML_KEM_1024_TYPE",
@@ -87,110 +91,58 @@ SEED_LENGTH: Final = 64
 """``d ‖ z``, the seed of FIPS 203 ``ML-KEM.KeyGen_internal``."""
 
 
-def _strip_type_byte(data: bytes, length: int, what: str) -> bytes:
-    if not isinstance(data, bytes) or len(data) != length + 1:
-        raise DecodeError(f"a serialized ML-KEM-1024 {what} is {length + 1} bytes")
-    if data[0] != ML_KEM_1024_TYPE:
-        raise DecodeError(f"unknown KEM type byte 0x{data[0]:02x} for a {what}")
-    return data[1:]
+_WRONG_TYPE: Final = "unknown KEM type byte 0x{byte:02x} for a {what}"
 
 
-class KemPublicKey:
+class KemPublicKey(TypedKemPublicKey):
     """An ML-KEM-1024 encapsulation key ``ek``.  Immutable, hashable, compares by value.
 
     The constructor performs FIPS 203's input checks on ``ek`` (length, and every coefficient
     below q, §7.2); a key that fails them raises :class:`~e2e.errors.InvalidKeyError`.
+    :meth:`~e2e.typed_kem.TypedKemBytes.serialize` is PQXDH's ``EncodeKEM``, ``0x0A ‖ ek``
+    (1569 bytes).
     """
 
-    __slots__ = ("_raw", "_key")
+    __slots__ = ("_key",)
 
-    def __init__(self, raw: bytes) -> None:
-        if not isinstance(raw, bytes) or len(raw) != PUBLIC_KEY_LENGTH:
-            raise InvalidKeyError(f"an ML-KEM-1024 public key is {PUBLIC_KEY_LENGTH} bytes")
+    TYPE_BYTE: ClassVar[int] = ML_KEM_1024_TYPE
+    LENGTH: ClassVar[int] = PUBLIC_KEY_LENGTH
+    ALGORITHM: ClassVar[str] = "ML-KEM-1024"
+    ARTICLE: ClassVar[str] = "an"
+    WRONG_TYPE: ClassVar[str] = _WRONG_TYPE
+
+    _key: MLKEM1024PublicKey
+
+    def _check_raw(self, raw: bytes) -> None:
         try:
             self._key = MLKEM1024PublicKey.from_public_bytes(raw)
         except ValueError:
             raise InvalidKeyError(
                 "not a valid ML-KEM-1024 public key (a coefficient is not below q)"
             ) from None
-        self._raw = raw
 
     @classmethod
     def _from_openssl(cls, key: MLKEM1024PublicKey) -> KemPublicKey:
         # A key OpenSSL derived itself needs no second parse and check.
-        public_key = cls.__new__(cls)
+        public_key = cls._trusted(key.public_bytes_raw())
         public_key._key = key
-        public_key._raw = key.public_bytes_raw()
         return public_key
 
-    @classmethod
-    def deserialize(cls, data: bytes) -> KemPublicKey:
-        """Parse ``0x0A ‖ ek``.  A wrong length or type byte raises :class:`DecodeError`."""
-        raw = _strip_type_byte(data, PUBLIC_KEY_LENGTH, "public key")
-        try:
-            return cls(raw)
-        except InvalidKeyError as error:
-            raise DecodeError(str(error)) from None
 
-    def serialize(self) -> bytes:
-        """PQXDH's ``EncodeKEM``: ``0x0A ‖ ek`` (1569 bytes)."""
-        return bytes((ML_KEM_1024_TYPE,)) + self._raw
+class KemCiphertext(TypedKemBytes):
+    """An ML-KEM-1024 ciphertext ``c``, as Alice sends it in her initial message.
 
-    @property
-    def raw(self) -> bytes:
-        """The bare 1568-byte encapsulation key."""
-        return self._raw
+    Serialized as ``0x0A ‖ c`` (1569 bytes), the form the initial message carries.
+    """
 
-    def fingerprint(self, length: int = 8) -> str:
-        """A short hexadecimal digest of the key, for humans and logs (not for verification)."""
-        return hashlib.sha256(self._raw).hexdigest()[:length]
+    __slots__ = ()
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KemPublicKey):
-            return NotImplemented
-        return hmac.compare_digest(self._raw, other._raw)
-
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-    def __repr__(self) -> str:
-        return f"KemPublicKey(ML-KEM-1024, sha256:{self.fingerprint(16)})"
-
-
-class KemCiphertext:
-    """An ML-KEM-1024 ciphertext ``c``, as Alice sends it in her initial message."""
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: bytes) -> None:
-        if not isinstance(raw, bytes) or len(raw) != CIPHERTEXT_LENGTH:
-            raise InvalidKeyError(f"an ML-KEM-1024 ciphertext is {CIPHERTEXT_LENGTH} bytes")
-        self._raw = raw
-
-    @classmethod
-    def deserialize(cls, data: bytes) -> KemCiphertext:
-        """Parse ``0x0A ‖ c``.  A wrong length or type byte raises :class:`DecodeError`."""
-        return cls(_strip_type_byte(data, CIPHERTEXT_LENGTH, "ciphertext"))
-
-    def serialize(self) -> bytes:
-        """``0x0A ‖ c`` (1569 bytes), the form the initial message carries."""
-        return bytes((ML_KEM_1024_TYPE,)) + self._raw
-
-    @property
-    def raw(self) -> bytes:
-        """The bare 1568-byte ciphertext."""
-        return self._raw
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KemCiphertext):
-            return NotImplemented
-        return hmac.compare_digest(self._raw, other._raw)
-
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-    def __repr__(self) -> str:
-        return f"KemCiphertext(ML-KEM-1024, sha256:{hashlib.sha256(self._raw).hexdigest()[:16]})"
+    TYPE_BYTE: ClassVar[int] = ML_KEM_1024_TYPE
+    LENGTH: ClassVar[int] = CIPHERTEXT_LENGTH
+    ALGORITHM: ClassVar[str] = "ML-KEM-1024"
+    ARTICLE: ClassVar[str] = "an"
+    WHAT: ClassVar[str] = "ciphertext"
+    WRONG_TYPE: ClassVar[str] = _WRONG_TYPE
 
 
 class KemPrivateKey:
@@ -244,37 +196,20 @@ class KemPrivateKey:
         return "KemPrivateKey(ML-KEM-1024, <redacted>)"
 
 
-class KemKeyPair:
-    """A KEM private key and its public key: what Bob keeps for each KEM prekey he publishes."""
+class KemKeyPair(TypedKemKeyPair[KemPrivateKey, KemPublicKey, KemCiphertext]):
+    """A KEM private key and its public key: what Bob keeps for each KEM prekey he publishes.
 
-    __slots__ = ("private_key", "public_key")
+    :meth:`~e2e.typed_kem.TypedKemKeyPair.decapsulate` is :meth:`KemPrivateKey.decapsulate`.
+    """
 
-    def __init__(self, private_key: KemPrivateKey, public_key: KemPublicKey | None = None) -> None:
-        derived = private_key.public_key()
-        if public_key is not None and public_key != derived:
-            raise InvalidKeyError("the KEM public key does not belong to the private key")
-        self.private_key = private_key
-        self.public_key = derived
+    __slots__ = ()
+
+    MISMATCH: ClassVar[str] = "the KEM public key does not belong to the private key"
 
     @classmethod
     def generate(cls, rng: Rng) -> KemKeyPair:
         """A new key pair from 64 bytes of ``rng``."""
         return cls(KemPrivateKey.generate(rng))
-
-    def decapsulate(self, ciphertext: KemCiphertext) -> bytes:
-        """See :meth:`KemPrivateKey.decapsulate`."""
-        return self.private_key.decapsulate(ciphertext)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KemKeyPair):
-            return NotImplemented
-        return self.private_key == other.private_key
-
-    def __hash__(self) -> int:
-        return hash(self.public_key)
-
-    def __repr__(self) -> str:
-        return f"KemKeyPair(public_key={self.public_key!r}, private_key=<redacted>)"
 
 
 def encapsulate(their_public_key: KemPublicKey, rng: Rng | None = None) -> tuple[KemCiphertext, bytes]:

@@ -48,6 +48,10 @@ the hash of the public key it contains.  Decapsulation never fails on a well-for
 tampered one yields the pseudo-random rejection key, and the protocol notices one step later, at
 the first message's MAC.
 
+The handling of typed bytes (length and type-byte checks, serialization, comparison, ``repr``)
+is :mod:`e2e.typed_kem`'s, shared with :mod:`e2e.kem`; this module fills in Kyber1024's type
+byte, lengths and texts.
+
 What it does not know
 ---------------------
 Prekey ids, signatures, storage, or PQXDH itself (:mod:`e2e.pqxdh_v4`).  It is not constant
@@ -58,11 +62,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Final
+from typing import ClassVar, Final
 
 from e2e import kpke
 from e2e.errors import DecodeError, InvalidKeyError
 from e2e.keys import Rng
+from e2e.typed_kem import TypedKemBytes, TypedKemKeyPair, TypedKemPublicKey, strip_type_byte
 
 __all__ = [
     "KYBER_1024_TYPE",
@@ -158,107 +163,58 @@ def decaps_internal(sk: bytes, c: bytes) -> bytes:
     return accepted if hmac.compare_digest(kpke.encrypt(pk, m_prime, r_prime), c) else rejected
 
 
+_WRONG_TYPE: Final = "KEM type byte 0x{byte:02x} is not Kyber1024's (0x08) for a {what}"
+
+
 def _strip_type_byte(data: bytes, length: int, what: str) -> bytes:
-    if not isinstance(data, bytes) or len(data) != length + 1:
-        raise DecodeError(f"a serialized Kyber1024 {what} is {length + 1} bytes")
-    if data[0] != KYBER_1024_TYPE:
-        raise DecodeError(f"KEM type byte 0x{data[0]:02x} is not Kyber1024's (0x08) for a {what}")
-    return data[1:]
+    return strip_type_byte(
+        data,
+        type_byte=KYBER_1024_TYPE,
+        length=length,
+        algorithm="Kyber1024",
+        what=what,
+        wrong_type=_WRONG_TYPE,
+    )
 
 
-class KyberPublicKey:
+class KyberPublicKey(TypedKemPublicKey):
     """A Kyber1024 public key ``pk``.  Immutable, hashable, compares by value.
 
     The constructor checks the length and that every coefficient of ``t̂`` is below q; a key that
     fails raises :class:`~e2e.errors.InvalidKeyError`.
+    :meth:`~e2e.typed_kem.TypedKemBytes.serialize` is PQXDH's ``EncodeKEM`` as libsignal writes
+    it, ``0x08 ‖ pk`` (1569 bytes).
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ()
 
-    def __init__(self, raw: bytes) -> None:
-        if not isinstance(raw, bytes) or len(raw) != KYBER_PUBLIC_KEY_LENGTH:
-            raise InvalidKeyError(f"a Kyber1024 public key is {KYBER_PUBLIC_KEY_LENGTH} bytes")
+    TYPE_BYTE: ClassVar[int] = KYBER_1024_TYPE
+    LENGTH: ClassVar[int] = KYBER_PUBLIC_KEY_LENGTH
+    ALGORITHM: ClassVar[str] = "Kyber1024"
+    ARTICLE: ClassVar[str] = "a"
+    WRONG_TYPE: ClassVar[str] = _WRONG_TYPE
+
+    def _check_raw(self, raw: bytes) -> None:
         try:
             kpke.check_encapsulation_key(raw)
         except ValueError:
             raise InvalidKeyError("not a valid Kyber1024 public key (a coefficient is not below q)") from None
-        self._raw = raw
-
-    @classmethod
-    def _trusted(cls, raw: bytes) -> KyberPublicKey:
-        # A key this module derived itself needs no second check.
-        key = cls.__new__(cls)
-        key._raw = raw
-        return key
-
-    @classmethod
-    def deserialize(cls, data: bytes) -> KyberPublicKey:
-        """Parse ``0x08 ‖ pk``.  A wrong length, type byte or coefficient raises :class:`DecodeError`."""
-        raw = _strip_type_byte(data, KYBER_PUBLIC_KEY_LENGTH, "public key")
-        try:
-            return cls(raw)
-        except InvalidKeyError as error:
-            raise DecodeError(str(error)) from None
-
-    def serialize(self) -> bytes:
-        """PQXDH's ``EncodeKEM`` as libsignal writes it: ``0x08 ‖ pk`` (1569 bytes)."""
-        return bytes((KYBER_1024_TYPE,)) + self._raw
-
-    @property
-    def raw(self) -> bytes:
-        """The bare 1568-byte public key."""
-        return self._raw
-
-    def fingerprint(self, length: int = 8) -> str:
-        """A short hexadecimal digest of the key, for humans and logs (not for verification)."""
-        return hashlib.sha256(self._raw).hexdigest()[:length]
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KyberPublicKey):
-            return NotImplemented
-        return hmac.compare_digest(self._raw, other._raw)
-
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-    def __repr__(self) -> str:
-        return f"KyberPublicKey(Kyber1024, sha256:{self.fingerprint(16)})"
 
 
-class KyberCiphertext:
-    """A Kyber1024 ciphertext ``c``, as Alice sends it in field 8 of her PreKeySignalMessage."""
+class KyberCiphertext(TypedKemBytes):
+    """A Kyber1024 ciphertext ``c``, as Alice sends it in field 8 of her PreKeySignalMessage.
 
-    __slots__ = ("_raw",)
+    Serialized as ``0x08 ‖ c`` (1569 bytes).
+    """
 
-    def __init__(self, raw: bytes) -> None:
-        if not isinstance(raw, bytes) or len(raw) != KYBER_CIPHERTEXT_LENGTH:
-            raise InvalidKeyError(f"a Kyber1024 ciphertext is {KYBER_CIPHERTEXT_LENGTH} bytes")
-        self._raw = raw
+    __slots__ = ()
 
-    @classmethod
-    def deserialize(cls, data: bytes) -> KyberCiphertext:
-        """Parse ``0x08 ‖ c``.  A wrong length or type byte raises :class:`DecodeError`."""
-        return cls(_strip_type_byte(data, KYBER_CIPHERTEXT_LENGTH, "ciphertext"))
-
-    def serialize(self) -> bytes:
-        """``0x08 ‖ c`` (1569 bytes)."""
-        return bytes((KYBER_1024_TYPE,)) + self._raw
-
-    @property
-    def raw(self) -> bytes:
-        """The bare 1568-byte ciphertext."""
-        return self._raw
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KyberCiphertext):
-            return NotImplemented
-        return hmac.compare_digest(self._raw, other._raw)
-
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-    def __repr__(self) -> str:
-        return f"KyberCiphertext(Kyber1024, sha256:{hashlib.sha256(self._raw).hexdigest()[:16]})"
+    TYPE_BYTE: ClassVar[int] = KYBER_1024_TYPE
+    LENGTH: ClassVar[int] = KYBER_CIPHERTEXT_LENGTH
+    ALGORITHM: ClassVar[str] = "Kyber1024"
+    ARTICLE: ClassVar[str] = "a"
+    WHAT: ClassVar[str] = "ciphertext"
+    WRONG_TYPE: ClassVar[str] = _WRONG_TYPE
 
 
 class KyberPrivateKey:
@@ -328,37 +284,20 @@ class KyberPrivateKey:
         return "KyberPrivateKey(Kyber1024, <redacted>)"
 
 
-class KyberKeyPair:
-    """A Kyber1024 secret key and its public key: what Bob keeps for each Kyber prekey."""
+class KyberKeyPair(TypedKemKeyPair[KyberPrivateKey, KyberPublicKey, KyberCiphertext]):
+    """A Kyber1024 secret key and its public key: what Bob keeps for each Kyber prekey.
 
-    __slots__ = ("private_key", "public_key")
+    :meth:`~e2e.typed_kem.TypedKemKeyPair.decapsulate` is :meth:`KyberPrivateKey.decapsulate`.
+    """
 
-    def __init__(self, private_key: KyberPrivateKey, public_key: KyberPublicKey | None = None) -> None:
-        derived = private_key.public_key()
-        if public_key is not None and public_key != derived:
-            raise InvalidKeyError("the Kyber public key does not belong to the secret key")
-        self.private_key = private_key
-        self.public_key = derived
+    __slots__ = ()
+
+    MISMATCH: ClassVar[str] = "the Kyber public key does not belong to the secret key"
 
     @classmethod
     def generate(cls, rng: Rng) -> KyberKeyPair:
         """A new key pair from 64 bytes of ``rng``."""
         return cls(KyberPrivateKey.generate(rng))
-
-    def decapsulate(self, ciphertext: KyberCiphertext) -> bytes:
-        """See :meth:`KyberPrivateKey.decapsulate`."""
-        return self.private_key.decapsulate(ciphertext)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, KyberKeyPair):
-            return NotImplemented
-        return self.private_key == other.private_key
-
-    def __hash__(self) -> int:
-        return hash(self.public_key)
-
-    def __repr__(self) -> str:
-        return f"KyberKeyPair(public_key={self.public_key!r}, private_key=<redacted>)"
 
 
 def encapsulate(their_public_key: KyberPublicKey, rng: Rng) -> tuple[KyberCiphertext, bytes]:

@@ -31,8 +31,9 @@ from typing import Final
 from e2e.address import ProtocolAddress
 from e2e.errors import UntrustedIdentityError
 from e2e.keys import KeyPair, PublicKey
+from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import DEFAULT_LIMITS, Limits
-from e2e.records import KemPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
+from e2e.records import KemPreKeyRecord, KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
 from e2e.session import SessionRecord
 from e2e.stores import Direction
 
@@ -45,7 +46,12 @@ class InMemoryProtocolStore:
     """One device's :class:`~e2e.stores.ProtocolStore`, in memory (module docstring)."""
 
     def __init__(
-        self, identity_key_pair: KeyPair, registration_id: int, *, limits: Limits = DEFAULT_LIMITS
+        self,
+        identity_key_pair: KeyPair,
+        registration_id: int,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> None:
         if not isinstance(identity_key_pair, KeyPair):
             raise TypeError("the identity key pair is a KeyPair")
@@ -58,10 +64,13 @@ class InMemoryProtocolStore:
         self._identity_key_pair = identity_key_pair
         self._registration_id = registration_id
         self.limits = limits
+        # Loads the post-quantum ratchets (SPQR) of stored version-4 sessions (e2e.pq_ratchet).
+        self.pq_ratchet_factory = pq_ratchet_factory
         self._identities: dict[ProtocolAddress, PublicKey] = {}
         self._pre_keys: dict[int, PreKeyRecord] = {}
         self._signed_pre_keys: dict[int, SignedPreKeyRecord] = {}
         self._kem_pre_keys: dict[int, KemPreKeyRecord] = {}
+        self._kyber_pre_keys: dict[int, KyberPreKeyRecord] = {}
         self._sessions: dict[ProtocolAddress, bytes] = {}
 
     # -- identities ----------------------------------------------------------------------------
@@ -139,11 +148,26 @@ class InMemoryProtocolStore:
         """The ids of the KEM prekeys held (one-time and last-resort), sorted."""
         return sorted(self._kem_pre_keys)
 
+    # -- Kyber prekeys (version 4) ---------------------------------------------------------------
+
+    def load_kyber_pre_key(self, kyber_pre_key_id: int) -> KyberPreKeyRecord | None:
+        return self._kyber_pre_keys.get(kyber_pre_key_id)
+
+    def store_kyber_pre_key(self, record: KyberPreKeyRecord) -> None:
+        self._kyber_pre_keys[record.id] = record
+
+    def remove_kyber_pre_key(self, kyber_pre_key_id: int) -> None:
+        self._kyber_pre_keys.pop(kyber_pre_key_id, None)
+
+    def kyber_pre_key_ids(self) -> list[int]:
+        """The ids of the Kyber prekeys held, sorted."""
+        return sorted(self._kyber_pre_keys)
+
     # -- sessions ------------------------------------------------------------------------------
 
     def load_session(self, address: ProtocolAddress) -> SessionRecord | None:
         data = self._sessions.get(address)
-        return None if data is None else SessionRecord.deserialize(data, self.limits)
+        return None if data is None else SessionRecord.deserialize(data, self.limits, self.pq_ratchet_factory)
 
     def store_session(self, address: ProtocolAddress, record: SessionRecord) -> None:
         self._sessions[address] = record.serialize()
@@ -161,5 +185,6 @@ class InMemoryProtocolStore:
             f"InMemoryProtocolStore(identity_key={self._identity_key_pair.public_key!r}, "
             f"registration_id={self._registration_id}, sessions={len(self._sessions)}, "
             f"pre_keys={len(self._pre_keys)}, signed_pre_keys={len(self._signed_pre_keys)}, "
-            f"kem_pre_keys={len(self._kem_pre_keys)}, identities={len(self._identities)})"
+            f"kem_pre_keys={len(self._kem_pre_keys)}, kyber_pre_keys={len(self._kyber_pre_keys)}, "
+            f"identities={len(self._identities)})"
         )

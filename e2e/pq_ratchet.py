@@ -34,16 +34,20 @@ these protocols (the sub-package ``e2e.spqr``).
 What it does not know
 ---------------------
 Anything of SPQR's internals (epochs, chunks, the ML-KEM braid): those are the implementation's.
+An implementation that also implements :class:`ExplainedPostQuantumRatchet` lets explain mode show
+them: the ``ratchet.pq_key`` events then carry what :meth:`~ExplainedPostQuantumRatchet.describe`
+says of the field 5 bytes and what :meth:`~ExplainedPostQuantumRatchet.explain` says of the state,
+and a ``ratchet.pq_epoch`` event marks each change of the state's epoch.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from e2e.keys import Rng
 
-__all__ = ["Direction", "PostQuantumRatchet", "PostQuantumRatchetFactory"]
+__all__ = ["Direction", "PostQuantumRatchet", "PostQuantumRatchetFactory", "ExplainedPostQuantumRatchet"]
 
 
 class Direction(enum.Enum):
@@ -88,4 +92,21 @@ class PostQuantumRatchetFactory(Protocol):
 
     def load(self, data: bytes) -> PostQuantumRatchet:
         """A stored state; bytes it does not understand raise :class:`~e2e.errors.StateFormatError`."""
+        ...
+
+
+@runtime_checkable
+class ExplainedPostQuantumRatchet(Protocol):
+    """A :class:`PostQuantumRatchet` that can say, in public facts, what it does (explain mode).
+
+    Both methods return only values an eavesdropper could see (epochs, indices, message types,
+    chunk numbers, state names), never key material, and never raise.
+    """
+
+    def explain(self) -> dict[str, str | int]:
+        """Public facts about the state; ``"spqr_epoch"`` (an int) is its current epoch."""
+        ...
+
+    def describe(self, message: bytes) -> dict[str, str | int]:
+        """Public facts about one field 5 (``pq_ratchet``), sent or received."""
         ...

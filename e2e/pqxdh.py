@@ -160,13 +160,8 @@ def initiate(
         their_bundle.identity_key,
         trace,
     )
-    message = InitialMessage(
-        identity_key=our_identity_key.public_key,
-        base_key=our_base_key.public_key,
-        signed_pre_key_id=their_bundle.signed_pre_key_id,
-        pre_key_id=their_bundle.pre_key_id,
-        kem_pre_key_id=their_bundle.kem_pre_key_id,
-        kem_ciphertext=ciphertext,
+    message = InitialMessage.for_bundle(
+        their_bundle, our_identity_key.public_key, our_base_key.public_key, ciphertext
     )
     return message, secret
 

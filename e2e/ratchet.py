@@ -138,7 +138,12 @@ from e2e.kdf import derive_message_keys as derive_salted_message_keys
 from e2e.kem import KemCiphertext
 from e2e.keys import KEY_LENGTH, KeyPair, PrivateKey, PublicKey, Rng
 from e2e.kyber import KyberCiphertext
-from e2e.pq_ratchet import Direction, PostQuantumRatchet, PostQuantumRatchetFactory
+from e2e.pq_ratchet import (
+    Direction,
+    ExplainedPostQuantumRatchet,
+    PostQuantumRatchet,
+    PostQuantumRatchetFactory,
+)
 from e2e.primitives import cbc_decrypt, cbc_encrypt, chain_step, derive_message_keys, root_step
 from e2e.wire import (
     CIPHERTEXT_VERSION,
@@ -509,6 +514,7 @@ class RatchetState:
         else:
             # The Triple Ratchet (module docstring): SPQR's key salts the message keys.
             pq_message, pq_key = b"", None
+            epoch_before = _pq_epoch(self.pq_ratchet) if trace is not None else None
             if self.pq_ratchet is not None:
                 pq_message, pq_key = self.pq_ratchet.send(rng)
             keys = derive_salted_message_keys(seed, pq_key)
@@ -524,12 +530,7 @@ class RatchetState:
                 pq_ratchet=pq_message,
             )
             if trace is not None:
-                emit(
-                    trace,
-                    "ratchet.pq_key",
-                    {"direction": "encrypt", "counter": index, "pq_ratchet_bytes": len(pq_message)},
-                    {} if pq_key is None else {"pq_key": pq_key},
-                )
+                _emit_pq_step(trace, self.pq_ratchet, "encrypt", index, pq_message, pq_key, epoch_before)
         if trace is not None:
             emit(
                 trace,
@@ -688,21 +689,13 @@ class RatchetState:
                 raise InvalidMessageError("a post-quantum ratchet message for a session that runs none")
             return None, None
         trial = self.pq_ratchet.copy()
+        epoch_before = _pq_epoch(trial) if trace is not None else None
         try:
             pq_key = trial.recv(message.pq_ratchet)
         except E2EError as error:
             raise InvalidMessageError(f"post-quantum ratchet: {error}") from None
         if trace is not None:
-            emit(
-                trace,
-                "ratchet.pq_key",
-                {
-                    "direction": "decrypt",
-                    "counter": message.counter,
-                    "pq_ratchet_bytes": len(message.pq_ratchet),
-                },
-                {} if pq_key is None else {"pq_key": pq_key},
-            )
+            _emit_pq_step(trace, trial, "decrypt", message.counter, message.pq_ratchet, pq_key, epoch_before)
         return trial, pq_key
 
     def _open(self, message: SignalMessage, seed: bytes, trace: Trace | None, pq_key: bytes | None) -> bytes:
@@ -973,3 +966,39 @@ def _version_and_pq_ratchet(
     if factory is None:
         return CIPHERTEXT_VERSION_V4, None
     return CIPHERTEXT_VERSION_V4, factory.initial(secret.pq_ratchet_key, direction)
+
+
+def _pq_epoch(pq_ratchet: PostQuantumRatchet | None) -> int | None:
+    """The epoch an explained post-quantum ratchet reports (explain mode only), else ``None``."""
+    if isinstance(pq_ratchet, ExplainedPostQuantumRatchet):
+        epoch = pq_ratchet.explain().get("spqr_epoch")
+        return epoch if isinstance(epoch, int) else None
+    return None
+
+
+def _emit_pq_step(
+    trace: Trace,
+    pq_ratchet: PostQuantumRatchet | None,
+    direction: str,
+    counter: int,
+    pq_message: bytes,
+    pq_key: bytes | None,
+    epoch_before: int | None,
+) -> None:
+    """The Triple Ratchet's SPQR step for explain mode: ``ratchet.pq_key`` (what field 5 carried,
+    whether a key was mixed into the message keys) and ``ratchet.pq_epoch`` when the epoch moved.
+    """
+    public: dict[str, str | int | bool] = {
+        "direction": direction,
+        "counter": counter,
+        "pq_ratchet_bytes": len(pq_message),
+        "pq_key_mixed": pq_key is not None,
+    }
+    epoch_after = None
+    if isinstance(pq_ratchet, ExplainedPostQuantumRatchet):
+        public.update(pq_ratchet.describe(pq_message))
+        public.update({f"our_{name}": value for name, value in pq_ratchet.explain().items()})
+        epoch_after = _pq_epoch(pq_ratchet)
+    emit(trace, "ratchet.pq_key", public, {} if pq_key is None else {"pq_key": pq_key})
+    if epoch_before is not None and epoch_after is not None and epoch_after != epoch_before:
+        emit(trace, "ratchet.pq_epoch", {"direction": direction, "from": epoch_before, "to": epoch_after})

@@ -11,7 +11,8 @@ The two-byte header every stored record starts with, and the formats of the key 
 * :class:`KemPreKeyRecord`: a signed ML-KEM-1024 prekey for PQXDH (one-time or last-resort), its
   id, its signature and its creation time.
 * :class:`KyberPreKeyRecord`: the same for a Kyber-1024 prekey of Signal's PQXDH (message
-  version 4), its secret key in libsignal's serialization.
+  version 4), its secret key in libsignal's serialization.  The two share one implementation
+  (fields, checks, format and ``repr``) and differ only in their kind and key fields.
 
 Session records (:class:`e2e.session.SessionRecord`) use the same header.
 
@@ -51,7 +52,7 @@ pickled, and nothing here encrypts: protecting the bytes at rest is the storage 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import ClassVar, Final, Generic, Self, TypeVar
 
 from e2e import protobuf
 from e2e.errors import DecodeError, InvalidKeyError, StateFormatError
@@ -128,6 +129,16 @@ def check_header(data: bytes, kind: int, versions: tuple[int, ...] = (FORMAT_VER
     return data[2:]
 
 
+# The two signed KEM prekey records have one field layout (module docstring).
+_SIGNED_KEM_PRE_KEY_SCHEMA: Final[dict[int, protobuf.Field]] = {
+    1: protobuf.Field(protobuf.VARINT),
+    2: protobuf.Field(protobuf.LEN),
+    3: protobuf.Field(protobuf.LEN),
+    4: protobuf.Field(protobuf.LEN),
+    5: protobuf.Field(protobuf.VARINT),
+    6: protobuf.Field(protobuf.VARINT),
+}
+
 _SCHEMAS: Final = {
     IDENTITY_KIND: {
         1: protobuf.Field(protobuf.LEN),
@@ -146,22 +157,8 @@ _SCHEMAS: Final = {
         4: protobuf.Field(protobuf.LEN),
         5: protobuf.Field(protobuf.VARINT),
     },
-    KEM_PRE_KEY_KIND: {
-        1: protobuf.Field(protobuf.VARINT),
-        2: protobuf.Field(protobuf.LEN),
-        3: protobuf.Field(protobuf.LEN),
-        4: protobuf.Field(protobuf.LEN),
-        5: protobuf.Field(protobuf.VARINT),
-        6: protobuf.Field(protobuf.VARINT),
-    },
-    KYBER_PRE_KEY_KIND: {
-        1: protobuf.Field(protobuf.VARINT),
-        2: protobuf.Field(protobuf.LEN),
-        3: protobuf.Field(protobuf.LEN),
-        4: protobuf.Field(protobuf.LEN),
-        5: protobuf.Field(protobuf.VARINT),
-        6: protobuf.Field(protobuf.VARINT),
-    },
+    KEM_PRE_KEY_KIND: _SIGNED_KEM_PRE_KEY_SCHEMA,
+    KYBER_PRE_KEY_KIND: _SIGNED_KEM_PRE_KEY_SCHEMA,
 }
 
 
@@ -322,24 +319,34 @@ class SignedPreKeyRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class KemPreKeyRecord:
-    """A signed ML-KEM-1024 prekey (PQXDH's ``PQOPK_B``, or with ``last_resort`` its ``PQSPK_B``)
-    with its id, its signature ``Sig(IK_B, EncodeKEM(PQPK_B))`` and its creation time (ms).
+KeyPairT = TypeVar("KeyPairT", KemKeyPair, KyberKeyPair)
 
-    The owner deletes a one-time KEM prekey after its first message decrypted and keeps the
-    last-resort one until it is rotated (PQXDH §3.4); the record says which is which.
+
+@dataclass(frozen=True, slots=True)
+class _SignedKemPreKeyRecord(Generic[KeyPairT]):
+    """What :class:`KemPreKeyRecord` and :class:`KyberPreKeyRecord` share: the fields, their
+    checks, storage format 1 but for the key fields, and the ``repr``.
+
+    A subclass sets ``KIND`` (its record kind), ``WHAT`` (its name in error texts),
+    ``KEY_PAIR`` (the key pair class it holds) and reads its key pair from fields 2 and 3 in
+    :meth:`_read_key_pair`.
     """
 
+    KIND: ClassVar[int]
+    WHAT: ClassVar[str]
+    KEY_PAIR: ClassVar[type[KemKeyPair] | type[KyberKeyPair]]
+
     id: int
-    key_pair: KemKeyPair
+    key_pair: KeyPairT
     signature: bytes
     timestamp: int
     last_resort: bool = False
 
     def __post_init__(self) -> None:
-        _check_uint(self.id, "a KEM prekey id", _UINT32_MAX)
+        _check_uint(self.id, f"a {self.WHAT} id", _UINT32_MAX)
         _check_uint(self.timestamp, "a timestamp", _UINT64_MAX)
+        if not isinstance(self.key_pair, self.KEY_PAIR):
+            raise ValueError(f"a {self.WHAT} record holds a {self.KEY_PAIR.__name__}")
         if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LENGTH:
             raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
         if not isinstance(self.last_resort, bool):
@@ -349,7 +356,7 @@ class KemPreKeyRecord:
         """Storage format 1 (module docstring)."""
         return b"".join(
             (
-                header(KEM_PRE_KEY_KIND),
+                header(self.KIND),
                 protobuf.encode_uint_field(1, self.id),
                 protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
                 protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
@@ -360,41 +367,62 @@ class KemPreKeyRecord:
         )
 
     @classmethod
-    def deserialize(cls, data: bytes) -> KemPreKeyRecord:
+    def _read_key_pair(cls, fields: protobuf.Record) -> KeyPairT:
+        raise NotImplementedError
+
+    @classmethod
+    def deserialize(cls, data: bytes) -> Self:
         """Read storage format 1; anything else raises :class:`StateFormatError`."""
-        fields = _read(data, KEM_PRE_KEY_KIND)
+        fields = _read(data, cls.KIND)
         try:
-            seed = protobuf.get_bytes(fields, 2, "KEM prekey seed")
-            public = KemPublicKey.deserialize(protobuf.get_bytes(fields, 3, "KEM prekey public key"))
+            key_pair = cls._read_key_pair(fields)
             signature = protobuf.get_bytes(fields, 4, "signature")
-            if len(seed) != SEED_LENGTH:
-                raise StateFormatError(f"a KEM prekey seed is {SEED_LENGTH} bytes")
-            key_pair = KemKeyPair(KemPrivateKey(seed), public)
         except StateFormatError:
             raise
         except (DecodeError, InvalidKeyError) as error:
-            raise StateFormatError(f"stored KEM prekey: {error}") from None
+            raise StateFormatError(f"stored {cls.WHAT}: {error}") from None
         if len(signature) != SIGNATURE_LENGTH:
-            raise StateFormatError(f"a stored KEM prekey needs a {SIGNATURE_LENGTH}-byte signature")
-        last_resort = _uint(fields, 6, "last-resort flag", 1)
+            raise StateFormatError(f"a stored {cls.WHAT} needs a {SIGNATURE_LENGTH}-byte signature")
         return cls(
-            _uint(fields, 1, "KEM prekey id", _UINT32_MAX),
+            _uint(fields, 1, f"{cls.WHAT} id", _UINT32_MAX),
             key_pair,
             signature,
             _uint(fields, 5, "timestamp", _UINT64_MAX),
-            bool(last_resort),
+            bool(_uint(fields, 6, "last-resort flag", 1)),
         )
 
     def __repr__(self) -> str:
         return (
-            f"KemPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
+            f"{type(self).__name__}(id={self.id}, public_key={self.key_pair.public_key!r}, "
             f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp}, "
             f"last_resort={self.last_resort})"
         )
 
 
-@dataclass(frozen=True, slots=True)
-class KyberPreKeyRecord:
+@dataclass(frozen=True, slots=True, repr=False)  # The repr is the shared one, without secrets.
+class KemPreKeyRecord(_SignedKemPreKeyRecord[KemKeyPair]):
+    """A signed ML-KEM-1024 prekey (PQXDH's ``PQOPK_B``, or with ``last_resort`` its ``PQSPK_B``)
+    with its id, its signature ``Sig(IK_B, EncodeKEM(PQPK_B))`` and its creation time (ms).
+
+    The owner deletes a one-time KEM prekey after its first message decrypted and keeps the
+    last-resort one until it is rotated (PQXDH §3.4); the record says which is which.
+    """
+
+    KIND: ClassVar[int] = KEM_PRE_KEY_KIND
+    WHAT: ClassVar[str] = "KEM prekey"
+    KEY_PAIR: ClassVar[type[KemKeyPair]] = KemKeyPair
+
+    @classmethod
+    def _read_key_pair(cls, fields: protobuf.Record) -> KemKeyPair:
+        seed = protobuf.get_bytes(fields, 2, "KEM prekey seed")
+        public = KemPublicKey.deserialize(protobuf.get_bytes(fields, 3, "KEM prekey public key"))
+        if len(seed) != SEED_LENGTH:
+            raise StateFormatError(f"a KEM prekey seed is {SEED_LENGTH} bytes")
+        return KemKeyPair(KemPrivateKey(seed), public)
+
+
+@dataclass(frozen=True, slots=True, repr=False)  # The repr is the shared one, without secrets.
+class KyberPreKeyRecord(_SignedKemPreKeyRecord[KyberKeyPair]):
     """A signed Kyber-1024 prekey of Signal's PQXDH (one-time, or with ``last_resort`` the one that
     serves when the relay has no one-time prekey left), with its id, its signature
     ``Sig(IK_B, 0x08 ‖ pk)`` and its creation time (ms), as libsignal's ``KyberPreKeyRecord``.
@@ -404,60 +432,12 @@ class KyberPreKeyRecord:
     with the same signed prekey and base key, which is the owner's to remember (the record does not).
     """
 
-    id: int
-    key_pair: KyberKeyPair
-    signature: bytes
-    timestamp: int
-    last_resort: bool = False
-
-    def __post_init__(self) -> None:
-        _check_uint(self.id, "a Kyber prekey id", _UINT32_MAX)
-        _check_uint(self.timestamp, "a timestamp", _UINT64_MAX)
-        if not isinstance(self.key_pair, KyberKeyPair):
-            raise ValueError("a Kyber prekey record holds a KyberKeyPair")
-        if not isinstance(self.signature, bytes) or len(self.signature) != SIGNATURE_LENGTH:
-            raise ValueError(f"a signature is {SIGNATURE_LENGTH} bytes")
-        if not isinstance(self.last_resort, bool):
-            raise ValueError("last_resort is a bool")
-
-    def serialize(self) -> bytes:
-        """Storage format 1 (module docstring)."""
-        return b"".join(
-            (
-                header(KYBER_PRE_KEY_KIND),
-                protobuf.encode_uint_field(1, self.id),
-                protobuf.encode_bytes_field(2, self.key_pair.private_key.serialize()),
-                protobuf.encode_bytes_field(3, self.key_pair.public_key.serialize()),
-                protobuf.encode_bytes_field(4, self.signature),
-                protobuf.encode_uint_field(5, self.timestamp),
-                protobuf.encode_uint_field(6, int(self.last_resort)),
-            )
-        )
+    KIND: ClassVar[int] = KYBER_PRE_KEY_KIND
+    WHAT: ClassVar[str] = "Kyber prekey"
+    KEY_PAIR: ClassVar[type[KyberKeyPair]] = KyberKeyPair
 
     @classmethod
-    def deserialize(cls, data: bytes) -> KyberPreKeyRecord:
-        """Read storage format 1; anything else raises :class:`StateFormatError`."""
-        fields = _read(data, KYBER_PRE_KEY_KIND)
-        try:
-            private = KyberPrivateKey.deserialize(protobuf.get_bytes(fields, 2, "Kyber prekey secret key"))
-            public = KyberPublicKey.deserialize(protobuf.get_bytes(fields, 3, "Kyber prekey public key"))
-            key_pair = KyberKeyPair(private, public)
-        except (DecodeError, InvalidKeyError) as error:
-            raise StateFormatError(f"stored Kyber prekey: {error}") from None
-        signature = protobuf.get_bytes(fields, 4, "signature")
-        if len(signature) != SIGNATURE_LENGTH:
-            raise StateFormatError(f"a stored Kyber prekey needs a {SIGNATURE_LENGTH}-byte signature")
-        return cls(
-            _uint(fields, 1, "Kyber prekey id", _UINT32_MAX),
-            key_pair,
-            signature,
-            _uint(fields, 5, "timestamp", _UINT64_MAX),
-            bool(_uint(fields, 6, "last-resort flag", 1)),
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"KyberPreKeyRecord(id={self.id}, public_key={self.key_pair.public_key!r}, "
-            f"signature={self.signature.hex()[:16]}…, timestamp={self.timestamp}, "
-            f"last_resort={self.last_resort})"
-        )
+    def _read_key_pair(cls, fields: protobuf.Record) -> KyberKeyPair:
+        private = KyberPrivateKey.deserialize(protobuf.get_bytes(fields, 2, "Kyber prekey secret key"))
+        public = KyberPublicKey.deserialize(protobuf.get_bytes(fields, 3, "Kyber prekey public key"))
+        return KyberKeyPair(private, public)

@@ -13,7 +13,11 @@ What this module owns
   signed, one-time and KEM prekeys by the ids the message names (X3DH §3.4, PQXDH §3.4) unless a
   state already knows its base key (a repeated PreKey message needs no prekey at all), and once
   the message decrypted it records the identity, deletes the one-time prekey and the one-time KEM
-  prekey (a last-resort KEM prekey stays) and saves the record.
+  prekey (a last-resort KEM prekey stays) and saves the record.  The KEM prekey a version-4
+  message names is a Kyber1024 one, looked up and deleted in the store's
+  :class:`~e2e.stores.KyberPreKeyStore`; with a ``pq_ratchet_factory``
+  (:class:`e2e.spqr.SpqrRatchetFactory`) both classes run version-4 sessions with SPQR, as
+  libsignal 0.103 requires.
 * :func:`make_pre_key_bundle`: Bob's side of the same store: the :class:`~e2e.x3dh.PreKeyBundle`
   that publishes the prekeys named.
 
@@ -49,11 +53,12 @@ from e2e.address import ProtocolAddress
 from e2e.errors import DecodeError, NoSessionError, UnknownPreKeyError, UntrustedIdentityError
 from e2e.explain import Trace
 from e2e.keys import KeyPair, PublicKey, Rng
+from e2e.pq_ratchet import PostQuantumRatchetFactory
 from e2e.ratchet import DEFAULT_LIMITS, Limits
-from e2e.records import KemPreKeyRecord, PreKeyRecord
+from e2e.records import KemPreKeyRecord, KyberPreKeyRecord, PreKeyRecord
 from e2e.session import Ciphertext, SessionRecord
 from e2e.stores import Direction, ProtocolStore
-from e2e.wire import MessageType, PreKeySignalMessage
+from e2e.wire import CIPHERTEXT_VERSION_V4, MessageType, PreKeySignalMessage
 from e2e.x3dh import PreKeyBundle
 
 __all__ = ["SessionBuilder", "SessionCipher", "make_pre_key_bundle"]
@@ -63,18 +68,26 @@ class SessionBuilder:
     """Start sessions with ``remote_address`` from its bundles (libsignal's ``SessionBuilder``).
 
     ``limits`` apply to a record made here (a stored one keeps the limits its store reads it with).
+    ``pq_ratchet_factory`` (for instance :class:`e2e.spqr.SpqrRatchetFactory`) starts the
+    post-quantum ratchet of a version-4 session, for a record that has no factory of its own.
     """
 
-    __slots__ = ("_store", "remote_address", "limits")
+    __slots__ = ("_store", "remote_address", "limits", "pq_ratchet_factory")
 
     def __init__(
-        self, store: ProtocolStore, remote_address: ProtocolAddress, *, limits: Limits = DEFAULT_LIMITS
+        self,
+        store: ProtocolStore,
+        remote_address: ProtocolAddress,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> None:
         if not isinstance(remote_address, ProtocolAddress):
             raise TypeError("the remote address is a ProtocolAddress")
         self._store = store
         self.remote_address = remote_address
         self.limits = limits
+        self.pq_ratchet_factory = pq_ratchet_factory
 
     def process_pre_key_bundle(
         self,
@@ -96,9 +109,7 @@ class SessionBuilder:
         # The signatures first: a bundle is the relay's word until its identity key vouches for it.
         their_bundle.verify()
         store.check_trusted_identity(address, their_bundle.identity_key, Direction.SENDING)
-        record = store.load_session(address)
-        if record is None:
-            record = SessionRecord(self.limits)
+        record = _with_factory(store.load_session(address), self.limits, self.pq_ratchet_factory)
         record.start_session(
             store.get_identity_key_pair(),
             store.get_local_registration_id(),
@@ -115,10 +126,12 @@ class SessionCipher:
     """Encrypt to and decrypt from one remote device over a store (libsignal's ``SessionCipher``).
 
     ``require_pqxdh`` refuses PreKey messages made with X3DH
-    (:class:`~e2e.errors.DowngradeError`); ``limits`` apply to a record made here.
+    (:class:`~e2e.errors.DowngradeError`); ``limits`` apply to a record made here;
+    ``pq_ratchet_factory`` starts the post-quantum ratchet of a version-4 session that a PreKey
+    message starts (as for :class:`SessionBuilder`).
     """
 
-    __slots__ = ("_store", "remote_address", "limits", "require_pqxdh")
+    __slots__ = ("_store", "remote_address", "limits", "require_pqxdh", "pq_ratchet_factory")
 
     def __init__(
         self,
@@ -127,6 +140,7 @@ class SessionCipher:
         *,
         limits: Limits = DEFAULT_LIMITS,
         require_pqxdh: bool = False,
+        pq_ratchet_factory: PostQuantumRatchetFactory | None = None,
     ) -> None:
         if not isinstance(remote_address, ProtocolAddress):
             raise TypeError("the remote address is a ProtocolAddress")
@@ -134,6 +148,7 @@ class SessionCipher:
         self.remote_address = remote_address
         self.limits = limits
         self.require_pqxdh = require_pqxdh
+        self.pq_ratchet_factory = pq_ratchet_factory
 
     def has_session(self) -> bool:
         """Whether there is a current state to encrypt with."""
@@ -182,12 +197,10 @@ class SessionCipher:
         store, address = self._store, self.remote_address
         message = PreKeySignalMessage.deserialize(body)
         store.check_trusted_identity(address, message.identity_key, Direction.RECEIVING)
-        record = store.load_session(address)
-        if record is None:
-            record = SessionRecord(self.limits)
+        record = _with_factory(store.load_session(address), self.limits, self.pq_ratchet_factory)
         signed: KeyPair | None = None
         one_time: PreKeyRecord | None = None
-        kem: KemPreKeyRecord | None = None
+        kem: KemPreKeyRecord | KyberPreKeyRecord | None = None
         if not record.has_state_for_base_key(message.base_key):
             # A new session: X3DH §3.4 (PQXDH §3.4) needs the prekeys the message names.  A repeated
             # PreKey message (known base key) is decrypted by its state and needs none of them.
@@ -199,7 +212,12 @@ class SessionCipher:
                 one_time = store.load_pre_key(message.pre_key_id)
                 if one_time is None:
                     raise UnknownPreKeyError("one-time prekey", message.pre_key_id)
-            if message.kem_pre_key_id is not None:
+            if message.kem_pre_key_id is not None and message.version == CIPHERTEXT_VERSION_V4:
+                # Signal's PQXDH: the id names one of our Kyber1024 prekeys.
+                kem = store.load_kyber_pre_key(message.kem_pre_key_id)
+                if kem is None:
+                    raise UnknownPreKeyError("Kyber prekey", message.kem_pre_key_id)
+            elif message.kem_pre_key_id is not None:
                 kem = store.load_kem_pre_key(message.kem_pre_key_id)
                 if kem is None:
                     raise UnknownPreKeyError("KEM prekey", message.kem_pre_key_id)
@@ -217,7 +235,9 @@ class SessionCipher:
         store.save_identity(address, message.identity_key)
         if one_time is not None:
             store.remove_pre_key(one_time.id)
-        if kem is not None and not kem.last_resort:
+        if isinstance(kem, KyberPreKeyRecord) and not kem.last_resort:
+            store.remove_kyber_pre_key(kem.id)
+        elif kem is not None and not kem.last_resort:
             store.remove_kem_pre_key(kem.id)
         store.store_session(address, record)
         return plaintext
@@ -267,6 +287,21 @@ def _parts(message: bytes | Ciphertext, message_type: MessageType | int | None) 
         raise DecodeError(f"unknown message type {message_type}") from None
 
 
+def _with_factory(
+    record: SessionRecord | None, limits: Limits, pq_ratchet_factory: PostQuantumRatchetFactory | None
+) -> SessionRecord:
+    """The stored record, or a new one; either way with a post-quantum ratchet factory if one was given.
+
+    A stored record keeps the factory its store loaded it with; one loaded without gets the
+    cipher's, which only changes how the record's *new* version-4 states start.
+    """
+    if record is None:
+        return SessionRecord(limits, pq_ratchet_factory)
+    if record.pq_ratchet_factory is None:
+        record.pq_ratchet_factory = pq_ratchet_factory
+    return record
+
+
 def _all_trusted(store: ProtocolStore, address: ProtocolAddress, record: SessionRecord) -> bool:
     """Whether the store trusts every identity key the record's states were made with."""
     keys: list[PublicKey] = []
@@ -288,11 +323,16 @@ def make_pre_key_bundle(
     signed_pre_key_id: int,
     pre_key_id: int | None = None,
     kem_pre_key_id: int | None = None,
+    kyber_pre_key_id: int | None = None,
 ) -> PreKeyBundle:
-    """The bundle (X3DH §3.2, PQXDH §3.2) that publishes the named prekeys of ``store``.
+    """The bundle (X3DH §3.2, PQXDH §3.2) that publishes the named prekeys of ``store``: an
+    ML-KEM prekey (``kem_pre_key_id``, the project's PQXDH) or a Kyber1024 one
+    (``kyber_pre_key_id``, Signal's PQXDH and a version-4 session), not both.
 
     A prekey the store does not hold raises :class:`~e2e.errors.UnknownPreKeyError`.
     """
+    if kem_pre_key_id is not None and kyber_pre_key_id is not None:
+        raise ValueError("a bundle carries one KEM prekey: ML-KEM or Kyber, not both")
     identity = store.get_identity_key_pair()
     signed = store.load_signed_pre_key(signed_pre_key_id)
     if signed is None:
@@ -300,9 +340,15 @@ def make_pre_key_bundle(
     one_time = None if pre_key_id is None else store.load_pre_key(pre_key_id)
     if pre_key_id is not None and one_time is None:
         raise UnknownPreKeyError("one-time prekey", pre_key_id)
-    kem = None if kem_pre_key_id is None else store.load_kem_pre_key(kem_pre_key_id)
-    if kem_pre_key_id is not None and kem is None:
-        raise UnknownPreKeyError("KEM prekey", kem_pre_key_id)
+    kem: KemPreKeyRecord | KyberPreKeyRecord | None = None
+    if kem_pre_key_id is not None:
+        kem = store.load_kem_pre_key(kem_pre_key_id)
+        if kem is None:
+            raise UnknownPreKeyError("KEM prekey", kem_pre_key_id)
+    if kyber_pre_key_id is not None:
+        kem = store.load_kyber_pre_key(kyber_pre_key_id)
+        if kem is None:
+            raise UnknownPreKeyError("Kyber prekey", kyber_pre_key_id)
     return PreKeyBundle(
         registration_id=store.get_local_registration_id(),
         device_id=device_id,

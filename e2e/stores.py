@@ -8,10 +8,13 @@ The contracts between :mod:`e2e.session_cipher` and whatever keeps a device's st
   their identity keys, by :class:`~e2e.address.ProtocolAddress` (and :class:`Direction`);
 * :class:`PreKeyStore`: one-time prekeys (X3DH's ``OPK_B``), deleted after their first use;
 * :class:`SignedPreKeyStore`: signed prekeys (``SPK_B``), kept until the owner rotates them;
-* :class:`KemPreKeyStore`: signed ML-KEM prekeys for PQXDH; a one-time one (``PQOPK_B``) is
-  deleted after its first use, the last-resort one (``PQSPK_B``) is kept (PQXDH §3.4);
+* :class:`KemPreKeyStore`: signed ML-KEM prekeys for the project's PQXDH (message version 3); a
+  one-time one (``PQOPK_B``) is deleted after its first use, the last-resort one (``PQSPK_B``) is
+  kept (PQXDH §3.4);
+* :class:`KyberPreKeyStore`: signed Kyber1024 prekeys for Signal's PQXDH (message version 4,
+  libsignal's ``KyberPreKeyStore``), kept and deleted the same way;
 * :class:`SessionStore`: one :class:`~e2e.session.SessionRecord` per remote device;
-* :class:`ProtocolStore`: all five, which is what :class:`~e2e.session_cipher.SessionCipher` takes.
+* :class:`ProtocolStore`: all six, which is what :class:`~e2e.session_cipher.SessionCipher` takes.
 
 The sender-key store for groups is :class:`e2e.group_cipher.SenderKeyStore`, keyed by a
 :class:`~e2e.group_cipher.SenderKeyName` (the sender's name and device id, as in its
@@ -51,7 +54,7 @@ from typing import Protocol
 
 from e2e.address import ProtocolAddress
 from e2e.keys import KeyPair, PublicKey
-from e2e.records import KemPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
+from e2e.records import KemPreKeyRecord, KyberPreKeyRecord, PreKeyRecord, SignedPreKeyRecord
 from e2e.session import SessionRecord
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "PreKeyStore",
     "SignedPreKeyStore",
     "KemPreKeyStore",
+    "KyberPreKeyStore",
     "SessionStore",
     "ProtocolStore",
 ]
@@ -146,6 +150,25 @@ class KemPreKeyStore(Protocol):
         ...
 
 
+class KyberPreKeyStore(Protocol):
+    """Our signed Kyber1024 prekeys, by id: one-time ones and last-resort ones (``record.last_resort``).
+
+    Their ids are a space of their own, as libsignal keeps them.
+    """
+
+    def load_kyber_pre_key(self, kyber_pre_key_id: int) -> KyberPreKeyRecord | None:
+        """The Kyber prekey ``kyber_pre_key_id``, or ``None``."""
+        ...
+
+    def store_kyber_pre_key(self, record: KyberPreKeyRecord) -> None:
+        """Keep ``record`` (replacing one with the same id)."""
+        ...
+
+    def remove_kyber_pre_key(self, kyber_pre_key_id: int) -> None:
+        """Delete a used one-time Kyber prekey (the cipher never asks this for a last-resort one)."""
+        ...
+
+
 class SessionStore(Protocol):
     """One session record per remote device."""
 
@@ -158,5 +181,13 @@ class SessionStore(Protocol):
         ...
 
 
-class ProtocolStore(IdentityKeyStore, PreKeyStore, SignedPreKeyStore, KemPreKeyStore, SessionStore, Protocol):
+class ProtocolStore(
+    IdentityKeyStore,
+    PreKeyStore,
+    SignedPreKeyStore,
+    KemPreKeyStore,
+    KyberPreKeyStore,
+    SessionStore,
+    Protocol,
+):
     """Everything :class:`~e2e.session_cipher.SessionCipher` and ``SessionBuilder`` use."""

@@ -125,6 +125,26 @@ class InitialMessage:
         if (self.kem_pre_key_id is None) != (self.kem_ciphertext is None):
             raise InvalidKeyError("a KEM ciphertext needs the id of the KEM prekey it was made for")
 
+    @classmethod
+    def for_bundle(
+        cls,
+        their_bundle: PreKeyBundle,
+        our_identity_key: PublicKey,
+        our_base_key: PublicKey,
+        kem_ciphertext: KemCiphertext | KyberCiphertext | None = None,
+    ) -> InitialMessage:
+        """Alice's message for ``their_bundle`` (X3DH §3.3, PQXDH §3.3): her identity and base keys,
+        the ids of the bundle's prekeys she used, and with ``kem_ciphertext`` its KEM prekey's id.
+        """
+        return cls(
+            identity_key=our_identity_key,
+            base_key=our_base_key,
+            signed_pre_key_id=their_bundle.signed_pre_key_id,
+            pre_key_id=their_bundle.pre_key_id,
+            kem_pre_key_id=their_bundle.kem_pre_key_id if kem_ciphertext is not None else None,
+            kem_ciphertext=kem_ciphertext,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SharedSecret:
@@ -235,12 +255,7 @@ def initiate(
         raise DowngradeError("the bundle advertises a KEM prekey: start this session with PQXDH, not X3DH")
     our_base_key, dh_outputs = initiator_dh(our_identity_key, their_bundle, rng, trace)
     secret = _derive(dh_outputs, our_identity_key.public_key, their_bundle.identity_key, trace)
-    message = InitialMessage(
-        identity_key=our_identity_key.public_key,
-        base_key=our_base_key.public_key,
-        signed_pre_key_id=their_bundle.signed_pre_key_id,
-        pre_key_id=their_bundle.pre_key_id,
-    )
+    message = InitialMessage.for_bundle(their_bundle, our_identity_key.public_key, our_base_key.public_key)
     return message, secret
 
 

@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     blobs.add_argument(
         "--blob-url", default=None, help="the blob service URL told to devices with their token"
     )
+    parser.add_argument(
+        "--directory-key",
+        default=None,
+        metavar="HEX|FILE",
+        help="accept only business-name certificates this directory public key signed (docs/business.md)",
+    )
     limits = parser.add_argument_group("limits")
     for f in dataclasses.fields(Limits):
         default = f.default
@@ -163,6 +169,8 @@ async def run(args: argparse.Namespace) -> None:
         relay = Relay(store, limits, origin=args.origin)
     except ValueError as exc:
         raise StartupError(f"--origin: {exc}; give the URL clients dial") from None
+    if args.directory_key is not None:
+        relay.business_names.directory_key = _directory_key(args.directory_key)
     try:
         blob_service = await _blob_service(args, relay)
     except OSError as exc:
@@ -190,6 +198,26 @@ async def run(args: argparse.Namespace) -> None:
         await relay.close()
         if blob_service is not None:
             await blob_service.close()
+
+
+def _directory_key(text: str) -> Any:
+    """The directory public key ``--directory-key`` names: 66 hex digits, or a file holding them."""
+    from e2e.errors import DecodeError
+    from e2e.keys import PublicKey
+
+    if len(text) != 66 and os.path.exists(text):
+        try:
+            with open(text, encoding="utf-8") as file:
+                text = file.read().strip()
+        except OSError as exc:
+            raise StartupError(f"--directory-key: cannot read {text}: {exc.strerror or exc}") from None
+    try:
+        return PublicKey.deserialize(bytes.fromhex(text))
+    except (ValueError, DecodeError):
+        raise StartupError(
+            "--directory-key: a directory public key is 66 hex digits or a file holding them; "
+            "e2e-directory keygen writes one"
+        ) from None
 
 
 async def _blob_service(args: argparse.Namespace, relay: Relay) -> Any:

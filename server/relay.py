@@ -121,6 +121,9 @@ _LOW_ORDER_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(32)))
 _EC_PUBLIC_KEY_LENGTH = 33
 _SIGNATURE_LENGTH = 64
 _MAX_KEM_PUBLIC_KEY_LENGTH = 2048
+# libsignal's Kyber1024 public key: the type byte 0x08, then 1568 bytes (its KyberPreKeyRecord).
+_KYBER_TYPE = 0x08
+_KYBER_PUBLIC_KEY_LENGTH = 1569
 _MAX_CLIENT_ID = 64
 _FETCH_BATCH = 64
 # A message push without its body: field names, ids, names and the timestamp, generously.
@@ -748,18 +751,25 @@ def _is_low(counts: PreKeyCounts, low_water: int) -> bool:
         SignedKind.KEM_LAST_RESORT in counts.signed_ids or counts.one_time.get(OneTimeKind.KEM, 0) > 0
     )
     kem_low = kem_in_use and counts.one_time.get(OneTimeKind.KEM, 0) < low_water
-    return ec_low or kem_low
+    kyber_in_use = (
+        SignedKind.KYBER_LAST_RESORT in counts.signed_ids or counts.one_time.get(OneTimeKind.KYBER, 0) > 0
+    )
+    kyber_low = kyber_in_use and counts.one_time.get(OneTimeKind.KYBER, 0) < low_water
+    return ec_low or kem_low or kyber_low
 
 
 def _counts_fields(counts: PreKeyCounts) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "pre_keys": counts.one_time.get(OneTimeKind.EC, 0),
         "kem_pre_keys": counts.one_time.get(OneTimeKind.KEM, 0),
+        "kyber_pre_keys": counts.one_time.get(OneTimeKind.KYBER, 0),
     }
     if SignedKind.EC in counts.signed_ids:
         fields["signed_pre_key_id"] = counts.signed_ids[SignedKind.EC]
     if SignedKind.KEM_LAST_RESORT in counts.signed_ids:
         fields["kem_last_resort_id"] = counts.signed_ids[SignedKind.KEM_LAST_RESORT]
+    if SignedKind.KYBER_LAST_RESORT in counts.signed_ids:
+        fields["kyber_last_resort_id"] = counts.signed_ids[SignedKind.KYBER_LAST_RESORT]
     return fields
 
 
@@ -804,6 +814,14 @@ def _bundle_fields(bundle: ClaimedBundle) -> dict[str, Any]:
             **_signed_fields(bundle.signed[SignedKind.KEM_LAST_RESORT]),
             "last_resort": True,
         }
+    kyber = bundle.one_time.get(OneTimeKind.KYBER)
+    if kyber is not None:
+        fields["kyber_pre_key"] = {**_signed_fields(kyber), "last_resort": False}
+    elif SignedKind.KYBER_LAST_RESORT in bundle.signed:
+        fields["kyber_pre_key"] = {
+            **_signed_fields(bundle.signed[SignedKind.KYBER_LAST_RESORT]),
+            "last_resort": True,
+        }
     return fields
 
 
@@ -832,9 +850,28 @@ def _ec_public_key(obj: dict[str, Any], name: str) -> bytes:
     return data
 
 
-def _signed_record(identity_key: PublicKey, obj: dict[str, Any], where: str, *, kem: bool) -> PreKeyRecord:
+def _kyber_public_key(obj: dict[str, Any], where: str) -> bytes:
+    """A Kyber1024 public key in libsignal's encoding: exactly ``0x08 ‖ 1568`` bytes.
+
+    The relay checks only the framing (and, in :func:`_signed_record`, the owner's signature):
+    whether the 1568 bytes are a valid key is for the client that encapsulates to it.
+    """
+    data = p.field_bytes(obj, "public_key", max_length=_MAX_KEM_PUBLIC_KEY_LENGTH)
+    if len(data) != _KYBER_PUBLIC_KEY_LENGTH or data[0] != _KYBER_TYPE:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST,
+            f"{where}: a Kyber1024 public key is {_KYBER_PUBLIC_KEY_LENGTH} bytes starting 0x08",
+        )
+    return data
+
+
+def _signed_record(
+    identity_key: PublicKey, obj: dict[str, Any], where: str, *, kem: bool, kyber: bool = False
+) -> PreKeyRecord:
     key_id = p.field_int(obj, "id", low=0, high=_MAX_KEY_ID)
-    if kem:
+    if kyber:
+        public_key = _kyber_public_key(obj, where)
+    elif kem:
         public_key = p.field_bytes(obj, "public_key", max_length=_MAX_KEM_PUBLIC_KEY_LENGTH)
     else:
         public_key = _ec_public_key(obj, "public_key")
@@ -951,6 +988,11 @@ async def _upload_prekeys(conn: _Connection, request: Request) -> None:
         signed[SignedKind.KEM_LAST_RESORT] = _signed_record(
             identity_key, last_resort, "kem_last_resort", kem=True
         )
+    kyber_last_resort = p.field_object(fields, "kyber_last_resort", optional=True)
+    if kyber_last_resort is not None:
+        signed[SignedKind.KYBER_LAST_RESORT] = _signed_record(
+            identity_key, kyber_last_resort, "kyber_last_resort", kem=True, kyber=True
+        )
     pre_keys = []
     for item in _records(fields, "pre_keys", limit):
         key_id = p.field_int(item, "id", low=0, high=_MAX_KEY_ID)
@@ -959,12 +1001,19 @@ async def _upload_prekeys(conn: _Connection, request: Request) -> None:
         _signed_record(identity_key, item, "kem_pre_keys", kem=True)
         for item in _records(fields, "kem_pre_keys", limit)
     ]
+    kyber_pre_keys = [
+        _signed_record(identity_key, item, "kyber_pre_keys", kem=True, kyber=True)
+        for item in _records(fields, "kyber_pre_keys", limit)
+    ]
     _unique_ids(pre_keys, "pre_keys")
     _unique_ids(kem_pre_keys, "kem_pre_keys")
+    _unique_ids(kyber_pre_keys, "kyber_pre_keys")
     if pre_keys:
         one_time[OneTimeKind.EC] = pre_keys
     if kem_pre_keys:
         one_time[OneTimeKind.KEM] = kem_pre_keys
+    if kyber_pre_keys:
+        one_time[OneTimeKind.KYBER] = kyber_pre_keys
     upload = PreKeyUpload(signed=signed, one_time=one_time)
     counts = await conn.relay.store.put_prekeys(
         conn.device, upload, conn.relay.clock(), conn.limits.signed_prekey_grace
@@ -976,6 +1025,7 @@ async def _upload_prekeys(conn: _Connection, request: Request) -> None:
         signed=",".join(k.value for k in signed) or "-",
         pre_keys=len(pre_keys),
         kem_pre_keys=len(kem_pre_keys),
+        kyber_pre_keys=len(kyber_pre_keys),
     )
     conn.send(p.ok(request.id, **_counts_fields(counts)))
 
@@ -1022,7 +1072,9 @@ async def _get_signed_pre_key(conn: _Connection, request: Request) -> None:
     try:
         kind = SignedKind(kind_name)
     except ValueError:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "kind must be 'ec' or 'kem_last_resort'") from None
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, "kind must be 'ec', 'kem_last_resort' or 'kyber_last_resort'"
+        ) from None
     record = await conn.relay.store.signed_prekey(
         DeviceAddress(account, device_id), kind, key_id, conn.relay.clock(), conn.limits.signed_prekey_grace
     )
@@ -1134,6 +1186,8 @@ class Relay:
         self._bundle_buckets: dict[DeviceAddress, _TokenBucket] = {}
         self.blob_tokens: BlobTokens | None = None
         """Set to issue blob upload tokens (op ``blob_upload_token``); None answers ``not_found``."""
+        # Business-name certificates (server/business_names.py): the board and its two ops.
+        self.business_names = BusinessNameBoard()
         self.host = ""
         self.port = 0
 
@@ -1249,3 +1303,6 @@ class Relay:
 # The linked-device operations join the table above (docs/devices.md).
 from server import device_ops  # noqa: E402, F401
 from server import group_ops as _group_ops  # noqa: E402, F401
+
+# Business names: the board's ops register themselves in _OPS (server/business_names.py).
+from server.business_names import BusinessNameBoard  # noqa: E402

@@ -97,6 +97,9 @@ class OneTimeKind(enum.Enum):
     """Curve25519 one-time prekeys (X3DH's OPK); unsigned."""
     KEM = "kem"
     """Signed one-time KEM prekeys (PQXDH's PQOPK)."""
+    KYBER = "kyber"
+    """Signed one-time Kyber1024 prekeys (Signal's PQXDH, message version 4: libsignal's
+    ``KyberPreKey``); kept apart from :attr:`KEM` so that a bundle can offer one of each."""
 
 
 class SignedKind(enum.Enum):
@@ -106,6 +109,8 @@ class SignedKind(enum.Enum):
     """The Curve25519 signed prekey (X3DH's SPK)."""
     KEM_LAST_RESORT = "kem_last_resort"
     """The last-resort KEM prekey (PQXDH's PQSPK), handed out when no one-time KEM prekey is left."""
+    KYBER_LAST_RESORT = "kyber_last_resort"
+    """The last-resort Kyber1024 prekey, handed out when no one-time Kyber prekey is left."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,9 @@ ciphertext ``ct_n`` with the secret ``ss_n`` that implicit rejection must return
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import pytest
-from cryptography_vectors import open_vector_file
+from ml_kem_kat import ml_kem_1024_kat_records
 
 from e2e import fips203
 from e2e.errors import DecodeError, E2EError, InvalidKeyError
@@ -29,30 +28,11 @@ from e2e.kem import (
 )
 from e2e.keys import DJB_TYPE, KeyPair, PublicKey, Rng
 
-KAT_FILE = "asymmetric/MLKEM/kat_MLKEM_1024.rsp"
 # The pure-Python encapsulation takes about 10 ms; this many records keep the test near a second.
 ENCAPSULATION_RECORDS = 40
 
 
-def _records() -> Iterator[dict[str, bytes]]:
-    record: dict[str, bytes] = {}
-    with open_vector_file(KAT_FILE, "r") as handle:
-        for line in handle:
-            line = line.strip()
-            if not line:
-                continue
-            name, value = line.split(" = ")
-            if name == "count":
-                if record:
-                    yield record
-                record = {"count": value.encode()}
-            else:
-                record[name] = bytes.fromhex(value)
-    if record:
-        yield record
-
-
-RECORDS = list(_records())
+RECORDS = ml_kem_1024_kat_records()
 
 
 def _fixed(data: bytes) -> Rng:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,30 +26,12 @@ from axolotl.state.sessionstate import SessionState
 from axolotl.state.signedprekeyrecord import SignedPreKeyRecord
 from axolotl.tests.inmemoryaxolotlstore import InMemoryAxolotlStore
 from interop.axolotl_peer import axolotl_key_pair
+from vector_files import FILES, load_vectors, run_cli, write_document
 
 from e2e.vectors import SeededRng, VectorFormatError, VectorMismatchError, check_document
-from e2e.vectors.__main__ import main
 from e2e.vectors.generate import generate_all, render
 
-VECTORS = Path(__file__).parent / "vectors"
-FILES = sorted(VECTORS.glob("*.json"))
 REPOSITORY = Path(__file__).parent.parent
-
-
-def _load(name: str) -> dict:
-    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
-
-
-def _write(tmp_path: Path, document: object, name: str = "copy.json") -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(document), encoding="utf-8")
-    return path
-
-
-def _run(capsys, *arguments: str) -> tuple[int, str, str]:
-    code = main(list(arguments))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # The files of published vectors that are written as JSON, not by the generator (docs/vectors.md).
@@ -67,7 +48,7 @@ PUBLISHED = {
 def test_every_kind_and_source_has_a_file() -> None:
     from e2e.vectors.registry import REGISTRY
 
-    kinds = {_load(path.name)["kind"] for path in FILES}
+    kinds = {load_vectors(path.name)["kind"] for path in FILES}
     assert kinds == set(REGISTRY)
     names = {path.name for path in FILES}
     assert {"libsignal_x3dh.json", "libsignal_fingerprint.json", "libsignal_chain_key.json"} <= names
@@ -77,9 +58,9 @@ def test_every_kind_and_source_has_a_file() -> None:
 
 
 def test_checker_passes_on_every_file(capsys) -> None:
-    code, out, err = _run(capsys, "check", *map(str, FILES))
+    code, out, err = run_cli(capsys, "check", *map(str, FILES))
     assert (code, err) == (0, "")
-    total = sum(len(_load(path.name)["cases"]) for path in FILES)
+    total = sum(len(load_vectors(path.name)["cases"]) for path in FILES)
     assert out == f"ok: {total} cases in {len(FILES)} files match\n"
 
 
@@ -96,7 +77,7 @@ def test_command_line_entry_point() -> None:
 
 
 def test_files_are_what_the_generator_writes(tmp_path, capsys) -> None:
-    code, out, _ = _run(capsys, "generate", "--out", str(tmp_path))
+    code, out, _ = run_cli(capsys, "generate", "--out", str(tmp_path))
     assert code == 0 and "wrote" in out
     written = sorted(path.name for path in tmp_path.iterdir())
     assert written == sorted(path.name for path in FILES if path.name not in PUBLISHED)
@@ -110,7 +91,7 @@ def test_files_are_what_the_generator_writes(tmp_path, capsys) -> None:
 
 def test_every_file_states_its_provenance() -> None:
     for path in FILES:
-        provenance = _load(path.name)["provenance"]
+        provenance = load_vectors(path.name)["provenance"]
         if path.name in PUBLISHED:
             assert provenance.startswith("Reproduced from ")
         elif path.name.startswith("libsignal_"):
@@ -140,7 +121,7 @@ def _flip_digit(text: str) -> str:
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_one_flipped_hex_digit_fails_naming_the_case(path: Path, tmp_path, capsys) -> None:
-    document = _load(path.name)
+    document = load_vectors(path.name)
     with_hex = [case for case in document["cases"] if _hex_leaves(case["expected"])]
     if with_hex:
         case, part = with_hex[-1], "expected"
@@ -152,8 +133,8 @@ def test_one_flipped_hex_digit_fails_naming_the_case(path: Path, tmp_path, capsy
     for key in leaf[:-1]:
         target = target[key]
     target[leaf[-1]] = _flip_digit(target[leaf[-1]])
-    corrupted = _write(tmp_path, document)
-    code, out, err = _run(capsys, "check", str(path), str(corrupted))
+    corrupted = write_document(tmp_path, document)
+    code, out, err = run_cli(capsys, "check", str(path), str(corrupted))
     assert code == 1
     assert out == ""
     assert str(corrupted) in err
@@ -162,11 +143,11 @@ def test_one_flipped_hex_digit_fails_naming_the_case(path: Path, tmp_path, capsy
 
 
 def test_every_differing_case_and_field_is_named(tmp_path, capsys) -> None:
-    document = _load("kdf_root.json")
+    document = load_vectors("kdf_root.json")
     for case in document["cases"][1:]:
         case["expected"]["root_key"] = _flip_digit(case["expected"]["root_key"])
         case["expected"]["chain_key"] = _flip_digit(case["expected"]["chain_key"])
-    code, _, err = _run(capsys, "check", str(_write(tmp_path, document)))
+    code, _, err = run_cli(capsys, "check", str(write_document(tmp_path, document)))
     assert code == 1
     assert f"case {document['cases'][0]['name']!r}" not in err
     for case in document["cases"][1:]:
@@ -179,25 +160,25 @@ def test_every_differing_case_and_field_is_named(tmp_path, capsys) -> None:
 
 
 def test_a_flipped_input_also_fails(tmp_path, capsys) -> None:
-    document = _load("libsignal_x3dh.json")
+    document = load_vectors("libsignal_x3dh.json")
     inputs = document["cases"][0]["inputs"]
     inputs["alice_base_private"] = _flip_digit(inputs["alice_base_private"])
-    code, _, err = _run(capsys, "check", str(_write(tmp_path, document)))
+    code, _, err = run_cli(capsys, "check", str(write_document(tmp_path, document)))
     assert code == 1
     assert "alice_base_public" in err
 
 
 def test_a_flipped_boolean_fails(tmp_path, capsys) -> None:
-    document = _load("xeddsa.json")
+    document = load_vectors("xeddsa.json")
     case = next(case for case in document["cases"] if case["expected"].get("valid") is False)
     case["expected"]["valid"] = True
-    code, _, err = _run(capsys, "check", str(_write(tmp_path, document)))
+    code, _, err = run_cli(capsys, "check", str(write_document(tmp_path, document)))
     assert code == 1
     assert case["name"] in err and "valid" in err
 
 
 def _mutations() -> list[tuple[str, object]]:
-    base = _load("kdf_root.json")
+    base = load_vectors("kdf_root.json")
 
     def changed(change) -> object:
         document = copy.deepcopy(base)
@@ -233,6 +214,8 @@ def _mutations() -> list[tuple[str, object]]:
         ("unknown-step", _conversation_with(lambda script: script.append({"forward": "a0"}))),
         ("unknown-sender", _conversation_with(lambda script: script.append(_send("carol", "c0")))),
         ("duplicate-message-id", _conversation_with(lambda script: script.append(_send("bob", "a0")))),
+        ("sender-a-list", _conversation_with(lambda script: script.append(_send(["bob"], "c0")))),
+        ("step-not-an-object", _conversation_with(lambda script: script.append(["deliver", "a0"]))),
     ]
 
 
@@ -241,7 +224,7 @@ def _send(sender: str, message_id: str) -> dict:
 
 
 def _conversation_with(change) -> object:
-    document = _load("conversation.json")
+    document = load_vectors("conversation.json")
     document["cases"] = document["cases"][:1]
     change(document["cases"][0]["inputs"]["script"])
     return document
@@ -249,8 +232,8 @@ def _conversation_with(change) -> object:
 
 @pytest.mark.parametrize("document", [m[1] for m in _mutations()], ids=[m[0] for m in _mutations()])
 def test_malformed_files_exit_2_with_a_reason(document: object, tmp_path, capsys) -> None:
-    path = _write(tmp_path, document)
-    code, out, err = _run(capsys, "check", str(path))
+    path = write_document(tmp_path, document)
+    code, out, err = run_cli(capsys, "check", str(path))
     assert code == 2
     assert out == ""
     assert err.startswith(f"{path}: not a valid vector file: ")
@@ -262,20 +245,20 @@ def test_malformed_files_exit_2_with_a_reason(document: object, tmp_path, capsys
 def test_bad_json_exits_2(text: str, tmp_path, capsys) -> None:
     path = tmp_path / "bad.json"
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
-    code, out, err = _run(capsys, "check", str(path))
+    code, out, err = run_cli(capsys, "check", str(path))
     assert code == 2
     assert out == ""
     assert err.startswith(f"{path}: not valid JSON")
 
 
 def test_missing_file_exits_2(tmp_path, capsys) -> None:
-    code, _, err = _run(capsys, "check", str(tmp_path / "absent.json"))
+    code, _, err = run_cli(capsys, "check", str(tmp_path / "absent.json"))
     assert code == 2
     assert "cannot read" in err
 
 
 def test_mismatch_error_carries_case_and_field() -> None:
-    document = _load("kdf_root.json")
+    document = load_vectors("kdf_root.json")
     document["cases"][0]["expected"]["chain_key"] = "00" * 32
     with pytest.raises(VectorMismatchError) as caught:
         check_document(document)
@@ -286,7 +269,7 @@ def test_mismatch_error_carries_case_and_field() -> None:
 
 def test_xeddsa_vectors_agree_with_libsignal_c() -> None:
     sign_bits = set()
-    for case in _load("xeddsa.json")["cases"]:
+    for case in load_vectors("xeddsa.json")["cases"]:
         inputs, expected = case["inputs"], case["expected"]
         message = bytes.fromhex(inputs["message"])
         if "private_key" in inputs:
@@ -330,7 +313,7 @@ def test_conversation_bytes_decrypt_with_python_axolotl() -> None:
     # the script's delivery order.  python-axolotl reads an absent one-time prekey id as 0 and
     # then fails to find prekey 0, so only the conversations that use a one-time prekey qualify.
     checked = 0
-    for case in _load("conversation.json")["cases"]:
+    for case in load_vectors("conversation.json")["cases"]:
         if "pre_key_id" not in case["inputs"]:
             continue
         cipher = _axolotl_bob(case["inputs"])
@@ -358,7 +341,7 @@ def test_conversation_bytes_decrypt_with_python_axolotl() -> None:
 def test_x3dh_vectors_agree_with_python_axolotl() -> None:
     # python-axolotl's RatchetingSession.initializeSessionAsBob, given each case's keys, derives
     # the root key and Bob's first sending chain key with its own DH order and KDF.
-    cases = _load("x3dh.json")["cases"] + _load("libsignal_x3dh.json")["cases"]
+    cases = load_vectors("x3dh.json")["cases"] + load_vectors("libsignal_x3dh.json")["cases"]
     for case in cases:
         inputs, expected = case["inputs"], case["expected"]
         bob_identity = axolotl_key_pair(bytes.fromhex(inputs["bob_identity_private"]))
@@ -398,13 +381,13 @@ def _axolotl_message_keys(chain: AxolotlChainKey) -> dict:
 def test_kdf_vectors_agree_with_python_axolotl() -> None:
     # python-axolotl's own HKDF (v3) and ChainKey recompute the KDF vectors.
     hkdf = HKDF.createFor(3)
-    for case in _load("kdf_root.json")["cases"]:
+    for case in load_vectors("kdf_root.json")["cases"]:
         inputs, expected = case["inputs"], case["expected"]
         derived = hkdf.deriveSecrets(
             bytes.fromhex(inputs["dh_out"]), b"WhisperRatchet", 64, salt=bytes.fromhex(inputs["root_key"])
         )
         assert bytes(derived).hex() == expected["root_key"] + expected["chain_key"], case["name"]
-    for case in _load("kdf_chain.json")["cases"]:
+    for case in load_vectors("kdf_chain.json")["cases"]:
         chain = AxolotlChainKey(hkdf, bytes.fromhex(case["inputs"]["chain_key"]), 0)
         for step in case["expected"]["steps"]:
             while chain.getIndex() < step["index"]:
@@ -414,7 +397,9 @@ def test_kdf_vectors_agree_with_python_axolotl() -> None:
             assert {name: keys[name] for name in ("cipher_key", "mac_key", "iv")} == {
                 name: step[name] for name in ("cipher_key", "mac_key", "iv")
             }, case["name"]
-    for case in _load("message_keys.json")["cases"] + _load("libsignal_chain_key.json")["cases"]:
+    for case in (
+        load_vectors("message_keys.json")["cases"] + load_vectors("libsignal_chain_key.json")["cases"]
+    ):
         inputs, expected = case["inputs"], case["expected"]
         chain = AxolotlChainKey(hkdf, bytes.fromhex(inputs["chain_key"]), inputs["counter"])
         computed = _axolotl_message_keys(chain)
@@ -446,7 +431,7 @@ def test_pqxdh_v4_vectors_follow_libsignals_kdf_and_kyber() -> None:
 
     from e2e import kyber
 
-    document = _load("pqxdh_v4.json")
+    document = load_vectors("pqxdh_v4.json")
     assert len(document["cases"]) == 3
     for case in document["cases"]:
         inputs, expected = case["inputs"], case["expected"]

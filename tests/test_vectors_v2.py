@@ -26,34 +26,16 @@ from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM1024PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from interop.axolotl_peer import axolotl_key_pair
+from vector_files import FILES, VECTORS, load_vectors, run_cli, write_document
 
 from e2e.vectors import VectorFormatError, check_cases, check_document
-from e2e.vectors.__main__ import main
 from e2e.vectors.generate import render
 from e2e.vectors.registry import REGISTRY
 from e2e.vectors.schema import schema
 from e2e.wire import PreKeySignalMessage
 
 REPOSITORY = Path(__file__).parent.parent
-VECTORS = Path(__file__).parent / "vectors"
-FILES = sorted(VECTORS.glob("*.json"))
 SCHEMA_FILE = REPOSITORY / "docs" / "vectors.schema.json"
-
-
-def _load(name: str) -> dict:
-    return json.loads((VECTORS / name).read_text(encoding="utf-8"))
-
-
-def _write(tmp_path: Path, document: object, name: str) -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps(document), encoding="utf-8")
-    return path
-
-
-def _run(capsys, *arguments: str) -> tuple[int, str, str]:
-    code = main(list(arguments))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # -- the schema ----------------------------------------------------------------------------------
@@ -65,18 +47,18 @@ def test_the_published_schema_is_what_the_registry_gives() -> None:
 
 
 def test_the_schema_command_prints_it(capsys) -> None:
-    code, out, _ = _run(capsys, "schema")
+    code, out, _ = run_cli(capsys, "schema")
     assert code == 0 and json.loads(out) == schema()
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_every_vector_file_validates_against_the_schema(path: Path) -> None:
-    jsonschema.Draft202012Validator(schema()).validate(_load(path.name))
+    jsonschema.Draft202012Validator(schema()).validate(load_vectors(path.name))
 
 
 def _schema_refusals() -> list[tuple[str, object]]:
-    v1 = _load("kdf_root.json")
-    v2 = _load("rfc5869_hkdf.json")
+    v1 = load_vectors("kdf_root.json")
+    v2 = load_vectors("rfc5869_hkdf.json")
 
     def changed(base: dict, change) -> object:
         document = copy.deepcopy(base)
@@ -107,13 +89,13 @@ def test_schema_and_checker_refuse_the_same_malformed_files(document: object, tm
         jsonschema.Draft202012Validator(schema()).validate(document)
     with pytest.raises(VectorFormatError):
         check_cases(document)
-    code, out, err = _run(capsys, "check", str(_write(tmp_path, document, "bad.json")))
+    code, out, err = run_cli(capsys, "check", str(write_document(tmp_path, document, "bad.json")))
     assert (code, out) == (2, "") and "not a valid vector file" in err
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_the_registry_lists_every_field_a_kind_reads_or_computes(path: Path) -> None:
-    document = _load(path.name)
+    document = load_vectors(path.name)
     spec = REGISTRY[document["kind"]]
     assert spec.since_version <= document["version"]
     for case in document["cases"]:
@@ -127,17 +109,17 @@ def test_the_registry_lists_every_field_a_kind_reads_or_computes(path: Path) -> 
 def _corrupted(tmp_path: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """Three files with several corrupted cases between them, and the (case, field) pairs spoiled."""
     spoiled: list[tuple[str, str]] = []
-    js = _load("libsignal_javascript_conversation.json")
+    js = load_vectors("libsignal_javascript_conversation.json")
     for case in js["cases"][:2]:
         step = case["expected"]["steps"][4]
         step["body"] = step["body"][:-2] + ("00" if step["body"][-2:] != "00" else "01")
         spoiled.append((case["name"], "steps[4].body"))
-    rfc = _load("rfc7748_x25519.json")
+    rfc = load_vectors("rfc7748_x25519.json")
     rfc["cases"][0]["expected"]["shared_secret"] = "00" * 32
     spoiled.append((rfc["cases"][0]["name"], "shared_secret"))
     rfc["cases"][4]["expected"]["public_key"] = "11" * 32
     spoiled.append((rfc["cases"][4]["name"], "public_key"))
-    responder = _load("published_x3dh_responder.json")
+    responder = load_vectors("published_x3dh_responder.json")
     # A tampered message is refused: that is a mismatch of plaintext and error, not a format error.
     case = responder["cases"][3]
     body = case["inputs"]["prekey_message"]
@@ -145,16 +127,16 @@ def _corrupted(tmp_path: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     case["inputs"]["prekey_message"] = body[:400] + ("0" if body[400] != "0" else "1") + body[401:]
     spoiled += [(case["name"], "plaintext"), (case["name"], "error")]
     paths = [
-        _write(tmp_path, js, "js.json"),
-        _write(tmp_path, rfc, "rfc.json"),
-        _write(tmp_path, responder, "responder.json"),
+        write_document(tmp_path, js, "js.json"),
+        write_document(tmp_path, rfc, "rfc.json"),
+        write_document(tmp_path, responder, "responder.json"),
     ]
     return paths, spoiled
 
 
 def test_several_corrupted_cases_are_all_reported(tmp_path, capsys) -> None:
     paths, spoiled = _corrupted(tmp_path)
-    code, out, err = _run(capsys, "check", str(VECTORS / "rfc5869_hkdf.json"), *map(str, paths))
+    code, out, err = run_cli(capsys, "check", str(VECTORS / "rfc5869_hkdf.json"), *map(str, paths))
     assert code == 1 and out == ""
     for case, field in spoiled:
         assert f"MISMATCH in case {case!r}: {field} differs" in err, (case, field)
@@ -169,7 +151,7 @@ def test_json_report(tmp_path, capsys) -> None:
     invalid = tmp_path / "invalid.json"
     invalid.write_text("{", encoding="utf-8")
     good = VECTORS / "rfc5869_hkdf.json"
-    code, out, err = _run(capsys, "check", "--json", str(good), *map(str, paths), str(invalid))
+    code, out, err = run_cli(capsys, "check", "--json", str(good), *map(str, paths), str(invalid))
     assert code == 2 and err == ""
     report = json.loads(out)
     assert report["format"] == "e2e-vectors-report" and report["version"] == 1
@@ -183,7 +165,7 @@ def test_json_report(tmp_path, capsys) -> None:
     reported = {(m["case"], m["field"]) for entry in report["files"] for m in entry.get("mismatches", [])}
     assert reported == set(spoiled)
     assert report["files"][-1]["error"].startswith("not valid JSON")
-    assert report["files"][0]["cases"] == len(_load("rfc5869_hkdf.json")["cases"])
+    assert report["files"][0]["cases"] == len(load_vectors("rfc5869_hkdf.json")["cases"])
 
 
 def test_json_report_when_everything_matches() -> None:
@@ -197,14 +179,14 @@ def test_json_report_when_everything_matches() -> None:
     assert result.returncode == 0 and result.stderr == ""
     report = json.loads(result.stdout)
     assert report["ok"] is True and report["mismatches"] == 0
-    assert report["cases"] == sum(len(_load(path.name)["cases"]) for path in FILES)
+    assert report["cases"] == sum(len(load_vectors(path.name)["cases"]) for path in FILES)
     assert {entry["status"] for entry in report["files"]} == {"ok"}
 
 
 def test_check_document_carries_every_mismatch() -> None:
     from e2e.vectors import VectorMismatchError
 
-    document = _load("rfc7748_x25519.json")
+    document = load_vectors("rfc7748_x25519.json")
     for case in document["cases"]:
         case["expected"]["shared_secret"] = "00" * 32
     with pytest.raises(VectorMismatchError) as caught:
@@ -217,7 +199,7 @@ def test_check_document_carries_every_mismatch() -> None:
 
 
 def _js_case() -> dict:
-    document = _load("libsignal_javascript_conversation.json")
+    document = load_vectors("libsignal_javascript_conversation.json")
     document["cases"] = document["cases"][:1]
     return document
 
@@ -240,6 +222,24 @@ def _explicit_refusals() -> list[tuple[str, object]]:
         ("signature-with-ratchet-start", changed(lambda i: i.update(start="ratchet"))),
         ("prekey-id-alone", changed(lambda i: i.pop("bob_one_time_pre_key_private"))),
         ("deliver-unknown", changed(lambda i: i["script"].insert(0, {"deliver": "Z"}))),
+        ("step-not-an-object", changed(lambda i: i["script"].append(["deliver", "Z"]))),
+        ("unknown-step", changed(lambda i: i["script"].append({"forward": "Z"}))),
+        (
+            "unknown-sender",
+            changed(lambda i: i["script"].append({"send": "carol", "id": "Q", "plaintext": "00"})),
+        ),
+        (
+            "sender-a-list",
+            changed(lambda i: i["script"].append({"send": ["bob"], "id": "Q", "plaintext": "00"})),
+        ),
+        (
+            "duplicate-message-id",
+            changed(lambda i: i["script"].extend([{"send": "bob", "id": "Q", "plaintext": "00"}] * 2)),
+        ),
+        (
+            "plaintext-not-hex",
+            changed(lambda i: i["script"].append({"send": "bob", "id": "Q", "plaintext": "zz"})),
+        ),
     ]
 
 
@@ -263,7 +263,7 @@ def test_a_bad_signature_is_a_mismatch_not_a_format_error() -> None:
 
 
 def test_responder_needs_alices_keys_or_her_message() -> None:
-    document = _load("published_x3dh_responder.json")
+    document = load_vectors("published_x3dh_responder.json")
     document["cases"] = document["cases"][:1]
     document["cases"][0]["inputs"].pop("alice_base_public")
     with pytest.raises(VectorFormatError):
@@ -275,7 +275,7 @@ def test_responder_needs_alices_keys_or_her_message() -> None:
 
 def test_javascript_plaintexts_are_padded_push_message_contents() -> None:
     # test/SessionCipherTest.js: PushMessageContent {body = text}, then 0x80 and zeros to 159 bytes.
-    for case in _load("libsignal_javascript_conversation.json")["cases"]:
+    for case in load_vectors("libsignal_javascript_conversation.json")["cases"]:
         for step in case["inputs"]["script"]:
             if "send" in step:
                 plaintext = bytes.fromhex(step["plaintext"])
@@ -286,7 +286,7 @@ def test_javascript_plaintexts_are_padded_push_message_contents() -> None:
 
 def test_javascript_prekey_messages_decrypt_with_python_axolotl() -> None:
     # python-axolotl holding Bob's published keys reads Alice's two PreKeySignalMessages.
-    case = _load("libsignal_javascript_conversation.json")["cases"][0]
+    case = load_vectors("libsignal_javascript_conversation.json")["cases"][0]
     inputs = case["inputs"]
     store = InMemoryAxolotlStore()
     identity = axolotl_key_pair(bytes.fromhex(inputs["bob_identity_private"]))
@@ -312,7 +312,7 @@ def test_javascript_prekey_messages_decrypt_with_python_axolotl() -> None:
 
 
 def test_xeddsa_spec_verdicts_agree_with_libsignal_c() -> None:
-    for case in _load("xeddsa_spec.json")["cases"]:
+    for case in load_vectors("xeddsa_spec.json")["cases"]:
         inputs, expected = case["inputs"], case["expected"]
         message = bytes.fromhex(inputs["message"])
         if "private_key" in inputs:
@@ -330,7 +330,7 @@ def test_xeddsa_spec_verdicts_agree_with_libsignal_c() -> None:
 def test_x25519_and_hkdf_files_agree_with_openssl() -> None:
     # OpenSSL (through cryptography) computes the same values, and refuses the same inputs.
     for name in ("rfc7748_x25519.json", "x25519.json"):
-        for case in _load(name)["cases"]:
+        for case in load_vectors(name)["cases"]:
             inputs, expected = case["inputs"], case["expected"]
             if inputs.get("iterations", 1) != 1:
                 continue
@@ -342,7 +342,7 @@ def test_x25519_and_hkdf_files_agree_with_openssl() -> None:
             else:
                 assert private.exchange(public).hex() == expected["shared_secret"], case["name"]
     for name in ("rfc5869_hkdf.json", "hkdf.json"):
-        for case in _load(name)["cases"]:
+        for case in load_vectors(name)["cases"]:
             inputs, expected = case["inputs"], case["expected"]
             salt = bytes.fromhex(inputs["salt"]) or None
             if expected.get("error") is not None:
@@ -356,7 +356,7 @@ def test_x25519_and_hkdf_files_agree_with_openssl() -> None:
 
 
 def test_rfc8032_signatures_verify_with_openssl() -> None:
-    for case in _load("rfc8032_ed25519.json")["cases"]:
+    for case in load_vectors("rfc8032_ed25519.json")["cases"]:
         inputs = case["inputs"]
         public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(inputs["public_key"]))
         public.verify(bytes.fromhex(inputs["signature"]), bytes.fromhex(inputs["message"]))
@@ -367,7 +367,7 @@ def test_generated_responder_cases_agree_with_python_axolotl_and_openssl() -> No
     # X3DH messages: python-axolotl, holding Bob's keys, decrypts them to the same plaintext.
     # PQXDH: OpenSSL's ML-KEM-1024 decapsulates the same shared secret from the same seed.
     checked = {"x3dh": 0, "pqxdh": 0}
-    for case in _load("x3dh_responder.json")["cases"]:
+    for case in load_vectors("x3dh_responder.json")["cases"]:
         inputs, expected = case["inputs"], case["expected"]
         if expected.get("error") is not None:
             continue

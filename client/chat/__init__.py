@@ -124,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", dest="peer", default=None, help="start talking to this contact")
     parser.add_argument("--explain", action="store_true", help="print each protocol step as it happens")
     parser.add_argument(
+        "--directory-key",
+        default=None,
+        metavar="HEX|FILE",
+        help="the directory public key that vouches for business names (docs/business.md)",
+    )
+    parser.add_argument(
         "--link",
         action="store_true",
         help="make this a linked device of NAME: show a QR code and a code to type on NAME's primary",
@@ -203,6 +209,16 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
     explainer = Explainer(
         lambda text: write(f"  · {text}"), show_secrets=args.show_secrets, enabled=args.explain
     )
+    directory_key = None
+    if args.directory_key is not None:
+        # Read before any state is made: a mistake here leaves nothing behind.
+        from client.directory import DirectoryKeyError, load_directory_public_key
+
+        try:
+            directory_key = load_directory_public_key(args.directory_key)
+        except DirectoryKeyError as error:
+            say_error(f"--directory-key: {inert(str(error))}")
+            return 2
     linked: Client | None = None
     if args.link and not state.exists():
         # Linked devices (docs/devices.md): this machine becomes a companion of NAME's primary.
@@ -230,7 +246,9 @@ async def _run(args: argparse.Namespace, state: Path) -> int:
         if created:
             _remove_state(state, folders)
         return 2
-    app = ChatApp(client, explainer, write, state, peer=args.peer, clear_screen=clear)
+    app = ChatApp(
+        client, explainer, write, state, peer=args.peer, clear_screen=clear, directory_key=directory_key
+    )
     handler = ClientLogHandler(app)
     client_logger = logging.getLogger("client")
     client_logger.addHandler(handler)

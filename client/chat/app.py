@@ -57,17 +57,21 @@ from pathlib import Path
 from client import transport
 from client.attachments import safe_file_name
 from client.blobs import BlobServiceError
+from client.chat.business import BusinessDesk
 from client.chat.commands import Command, Say, UsageError, help_text, parse
 from client.chat.group_chat import GroupChat
+from client.chat.history import stored_text
 from client.chat.verify import format_safety_number, render_qr
 from client.client import Client
 from client.errors import ClosedError, IdentityChanged, InvalidInputError
-from client.events import Message, SendFailed, Undecryptable
+from client.events import GroupMessage, Message, SendFailed, Undecryptable
 from client.explain import Explainer
+from client.groups import GroupError
 from client.inert import inert
-from client.pointer import AttachmentPointer, InvalidPointerError, decode_pointer
+from client.pointer import AttachmentPointer, InvalidPointerError
 from client.store import StoredMessage, StoreError
 from e2e.errors import E2EError, FingerprintMismatchError
+from e2e.keys import PublicKey
 
 __all__ = ["AGREEMENT_NAMES", "ChatApp", "ClientLogHandler", "describe_failure", "describe_refusal"]
 
@@ -76,7 +80,7 @@ _DELIVERY_POLL = 0.2
 _SEND_TIMEOUT = 30.0
 """Seconds a send may take (a session's first message waits for the contact's prekey bundle)."""
 
-AGREEMENT_NAMES = {"x3dh": "X3DH", "pqxdh": "PQXDH"}
+AGREEMENT_NAMES = {"x3dh": "X3DH", "pqxdh": "PQXDH", "pqxdh_v4": "PQXDH v4 + SPQR"}
 """How the key agreements are named on the screen."""
 
 _REFUSALS = {
@@ -142,6 +146,7 @@ class ChatApp(GroupChat):
         state_path: Path,
         peer: str | None = None,
         clear_screen: Callable[[], None] | None = None,
+        directory_key: PublicKey | None = None,
     ) -> None:
         self.client = client
         self.explainer = explainer
@@ -164,6 +169,9 @@ class ChatApp(GroupChat):
         # open connections and temporary files without bound.
         self._download_slots = asyncio.Semaphore(2)
         self.quit = asyncio.Event()
+        # Businesses (client/chat/business.py): verified names, quick replies, blocked accounts.
+        blocked = state_path.with_name(state_path.name + ".blocked.json") if state_path else None
+        self.business = BusinessDesk(client, directory_key, blocked, write)
         self.exit_status = 0
         """The program's exit status (docs/running.md); set by whatever ends the session."""
         self.farewell: str | None = None
@@ -216,6 +224,7 @@ class ChatApp(GroupChat):
         ]
 
     async def stop(self) -> None:
+        await self.business.close()
         for task in [*self._tasks, *self._downloads]:
             task.cancel()
         for task in [*self._tasks, *self._downloads]:
@@ -230,7 +239,9 @@ class ChatApp(GroupChat):
         # A message sent to several devices has one outbox entry per device: "<id>.<n>".
         waiting = {entry.message_id.split(".", 1)[0] for entry in self.client.store.outbox()}
         for message in history:
-            text = inert(_history_text(message.body))
+            if message.peer in self.business.blocked:
+                continue
+            text = inert(stored_text(message.body))
             when = _clock(message.timestamp)
             peer = inert(message.peer)
             if message.direction == "out":
@@ -247,6 +258,9 @@ class ChatApp(GroupChat):
     async def _event_loop(self) -> None:
         try:
             async for event in self.client.events():
+                if isinstance(event, Message):
+                    # A new sender's business name is checked before its first message is shown.
+                    await self.business.prepare(event.sender)
                 self.show_event(event)
         except ClosedError as error:
             # Said once, by the program as it exits (the log handler leaves this one out).
@@ -255,7 +269,16 @@ class ChatApp(GroupChat):
             self.end(1, self.failure)
 
     def show_event(self, event: Message | Undecryptable | SendFailed | IdentityChanged) -> None:
+        if isinstance(event, GroupMessage) and event.is_attachment:
+            self._receive_file(event)
+            return
         if self.show_group_event(event):
+            return
+        if isinstance(event, Message) and self.business.handles(event, _clock):
+            # Blocked senders, quick replies and businesses' messages are the desk's to show.
+            if self.peer is None and event.sender not in self.business.blocked:
+                self.peer = event.sender
+                self.write(f"talking to {inert(self.peer)}")
             return
         if isinstance(event, Message) and event.is_attachment:
             self._receive_file(event)
@@ -364,6 +387,13 @@ class ChatApp(GroupChat):
             self.write("no contact yet: /add NAME first")
             return
         peer = self.peer
+        if peer in self.business.blocked:
+            self.write(f"!! not sent: you blocked {inert(peer)} (/unblock {inert(peer)} first)")
+            return
+        number = self.business.choice(peer, text)
+        if number is not None:
+            await self._cmd_pick(str(number))
+            return
         shown_peer = inert(peer)
         if not self.client.is_connected and not self.client.has_session(peer):
             self.write(
@@ -534,43 +564,55 @@ class ChatApp(GroupChat):
         return report
 
     async def _cmd_send(self, path_text: str) -> None:
-        if self.peer is None:
+        group = self.group
+        if self.peer is None and group is None:
             self.write("no contact yet: /add NAME first")
             return
         path = Path(path_text).expanduser()
         if not path.is_file():
             self.write(f"!! not sent: {inert(repr(path_text))} is not a readable file")
             return
-        peer, name = self.peer, safe_file_name(path.name)
+        name = safe_file_name(path.name)
+        to = self.group_title(group) if group is not None else inert(self.peer or "")
         size = path.stat().st_size
-        self.write(
-            f"sending {inert(name)} ({size} bytes) to {inert(peer)}: encrypted with a fresh key, "
-            "then uploaded"
-        )
+        self.write(f"sending {inert(name)} ({size} bytes) to {to}: encrypted with a fresh key, then uploaded")
+        progress = self._progress("uploading", name)
         try:
-            sent = await self.client.send_file(peer, path, progress=self._progress("uploading", name))
+            if group is not None:
+                # One upload; the pointer goes to every member in one Sender Keys message.
+                await self.client.send_file_to_group(group, path, progress=progress)
+            else:
+                assert self.peer is not None
+                sent = await self.client.send_file(self.peer, path, progress=progress)
         except IdentityChanged as error:
             self.warn_identity_changed(error)
             return
-        except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError) as error:
+        except (E2EError, OSError, ClosedError, BlobServiceError, transport.RelayError, GroupError) as error:
             self.write(f"!! not sent: {_reason(str(error))}")
             return
-        self._pending[sent.message_id] = f"the file {inert(name)} → {inert(peer)}"
-        self.write(f"[{_clock(int(time.time() * 1000))}] you → {inert(peer)}: file {inert(name)}  (queued)")
+        when = _clock(int(time.time() * 1000))
+        if group is not None:
+            self.write(f"[{when}] {to} · you: file {inert(name)}")
+            return
+        self._pending[sent.message_id] = f"the file {inert(name)} → {to}"
+        self.write(f"[{when}] you → {to}: file {inert(name)}  (queued)")
 
-    def _receive_file(self, message: Message) -> None:
+    def _receive_file(self, message: Message | GroupMessage) -> None:
+        in_group = isinstance(message, GroupMessage)
+        sender = inert(message.sender)
+        if in_group:
+            sender = f"{self.group_title(message.group_id)} · {sender}"
         try:
             pointer = self.client.attachment(message)
         except InvalidPointerError as error:
-            self.write(f"!! {inert(message.sender)} sent a file that was refused: {_reason(str(error))}")
+            self.write(f"!! {sender} sent a file that was refused: {_reason(str(error))}")
             return
-        sender = inert(message.sender)
         shown = inert(pointer.file_name or "attachment")
         self.write(
             f"[{_clock(message.timestamp)}] {sender} sent a file: {shown} "
             f"({pointer.size} bytes, {inert(pointer.content_type)}); downloading and verifying…"
         )
-        if self.peer is None:
+        if self.peer is None and not in_group:
             self.write(f"   (to answer {sender}: /to {sender})")
         task = asyncio.create_task(self._download(message.sender, pointer))
         self._downloads.add(task)
@@ -642,22 +684,45 @@ class ChatApp(GroupChat):
         self.write(f"state file: {inert(str(self.state_path))}")
         self.write(f"identity key: {self.client.identity_key.serialize().hex()}")
 
+    # -- businesses (client/chat/business.py) --------------------------------------------------
+
+    async def _cmd_pick(self, number: str) -> None:
+        peer = self.peer
+        if peer is None or peer not in self.business.offers:
+            self.write("no quick replies to answer here")
+            return
+        offer = self.business.offers[peer]
+        if not number.isdigit() or not 1 <= int(number) <= len(offer.options):
+            self.write(f"usage: /pick N (1 to {len(offer.options)})")
+            return
+        try:
+            label = await asyncio.wait_for(self.business.pick(peer, int(number)), 30)
+        except (E2EError, OSError, TimeoutError, ClosedError, transport.RelayError) as error:
+            self.write(f"!! not sent: {error}")
+            return
+        when = _clock(int(time.time() * 1000))
+        self.write(f"[{when}] you → {inert(peer)}: picked {number}. {inert(label)}  (queued)")
+
+    async def _cmd_block(self, name: str) -> None:
+        self.business.block(name)
+        shown = inert(name)
+        self.write(f"blocked {shown}: nothing it sends is shown, nothing is sent to it (/unblock {shown})")
+
+    async def _cmd_unblock(self, name: str) -> None:
+        if self.business.unblock(name):
+            self.write(f"unblocked {inert(name)}")
+        else:
+            self.write(f"{inert(name)} was not blocked")
+
+    async def _cmd_business(self, name: str | None = None) -> None:
+        name = name or self.peer
+        if name is None:
+            self.write("usage: /business NAME")
+            return
+        if self.business.directory_key is None:
+            self.write("no directory key configured (e2e-chat --directory-key): no name can be verified")
+            return
+        await self.business.look_up(name, tell=True)
+
     async def _cmd_quit(self) -> None:
         self.quit.set()
-
-
-def _history_text(body: bytes) -> str:
-    """A stored message as history shows it: its text, or the file an attachment pointer names.
-
-    The history does not record the content type; a pointer is recognised by decoding strictly
-    (text is UTF-8, a pointer's key bytes almost never are).
-    """
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        pointer = decode_pointer(body)
-    except InvalidPointerError:
-        return body.decode("utf-8", errors="replace")
-    return f"file {pointer.file_name or 'attachment'} ({pointer.size} bytes)"

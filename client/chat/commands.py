@@ -71,6 +71,10 @@ COMMANDS: tuple[CommandSpec, ...] = (
         ("what...",),
         "groups: /group new NAME a b | add a | remove a | leave | members | history [N] | list | NAME",
     ),
+    CommandSpec("pick", ("number",), "answer the current contact's quick replies with option NUMBER"),
+    CommandSpec("business", ("name?",), "check a business's verified name (needs --directory-key)"),
+    CommandSpec("block", ("name",), "hide everything NAME sends and send it nothing"),
+    CommandSpec("unblock", ("name",), "undo /block NAME"),
     CommandSpec(
         "link", ("code",), "on your primary device: link the new device showing CODE (e2e-chat --link)"
     ),

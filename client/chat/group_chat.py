@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client import transport
+from client.chat.history import stored_text
 from client.errors import ClosedError, IdentityChanged
 from client.events import GroupMessage, GroupRefused, MembershipChanged
 from client.groups import GroupError
@@ -147,7 +148,7 @@ class GroupChat:
             self.write(f"no messages in {self.group_title(group)} yet")
         for entry in entries:
             who = "you" if entry.direction == "out" else shown(entry.sender, 64)
-            text = shown(entry.body.decode("utf-8", errors="replace"))
+            text = shown(stored_text(entry.body))
             self.write(f"[{_clock(entry.timestamp)}] {self.group_title(group)} · {who}: {text}")
 
     def _group_list(self) -> None:

@@ -156,6 +156,8 @@ class PreKeyStock:
     one_time_ec: int
     one_time_kem: int
     last_resort_kem: int
+    one_time_kyber: int = 0
+    last_resort_kyber: int = 0
 
 
 class RelayDatabase:
@@ -211,8 +213,18 @@ class RelayDatabase:
             "AND kind = 'kem_last_resort' AND retired_at IS NULL",
             (account, device_id),
         ).fetchone()[0]
+        last_resort_kyber = self._db.execute(
+            "SELECT COUNT(*) FROM signed_prekeys WHERE account = ? AND device_id = ? "
+            "AND kind = 'kyber_last_resort' AND retired_at IS NULL",
+            (account, device_id),
+        ).fetchone()[0]
         return PreKeyStock(
-            tuple(row[0] for row in signed), counts.get("ec", 0), counts.get("kem", 0), last_resort
+            tuple(row[0] for row in signed),
+            counts.get("ec", 0),
+            counts.get("kem", 0),
+            last_resort,
+            counts.get("kyber", 0),
+            last_resort_kyber,
         )
 
     def message_count(self) -> int:

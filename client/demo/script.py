@@ -7,23 +7,29 @@ a relay process on an ephemeral port with its SQLite file there, and drives two 
 (:class:`client.client.Client`, each with its own SQLite store) through it:
 
 1. Bob registers, publishes his prekey bundle and goes offline.
-2. Alice fetches the bundle, starts a session (X3DH, or PQXDH when the bundle carries a KEM
-   prekey) and sends two messages, which wait at the relay.
+2. Alice fetches the bundle, starts a session (Signal's PQXDH with Kyber1024, message version 4,
+   and SPQR, since the bundle carries a Kyber prekey; the project's PQXDH or X3DH only for a peer
+   that publishes none) and sends two messages, which wait at the relay.
 3. Bob comes online and receives them; then they reply back and forth, every change of speaker a
    Double Ratchet DH step.
 4. Alice sends four messages and the network hands the first two to Bob after the others
    (:mod:`.network`): Bob stores two skipped message keys and uses them when the late messages
    arrive.
 5. They compare safety numbers, both forms.
-6. Alice sends Bob a picture the demo draws: encrypted on her side while it uploads to the blob
+6. A long back and forth, with explain mode showing only SPQR's steps: every session is version
+   4 with SPQR (the Triple Ratchet), whose chunks ride in every message and whose epoch moves
+   about every 87 messages of ping-pong; it runs until both sides have seen two new epochs.
+7. Alice sends Bob a picture the demo draws: encrypted on her side while it uploads to the blob
    service, a pointer in a message; the middle column shows the blob as the service stores it
    (random bytes, its size bucket); Bob verifies it whole before decrypting and opens it; he
    forwards it to Carol, which reuses the blob.
-7. Alice makes a group of the three (a membership change signed by her identity key) and sends
+8. Alice makes a group of the three (a membership change signed by her identity key) and sends
    one group message: one upload, one stored copy per member device, each acknowledged by its
    recipient; then she removes Carol: Bob makes a new sender key, and what he sends next is
    queued for Alice alone and never readable by Carol.
-8. Alice links her laptop (``docs/devices.md``): Bob's next message reaches her phone and her
+9. Alice asks the parcel bot (:mod:`client.demo.business`): a business whose name a directory key
+   vouches for, answering with text and quick replies, and notifying her later.
+10. Alice links her laptop (``docs/devices.md``): Bob's next message reaches her phone and her
    laptop, each over its own session, and the laptop's reply appears on her phone.
 
 The left and right columns show what each person's client did (plaintext exists only there); the
@@ -64,6 +70,7 @@ from typing import Any, TextIO
 
 from client.chat.verify import format_safety_number
 from client.client import Client, Hooks, Settings
+from client.demo.business import business_step
 from client.demo.layout import Columns
 from client.demo.network import ReorderingClient
 from client.demo.relay import RelayDatabase, RelayProcess, RelayStartError, StoredRow
@@ -90,6 +97,11 @@ BACK_AND_FORTH = (
 REORDERED = ("One (sent first).", "Two (sent second).", "Three (sent third).", "Four (sent fourth).")
 """Alice's four messages; the network delivers the first two after the last two."""
 _LATE = 2
+
+_SPQR_TARGET_EPOCH = 3
+"""Step 6 runs until both sides' SPQR states reached this epoch (they start at 1)."""
+_SPQR_MAX_MESSAGES = 400
+"""…and gives up (the demo fails) after this many messages."""
 
 _TYPE_NAMES = {
     int(MessageType.PREKEY): "PreKeySignalMessage",
@@ -192,9 +204,39 @@ class _Tally:
     plaintexts: list[bytes] = field(default_factory=list)
     files: int = 0
     blob_reused: bool = False
+    spqr_chunks_sent: int = 0
+    spqr_chunks_received: int = 0
+    spqr_keys_mixed: int = 0
+    spqr_epoch_changes: int = 0
+    spqr_epoch: int = 0
     group_copies: int = 0
     rotated: bool = False
     removed_read: int = -1
+
+
+_AGREEMENT_NOTES = {
+    "X3DH": "X3DH",
+    "PQXDH": "PQXDH (ML-KEM-1024)",
+    "PQXDH_V4": "PQXDH v4 (Kyber1024) + SPQR",
+}
+_AGREEMENT_SUMMARIES = {
+    "X3DH": "X3DH (four X25519 DH values, libsignal v3 KDF)",
+    "PQXDH": (
+        "the project's PQXDH (X3DH plus ML-KEM-1024, the KEM secret bound into the KDF; message version 3)"
+    ),
+    "PQXDH_V4": (
+        "Signal's PQXDH with Kyber-1024 (X3DH plus a Kyber1024 secret, KDF info "
+        "WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024), message version 4, then the Triple Ratchet "
+        "(Double Ratchet + SPQR), as libsignal speaks it"
+    ),
+}
+
+
+def _agreement(event: Event) -> str:
+    """Which key agreement a ``*.kdf`` event belongs to: X3DH, PQXDH (ML-KEM) or PQXDH_V4 (Kyber)."""
+    if event.step == "x3dh.kdf":
+        return "X3DH"
+    return "PQXDH_V4" if "KYBER" in str(event.public.get("info", "")) else "PQXDH"
 
 
 def _short_hex(data: bytes, head: int = 8, tail: int = 4) -> str:
@@ -237,6 +279,9 @@ class _Demo:
         self.captured: dict[str, StoredRow | None] = {}
         self.url = ""
         self.step = "starting"
+        # During step 6 explain mode shows SPQR's epoch changes only (hundreds of messages).
+        self.spqr_only = False
+        self.chunk_pending = False
         self.laptop: Client | None = None
 
     # -- output --------------------------------------------------------------------------------
@@ -274,7 +319,9 @@ class _Demo:
 
         def trace(event: Event) -> None:
             person.steps.append(event)
-            explainer(event)
+            self._count_spqr(event)
+            if not self.spqr_only or event.step == "ratchet.pq_epoch":
+                explainer(event)
 
         return trace
 
@@ -313,8 +360,8 @@ class _Demo:
         notes: list[str] = []
         for event in steps:
             if event.step in ("x3dh.kdf", "pqxdh.kdf"):
-                self.tally.agreement = "PQXDH" if event.step == "pqxdh.kdf" else "X3DH"
-                notes.append(f"{self.tally.agreement}: new session from Bob's bundle")
+                self.tally.agreement = _agreement(event)
+                notes.append(f"{_AGREEMENT_NOTES[self.tally.agreement]}: new session from Bob's bundle")
             elif event.step == "ratchet.dh_step" and event.public.get("direction") == "sending":
                 notes.append(f"new ratchet key {event.public.get('our_ratchet_key')} (DH step)")
             elif event.step == "ratchet.chain_step" and event.public.get("chain") == "sending":
@@ -325,9 +372,9 @@ class _Demo:
         notes: list[str] = []
         for event in steps:
             if event.step in ("x3dh.kdf", "pqxdh.kdf"):
-                notes.append(
-                    f"{'PQXDH' if event.step == 'pqxdh.kdf' else 'X3DH'}: session from the first message"
-                )
+                notes.append(f"{_AGREEMENT_NOTES[_agreement(event)]}: session from the first message")
+            elif event.step == "ratchet.pq_epoch":
+                notes.append(f"SPQR: epoch {event.public.get('from')} → {event.public.get('to')}")
             elif event.step == "ratchet.dh_step" and event.public.get("direction") == "receiving":
                 self.tally.dh_steps += 1
                 notes.append(f"their new ratchet key {event.public.get('their_ratchet_key')}: DH step")
@@ -341,6 +388,29 @@ class _Demo:
             elif event.step == "ratchet.mac" and event.public.get("ok") is True:
                 notes.append(f"MAC {self.tick}")
         return notes
+
+    def _count_spqr(self, event: Event) -> None:
+        """Count SPQR's steps for the summary (every message's, whether explained or not)."""
+        tally = self.tally
+        if event.step == "ratchet.pq_key":
+            if "spqr_chunk" in event.public:
+                if event.public.get("direction") == "encrypt":
+                    tally.spqr_chunks_sent += 1
+                else:
+                    # Counted once the message's MAC checks: a state tried and set aside (an
+                    # archived one) also runs SPQR on its copy first.
+                    self.chunk_pending = True
+            if event.public.get("pq_key_mixed") is True:
+                tally.spqr_keys_mixed += 1
+            epoch = event.public.get("our_spqr_epoch")
+            if isinstance(epoch, int) and not isinstance(epoch, bool):
+                tally.spqr_epoch = max(tally.spqr_epoch, epoch)
+        elif event.step == "ratchet.pq_epoch":
+            tally.spqr_epoch_changes += 1
+        elif event.step == "ratchet.mac":
+            if self.chunk_pending and event.public.get("ok") is True:
+                tally.spqr_chunks_received += 1
+            self.chunk_pending = False
 
     async def _send(self, sender: _Person, recipient: _Person, text: str) -> tuple[str, str]:
         """Send ``text`` and wait for the relay's ack; returns the sender's cell and the message id."""
@@ -392,7 +462,9 @@ class _Demo:
         await self._online(self.bob, create=True)
         stock = await self._wait_for_stock("bob")
         identity = self.database.identity_key("bob") or b""
-        kem = f"\n{stock.one_time_kem} one-time KEM prekeys" if stock.one_time_kem else ""
+        kem = f"\n{stock.one_time_kem} one-time ML-KEM prekeys" if stock.one_time_kem else ""
+        if stock.one_time_kyber:
+            kem += f"\n{stock.one_time_kyber} one-time Kyber1024 prekeys (v4)"
         columns.row(
             "",
             f"bob's identity key {_short_hex(identity, 8, 0)}\n"
@@ -469,13 +541,61 @@ class _Demo:
             f"{self.tick} same 60 digits: bob verified", "", f"{self.tick} scanned Alice's code: verified"
         )
 
+        await self._spqr_epochs()
         await self._picture()
         await self._group()
+        # A business on the same relay (client/demo/business.py).
+        await business_step(self)
         await self._laptop()
+
+    async def _spqr_epochs(self) -> None:
+        """Step 6: ping-pong until both SPQR states reached :data:`_SPQR_TARGET_EPOCH`."""
+        columns = self.columns
+        self._heading("8. A long back and forth: SPQR's epochs (the Triple Ratchet's third ratchet)")
+        columns.row(
+            "every message carries a 32-byte SPQR chunk in field 5 (pq_ratchet)",
+            "the relay sees the chunks: public, like ratchet keys",
+            "chunks rebuild an ML-KEM-768 key and ciphertext: a new epoch's secret",
+        )
+        if self.options.explain:
+            self._print("    (explain mode shows only SPQR's epoch changes in this step)")
+        self.spqr_only = True
+        epochs = {"alice": 1, "bob": 1}
+        sent = 0
+        try:
+            while min(epochs.values()) < _SPQR_TARGET_EPOCH:
+                if sent >= _SPQR_MAX_MESSAGES:
+                    raise DemoFailed(f"SPQR did not reach epoch {_SPQR_TARGET_EPOCH} in {sent} messages")
+                sender, recipient = (self.alice, self.bob) if sent % 2 == 0 else (self.bob, self.alice)
+                text = f"ping {sent // 2 + 1}" if sender is self.alice else f"pong {sent // 2 + 1}"
+                await sender.running.send(recipient.name, text)
+                self.tally.sent += 1
+                self.tally.plaintexts.append(text.encode())
+                sent += 1
+                message, notes = await self._receive(recipient)
+                if message.text != text:
+                    raise DemoFailed(f"{recipient.name} received {message.text!r}, expected {text!r}")
+                for note in notes:
+                    if note.startswith("SPQR: epoch"):
+                        epochs[recipient.name] = int(note.rsplit(" ", 1)[1])
+                        self._cells(
+                            sender,
+                            f'{self.send_arrow} "{text}" (message {sent} of this step)',
+                            "",
+                            self._received_cell(message, [note + ": a fresh ML-KEM-768 secret"]),
+                        )
+        finally:
+            self.spqr_only = False
+        await sender.running.flush(self.options.timeout)
+        columns.row(
+            f"{sent} messages, both sides at epoch {min(epochs.values())}",
+            f"{self.tally.spqr_chunks_sent} chunks sent so far",
+            f"SPQR's key mixed into {self.tally.spqr_keys_mixed} message-key derivations",
+        )
 
     async def _picture(self) -> None:
         columns = self.columns
-        self._heading("8. Alice sends Bob a picture; Bob forwards it to Carol (the blob is reused)")
+        self._heading("9. Alice sends Bob a picture; Bob forwards it to Carol (the blob is reused)")
         picture = self.directory / "sunrise.png"
         picture.write_bytes(draw_picture())
         size = picture.stat().st_size
@@ -537,7 +657,7 @@ class _Demo:
     async def _group(self) -> None:
         columns = self.columns
         assert self.database is not None
-        self._heading("9. A group: one upload at the relay, one delivery per member")
+        self._heading("10. A group: one upload at the relay, one delivery per member")
         await self._online(self.carol, create=False)
         alice, bob, carol = self.alice.running, self.bob.running, self.carol.running
         group = await alice.create_group("demo group", ["bob", "carol"])
@@ -576,7 +696,7 @@ class _Demo:
                 f'{person.name} {self.receive_arrow} "{event.text}" (group)',
             )
 
-        self._heading("10. Alice removes Carol: every remaining member makes a new sender key")
+        self._heading("11. Alice removes Carol: every remaining member makes a new sender key")
         bob, carol = self.bob.running, self.carol.running
         before = bob._groups.sender_key(bob._our_name(group))
         await alice.remove_members(group, ["carol"])
@@ -625,7 +745,10 @@ class _Demo:
         """Alice links a laptop (docs/devices.md); Bob's message reaches both of her devices, and
         the laptop's reply shows on her phone."""
         columns = self.columns
-        self._heading("11. Alice links her laptop: every message reaches both of her devices")
+        for person in (self.alice, self.bob):
+            if person.client is None:
+                await self._online(person, create=False)
+        self._heading("13. Alice links her laptop: every message reaches both of her devices")
         offers: asyncio.Queue[LinkOffer] = asyncio.Queue()
         linking = asyncio.ensure_future(
             link_companion(
@@ -703,7 +826,10 @@ class _Demo:
         deadline = asyncio.get_running_loop().time() + self.options.timeout
         while True:
             stock = self.database.pre_key_stock(account)
-            if stock.signed_pre_key_ids and stock.one_time_ec >= _SETTINGS.pre_key_target:
+            kyber_ready = stock.one_time_kyber >= _SETTINGS.kyber_pre_key_target or not (
+                _SETTINGS.publish_kyber_pre_keys
+            )
+            if stock.signed_pre_key_ids and stock.one_time_ec >= _SETTINGS.pre_key_target and kyber_ready:
                 return stock
             if asyncio.get_running_loop().time() > deadline:
                 raise DemoFailed(f"{account}'s prekeys never reached the relay")
@@ -733,12 +859,17 @@ class _Demo:
         tally = self.tally
         found = self.relay_files_contain(tally.plaintexts)
         self.columns.heading("Summary")
-        agreement = {
-            "X3DH": "X3DH (four X25519 DH values, libsignal v3 KDF)",
-            "PQXDH": "PQXDH (X3DH plus ML-KEM-1024, the KEM secret bound into the KDF)",
-        }.get(tally.agreement, tally.agreement)
+        agreement = _AGREEMENT_SUMMARIES.get(tally.agreement, tally.agreement)
+        spqr = (
+            f"{tally.spqr_epoch_changes} epoch changes seen (both sides reached epoch {tally.spqr_epoch}); "
+            f"{tally.spqr_chunks_sent} chunks sent and {tally.spqr_chunks_received} received; SPQR's key "
+            f"mixed into {tally.spqr_keys_mixed} message-key derivations (senders' and receivers')"
+            if tally.agreement == "PQXDH_V4"
+            else "not running (no version-4 session)"
+        )
         lines = [
             f"key agreement:   {agreement}",
+            f"SPQR:            {spqr}",
             f"messages:        {tally.sent} sent, {tally.received} received and decrypted; "
             f"{tally.queued_offline} waited at the relay while Bob was offline; "
             f"{tally.out_of_order} overtaken by later ones and still decrypted",

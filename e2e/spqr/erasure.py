@@ -27,6 +27,11 @@ encapsulation-key vector: 36 chunks), 960 bytes (the first ciphertext part: 30 c
 Evaluation and interpolation use the barycentric form of the Lagrange polynomial: with weights
 ``w_i = 1 / ∏_{k≠i} (x_i − x_k)``, ``f(x) = ∏_k (x − x_k) · Σ_i w_i·y_i / (x − x_i)``.  For the
 encoder the nodes are always ``0..n-1``, so its weights are computed once per ``n`` and cached.
+Everything of an evaluation that depends only on ``n`` and the point ``x`` (the per-node factors
+``w_i / (x − x_i)`` as logarithms, and ``∏_k (x − x_k)``) is the same for the 16 lanes, and for
+every session, whose chunk indices all run 0, 1, 2, …: it is computed once per ``(n, x)`` and
+cached, and each lane then costs one table look-up and one XOR per node, done by ``map`` and
+``reduce`` (a sender pays this once per message, the hot path of a one-way burst).
 
 Invariants
 ----------
@@ -50,8 +55,11 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, reduce
+from itertools import repeat
+from operator import add, xor
 from typing import Final
 
 from e2e.spqr import gf16
@@ -71,6 +79,11 @@ _PACK_LANES: Final = struct.Struct(">16H").pack
 _LOG: Final = gf16.log_table()
 _EXP: Final = gf16.exp_table()
 _GROUP: Final = gf16.ORDER - 1
+# The "logarithm" of 0 for the encoder's lanes: it indexes the zero tail of _EXP_OR_ZERO, so a
+# zero value adds nothing to an XOR sum without a test.  (_EXP is 2·(2¹⁶ − 1) long; every offset
+# below is under 2¹⁶ − 1.)
+_ZERO_LOG: Final = 2 * _GROUP
+_EXP_OR_ZERO: Final = [*_EXP, *([0] * _GROUP)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +133,55 @@ def _evaluate(
     return _EXP[(log_node_product + _LOG[total]) % _GROUP]
 
 
+@lru_cache(maxsize=64)
+def _lane_logs(points: tuple[int, ...]) -> tuple[int, ...]:
+    """The logarithms of one lane's values (``_ZERO_LOG`` for 0), for :func:`_evaluate_lane`."""
+    return tuple(_LOG[y] if y else _ZERO_LOG for y in points)
+
+
+@lru_cache(maxsize=1024)
+def _evaluation_row(n: int, x: int) -> tuple[tuple[int, ...], int]:
+    """For the nodes ``0..n-1`` and a point ``x ≥ n``: ``log(w_i / (x − i))`` for each node (each
+    below 2¹⁶ − 1) and ``log ∏_i (x − i)`` reduced the same way."""
+    weights = _consecutive_weights(n)
+    differences = [_LOG[x ^ i] for i in range(n)]
+    offsets = tuple(
+        (weight - difference) % _GROUP for weight, difference in zip(weights, differences, strict=True)
+    )
+    return offsets, sum(differences) % _GROUP
+
+
+def _evaluate_lane(points: tuple[int, ...], x: int) -> int:
+    """The polynomial through ``(i, points[i])`` at ``x ≥ len(points)``: :func:`_evaluate` with the
+    factors that do not depend on the lane taken from :func:`_evaluation_row`."""
+    offsets, log_node_product = _evaluation_row(len(points), x)
+    total = reduce(xor, map(_EXP_OR_ZERO.__getitem__, map(add, offsets, _lane_logs(points))), 0)
+    if total == 0:
+        return 0
+    return _EXP[log_node_product + _LOG[total]]
+
+
+@lru_cache(maxsize=64)
+def _node_logs(lanes: tuple[tuple[int, ...], ...]) -> tuple[tuple[int, ...], ...]:
+    """For lanes of equal length: per node ``i``, the 16 lanes' ``log y_i`` (``_ZERO_LOG`` for 0)."""
+    return tuple(
+        tuple(_LOG[points[i]] if points[i] else _ZERO_LOG for points in lanes) for i in range(len(lanes[0]))
+    )
+
+
+def _evaluate_by_node(lanes: tuple[tuple[int, ...], ...], x: int) -> list[int]:
+    """Every lane's polynomial at ``x`` (lanes of equal length ``n ≤ x``), node by node: the same
+    sums as :func:`_evaluate_lane`, in ``n`` passes over the 16 lanes instead of 16 over ``n``."""
+    offsets, log_node_product = _evaluation_row(len(lanes[0]), x)
+    exp_or_zero = _EXP_OR_ZERO.__getitem__
+    node_logs = _node_logs(lanes)
+    totals: Iterator[int] = map(exp_or_zero, map(add, repeat(offsets[0], LANES), node_logs[0]))
+    for offset, logs in zip(offsets[1:], node_logs[1:], strict=True):
+        totals = map(xor, totals, map(exp_or_zero, map(add, repeat(offset, LANES), logs)))
+    exp, log = _EXP, _LOG
+    return [exp[log_node_product + log[total]] if total else 0 for total in totals]
+
+
 @lru_cache(maxsize=16)
 def _needed_points(length: int) -> tuple[int, ...]:
     """How many points each lane needs to decode a message of ``length`` bytes."""
@@ -155,17 +217,30 @@ class ChunkEncoder:
             # A systematic chunk (every lane still holds a message value at this index): the
             # message's own bytes.  Lane 15 is the shortest, so it decides.
             return Chunk(index, _PACK_LANES(*(points[index] for points in lanes)))
-        out = bytearray()
+        n = len(lanes[0])
+        if 0 < n == len(lanes[-1]) and n < LANES:
+            # Every lane has the same few points (SPQR's header: 3; its last ciphertext part: 5):
+            # one pass per node over all 16 lanes at once.
+            return Chunk(index, _PACK_LANES(*_evaluate_by_node(lanes, index)))
+        # (The body of _evaluate_lane, inlined: this loop is a sender's hot path.)
+        values = []
+        rows: dict[int, tuple[tuple[int, ...], int]] = {}
+        exp_or_zero, exp, log = _EXP_OR_ZERO.__getitem__, _EXP, _LOG
         for points in lanes:
             n = len(points)
             if index < n:
-                value = points[index]
-            elif n == 0:
-                value = 0
-            else:
-                value = _evaluate(tuple(range(n)), _consecutive_weights(n), points, index)
-            out += value.to_bytes(2, "big")
-        return Chunk(index, bytes(out))
+                values.append(points[index])
+                continue
+            if n == 0:
+                values.append(0)
+                continue
+            row = rows.get(n)
+            if row is None:
+                row = rows[n] = _evaluation_row(n, index)
+            offsets, log_node_product = row
+            total = reduce(xor, map(exp_or_zero, map(add, offsets, _lane_logs(points))), 0)
+            values.append(exp[log_node_product + log[total]] if total else 0)
+        return Chunk(index, _PACK_LANES(*values))
 
     def next_chunk(self) -> tuple[ChunkEncoder, Chunk]:
         """The next chunk of the stream, with the encoder that continues after it."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 from e2e.keys import Rng
 from e2e.pq_ratchet import Direction as SeamDirection
 from e2e.spqr.chain import ChainParams, Direction
+from e2e.spqr.message import describe
 from e2e.spqr.state import SpqrState, Version, initial_state
 
 __all__ = ["SpqrRatchet", "SpqrRatchetFactory"]
@@ -58,6 +59,10 @@ class SpqrRatchet:
     def explain(self) -> dict[str, str | int]:
         """Public facts about the state for explain mode: its epoch and braid state."""
         return {"spqr_epoch": self.state.epoch, "spqr_state": self.state.braid_state_name}
+
+    def describe(self, message: bytes) -> dict[str, str | int]:
+        """Public facts about one ``pq_ratchet`` field, for explain mode (see ``message.describe``)."""
+        return describe(message)
 
     def __repr__(self) -> str:
         return f"SpqrRatchet({self.state!r})"

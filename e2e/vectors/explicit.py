@@ -44,7 +44,7 @@ from e2e.keys import KeyPair, PrivateKey
 from e2e.ratchet import Agreement, PendingPreKey, RatchetState
 from e2e.session import SessionRecord
 from e2e.vectors import VectorFormatError
-from e2e.vectors.kinds import Inputs, Output, hex_bytes
+from e2e.vectors.kinds import Inputs, Output, hex_bytes, script_steps
 from e2e.wire import MAC_LENGTH, MessageType, PreKeySignalMessage, SignalMessage
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret
 
@@ -424,24 +424,15 @@ def explicit_conversation(raw: Mapping[str, object]) -> Output:
     parties = {"alice": alice, "bob": bob}
     sent: dict[str, tuple[str, int, bytes]] = {}
     steps: list[Output] = []
-    for step in script:
-        if not isinstance(step, Mapping):
-            raise VectorFormatError("a script step is an object")
-        if set(step) == {"send", "id", "plaintext"}:
-            sender, message_id = step["send"], step["id"]
-            if sender not in parties or not isinstance(message_id, str) or message_id in sent:
-                raise VectorFormatError(f"bad send step {dict(step)!r}")
-            plaintext = hex_bytes("plaintext", step["plaintext"])
-            party = parties[str(sender)]
+    for step in script_steps(script):
+        if step.sender is not None:
+            party = parties[step.sender]
             events: list[Event] = []
-            message_type, body = party.encrypt(plaintext, events.append)
-            sent[message_id] = (str(sender), message_type, body)
+            message_type, body = party.encrypt(step.plaintext, events.append)
+            sent[step.message_id] = (step.sender, message_type, body)
             steps.append(_send_output(message_type, body, events, party.current()))
-        elif set(step) == {"deliver"}:
-            message_id = step["deliver"]
-            if not isinstance(message_id, str) or message_id not in sent:
-                raise VectorFormatError(f"deliver names no earlier send: {step['deliver']!r}")
-            sender, message_type, body = sent[message_id]
+        else:
+            sender, message_type, body = sent[step.message_id]
             receiver = bob if sender == "alice" else alice
             try:
                 if message_type == MessageType.PREKEY:
@@ -470,8 +461,6 @@ def explicit_conversation(raw: Mapping[str, object]) -> Output:
                 steps.append({"plaintext": None, "error": type(error).__name__})
             else:
                 steps.append({"plaintext": received.hex(), "error": None})
-        else:
-            raise VectorFormatError(f"unknown script step {dict(step)!r}")
     output["alice_ratchet_keys_used"] = alice.rng.used - (1 if alice.record is not None else 0)
     output["bob_ratchet_keys_used"] = bob.rng.used
     output["steps"] = steps

@@ -162,48 +162,44 @@ def _xeddsa_spec_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
-def _x3dh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+def _agreement_cases(
+    rng: SeededRng, one_time_pattern: tuple[bool, ...], kem: str | None
+) -> list[tuple[str, dict[str, object]]]:
+    """Cases for X3DH (``kem`` None) or a PQXDH whose KEM inputs are named ``kem`` (``"kem"`` for
+    ML-KEM-1024, ``"kyber"`` for Kyber1024), one per entry of ``one_time_pattern`` (whether the
+    case uses a one-time prekey).  The draws from ``rng`` come in the order of the keys.
+    """
     cases: list[tuple[str, dict[str, object]]] = []
-    for number, with_one_time in enumerate((False, True, True, False)):
+    for number, with_one_time in enumerate(one_time_pattern):
         inputs: dict[str, object] = {
             "alice_identity_private": _private_hex(rng),
             "alice_base_private": _private_hex(rng),
             "bob_identity_private": _private_hex(rng),
             "bob_signed_pre_key_private": _private_hex(rng),
             "signed_pre_key_signature_random": rng(64).hex(),
-            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
-            "device_id": 1 + number,
-            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
         }
+        if kem is not None:
+            inputs[f"bob_{kem}_pre_key_seed"] = rng(64).hex()
+            inputs[f"{kem}_pre_key_signature_random"] = rng(64).hex()
+            inputs[f"{kem}_encapsulation_random"] = rng(32).hex()
+        inputs["registration_id"] = int.from_bytes(rng(2), "big") & 0x3FFF
+        inputs["device_id"] = 1 + number
+        inputs["signed_pre_key_id"] = int.from_bytes(rng(3), "big")
+        if kem is not None:
+            inputs[f"{kem}_pre_key_id"] = int.from_bytes(rng(3), "big")
         if with_one_time:
             inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
             inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
         cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
     return cases
+
+
+def _x3dh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    return _agreement_cases(rng, (False, True, True, False), None)
 
 
 def _pqxdh_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
-    cases: list[tuple[str, dict[str, object]]] = []
-    for number, with_one_time in enumerate((True, False)):
-        inputs: dict[str, object] = {
-            "alice_identity_private": _private_hex(rng),
-            "alice_base_private": _private_hex(rng),
-            "bob_identity_private": _private_hex(rng),
-            "bob_signed_pre_key_private": _private_hex(rng),
-            "signed_pre_key_signature_random": rng(64).hex(),
-            "bob_kem_pre_key_seed": rng(64).hex(),
-            "kem_pre_key_signature_random": rng(64).hex(),
-            "kem_encapsulation_random": rng(32).hex(),
-            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
-            "device_id": 1 + number,
-            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
-            "kem_pre_key_id": int.from_bytes(rng(3), "big"),
-        }
-        if with_one_time:
-            inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
-            inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
-        cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
-    return cases
+    return _agreement_cases(rng, (True, False), "kem")
 
 
 def _responder_message(rng: SeededRng, with_one_time: bool, pqxdh: bool) -> tuple[dict[str, object], bytes]:
@@ -354,27 +350,7 @@ def _hkdf_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
 
 
 def _pqxdh_v4_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
-    cases: list[tuple[str, dict[str, object]]] = []
-    for number, with_one_time in enumerate((True, False, True)):
-        inputs: dict[str, object] = {
-            "alice_identity_private": _private_hex(rng),
-            "alice_base_private": _private_hex(rng),
-            "bob_identity_private": _private_hex(rng),
-            "bob_signed_pre_key_private": _private_hex(rng),
-            "signed_pre_key_signature_random": rng(64).hex(),
-            "bob_kyber_pre_key_seed": rng(64).hex(),
-            "kyber_pre_key_signature_random": rng(64).hex(),
-            "kyber_encapsulation_random": rng(32).hex(),
-            "registration_id": int.from_bytes(rng(2), "big") & 0x3FFF,
-            "device_id": 1 + number,
-            "signed_pre_key_id": int.from_bytes(rng(3), "big"),
-            "kyber_pre_key_id": int.from_bytes(rng(3), "big"),
-        }
-        if with_one_time:
-            inputs["bob_one_time_pre_key_private"] = _private_hex(rng)
-            inputs["pre_key_id"] = int.from_bytes(rng(3), "big")
-        cases.append((f"{'with' if with_one_time else 'without'}-one-time-pre-key-{number}", inputs))
-    return cases
+    return _agreement_cases(rng, (True, False, True), "kyber")
 
 
 def _kdf_root_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
@@ -625,6 +601,53 @@ def _attachment_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
     return cases
 
 
+def _business_name_cases(rng: SeededRng) -> list[tuple[str, dict[str, object]]]:
+    """One certificate issued, then verified as it is and with each of its refusals."""
+    directory_private = _private_hex(rng)
+    identity_public = PrivateKey(bytes.fromhex(_private_hex(rng))).public_key().serialize().hex()
+    other_public = PrivateKey(bytes.fromhex(_private_hex(rng))).public_key().serialize().hex()
+    other_directory = PrivateKey(bytes.fromhex(_private_hex(rng))).public_key().serialize().hex()
+    not_before, not_after = 1_780_000_000_000, 1_811_536_000_000
+    issued: dict[str, object] = {
+        "directory_private": directory_private,
+        "random": rng(64).hex(),
+        "account": "parcels",
+        "identity_public": identity_public,
+        "display_name": "Parcel Depot",
+        "not_before": not_before,
+        "not_after": not_after,
+    }
+    output = KINDS["business_name"](issued)
+    certificate, directory_public = bytes.fromhex(str(output["certificate"])), str(output["directory_public"])
+    # The display name's first byte, flipped: the signature no longer covers the bytes.
+    at = 1 + 1 + len("parcels") + 33 + 1
+    altered = certificate[:at] + bytes((certificate[at] ^ 0x20,)) + certificate[at + 1 :]
+    good = {
+        "certificate": certificate.hex(),
+        "directory_public": directory_public,
+        "account": "parcels",
+        "identity_public": identity_public,
+        "now": not_before + 1000,
+    }
+    cases: list[tuple[str, dict[str, object]]] = [("issue", issued)]
+    for name, change in (
+        ("verify-good", {}),
+        ("verify-first-instant", {"now": not_before}),
+        ("verify-last-instant", {"now": not_after}),
+        ("verify-expired", {"now": not_after + 1}),
+        ("verify-not-yet-valid", {"now": not_before - 1}),
+        ("verify-other-identity-key", {"identity_public": other_public}),
+        ("verify-other-account", {"account": "parcel"}),
+        ("verify-other-directory", {"directory_public": other_directory}),
+        ("verify-altered-name", {"certificate": altered.hex()}),
+        ("verify-truncated", {"certificate": certificate[:-1].hex()}),
+        ("verify-trailing-byte", {"certificate": (certificate + b"\x00").hex()}),
+        ("verify-version-2", {"certificate": (b"\x02" + certificate[1:]).hex()}),
+    ):
+        cases.append((name, {**good, **change}))
+    return cases
+
+
 _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str, object]]]]]] = {
     "xeddsa.json": ("xeddsa", _xeddsa_cases),
     "x3dh.json": ("x3dh", _x3dh_cases),
@@ -642,6 +665,7 @@ _GENERATED: dict[str, tuple[str, Callable[[SeededRng], list[tuple[str, dict[str,
     "x25519.json": ("x25519", _x25519_cases),
     "hkdf.json": ("hkdf", _hkdf_cases),
     "attachment.json": ("attachment", _attachment_cases),
+    "business_name.json": ("business_name", _business_name_cases),
     # Linked devices (e2e.devices, e2e.linking).
     "device_linking.json": ("device_linking", device_linking_cases),
 }

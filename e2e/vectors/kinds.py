@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import NamedTuple
 
 from e2e import kyber
 from e2e import pqxdh as pqxdh_agreement
@@ -23,6 +24,7 @@ from e2e.attachment import (
     encrypt_attachment,
     padded_size,
 )
+from e2e.business_name import BusinessName, issue_certificate, verify_certificate
 from e2e.errors import DecodeError, E2EError, InvalidSignatureError
 from e2e.explain import Event
 from e2e.fingerprint import Fingerprint
@@ -36,9 +38,9 @@ from e2e.group_membership import (
     verify_membership_change,
 )
 from e2e.kdf import ChainKey, RootKey
-from e2e.kem import KemKeyPair, KemPrivateKey
+from e2e.kem import KemKeyPair, KemPrivateKey, KemPublicKey
 from e2e.keys import KeyPair, PrivateKey, PublicKey
-from e2e.kyber import KyberKeyPair
+from e2e.kyber import KyberKeyPair, KyberPublicKey
 from e2e.sender_key_messages import SenderKeyFraming
 from e2e.sender_key_state import SenderChainKey, SenderKeyRecord, SenderKeyState
 from e2e.session import Ciphertext, SessionRecord
@@ -47,7 +49,7 @@ from e2e.vectors.nist_drbg import NistDrbg
 from e2e.wire import MessageType, PreKeySignalMessage
 from e2e.x3dh import InitialMessage, PreKeyBundle, SharedSecret, initiate, respond
 
-__all__ = ["KINDS", "Inputs", "Kind", "Output", "fixed_rng", "hex_bytes"]
+__all__ = ["KINDS", "Inputs", "Kind", "Output", "ScriptStep", "fixed_rng", "hex_bytes", "script_steps"]
 
 Output = dict[str, object]
 
@@ -231,6 +233,19 @@ class _Handshake:
             pre_key=None if self.bob_one_time is None else self.bob_one_time.public_key,
         )
 
+    def kem_bundle(
+        self, kem_pre_key_id: int, kem_pre_key: KemPublicKey | KyberPublicKey, signature_random: bytes
+    ) -> tuple[PreKeyBundle, bytes]:
+        """:meth:`bundle` with Bob's signed KEM prekey added, and the prekey's signature."""
+        signature = self.bob_identity.sign(kem_pre_key.serialize(), fixed_rng(signature_random))
+        bundle = replace(
+            self.bundle(),
+            kem_pre_key_id=kem_pre_key_id,
+            kem_pre_key=kem_pre_key,
+            kem_pre_key_signature=signature,
+        )
+        return bundle, signature
+
     def output(
         self,
         message: InitialMessage,
@@ -295,15 +310,7 @@ def pqxdh(raw: Mapping[str, object]) -> Output:
     kem_pre_key_id = inputs.integer("kem_pre_key_id")
     inputs.done()
 
-    kem_signature = handshake.bob_identity.sign(
-        bob_kem.public_key.serialize(), fixed_rng(kem_signature_random)
-    )
-    bundle = replace(
-        handshake.bundle(),
-        kem_pre_key_id=kem_pre_key_id,
-        kem_pre_key=bob_kem.public_key,
-        kem_pre_key_signature=kem_signature,
-    )
+    bundle, kem_signature = handshake.kem_bundle(kem_pre_key_id, bob_kem.public_key, kem_signature_random)
     events: list[Event] = []
     message, alice_secret = pqxdh_agreement.initiate(
         handshake.alice_identity,
@@ -348,14 +355,8 @@ def pqxdh_v4(raw: Mapping[str, object]) -> Output:
     kyber_pre_key_id = inputs.integer("kyber_pre_key_id")
     inputs.done()
 
-    kyber_signature = handshake.bob_identity.sign(
-        bob_kyber.public_key.serialize(), fixed_rng(kyber_signature_random)
-    )
-    bundle = replace(
-        handshake.bundle(),
-        kem_pre_key_id=kyber_pre_key_id,
-        kem_pre_key=bob_kyber.public_key,
-        kem_pre_key_signature=kyber_signature,
+    bundle, kyber_signature = handshake.kem_bundle(
+        kyber_pre_key_id, bob_kyber.public_key, kyber_signature_random
     )
     events: list[Event] = []
     message, alice_secret = pqxdh_v4_agreement.initiate(
@@ -462,6 +463,42 @@ def fingerprint(raw: Mapping[str, object]) -> Output:
 _PARTIES = ("alice", "bob")
 
 
+class ScriptStep(NamedTuple):
+    """One checked step of a conversation script: ``sender`` sends ``plaintext`` as the message
+    ``message_id``, or, with ``sender`` None, the message ``message_id`` is delivered.
+    """
+
+    sender: str | None
+    message_id: str
+    plaintext: bytes
+
+
+def script_steps(script: Sequence[object]) -> Iterator[ScriptStep]:
+    """The steps of a conversation script, in order, each checked before it is yielded.
+
+    A step is ``{"send": "alice"|"bob", "id": ID, "plaintext": HEX}`` with an id not sent before,
+    or ``{"deliver": ID}`` naming an earlier send; anything else raises :class:`VectorFormatError`.
+    """
+    sent: set[str] = set()
+    for step in script:
+        if not isinstance(step, Mapping):
+            raise VectorFormatError("a script step is an object")
+        if set(step) == {"send", "id", "plaintext"}:
+            sender, message_id = step["send"], step["id"]
+            if sender not in _PARTIES or not isinstance(message_id, str) or message_id in sent:
+                raise VectorFormatError(f"bad send step {dict(step)!r}")
+            plaintext = hex_bytes("plaintext", step["plaintext"])
+            sent.add(message_id)
+            yield ScriptStep(str(sender), message_id, plaintext)
+        elif set(step) == {"deliver"}:
+            message_id = step["deliver"]
+            if not isinstance(message_id, str) or message_id not in sent:
+                raise VectorFormatError(f"deliver names no earlier send: {step['deliver']!r}")
+            yield ScriptStep(None, message_id, b"")
+        else:
+            raise VectorFormatError(f"unknown script step {dict(step)!r}")
+
+
 class _Party:
     """One side of a scripted conversation: its keys, its seeded randomness and its session record."""
 
@@ -520,23 +557,14 @@ def conversation(raw: Mapping[str, object]) -> Output:
     parties = {"alice": alice, "bob": bob}
     sent: dict[str, tuple[str, Ciphertext]] = {}
     steps: list[Output] = []
-    for step in script:
-        if not isinstance(step, Mapping):
-            raise VectorFormatError("a script step is an object")
-        if set(step) == {"send", "id", "plaintext"}:
-            sender, message_id = step["send"], step["id"]
-            if sender not in parties or not isinstance(message_id, str) or message_id in sent:
-                raise VectorFormatError(f"bad send step {dict(step)!r}")
-            plaintext = hex_bytes("plaintext", step["plaintext"])
-            party = parties[str(sender)]
-            ciphertext = party.record.encrypt(plaintext, party.rng)
-            sent[message_id] = (str(sender), ciphertext)
+    for step in script_steps(script):
+        if step.sender is not None:
+            party = parties[step.sender]
+            ciphertext = party.record.encrypt(step.plaintext, party.rng)
+            sent[step.message_id] = (step.sender, ciphertext)
             steps.append({"type": int(ciphertext.type), "body": ciphertext.body.hex()})
-        elif set(step) == {"deliver"}:
-            message_id = step["deliver"]
-            if not isinstance(message_id, str) or message_id not in sent:
-                raise VectorFormatError(f"deliver names no earlier send: {step['deliver']!r}")
-            sender, ciphertext = sent[message_id]
+        else:
+            sender, ciphertext = sent[step.message_id]
             receiver = bob if sender == "alice" else alice
             try:
                 if ciphertext.type == MessageType.PREKEY:
@@ -558,8 +586,6 @@ def conversation(raw: Mapping[str, object]) -> Output:
                 steps.append({"error": type(error).__name__})
             else:
                 steps.append({"plaintext": plaintext.hex()})
-        else:
-            raise VectorFormatError(f"unknown script step {dict(step)!r}")
     return {"steps": steps}
 
 
@@ -731,6 +757,41 @@ def attachment(raw: Mapping[str, object]) -> Output:
     }
 
 
+def business_name(raw: Mapping[str, object]) -> Output:
+    """Issuing a business-name certificate (directory_private, random, the fields → directory_public,
+    certificate) or, when the inputs hold a certificate, verifying it for an account, identity key
+    and time (→ the certified display name and validity, or the error that refuses it)."""
+    inputs = Inputs(raw)
+    account = inputs.optional_text("account")
+    if account is None:
+        raise VectorFormatError("missing input 'account'")
+    if "certificate" in raw:
+        certificate = inputs.hex("certificate")
+        directory_public = inputs.public_key("directory_public")
+        identity_public = inputs.public_key("identity_public")
+        now = inputs.integer("now")
+        inputs.done()
+        try:
+            name = verify_certificate(
+                certificate, directory_public, account=account, identity_key=identity_public, now_ms=now
+            )
+        except E2EError as error:
+            return {"error": type(error).__name__}
+        return {"display_name": name.display_name, "not_before": name.not_before, "not_after": name.not_after}
+    directory = KeyPair(inputs.private_key("directory_private"))
+    random = inputs.hex("random", 64)
+    identity_public = inputs.public_key("identity_public")
+    display_name = inputs.optional_text("display_name")
+    if display_name is None:
+        raise VectorFormatError("missing input 'display_name'")
+    not_before = inputs.integer("not_before")
+    not_after = inputs.integer("not_after")
+    inputs.done()
+    name = BusinessName(account, identity_public, display_name, not_before, not_after)
+    certificate = issue_certificate(directory, name, fixed_rng(random))
+    return {"directory_public": directory.public_key.serialize().hex(), "certificate": certificate.hex()}
+
+
 KINDS: dict[str, Kind] = {
     "xeddsa": xeddsa,
     "x3dh": x3dh,
@@ -745,4 +806,5 @@ KINDS: dict[str, Kind] = {
     "kyber1024": kyber1024,
     "group_membership": group_membership,
     "attachment": attachment,
+    "business_name": business_name,
 }

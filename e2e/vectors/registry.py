@@ -114,6 +114,15 @@ REGISTRY: dict[str, KindSpec] = {
         _names("key iv plaintext digest size blob"),
         _names("padded_size blob_size blob mac digest plaintext error"),
     ),
+    "business_name": KindSpec(
+        KINDS["business_name"],
+        1,
+        _names(
+            "directory_private random account identity_public display_name not_before not_after "
+            "certificate directory_public now"
+        ),
+        _names("directory_public certificate display_name not_before not_after error"),
+    ),
     "x25519": KindSpec(
         primitive_kinds.x25519,
         2,

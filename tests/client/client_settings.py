@@ -13,6 +13,8 @@ TEST_SETTINGS = Settings(
     pre_key_low_water=4,
     kem_pre_key_target=4,
     kem_pre_key_low_water=2,
+    kyber_pre_key_target=4,
+    kyber_pre_key_low_water=2,
     backoff_base=0.02,
     backoff_cap=0.5,
 )

@@ -395,3 +395,64 @@ async def test_a_companion_e2e_blobs_beside_a_relay_process(tmp_path: Path, make
         assert relay.wait(timeout=10) == 0
         for log in logs:
             log.close()
+
+
+async def _group_event(client, kind: type, timeout: float = 10.0):
+    """The next event of ``kind`` (membership changes and the like before it are skipped)."""
+
+    async def wait():
+        while True:
+            event = await client.receive()
+            if isinstance(event, kind):
+                return event
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def test_a_file_goes_to_a_group_once_and_every_member_verifies_it(
+    tmp_path: Path, network, make_client
+) -> None:
+    from client.events import GroupMessage, MembershipChanged
+    from client.groups import GroupError
+
+    relay, service = network
+    picture = tmp_path / "team photo.jpg"
+    data = os.urandom(120_000)
+    picture.write_bytes(data)
+    alice, bob, carol = (make_client(relay.url, name) for name in ("alice", "bob", "carol"))
+    async with alice, bob, carol:
+        for client in (alice, bob, carol):
+            await client.wait_connected(timeout=10)
+        group = await alice.create_group("team", ["bob", "carol"])
+        for member in (bob, carol):
+            await _group_event(member, MembershipChanged)
+
+        sent = await alice.send_file_to_group(group, picture)
+        blobs = service.store.root / "blobs"  # type: ignore[attr-defined]
+        # One blob (and its metadata file) for the whole group.
+        stored = sorted(path.name for path in blobs.iterdir())
+        assert stored == [sent.pointer.blob_id, f"{sent.pointer.blob_id}.json"]
+        for member in (bob, carol):
+            message = await _group_event(member, GroupMessage)
+            assert message.is_attachment and message.sender == "alice"
+            pointer = member.attachment(message)
+            assert pointer == sent.pointer
+            saved = await member.download(pointer, tmp_path / f"{member.name}-files")
+            assert saved.name == "team photo.jpg" and saved.read_bytes() == data
+
+        # Bob forwards it to the group: the same pointer, no second upload.
+        await bob.forward_file_to_group(group, sent.pointer)
+        for member in (alice, carol):
+            message = await _group_event(member, GroupMessage)
+            assert message.sender == "bob" and member.attachment(message) == sent.pointer
+        assert sorted(path.name for path in blobs.iterdir()) == stored
+
+        # Only text and pointers go to a group; the group-management types travel pairwise.
+        with pytest.raises(GroupError):
+            await alice.send_group(group, b"\x01", content_type=2)
+        # A text group message is not an attachment, and asking for its pointer is a typed error.
+        await alice.send_group(group, "that was the photo")
+        text = await _group_event(bob, GroupMessage)
+        assert not text.is_attachment
+        with pytest.raises(InvalidPointerError):
+            bob.attachment(text)

@@ -15,6 +15,7 @@ from client.transport import RelayError, connect
 from e2e import records
 from e2e.keys import KeyPair
 from e2e.session import SessionRecord
+from e2e.spqr import SpqrRatchetFactory
 from e2e.wire import MessageType
 from e2e.x3dh import PreKeyBundle
 from tests.relay.conftest import Device
@@ -194,7 +195,7 @@ async def test_malformed_ciphertexts_are_quarantined_and_never_touch_the_session
     # A genuine next WhisperMessage from a copy of Alice's session, with one byte of its MAC
     # flipped; and Alice's last ciphertext cut short.  Both sent as Alice.
     store = Store(tmp_path / "alice.db")
-    session = SessionRecord.deserialize(store.session("bob", 1))
+    session = SessionRecord.deserialize(store.session("bob", 1), pq_ratchet_factory=SpqrRatchetFactory())
     store.close()
     forged = session.encrypt(b"\x01" + bytes(24) + b"forged", rng)
     assert forged.type == MessageType.WHISPER
@@ -232,8 +233,17 @@ async def test_the_relay_database_holds_no_plaintext_and_no_private_key(relay, m
         for pre_key_id in client.store.pre_key_ids():
             record = records.PreKeyRecord.deserialize(client.store.pre_key(pre_key_id))
             secrets.append(record.key_pair.private_key.serialize())
-        for kem_id in client.store.kem_pre_key_ids(last_resort=False) + client.store.kem_pre_key_ids(True):
-            record = records.KemPreKeyRecord.deserialize(client.store.kem_pre_key(kem_id)[0])
+        kem_ids = [
+            key_id
+            for kem in ("mlkem", "kyber")
+            for last_resort in (False, True)
+            for key_id in client.store.kem_pre_key_ids(last_resort, kem=kem)
+        ]
+        assert kem_ids
+        for kem_id in kem_ids:
+            data = client.store.kem_pre_key(kem_id)[0]
+            kind = records.KyberPreKeyRecord if data[:1] == b"Y" else records.KemPreKeyRecord
+            record = kind.deserialize(data)
             secrets.append(record.key_pair.private_key.serialize())
         for signed_id in client.store.signed_pre_key_ids():
             record = records.SignedPreKeyRecord.deserialize(client.store.signed_pre_key(signed_id))
@@ -426,9 +436,12 @@ async def test_an_authentic_message_without_an_envelope_spends_its_key_and_is_qu
     await alice.close()
     # Alice's own session encrypts something that is not a message envelope.
     store = Store(tmp_path / "alice.db")
-    session = SessionRecord.deserialize(store.session("bob", 1))
-    store.close()
+    session = SessionRecord.deserialize(store.session("bob", 1), pq_ratchet_factory=SpqrRatchetFactory())
     odd = session.encrypt(b"no envelope here", rng)
+    # The advanced state is Alice's from now on, as if her own client had sent it: a version-4
+    # session runs SPQR, whose chain (like the Double Ratchet's) must not fork into two senders.
+    store.put_session("bob", 1, session.serialize())
+    store.close()
     before = bob.store.session("alice", 1)
     raw = await connect_as(tmp_path / "alice.db", relay.url, rng)
     await raw.send("bob", 1, "odd", odd.type, odd.body)
@@ -523,7 +536,9 @@ async def test_the_event_iterators_end_when_the_client_closes(relay, make_client
 
 
 async def test_bundle_fetches_wait_when_the_relay_rate_limits_them(relay_factory, make_client):
-    relay = await relay_factory(bundle_burst=2, bundle_rate=20.0)
+    # One fetch per 0.25 s after a burst of two: slower than four version-4 session starts (a Kyber
+    # encapsulation and SPQR's start each, a few ms), even on a loaded machine.
+    relay = await relay_factory(bundle_burst=2, bundle_rate=4.0)
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:

@@ -10,6 +10,7 @@ from client_settings import TEST_SETTINGS
 from client import Message
 from e2e.errors import FingerprintMismatchError
 from e2e.session import SessionRecord
+from e2e.spqr import SpqrRatchetFactory
 
 pytest_plugins = ["client_fixtures"]
 
@@ -69,31 +70,48 @@ async def test_offline_delivery_then_reconnect_drains_in_order(relay, make_clien
     assert [m.text for m in received] == [f"message {i}" for i in range(5)]
 
 
-async def test_pqxdh_when_the_recipient_publishes_kem_prekeys_and_x3dh_when_not(relay, make_client):
+def _record(client, name: str) -> SessionRecord:
+    return SessionRecord.deserialize(client.store.session(name, 1), pq_ratchet_factory=SpqrRatchetFactory())
+
+
+async def test_v4_with_kyber_prekeys_pqxdh_with_mlkem_only_and_x3dh_with_none(relay, make_client):
     bob = make_client(relay.url, "bob")
+    dave = make_client(
+        relay.url, "dave", settings=dataclasses.replace(TEST_SETTINGS, publish_kyber_pre_keys=False)
+    )
     carol = make_client(
-        relay.url, "carol", settings=dataclasses.replace(TEST_SETTINGS, publish_kem_pre_keys=False)
+        relay.url,
+        "carol",
+        settings=dataclasses.replace(TEST_SETTINGS, publish_kem_pre_keys=False, publish_kyber_pre_keys=False),
     )
     alice = make_client(relay.url, "alice")
-    async with alice, bob, carol:
-        await bob.wait_connected(timeout=10)
-        await carol.wait_connected(timeout=10)
-        one_time_kem = bob.store.kem_pre_key_ids(last_resort=False)
+    async with alice, bob, carol, dave:
+        for client in (bob, carol, dave):
+            await client.wait_connected(timeout=10)
+        one_time_kyber = bob.store.kem_pre_key_ids(last_resort=False, kem="kyber")
         one_time_ec = bob.store.pre_key_ids()
-        assert len(one_time_kem) == TEST_SETTINGS.kem_pre_key_target
+        assert len(one_time_kyber) == TEST_SETTINGS.kyber_pre_key_target
+        assert len(bob.store.kem_pre_key_ids(last_resort=True, kem="kyber")) == 1
         assert len(bob.store.kem_pre_key_ids(last_resort=True)) == 1
         assert carol.store.kem_pre_key_ids(last_resort=False) == []
-        await alice.send("bob", "post-quantum")
+        assert carol.store.kem_pre_key_ids(last_resort=False, kem="kyber") == []
+        assert dave.store.kem_pre_key_ids(last_resort=False, kem="kyber") == []
+        await alice.send("bob", "triple ratchet")
+        await alice.send("dave", "post-quantum")
         await alice.send("carol", "classical")
-        assert (await bob.receive(timeout=10)).text == "post-quantum"
+        assert (await bob.receive(timeout=10)).text == "triple ratchet"
+        assert (await dave.receive(timeout=10)).text == "post-quantum"
         assert (await carol.receive(timeout=10)).text == "classical"
-        assert SessionRecord.deserialize(alice.store.session("bob", 1)).agreement == "pqxdh"
-        assert SessionRecord.deserialize(bob.store.session("alice", 1)).agreement == "pqxdh"
-        assert SessionRecord.deserialize(alice.store.session("carol", 1)).agreement == "x3dh"
-        # Bob deleted the one-time prekeys (EC and KEM) Alice's first message consumed, and kept
+        for record in (_record(alice, "bob"), _record(bob, "alice")):
+            assert (record.agreement, record.session_version) == ("pqxdh_v4", 4)
+            assert record.current_state is not None and record.current_state.pq_ratchet is not None
+        assert _record(alice, "dave").agreement == "pqxdh"
+        assert _record(dave, "alice").agreement == "pqxdh"
+        assert _record(alice, "carol").agreement == "x3dh"
+        # Bob deleted the one-time prekeys (EC and Kyber) Alice's first message consumed, and kept
         # the others.
-        remaining = bob.store.kem_pre_key_ids(last_resort=False)
-        assert len(set(one_time_kem) - set(remaining)) == 1
+        remaining = bob.store.kem_pre_key_ids(last_resort=False, kem="kyber")
+        assert len(set(one_time_kyber) - set(remaining)) == 1
         assert len(set(one_time_ec) - set(bob.store.pre_key_ids())) == 1
         await bob.send("alice", "and back")
         assert (await alice.receive(timeout=10)).text == "and back"

@@ -72,16 +72,20 @@ async def test_add_contact_starts_the_session_and_refuses_an_account_that_does_n
     from client.transport import RelayError
 
     await started(make_client(relay.url, "bob"))
-    await started(make_client(relay.url, "carol", settings=Settings(publish_kem_pre_keys=False)))
+    await started(
+        make_client(
+            relay.url, "carol", settings=Settings(publish_kem_pre_keys=False, publish_kyber_pre_keys=False)
+        )
+    )
     alice = await started(make_client(relay.url, "alice"))
     with pytest.raises(RelayError) as refused:
         await alice.add_contact("nobody")
     assert refused.value.code == "unknown_account"
     assert alice.store.contact("nobody") is None and alice.store.session("nobody", 1) is None
-    assert await alice.add_contact("bob") == "pqxdh"
+    assert await alice.add_contact("bob") == "pqxdh_v4"
     assert await alice.add_contact("carol") == "x3dh"
     assert alice.has_session("bob") and alice.store.contact("bob") is not None
     # Adding again changes nothing and claims no second bundle.
     session = alice.store.session("bob", 1)
-    assert await alice.add_contact("bob") == "pqxdh"
+    assert await alice.add_contact("bob") == "pqxdh_v4"
     assert alice.store.session("bob", 1) == session

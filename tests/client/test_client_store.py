@@ -167,14 +167,14 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path):
     db.close()
 
 
-def test_a_version_3_file_gains_device_lists(tmp_path):
-    path = tmp_path / "v3.db"
+def test_a_version_4_file_gains_device_lists(tmp_path):
+    path = tmp_path / "v4.db"
     store = Store(path)
     store.create_account("alice", 1, b"identity-record")
     store.close()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE device_lists")
-    db.execute("PRAGMA user_version = 3")
+    db.execute("PRAGMA user_version = 4")
     db.commit()
     db.close()
     store = Store(path)
@@ -214,9 +214,11 @@ def test_a_version_2_file_gains_the_failure_column_and_keeps_its_history(tmp_pat
     store.create_account("alice", 1, b"identity-record")
     store.add_message("out", "bob", 1, "m1", 10, b"hello")
     store.close()
-    # What version 2 of the schema was: no record of why a sent message failed (nor device lists).
+    # What version 2 of the schema was: no record of why a sent message failed (and no kem column,
+    # nor device lists).
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE messages DROP COLUMN failure")
+    db.execute("ALTER TABLE kem_pre_keys DROP COLUMN kem")
     db.execute("DROP TABLE device_lists")
     db.execute("PRAGMA user_version = 2")
     db.commit()
@@ -261,3 +263,46 @@ def test_a_loose_file_from_an_older_version_is_tightened_when_opened(tmp_path):
     store = Store(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     store.close()
+
+
+def test_a_version_3_file_keeps_its_mlkem_prekeys_as_such(tmp_path):
+    path = tmp_path / "v3.db"
+    store = Store(path)
+    store.create_account("alice", 1, b"identity-record")
+    store.close()
+    # What version 3 of the schema was: KEM prekeys without the kem column (all ML-KEM-1024).
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE kem_pre_keys DROP COLUMN kem")
+    db.execute("DROP TABLE device_lists")
+    db.execute(
+        "INSERT INTO kem_pre_keys (id, record, last_resort, created_at, uploaded) VALUES (7, x'51', 1, 5, 1)"
+    )
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.current_kem_last_resort() == (7, True)
+    assert store.current_kem_last_resort(kem="kyber") is None
+    assert store.kem_pre_key_ids(last_resort=True, kem="kyber") == []
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (5,)
+    db.close()
+
+
+def test_kyber_and_mlkem_last_resort_keys_retire_only_their_own_kind(store):
+    store.add_kem_pre_keys([(1, b"mlkem-lr", True)], created_at=10)
+    store.add_kem_pre_keys([(2, b"kyber-lr", True), (3, b"kyber-1", False)], created_at=10, kem="kyber")
+    store.mark_kem_pre_keys_uploaded([1, 2, 3], now=10)
+    assert store.current_kem_last_resort() == (1, True)
+    assert store.current_kem_last_resort(kem="kyber") == (2, True)
+    assert store.pending_kem_pre_keys(last_resort=False, kem="kyber") == []
+    # A new Kyber last-resort key retires the old Kyber one and leaves the ML-KEM one current.
+    store.add_kem_pre_keys([(4, b"kyber-lr2", True)], created_at=20, kem="kyber")
+    assert store.pending_kem_pre_keys(last_resort=True, kem="kyber") == [(4, b"kyber-lr2")]
+    store.mark_kem_pre_keys_uploaded([4], now=20)
+    assert store.current_kem_last_resort(kem="kyber") == (4, True)
+    assert store.current_kem_last_resort() == (1, True)
+    assert store.remove_kem_pre_keys_retired_before(21) == 1
+    assert store.kem_pre_key_ids(last_resort=True) == [1]
+    assert store.kem_pre_key_ids(last_resort=True, kem="kyber") == [4]

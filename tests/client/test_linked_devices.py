@@ -230,9 +230,11 @@ async def test_a_connection_lost_mid_fan_out_resends_only_what_is_missing_once(m
 
 def test_transcripts_round_trip_and_refuse_garbage():
     assert decode_transcript(encode_transcript("bob", 0, b"hi")) == ("bob", 0, b"hi")
-    garbage = [b"", b"\x00", b"\x05bob", b"\x03bo\xff\x00"]
+    from client.envelope import with_fallback
+
+    garbage = [b"", b"\x00", with_fallback("", b"\x05bob"), with_fallback("", b"\x03bo\xff\x00")]
     # Another transcript, or a group's sender-key messages, never travel inside a transcript.
-    garbage += [encode_transcript("bob", kind, b"x") for kind in (2, 3, 4, 99)]
+    garbage += [encode_transcript("bob", kind, b"x") for kind in (2, 3, 4, 6, 99)]
     for bad in garbage:
         with pytest.raises(DecodeError):
             decode_transcript(bad)

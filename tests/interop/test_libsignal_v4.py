@@ -78,7 +78,7 @@ def _chain(data: bytes) -> tuple[bytes, bytes]:
 
 
 def _libsignal_session(peer: NodePeer, party: str, address: Address) -> dict[str, Any]:
-    exported = peer.call("v4start_record_export", party=party, address=address.to_json())["record"]
+    exported = peer.call("session_record_export", party=party, peer=address.to_json())["record"]
     record = protobuf.parse(base64.b64decode(exported), _RECORD)
     session = protobuf.parse(protobuf.get_bytes(record, 1, "current session"), _SESSION)
     receiver_chains = [_chain(chain) for chain in session[7]]
@@ -166,7 +166,7 @@ def _check_agreement(
 
 def test_libsignals_kyber_keys_are_round_3_kyber_here(libsignal: NodePeer) -> None:
     for _ in range(3):
-        pair = libsignal.call("v4start_kyber_key_pair")
+        pair = libsignal.call("session_kyber_key_pair")
         public = KyberPublicKey.deserialize(_bytes(pair, "public_key"))
         private = KyberPrivateKey.deserialize(_bytes(pair, "secret_key"))
         assert private.public_key() == public
@@ -180,18 +180,16 @@ def test_libsignal_starts_a_v4_session_from_our_bundle(libsignal: NodePeer, with
     bob = _our_bob()
     libsignal.create_identity("alice", registration_id=1234)
     libsignal.call(
-        "v4start_process_bundle",
+        "session_process_bundle",
         party="alice",
-        address=BOB.to_json(),
-        local_address=ALICE.to_json(),
+        peer=BOB.to_json(),
         bundle=_bundle_json(bob, with_one_time),
     )
     sent = [
         libsignal.call(
-            "v4start_encrypt",
+            "session_encrypt",
             party="alice",
-            address=BOB.to_json(),
-            local_address=ALICE.to_json(),
+            peer=BOB.to_json(),
             plaintext=_b64(text),
         )
         for text in (b"hello", b"again")
@@ -252,7 +250,7 @@ def test_libsignal_made_keys_decapsulate_here(libsignal: NodePeer) -> None:
     libsignal.create_identity("alice")
     libsignal.create_identity("bob", registration_id=77)
     bundle = libsignal.call(
-        "v4start_bundle_create", party="bob", signed_pre_key_id=5, kyber_pre_key_id=6, pre_key_id=8
+        "session_bundle", party="bob", signed_pre_key_id=5, kyber_pre_key_id=6, pre_key_id=8
     )
     request = {
         "registration_id": 77,
@@ -273,29 +271,27 @@ def test_libsignal_made_keys_decapsulate_here(libsignal: NodePeer) -> None:
         },
     }
     libsignal.call(
-        "v4start_process_bundle",
+        "session_process_bundle",
         party="alice",
-        address=BOB.to_json(),
-        local_address=ALICE.to_json(),
+        peer=BOB.to_json(),
         bundle=request,
     )
     body = _bytes(
         libsignal.call(
-            "v4start_encrypt",
+            "session_encrypt",
             party="alice",
-            address=BOB.to_json(),
-            local_address=ALICE.to_json(),
+            peer=BOB.to_json(),
             plaintext=_b64(b"hi"),
         ),
         "body",
     )
     # libsignal's own Bob decrypts it (the control), and our code, given Bob's keys, agrees.
     answer = libsignal.call(
-        "v4start_decrypt_prekey",
+        "session_decrypt",
         party="bob",
-        address=ALICE.to_json(),
-        local_address=BOB.to_json(),
-        message=_b64(body),
+        peer=ALICE.to_json(),
+        type=int(MessageType.PREKEY),
+        body=_b64(body),
     )
     assert _bytes(answer, "plaintext") == b"hi"
 
@@ -319,10 +315,9 @@ def test_libsignal_refuses_a_bundle_whose_kyber_signature_is_bad(libsignal: Node
     forged[5] ^= 0x01
     with pytest.raises(NodePeerError) as refused:
         libsignal.call(
-            "v4start_process_bundle",
+            "session_process_bundle",
             party="alice",
-            address=BOB.to_json(),
-            local_address=ALICE.to_json(),
+            peer=BOB.to_json(),
             bundle={**good, "kyber_pre_key_signature": _b64(bytes(forged))},
         )
     assert "signature" in refused.value.message.lower()
@@ -333,7 +328,7 @@ def test_libsignal_takes_our_v4_prekey_message_with_spqr_and_refuses_it_without(
     libsignal.create_identity("alice")
     libsignal.create_identity("bob", registration_id=55)
     made = libsignal.call(
-        "v4start_bundle_create", party="bob", signed_pre_key_id=3, kyber_pre_key_id=4, pre_key_id=2
+        "session_bundle", party="bob", signed_pre_key_id=3, kyber_pre_key_id=4, pre_key_id=2
     )
     bundle = PreKeyBundle(
         registration_id=55,
@@ -356,19 +351,19 @@ def test_libsignal_takes_our_v4_prekey_message_with_spqr_and_refuses_it_without(
         SessionRecord.initiate(
             KeyPair.generate(rng), 66, replace(bundle, kem_pre_key_signature=bytes(64)), rng
         )
-    libsignal.call("v4start_log_capture")
+    libsignal.call("session_log_capture")
     with pytest.raises(NodePeerError) as refused:
         libsignal.call(
-            "v4start_decrypt_prekey",
+            "session_decrypt",
             party="bob",
-            address=ALICE.to_json(),
-            local_address=BOB.to_json(),
-            message=_b64(first.body),
+            peer=ALICE.to_json(),
+            type=int(MessageType.PREKEY),
+            body=_b64(first.body),
         )
     assert "decryption failed" in refused.value.message
     # Refused by SPQR's minimum-version check (libsignal's log says which step refused it), which
     # runs after the message parsed, its prekeys were found and PQXDH made a session state.
-    logs = "\n".join(libsignal.call("v4start_log_capture")["messages"])
+    logs = "\n".join(libsignal.call("session_log_capture")["messages"])
     assert "post-quantum ratchet error" in logs and "Minimum version" in logs
     # With SPQR behind the seam, the same start from the same bundle goes through: libsignal
     # decapsulates our Kyber ciphertext, derives our keys and decrypts, and its reply decrypts here.
@@ -376,18 +371,17 @@ def test_libsignal_takes_our_v4_prekey_message_with_spqr_and_refuses_it_without(
     triple = SessionRecord.initiate(identity, 66, bundle, rng, pq_ratchet_factory=SpqrRatchetFactory())
     first = triple.encrypt(b"hello libsignal, with SPQR", rng)
     answer = libsignal.call(
-        "v4start_decrypt_prekey",
+        "session_decrypt",
         party="bob",
-        address=ALICE.to_json(),
-        local_address=BOB.to_json(),
-        message=_b64(first.body),
+        peer=ALICE.to_json(),
+        type=int(MessageType.PREKEY),
+        body=_b64(first.body),
     )
     assert _bytes(answer, "plaintext") == b"hello libsignal, with SPQR"
     reply = libsignal.call(
-        "v4start_encrypt",
+        "session_encrypt",
         party="bob",
-        address=ALICE.to_json(),
-        local_address=BOB.to_json(),
+        peer=ALICE.to_json(),
         plaintext=_b64(b"hello back"),
     )
     assert reply["type"] == 2

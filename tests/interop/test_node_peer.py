@@ -104,3 +104,50 @@ def test_a_missing_install_is_an_error_naming_the_fix(
         node_setup.node_modules()
     with pytest.raises(node_setup.NodeSetupError):
         NodePeer()
+
+
+@pytest.mark.parametrize("pre_key_id", [None, 8])
+def test_libsignal_v4_session_round_trip_inside_the_peer(libsignal: NodePeer, pre_key_id: int | None) -> None:
+    bob = Address("bob", 1)
+    libsignal.create_identity("alice")
+    libsignal.create_identity("bob", registration_id=77)
+    ids = {"signed_pre_key_id": 5, "kyber_pre_key_id": 6}
+    if pre_key_id is not None:
+        ids["pre_key_id"] = pre_key_id
+    bundle = libsignal.call("session_bundle", party="bob", **ids)
+    assert ("pre_key" in bundle) == ("pre_key_private" in bundle) == (pre_key_id is not None)
+    assert bundle.get("pre_key_id") == pre_key_id and bundle["registration_id"] == 77
+    public = {name: value for name, value in bundle.items() if not name.endswith(("_private", "_secret_key"))}
+    libsignal.call("session_process_bundle", party="alice", peer=bob.to_json(), bundle=public)
+    first = libsignal.call("session_encrypt", party="alice", peer=bob.to_json(), plaintext="aGk=")
+    assert first["type"] == 3
+    answer = libsignal.call("session_decrypt", party="bob", peer=ALICE.to_json(), type=3, body=first["body"])
+    assert answer["plaintext"] == "aGk="
+    reply = libsignal.call("session_encrypt", party="bob", peer=ALICE.to_json(), plaintext="aG8=")
+    assert reply["type"] == 2
+    answer = libsignal.call("session_decrypt", party="alice", peer=bob.to_json(), type=2, body=reply["body"])
+    assert answer["plaintext"] == "aG8="
+    assert libsignal.call("session_record_export", party="alice", peer=bob.to_json())["record"]
+    assert libsignal.call("session_record_export", party="alice", peer=ALICE.to_json())["record"] is None
+
+
+def test_bad_session_requests_are_refused(libsignal: NodePeer) -> None:
+    libsignal.create_identity("alice")
+    libsignal.create_identity("bob")
+    bundle = libsignal.call(
+        "session_bundle", party="bob", signed_pre_key_id=1, kyber_pre_key_id=2, pre_key_id=3
+    )
+    public = {name: value for name, value in bundle.items() if not name.endswith(("_private", "_secret_key"))}
+    for bad in ({**public, "pre_key_id": None}, {k: v for k, v in public.items() if k != "pre_key"}, None):
+        with pytest.raises(NodePeerError) as refused:
+            libsignal.call(
+                "session_process_bundle", party="alice", peer={"name": "bob", "device_id": 1}, bundle=bad
+            )
+        assert refused.value.name == "BadRequest"
+    with pytest.raises(NodePeerError) as refused:
+        libsignal.call("session_bundle", party="bob", signed_pre_key_id="1", kyber_pre_key_id=2)
+    assert refused.value.name == "BadRequest"
+    with pytest.raises(NodePeerError) as unknown:
+        libsignal.call("v4start_encrypt", party="alice")
+    assert unknown.value.name == "BadRequest"
+    assert libsignal.call("session_bench_ping_pong", messages=4, size=16)["cpu_ms"] >= 0

@@ -77,7 +77,8 @@ def test_two_people_chat_verify_and_find_their_history_after_a_restart(chats: Ch
     alice.expect("unknown command /nonsense")
     alice.type("/add bob")
     alice.expect(
-        r"added bob: fetched bob's prekey bundle from the relay and started an encrypted session \(PQXDH\)"
+        r"added bob: fetched bob's prekey bundle from the relay and started an encrypted session "
+        r"\(PQXDH v4 \+ SPQR\)"
     )
     alice.type("hello bob, this is alice")
     alice.expect(r"you → bob: hello bob, this is alice  \(queued\)")
@@ -108,6 +109,8 @@ def test_two_people_chat_verify_and_find_their_history_after_a_restart(chats: Ch
     alice.type("/explain")
     alice.expect("explain on")
     alice.type("second message")
+    # A version-4 session: SPQR's part of the message comes first (the chunk in field 5).
+    alice.expect(r"· SPQR: (chunk of )?field 5")
     alice.expect(r"· Ratchet: KDF_CK on the sending chain CKs: index=\d+, .*chain_key=#[0-9a-f]{8}")
     bob.expect(r"\] alice: second message")
 

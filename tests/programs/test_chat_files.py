@@ -81,3 +81,38 @@ def test_send_a_file_with_progress_and_receive_it_verified(tmp_path: Path, relay
         bob.close()
     relay.stop()
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_a_file_sent_to_a_group_reaches_every_member_verified(tmp_path: Path, relay: RelayProcess) -> None:
+    picture = tmp_path / "team.png"
+    picture.write_bytes(os.urandom(50_000))
+    terminals = {name: _chat(tmp_path, relay, name) for name in ("bob", "carol", "alice")}
+    alice, bob, carol = terminals["alice"], terminals["bob"], terminals["carol"]
+    try:
+        for terminal in terminals.values():
+            terminal.expect("connected to the relay")
+        alice.type("/group new crew bob carol")
+        alice.expect("created the group crew with bob, carol")
+        bob.expect(r"alice created the group")
+        carol.expect(r"alice created the group")
+        alice.type(f"/send {picture}")
+        alice.expect(r"uploading team\.png \[##########\] 100%")
+        alice.expect(r"crew · you: file team\.png")
+        for name, member in (("bob", bob), ("carol", carol)):
+            member.expect(r"crew · alice sent a file: team\.png \(50000 bytes, image/png\)")
+            saved = tmp_path / name / "files" / "team.png"
+            member.expect(r"✓ verified and saved: " + str(saved).replace(".", r"\."))
+            assert saved.read_bytes() == picture.read_bytes()
+        # One blob on the blob service for the whole group.
+        stored = [p for p in (relay.blobs / "blobs").iterdir() if p.suffix != ".json"]
+        assert len(stored) == 1
+        bob.type("/group crew")
+        bob.expect("talking to the group crew")
+        bob.type("/group history")
+        bob.expect(r"crew · alice: file team\.png \(50000 bytes\)")
+        for terminal in terminals.values():
+            terminal.type("/quit")
+        assert all(terminal.wait_exit() == 0 for terminal in terminals.values())
+    finally:
+        for terminal in terminals.values():
+            terminal.close()

@@ -313,7 +313,11 @@ def test_add_checks_the_account_names_the_agreement_and_a_stranger_never_becomes
     chats: Chats, tmp_path: Path
 ) -> None:
     work_settings["carol"] = Settings(
-        pre_key_batch=10, pre_key_target=10, pre_key_low_water=3, publish_kem_pre_keys=False
+        pre_key_batch=10,
+        pre_key_target=10,
+        pre_key_low_water=3,
+        publish_kem_pre_keys=False,
+        publish_kyber_pre_keys=False,
     )
     try:
         library_client(chats.url, tmp_path / "bob.db", "bob", registered)
@@ -329,7 +333,7 @@ def test_add_checks_the_account_names_the_agreement_and_a_stranger_never_becomes
     alice.type("/add carol")
     alice.expect(r"started an encrypted session \(X3DH\); talking to carol")
     alice.type("/add bob")
-    alice.expect(r"started an encrypted session \(PQXDH\); talking to bob")
+    alice.expect(r"started an encrypted session \(PQXDH v4 \+ SPQR\); talking to bob")
     alice.type("hello bob")
     alice.expect(r'✓ sent to relay: "hello bob"')
     alice.type("/quit")

@@ -47,7 +47,12 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
 
     # It ends on its own with a summary naming the key agreement and the checks it made.
     summary = " ".join(output[output.index("── Summary") :].split())
-    assert re.search(r"key agreement:\s+(X3DH|PQXDH)", summary)
+    assert re.search(r"key agreement:\s+Signal's PQXDH with Kyber-1024", summary)
+    assert "message version 4, then the Triple Ratchet (Double Ratchet + SPQR)" in summary
+    spqr = re.search(
+        r"SPQR: (\d+) epoch changes seen \(both sides reached epoch (\d+)\); (\d+) chunks sent", summary
+    )
+    assert spqr is not None and int(spqr[1]) >= 4 and int(spqr[2]) >= 3 and int(spqr[3]) > 100
     assert "NO plaintext in the relay's files" in summary
     assert "relay: stopped, exit status 0" in summary
     assert re.search(r"\b2 overtaken by later ones and still decrypted", summary)
@@ -64,7 +69,9 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
         assert text not in middle, text
     assert re.search(r"#\d+ alice→bob PreKeySignalMessage [\d,]+ B", middle)
     assert re.search(r"#\d+ bob→alice SignalMessage [\d,]+ B", middle)
-    assert re.search(r"33 ([0-9a-f]{2} ){7}…", middle)
+    # Version-4 messages: the version byte 0x44 opens every one of them.
+    assert re.search(r"44 ([0-9a-f]{2} ){7}…", middle)
+    assert not re.search(r"SignalMessage [\d,]+ B\s+id \S+ 33 ", middle)
 
     # The late message was decrypted with a stored skipped key.
     assert '"One (sent first)." (arrived 3rd)' in right
@@ -79,7 +86,18 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
     assert [name for name, _ in alice_dh][:4] == ["DH1", "DH2", "DH3", "DH4"]
     # (Bob's first handshake is with Alice; his second starts his session with Carol.)
     assert alice_dh[:4] == bob_dh[:4]
+    # (Her third handshake starts her session with the parcel bot, step 12; her fourth is her
+    # phone's session with her own linked laptop, step 13.)
+    parcels_dh = re.findall(r"\[Parcels\] X3DH: (DH\d) = DH\([^)]*\) = (#[0-9a-f]{8})", output)
+    assert alice_dh[8:12] == parcels_dh
     assert "MAC check passed" in output
+    # Explain mode shows SPQR's steps: Kyber in PQXDH, chunks with SPQR's key mixed in, epochs.
+    assert "[Alice] PQXDH: Kyber1024 encapsulation to Bob's Kyber prekey" in output
+    assert "[Bob] PQXDH: Kyber1024 decapsulation with our Kyber prekey" in output
+    assert re.search(r"\[Bob\] SPQR: chunk of field 5 .*SPQR's key mixed in", output)
+    assert re.search(r"spqr_type=\w+, spqr_chunk=\d+", output)
+    assert re.search(r"\[Alice\] SPQR: new epoch, .*from=1, to=2", output)
+    assert re.search(r"\[Bob\] SPQR: new epoch, .*from=2,\s+to=3", output)
 
     # The picture: ciphertext and its size bucket in the middle, verified and opened on Bob's side,
     # forwarded to Carol without a new upload.
@@ -90,6 +108,16 @@ def test_the_demo_runs_end_to_end_and_the_relay_sees_only_ciphertext(tmp_path: P
     assert "opened: PNG 160×120" in right
     assert "carol: ← sunrise.png verified, PNG 160×120" in right
     assert "SECRET" not in output
+
+    # Step 11: the parcel bot answers Alice; only ciphertext and the served certificate in the middle.
+    assert '→ "Where is my parcel PD123456?"' in left and "PD123456?" not in middle
+    assert "sorting centre" in left and "sorting centre" not in middle
+    assert re.search(r"#\d+ alice→parcels PreKeySignalMessage", middle)
+    assert re.search(r'"Parcel Depot" for its identity key', middle)
+    assert "(the relay cannot" in middle
+    assert '✓ parcels is "Parcel Depot"' in left
+    assert "1. Notify me of updates" in left
+    assert re.search(r'later: "Update: parcel PD123456 has left the\s+depot\."', left)
 
     # The linked laptop: Bob's message on both of Alice's devices, the laptop's reply on her phone.
     assert left.count("Hello to both of your devices.") == 2
@@ -135,7 +163,7 @@ def test_show_secrets_is_loud_and_shows_the_same_secrets_on_both_sides(
     alice = re.findall(r"\[Alice\] X3DH: (DH\d) = DH\([^)]*\) = SECRET ([0-9a-f]{64})", output)
     bob = re.findall(r"\[Bob\] X3DH: (DH\d) = DH\([^)]*\) = SECRET ([0-9a-f]{64})", output)
     # Alice's first handshake is with Bob; her second starts her session with Carol, for the group;
-    # her third is her phone's session with her own linked laptop.
-    assert len(alice) == 12
+    # her third with the parcel bot; her fourth is her phone's session with her own linked laptop.
+    assert len(alice) == 16
     assert alice[:4] == bob[:4]
     assert list(tmp_path.iterdir()) == []

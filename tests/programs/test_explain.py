@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from client.explain import SHOW_SECRETS_WARNING, STEP_TITLES, Explainer, render
@@ -154,6 +156,66 @@ def test_every_step_of_a_real_conversation_has_a_title_and_hides_its_secrets(rng
     text = "\n".join(render(event) for event in events)
     assert "MAC check passed" in text
     assert "MAC check FAILED" in text
+    for event in events:
+        for secret in event.secret.values():
+            assert secret.hex()[:16] not in text
+
+
+def test_a_version_4_conversation_explains_kyber_and_spqr_and_hides_their_secrets(rng) -> None:
+    """Signal's PQXDH with Kyber1024 and SPQR: every step has a title; SPQR's chunks, the keys it
+    mixes in and its epoch changes are shown, the keys only as fingerprints."""
+    import dataclasses
+
+    from e2e.kyber import KyberKeyPair
+    from e2e.spqr import SpqrRatchetFactory
+
+    factory = SpqrRatchetFactory()
+    events: list[Event] = []
+    trace = events.append
+    alice_identity, bob_identity = KeyPair.generate(rng), KeyPair.generate(rng)
+    bob_signed, kyber = KeyPair.generate(rng), KyberKeyPair.generate(rng)
+    bundle = dataclasses.replace(
+        PreKeyBundle(
+            registration_id=7,
+            device_id=1,
+            identity_key=bob_identity.public_key,
+            signed_pre_key_id=1,
+            signed_pre_key=bob_signed.public_key,
+            signed_pre_key_signature=bob_identity.sign(bob_signed.public_key.serialize(), rng),
+        ),
+        kem_pre_key_id=9,
+        kem_pre_key=kyber.public_key,
+        kem_pre_key_signature=bob_identity.sign(kyber.public_key.serialize(), rng),
+    )
+    alice = SessionRecord.initiate(alice_identity, 5, bundle, rng, trace=trace, pq_ratchet_factory=factory)
+    bob = SessionRecord(pq_ratchet_factory=factory)
+    first = alice.encrypt(b"hello", rng, trace)
+    bob.decrypt_prekey_message(
+        PreKeySignalMessage.deserialize(first.body),
+        bob_identity,
+        bob_signed,
+        None,
+        rng,
+        trace,
+        our_registration_id=7,
+        our_kem_pre_key=kyber,
+    )
+    for i in range(60):
+        alice.decrypt(bob.encrypt(b"pong %d" % i, rng, trace).body, rng, trace)
+        bob.decrypt(alice.encrypt(b"ping %d" % i, rng, trace).body, rng, trace)
+    steps = {event.step for event in events}
+    assert {"pqxdh.kem", "pqxdh.kdf", "ratchet.pq_key", "ratchet.pq_epoch"} <= steps
+    assert steps <= set(STEP_TITLES)
+    text = "\n".join(render(event) for event in events)
+    assert "PQXDH: Kyber1024 encapsulation to Bob's Kyber prekey" in text
+    assert "PQXDH: Kyber1024 decapsulation with our Kyber prekey" in text
+    assert "SPQR: chunk of field 5 (pq_ratchet); SPQR's key mixed in" in text
+    assert (
+        "SPQR: new epoch, a fresh ML-KEM-768 secret from the braid: direction=decrypt, from=1, to=2" in text
+    )
+    assert re.search(
+        r"spqr_type=\w+, spqr_chunk=\d+, our_spqr_epoch=\d+, our_spqr_state=\w+, pq_key=#[0-9a-f]{8}", text
+    )
     for event in events:
         for secret in event.secret.values():
             assert secret.hex()[:16] not in text

@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
         ("from client.chat import main", "e2e-chat"),
         ("from client.demo import main", "e2e-demo"),
         ("from server.blob_cli import main", "e2e-blobs"),
+        ("from client.bot import main", "e2e-bot"),
+        ("from client.directory import main", "e2e-directory"),
     ],
 )
 def test_every_program_says_its_version(code: str, program: str) -> None:
@@ -48,10 +50,11 @@ def test_the_version_has_one_source() -> None:
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "e2e.__version__"}
     # The console scripts are installed under their names.
     scripts = {entry.name for entry in importlib.metadata.entry_points(group="console_scripts")}
-    assert {"e2e-relay", "e2e-chat", "e2e-demo", "e2e-blobs"} <= scripts
+    programs = {"e2e-relay", "e2e-chat", "e2e-demo", "e2e-blobs", "e2e-bot", "e2e-directory"}
+    assert programs <= scripts
     project_scripts = set(project["project"]["scripts"])
     # A new program joins test_every_program_says_its_version.
-    assert project_scripts == {"e2e-relay", "e2e-chat", "e2e-demo", "e2e-blobs"}
+    assert project_scripts == programs
 
 
 def test_the_core_ships_its_types_and_the_metadata_describes_the_project() -> None:

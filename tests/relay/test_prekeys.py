@@ -10,6 +10,7 @@ import pytest
 from client.transport import Connection, PreKeysLow, RelayError
 from e2e.kem import KemKeyPair
 from e2e.keys import KeyPair
+from e2e.kyber import KyberKeyPair, KyberPublicKey
 from tests.relay.conftest import Device, collect, link
 
 
@@ -213,6 +214,82 @@ async def test_kem_prekeys_are_claimed_once_then_the_last_resort(relay, rng):
     assert bundle.kem_pre_key == last_resort[1]
     raw = await alice.request("get_bundle", account="bob", device_id=1)
     assert raw["bundles"][0]["kem_pre_key"]["last_resort"] is True
+
+
+async def test_kyber_prekeys_are_claimed_once_then_the_last_resort(relay, rng):
+    """Kyber1024 prekeys (0x08, for version-4 sessions) beside ML-KEM ones, each kind claimed once."""
+    bob = Device("bob", 1, rng)
+    b = await online(relay, bob)
+
+    def signed(key_id: int, kind):
+        key = kind.generate(rng).public_key
+        return (key_id, key, bob.identity.sign(key.serialize(), rng))
+
+    kyber_last_resort = signed(900, KyberKeyPair)
+    counts = await b.upload_prekeys(
+        signed_pre_key=bob.signed_pre_key(1),
+        kem_pre_keys=[signed(1, KemKeyPair)],
+        kem_last_resort=signed(100, KemKeyPair),
+        kyber_pre_keys=[signed(1, KyberKeyPair), signed(2, KyberKeyPair)],
+        kyber_last_resort=kyber_last_resort,
+    )
+    assert (counts.kyber_pre_keys, counts.kyber_last_resort_id) == (2, 900)
+    assert (counts.kem_pre_keys, counts.kem_last_resort_id) == (1, 100)
+    alice = await online(relay, Device("alice", 1, rng))
+    kyber_ids, kem_ids = [], []
+    for _ in range(2):
+        bundle = await alice.fetch_bundle("bob", 1)
+        bundle.verify()
+        assert isinstance(bundle.kem_pre_key, KyberPublicKey)
+        kyber_ids.append(bundle.kem_pre_key_id)
+    # Asking for the ML-KEM prekey (a client that does not speak version 4) gets that kind.
+    bundle = await alice.fetch_bundle("bob", 1, kyber=False)
+    bundle.verify()
+    assert not isinstance(bundle.kem_pre_key, KyberPublicKey)
+    kem_ids.append(bundle.kem_pre_key_id)
+    raw = await alice.request("get_bundle", account="bob", device_id=1)
+    assert raw["bundles"][0]["kyber_pre_key"]["last_resort"] is True
+    assert raw["bundles"][0]["kyber_pre_key"]["id"] == 900
+    assert raw["bundles"][0]["kem_pre_key"]["last_resort"] is True
+    # Every claim takes one prekey of each one-time kind (the relay does not know which the
+    # fetcher will use), so the one ML-KEM prekey went with the first bundle.
+    assert kyber_ids == [1, 2] and kem_ids == [100]
+    counts = await b.prekey_counts()
+    assert (counts.kyber_pre_keys, counts.kyber_last_resort_id) == (0, 900)
+    last = await alice.get_signed_pre_key("bob", 1, 900, kind="kyber_last_resort")
+    assert last.public_key == kyber_last_resort[1].serialize()
+
+
+async def test_kyber_prekeys_of_wrong_length_or_type_byte_are_bad_requests(relay, rng):
+    bob = Device("bob", 1, rng)
+    b = await online(relay, bob)
+    good = KyberKeyPair.generate(rng).public_key.serialize()
+    mlkem = KemKeyPair.generate(rng).public_key.serialize()
+    for key in (good[:-1], good + b"\x00", b"\x0a" + good[1:], mlkem, b"\x08"):
+        signature = bob.identity.sign(key, rng)
+        for field in ("kyber_pre_keys", "kyber_last_resort"):
+            entry = {"id": 1, "public_key": b64(key), "signature": b64(signature)}
+            await refused(
+                b.request(
+                    "upload_prekeys",
+                    signed_pre_key={"id": 1, **_signed_json(bob.signed_pre_key(1))},
+                    **{field: [entry] if field == "kyber_pre_keys" else entry},
+                ),
+                "bad_request",
+            )
+    # A good key with a signature over something else is refused too; nothing was stored.
+    wrong = bob.identity.sign(good[:-1], rng)
+    await refused(
+        b.upload_prekeys(kyber_pre_keys=[(1, good, wrong)]),
+        "invalid_signature",
+    )
+    counts = await b.prekey_counts()
+    assert (counts.kyber_pre_keys, counts.kyber_last_resort_id, counts.signed_pre_key_id) == (0, None, None)
+
+
+def _signed_json(entry) -> dict:
+    _key_id, key, signature = entry
+    return {"public_key": b64(key.serialize()), "signature": b64(signature)}
 
 
 async def test_a_bad_kem_signature_stores_nothing(relay, rng):

@@ -45,14 +45,12 @@
 //                                                     -> {} after count group_encrypt calls, for
 //       benchmarks/core_bench.py, which reads cpu_time around it
 //   shutdown:                                         -> {} and the peer exits
-//   session_*: one-to-one v4 sessions (bundles with a Kyber prekey, encrypt, decrypt, records);
-//       see session_ops.mjs
+//   session_*: one-to-one v4 sessions (Kyber key pairs, bundles libsignal makes or processes,
+//       encrypt, decrypt, session records, prekeys given for vectors, a ping-pong benchmark,
+//       libsignal's log lines); see session_ops.mjs
 //
 // New ops are added to the OPS table at the bottom; each gets the request object and returns (a
 // promise of) its result object.
-//
-// The version-4 session-start ops (Kyber key pairs, bundles libsignal makes or processes, encrypt,
-// decrypt_prekey, session records, log capture) are documented and defined in v4_start_ops.mjs.
 
 import { createRequire } from 'node:module';
 import { createInterface } from 'node:readline';
@@ -360,9 +358,15 @@ const OPS = {
   },
 
   shutdown: async () => ({}),
-
-  ...sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg, PartyClass: Party }),
 };
+
+// The one-to-one session ops of session_ops.mjs; a name defined twice stops the peer at start.
+for (const [name, op] of Object.entries(sessionOps({ lib, arg, bytesArg, b64, addressArg, partyArg, PartyClass: Party, BadRequest }))) {
+  if (Object.hasOwn(OPS, name)) {
+    throw new Error(`op ${name} is defined twice`);
+  }
+  OPS[name] = op;
+}
 
 function errorAnswer(id, error) {
   const code = error instanceof lib.LibSignalErrorBase ? (lib.ErrorCode[error.code] ?? String(error.code)) : null;
@@ -372,15 +376,6 @@ function errorAnswer(id, error) {
 
 function send(answer) {
   process.stdout.write(`${JSON.stringify(answer)}\n`);
-}
-
-// The version-4 session-start ops of v4_start_ops.mjs.
-const { v4StartOps } = await import('./v4_start_ops.mjs');
-for (const [name, op] of Object.entries(v4StartOps({ lib, arg, bytesArg, b64, addressArg, partyArg, BadRequest }))) {
-  if (Object.hasOwn(OPS, name)) {
-    throw new Error(`op ${name} is defined twice`);
-  }
-  OPS[name] = op;
 }
 
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
