@@ -277,10 +277,19 @@ class GroupStore:
             (name.sender_name, name.device_id, name.distribution_id.bytes, record),
         )
 
-    def remove_sender_keys(self, distribution_id: uuid.UUID, sender: str) -> None:
+    def remove_sender_keys(
+        self, distribution_id: uuid.UUID, sender: str, device_id: int | None = None
+    ) -> None:
+        """Forget ``sender``'s chains for a distribution: every device's, or only ``device_id``'s."""
+        if device_id is None:
+            self._write(
+                "DELETE FROM sender_keys WHERE distribution_id = ? AND sender = ?",
+                (distribution_id.bytes, sender),
+            )
+            return
         self._write(
-            "DELETE FROM sender_keys WHERE distribution_id = ? AND sender = ?",
-            (distribution_id.bytes, sender),
+            "DELETE FROM sender_keys WHERE distribution_id = ? AND sender = ? AND device_id = ?",
+            (distribution_id.bytes, sender, device_id),
         )
 
     # -- shares of our sender key -------------------------------------------------------------------

@@ -346,8 +346,9 @@ class GroupsMixin:
             self._groups.remove_sender_keys(dist, self.name)
             self._groups.forget_shares(group_id)
         elif row is None or not row.active:
-            # We have just joined (or created the group): a fresh chain of our own.
-            self._groups.remove_sender_keys(dist, self.name)
+            # We have just joined (or created the group): a fresh chain of our own (our other
+            # devices' chains, which may already have arrived, stay).
+            self._groups.remove_sender_keys(dist, self.name, self.device_id)
             self._group_cipher.rotate(self._our_name(group_id), self._rng)
             self._groups.forget_shares(group_id)
         elif removed:
@@ -626,11 +627,13 @@ class GroupsMixin:
             return None
         members = MembershipChange.deserialize(row.change)
         member = members.member(sender)
-        contact = self._store.contact(sender)
+        account_key = self._primary_key(sender)
         try:
             if not row.active or member is None:
                 raise GroupError(f"{sender} is not a member of the verified group")
-            if contact is None or PublicKey.deserialize(contact.identity_key) != member.identity_key:
+            if sender == self.name and device == self.device_id:
+                raise GroupError("a sender key in our own device's name")
+            if account_key is None or account_key != member.identity_key:
                 raise GroupError(f"{sender}'s session key is not the identity key the group lists")
             self._group_cipher.process_distribution_message(
                 SenderKeyName(sender, device, distribution_id(group_id)), data
@@ -769,16 +772,18 @@ class GroupsMixin:
                 our_name, self._rng
             )
         for member in members.members:
+            # Linked devices: every device on the member's verified device list too (client/fanout.py),
+            # and our own other devices, so that each of them shows the whole group conversation.
             if member.name == self.name:
-                continue
-            # Linked devices: every device on the member's verified device list too (client/fanout.py).
-            devices = {1, *self._store.session_devices(member.name), *self.known_devices(member.name)}
+                devices = set(self.known_devices(self.name)) - {self.device_id}
+            else:
+                devices = {1, *self._store.session_devices(member.name), *self.known_devices(member.name)}
             for device in sorted(devices):
                 share = self._groups.share(group_id, member.name, device)
                 if share is not None and share.chain_id == distribution.chain_id:
                     continue
-                contact = self._store.contact(member.name)
-                if contact is not None and PublicKey.deserialize(contact.identity_key) != member.identity_key:
+                account_key = self._primary_key(member.name)
+                if account_key is not None and account_key != member.identity_key:
                     # The group lists another key than our session with this name: a ghost or a
                     # changed identity.  Our sender key does not go there.
                     with self._store.transaction():
@@ -801,9 +806,10 @@ class GroupsMixin:
                     chain: int = distribution.chain_id,
                     data: bytes = data,
                 ) -> None:
-                    # A session started just now from a bundle must be bound to the signed key too.
-                    bound = self._store.contact(name)
-                    if bound is None or PublicKey.deserialize(bound.identity_key) != key:
+                    # A session started just now from a bundle must be bound to the signed key too
+                    # (for our own devices: our account's primary key, through our device list).
+                    bound = self._primary_key(name)
+                    if bound is None or bound != key:
                         raise GroupError(f"{name}'s bundle is not signed by the identity key the group lists")
                     self._groups.put_share(group_id, name, dev, chain, data)
 

@@ -268,3 +268,38 @@ async def test_a_companion_reads_a_group_it_was_linked_into(relay, make_client, 
     finally:
         for client in (alice, bob, laptop):
             await client.close()
+
+
+async def test_our_own_companion_reads_and_sends_in_our_groups(relay, make_client, tmp_path):
+    """Alice's phone hands its sender key to her own laptop too, and the laptop's to the phone:
+    every device of the sender's own account shows the whole group conversation."""
+    from client.events import GroupMessage
+
+    alice = make_client(relay.url, "alice")
+    bob = make_client(relay.url, "bob")
+    for client in (alice, bob):
+        await client.start()
+        await client.wait_connected(timeout=20)
+    laptop = await link_one(alice, relay.url, tmp_path / "alice-2.db")
+    try:
+        await bob.send_all("alice", "a first message, so that bob knows alice's devices")
+        await bob.flush(timeout=20)
+        group = await alice.create_group("friends", ["bob"])
+
+        async def group_message(client: Client) -> GroupMessage:
+            while True:
+                event = await client.receive(timeout=20)
+                if isinstance(event, GroupMessage):
+                    return event
+
+        await alice.send_group(group, "from alice's phone")
+        for reader in (bob, laptop):
+            event = await asyncio.wait_for(group_message(reader), 30)
+            assert (event.sender, event.sender_device, event.text) == ("alice", 1, "from alice's phone")
+        await laptop.send_group(group, "from alice's laptop")
+        for reader in (alice, bob):
+            event = await asyncio.wait_for(group_message(reader), 30)
+            assert (event.sender, event.sender_device, event.text) == ("alice", 2, "from alice's laptop")
+    finally:
+        for client in (alice, bob, laptop):
+            await client.close()
