@@ -199,6 +199,8 @@ class GroupsMixin:
         self._group_tasks: set[asyncio.Task[None]] = set()
         self._group_lock = asyncio.Lock()
         self._group_outbox_changed = asyncio.Event()
+        # Members whose device list _distribute fetched in this run (at most once each).
+        self._device_lists_fetched: set[str] = set()
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -771,6 +773,17 @@ class GroupsMixin:
             distribution: SenderKeyDistributionMessage = self._group_cipher.create_distribution_message(
                 our_name, self._rng
             )
+        for member in members.members:
+            if self._device_book.seen(member.name) is None and member.name not in self._device_lists_fetched:
+                self._device_lists_fetched.add(member.name)
+                # A member whose device list this device never verified (a companion that has not
+                # written to it yet): fetch it once, so that its other devices get our chain too.
+                # A list that does not verify leaves the devices we know; the key checks below
+                # still hold.
+                try:
+                    await self.refresh_devices(member.name)
+                except (transport.RelayError, E2EError, IdentityChanged) as error:
+                    logger.info("%s: no device list for %s: %s", self.name, member.name, error)
         for member in members.members:
             # Linked devices: every device on the member's verified device list too (client/fanout.py),
             # and our own other devices, so that each of them shows the whole group conversation.

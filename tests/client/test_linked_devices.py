@@ -126,6 +126,46 @@ async def test_two_accounts_with_three_devices_each(relay, make_client, tmp_path
             await client.close()
 
 
+async def test_two_accounts_with_three_devices_each_in_a_group(relay, make_client, tmp_path):
+    """Every group message reaches every other device of both accounts exactly once, the
+    sender's own other devices included, whichever device sends it."""
+    from client.events import GroupMessage
+
+    alices, bobs = await three_each(relay, make_client, tmp_path)
+    devices = alices + bobs
+    try:
+        # The first pairwise messages make each side verify the other's device list.
+        await alices[0].send_all("bob", "hello")
+        await bobs[0].send_all("alice", "hello")
+        await alices[0].flush(timeout=20)
+        await bobs[0].flush(timeout=20)
+        group = await alices[0].create_group("six devices", ["bob"])
+
+        async def group_texts(client: Client, expected: int) -> list[tuple[str, int, str]]:
+            seen: list[tuple[str, int, str]] = []
+            while len(seen) < expected:
+                event = await client.receive(timeout=20)
+                if isinstance(event, GroupMessage):
+                    seen.append((event.sender, event.sender_device, event.text))
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    event = await client.receive(timeout=0.3)
+                    if isinstance(event, GroupMessage):
+                        seen.append((event.sender, event.sender_device, event.text))
+            return seen
+
+        for sender, text in ((alices[0], "from alice's phone"), (bobs[2], "from bob's third device")):
+            await sender.send_group(group, text)
+            expected = (sender.name, sender.device_id, text)
+            others = [device for device in devices if device is not sender]
+            results = await asyncio.gather(*(group_texts(device, 1) for device in others))
+            for device, got in zip(others, results, strict=True):
+                assert got == [expected], (device.name, device.device_id)
+    finally:
+        for client in devices:
+            await client.close()
+
+
 @contextlib.asynccontextmanager
 async def relay_behind_shim(tmp_path, tamper):
     """A real relay whose only door is a hostile shim: clients dial the shim, and the relay's
