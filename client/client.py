@@ -1096,6 +1096,22 @@ class Client(FanOut, GroupsMixin):
             self._blobs = BlobClient(sleep=self._sleep)
         return self._blobs
 
+    async def _upload(
+        self, path: str | Path, content_type: str | None, progress: Progress | None
+    ) -> AttachmentPointer:
+        """Encrypt ``path`` while uploading it under a fresh upload token; its pointer."""
+        self._check_running()
+        url, token = await self._blob_service()
+        return await upload_file(
+            self._blob_client(),
+            url,
+            token,
+            Path(path),
+            self._rng,
+            content_type=content_type,
+            progress=progress,
+        )
+
     async def send_file(
         self,
         name: str,
@@ -1112,17 +1128,7 @@ class Client(FanOut, GroupsMixin):
         the blob service learns the key.  Raises :class:`client.blobs.BlobServiceError` when the
         service refuses (over quota, too large) and the core's errors when the file changes.
         """
-        self._check_running()
-        url, token = await self._blob_service()
-        pointer = await upload_file(
-            self._blob_client(),
-            url,
-            token,
-            Path(path),
-            self._rng,
-            content_type=content_type,
-            progress=progress,
-        )
+        pointer = await self._upload(path, content_type, progress)
         message_id = await self.forward_file(name, pointer, device_id)
         return SentFile(message_id, pointer)
 
@@ -1141,17 +1147,7 @@ class Client(FanOut, GroupsMixin):
     ) -> SentFile:
         """:meth:`send_file` for a group: the file is encrypted and uploaded once, and its pointer
         goes to every member in one Sender Keys message (:meth:`send_group`)."""
-        self._check_running()
-        url, token = await self._blob_service()
-        pointer = await upload_file(
-            self._blob_client(),
-            url,
-            token,
-            Path(path),
-            self._rng,
-            content_type=content_type,
-            progress=progress,
-        )
+        pointer = await self._upload(path, content_type, progress)
         message_id = await self.forward_file_to_group(group_id, pointer)
         return SentFile(message_id, pointer)
 
