@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import re
 import select
+import sys
 import time
 from pathlib import Path
 
 import pexpect
+
+from client.demo.relay import RelayProcess
 
 __all__ = ["Terminal", "processes_mentioning", "program_environment"]
 
@@ -114,3 +117,34 @@ class Terminal:
         if self.child.isalive():
             self.child.terminate(force=True)
         self.child.close(force=True)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Chats:
+    """Starts chat programs against one relay and closes whatever is left at the end."""
+
+    def __init__(self, tmp_path: Path, relay: RelayProcess) -> None:
+        self.tmp_path = tmp_path
+        self.relay = relay
+        # prompt_toolkit asks the terminal where its cursor is; pexpect does not answer.
+        self.env = program_environment(tmp_path, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
+        self.terminals: list[Terminal] = []
+
+    @property
+    def url(self) -> str:
+        assert self.relay.url is not None
+        return self.relay.url
+
+    def start(self, name: str, *options: str, state: bool = True, relay: str | None = None) -> Terminal:
+        argv = [sys.executable, "-m", "client.chat", name, "--relay", relay or self.url]
+        if state:
+            argv += ["--state", str(self.tmp_path / f"{name}.sqlite3")]
+        terminal = Terminal([*argv, *options], self.env, ROOT)
+        self.terminals.append(terminal)
+        return terminal
+
+    def close(self) -> None:
+        for terminal in self.terminals:
+            terminal.close()

@@ -11,33 +11,9 @@ import pytest
 
 from client.demo.relay import RelayProcess
 
-from .helpers import Terminal, processes_mentioning, program_environment
+from .helpers import ROOT, Chats, Terminal
 
-ROOT = Path(__file__).resolve().parents[2]
 SAFETY_NUMBER = r"safety number for you and {}:\n\s*([\d ]+)\n\s*([\d ]+)\n\s*([\d ]+)\n"
-
-
-class Chats:
-    """Starts chat programs against one relay and closes whatever is left at the end."""
-
-    def __init__(self, tmp_path: Path, relay: RelayProcess) -> None:
-        self.tmp_path = tmp_path
-        self.relay = relay
-        # prompt_toolkit asks the terminal where its cursor is; pexpect does not answer.
-        self.env = program_environment(tmp_path, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
-        self.terminals: list[Terminal] = []
-
-    def start(self, name: str, *options: str) -> Terminal:
-        assert self.relay.url is not None
-        argv = [sys.executable, "-m", "client.chat", name, "--relay", self.relay.url]
-        argv += ["--state", str(self.tmp_path / f"{name}.sqlite3"), *options]
-        terminal = Terminal(argv, self.env, ROOT)
-        self.terminals.append(terminal)
-        return terminal
-
-    def close(self) -> None:
-        for terminal in self.terminals:
-            terminal.close()
 
 
 @pytest.fixture
@@ -48,17 +24,6 @@ def relay(tmp_path: Path) -> Iterator[RelayProcess]:
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture
-def chats(tmp_path: Path, relay: RelayProcess) -> Iterator[Chats]:
-    started = Chats(tmp_path, relay)
-    try:
-        yield started
-    finally:
-        started.close()
-        relay.stop()
-        assert processes_mentioning(str(tmp_path)) == []
 
 
 def _safety_number(terminal: Terminal, peer: str) -> str:

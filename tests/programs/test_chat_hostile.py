@@ -12,7 +12,6 @@ import asyncio
 import re
 import signal
 import stat
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -21,9 +20,8 @@ import pytest
 from client import Client, Settings
 from client.demo.relay import RelayProcess
 
-from .helpers import Terminal, processes_mentioning, program_environment
+from .helpers import Chats, Terminal
 
-ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = Settings(pre_key_batch=10, pre_key_target=10, pre_key_low_water=3)
 
 HOSTILE = (
@@ -46,33 +44,6 @@ FORBIDDEN_RAW = [
     "\r\n[16:30] bob",
 ]
 """What must never appear in what e2e-chat writes to its terminal."""
-
-
-class Chats:
-    """Chat programs against one relay; closes whatever is left at the end."""
-
-    def __init__(self, tmp_path: Path, relay: RelayProcess) -> None:
-        self.tmp_path = tmp_path
-        self.relay = relay
-        self.env = program_environment(tmp_path, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
-        self.terminals: list[Terminal] = []
-
-    @property
-    def url(self) -> str:
-        assert self.relay.url is not None
-        return self.relay.url
-
-    def start(self, name: str, *options: str, state: bool = True, relay: str | None = None) -> Terminal:
-        argv = [sys.executable, "-m", "client.chat", name, "--relay", relay or self.url]
-        if state:
-            argv += ["--state", str(self.tmp_path / f"{name}.sqlite3")]
-        terminal = Terminal([*argv, *options], self.env, ROOT)
-        self.terminals.append(terminal)
-        return terminal
-
-    def close(self) -> None:
-        for terminal in self.terminals:
-            terminal.close()
 
 
 def library_client(url: str, path: Path, name: str, work: Callable[[Client], Awaitable[None]]) -> None:
@@ -116,17 +87,6 @@ def relay(tmp_path: Path) -> Iterator[RelayProcess]:
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture
-def chats(tmp_path: Path, relay: RelayProcess) -> Iterator[Chats]:
-    started = Chats(tmp_path, relay)
-    try:
-        yield started
-    finally:
-        started.close()
-        relay.stop()
-        assert processes_mentioning(str(tmp_path)) == []
 
 
 def assert_inert(terminal: Terminal) -> None:
