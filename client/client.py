@@ -389,13 +389,7 @@ class Client(FanOut, GroupsMixin):
         Unicode text (a lone surrogate), :class:`client.errors.MessageTooLargeError` for a body
         longer than :attr:`max_message_bytes`.
         """
-        if isinstance(body, str):
-            try:
-                body = body.encode("utf-8")
-            except UnicodeEncodeError as error:
-                raise TextEncodingError(error.start) from None
-        if len(body) > self.max_message_bytes:
-            raise MessageTooLargeError(len(body), self.max_message_bytes)
+        body = self._checked_body(body)
         self._check_running()
         address = (name, device_id)
         async with self._lock(address):
@@ -1095,6 +1089,19 @@ class Client(FanOut, GroupsMixin):
         if self._blobs is None:
             self._blobs = BlobClient(sleep=self._sleep)
         return self._blobs
+
+    def _checked_body(self, body: bytes | str) -> bytes:
+        """``body`` as bytes, refused before anything is encrypted or stored when it is not Unicode
+        text (:class:`TextEncodingError`) or longer than :attr:`max_message_bytes`
+        (:class:`MessageTooLargeError`)."""
+        if isinstance(body, str):
+            try:
+                body = body.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise TextEncodingError(error.start) from None
+        if len(body) > self.max_message_bytes:
+            raise MessageTooLargeError(len(body), self.max_message_bytes)
+        return body
 
     async def _upload(
         self, path: str | Path, content_type: str | None, progress: Progress | None

@@ -51,7 +51,7 @@ from client.devices import (
     unlink_device,
     wait_for_link,
 )
-from client.errors import ClientError, MessageTooLargeError, TextEncodingError
+from client.errors import ClientError, MessageTooLargeError
 from e2e.address import ProtocolAddress
 from e2e.devices import (
     PRIMARY_DEVICE_ID,
@@ -207,13 +207,7 @@ class FanOut:
         :class:`DeviceKeyMismatchError`, the core's device-list errors or the relay's; nothing is
         committed then.
         """
-        if isinstance(body, str):
-            try:
-                body = body.encode("utf-8")
-            except UnicodeEncodeError as error:
-                raise TextEncodingError(error.start) from None
-        if len(body) > self.max_message_bytes:
-            raise MessageTooLargeError(len(body), self.max_message_bytes)
+        body = self._checked_body(body)
         self._check_running()
         targets: list[tuple[str, int, PublicKey | None]] = []
         if name != self.name:
